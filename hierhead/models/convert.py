@@ -1,0 +1,106 @@
+"""Turn a torchvision detector's final head convs into hierarchical ones (Eq. 2) and back (fold)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Iterator
+
+from torch import nn
+from torchvision.models.detection.faster_rcnn import FasterRCNN
+from torchvision.models.detection.retinanet import RetinaNet
+from torchvision.models.detection.ssd import SSD
+
+from ..anchors import anchor_grid, anchor_shapes, to_torchvision
+from ..design import Design
+from ..layers import HierarchicalConv2d
+
+__all__ = ["hierarchize", "fold", "head_convs", "level_designs"]
+
+
+def _set(parent: nn.Module, name: str, module: nn.Module) -> None:
+    if isinstance(parent, (nn.ModuleList, nn.Sequential)):
+        parent[int(name)] = module
+    else:
+        setattr(parent, name, module)
+
+
+def head_convs(model: nn.Module) -> Iterator[tuple[nn.Module, str, int, int, str]]:
+    """Yield (parent, attribute, level, outputs per anchor, role) of every final prediction conv.
+
+    level is the feature-map index whose anchors the conv predicts (-1: shared by all levels).
+    """
+    if isinstance(model, SSD):
+        heads = (("cls", model.head.classification_head), ("box", model.head.regression_head))
+        for role, head in heads:
+            for level, block in enumerate(head.module_list):
+                if isinstance(block, nn.Sequential):  # SSDLite: depthwise block then a 1x1 conv
+                    yield block, str(len(block) - 1), level, head.num_columns, role
+                else:
+                    yield head.module_list, str(level), level, head.num_columns, role
+    elif isinstance(model, RetinaNet):
+        cls_head, box_head = model.head.classification_head, model.head.regression_head
+        yield cls_head, "cls_logits", -1, cls_head.num_classes, "cls"
+        yield box_head, "bbox_reg", -1, 4, "box"
+    elif isinstance(model, FasterRCNN):
+        yield model.rpn.head, "cls_logits", -1, 1, "cls"
+        yield model.rpn.head, "bbox_pred", -1, 4, "box"
+    else:
+        raise TypeError(f"hierarchize: unsupported model {type(model).__name__} (SSD, RetinaNet or FasterRCNN)")
+
+
+def _generator(model: nn.Module) -> nn.Module:
+    return model.rpn.anchor_generator if isinstance(model, FasterRCNN) else model.anchor_generator
+
+
+def level_designs(model: nn.Module, design: str | Design) -> list[Design]:
+    """The design built for each feature map's own anchors (size, ratio) of ``model``."""
+    gen = _generator(model)
+    designs = []
+    for grid, shapes in zip(anchor_grid(gen), anchor_shapes(gen)):
+        ratios = {r: h / w for (_, r), (w, h) in zip(grid, shapes)}
+        ratio_values = [ratios[i] for i in range(max(ratios) + 1)] if len(ratios) == max(ratios) + 1 else None
+        if isinstance(design, Design):
+            designs.append(design.rebuild(grid))
+        else:
+            designs.append(Design.parse(design, anchors=grid, ratios=ratio_values))
+    return designs
+
+
+def hierarchize(model: nn.Module, design: str | Design, soft: bool = False) -> nn.Module:
+    """Replace the final cls and box convs of ``model`` in place by :class:`HierarchicalConv2d`.
+
+    Each conv keeps its weights (``from_conv``), so the model computes what it computed
+    before; classifier and regressor get units of their own. A general design is a no-op.
+    """
+    designs = level_designs(model, design)
+    if designs[0].is_general:
+        return model
+    targets = list(head_convs(model))
+    for parent, name, level, k_out, _ in targets:
+        conv = parent[int(name)] if isinstance(parent, (nn.ModuleList, nn.Sequential)) else getattr(parent, name)
+        if isinstance(conv, HierarchicalConv2d):
+            raise ValueError("hierarchize: model is already hierarchical; fold() it first")
+        if level < 0 and any(d.matrix.tolist() != designs[0].matrix.tolist() for d in designs):
+            raise ValueError("hierarchize: a head shared by all levels needs the same anchor grid on every level")
+        _set(parent, name, HierarchicalConv2d.from_conv(conv, designs[max(level, 0)], k_out, soft=soft))
+    return model
+
+
+def fold(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` of the same torchvision class with plain ``nn.Conv2d`` heads (Section III-B.c).
+
+    Its ``state_dict()`` loads with ``strict=True`` into the stock model with the same backbone,
+    classes and anchors; its anchor generator is a stock torchvision one.
+    """
+    folded = copy.deepcopy(model)
+    for parent, name, _, _, _ in list(head_convs(folded)):
+        conv = parent[int(name)] if isinstance(parent, (nn.ModuleList, nn.Sequential)) else getattr(parent, name)
+        if isinstance(conv, HierarchicalConv2d):
+            _set(parent, name, conv.fold())
+    if isinstance(folded, FasterRCNN):
+        folded.rpn.anchor_generator = to_torchvision(folded.rpn.anchor_generator)
+    else:
+        folded.anchor_generator = to_torchvision(folded.anchor_generator)
+    if hasattr(folded, "hierhead_spec"):
+        folded.hierhead_spec = {**folded.hierhead_spec, "folded": True}
+    return folded

@@ -1,0 +1,81 @@
+"""Loading and saving weights from local files only (``weights_only=True``, safetensors)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = ["load_state_dict", "load_model_weights", "save"]
+
+
+def load_state_dict(path: str | Path, what: str = "weights") -> dict[str, torch.Tensor]:
+    """A state_dict from a .safetensors file or a torch file read with ``weights_only=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{what} file {str(path)!r}: not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt, truncated or not a weights file
+        raise ValueError(f"{what} file {str(path)!r}: cannot be read ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{what} file {str(path)!r}: not a state_dict of tensors")
+    return state
+
+
+def _file_spec(path: Path) -> dict | None:
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        return json.loads(meta["hierhead_spec"]) if "hierhead_spec" in meta else None
+    return None
+
+
+def save(model: nn.Module, path: str | Path) -> Path:
+    """Save a built model's weights as safetensors, with its spec in the metadata."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    spec = getattr(model, "hierhead_spec", {})
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata={"hierhead_spec": json.dumps(spec)})
+    tmp.replace(path)
+    return path
+
+
+def load_model_weights(model: nn.Module, path: str | Path) -> None:
+    """Load whole-model weights; a file for another model, classes or design fails naming both sides."""
+    path = Path(path)
+    state = load_state_dict(path, what="model weights")
+    spec = getattr(model, "hierhead_spec", None)
+    if path.suffix == ".safetensors" and spec is not None:
+        saved = _file_spec(path)
+        if saved:
+            for key in ("model", "num_classes", "design"):
+                if key in saved and saved[key] != spec.get(key):
+                    raise ValueError(f"model weights {str(path)!r}: saved for {key}={saved[key]!r}, "
+                                     f"this model has {key}={spec.get(key)!r}")
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or wrong:
+        parts = []
+        if wrong:
+            k = wrong[0]
+            parts.append(f"{k} is {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the model")
+        if missing:
+            parts.append(f"{len(missing)} tensors missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        raise ValueError(f"model weights {str(path)!r}: do not match the model: " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)
