@@ -1,0 +1,159 @@
+import math
+
+import pytest
+import torch
+
+from hierhead import HierarchicalConv2d
+from hierhead.anchors import anchor_shapes, ssd_scales
+from hierhead.models import build, fold, hierarchize, level_designs, names, save
+from hierhead.models.builders import spec_of
+from hierhead.models.convert import _generator
+
+SMALL = {  # keep the two-stage / RetinaNet inputs tiny; SSDs resize to their fixed size
+    "retinanet_resnet50_fpn": {"min_size": 128, "max_size": 128, "score_thresh": 0.0},
+    "retinanet_resnet50_fpn_nosubnet": {"min_size": 128, "max_size": 128, "score_thresh": 0.0},
+    "fasterrcnn_resnet50_fpn": {"min_size": 128, "max_size": 128, "box_score_thresh": 0.0},
+}
+DESIGN = "9An{9,3,1}S"
+
+
+def _build(name, design=DESIGN, **kw):
+    return build(name, num_classes=3, design=design, **{**SMALL.get(name, {}), **kw})
+
+
+def _images(n=2):
+    g = torch.Generator().manual_seed(0)
+    return [torch.rand(3, 96, 128, generator=g), torch.rand(3, 120, 80, generator=g)][:n]
+
+
+def _targets():
+    return [
+        {"boxes": torch.tensor([[10.0, 20.0, 60.0, 80.0], [30.0, 5.0, 120.0, 40.0]]), "labels": torch.tensor([1, 2])},
+        {"boxes": torch.tensor([[5.0, 5.0, 70.0, 100.0]]), "labels": torch.tensor([2])},
+    ]
+
+
+def _count(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+@pytest.fixture(scope="module", params=names())
+def built(request):
+    torch.manual_seed(0)
+    return request.param, _build(request.param)
+
+
+def test_every_builder_trains(built):
+    name, model = built
+    model.train()
+    losses = model(_images(), _targets())
+    assert losses and all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    layers = [m for m in model.modules() if isinstance(m, HierarchicalConv2d)]
+    for k_out in {m.num_outputs_per_anchor for m in layers} | {4}:  # classifier and regressor both
+        units = [m.unit_weight for m in layers if m.num_outputs_per_anchor == k_out]
+        assert units and all(u.grad is not None for u in units)
+        assert sum(u.grad.abs().sum() for u in units) > 0  # levels without positives get none
+    model.zero_grad(set_to_none=True)
+
+
+def test_folded_and_stock_models_detect_identically(built):
+    name, model = built
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, HierarchicalConv2d):
+                m.unit_weight.normal_(std=0.02)
+                m.unit_bias.normal_(std=0.1)
+    model.eval()
+    folded = fold(model).eval()
+    assert type(folded) is type(model)
+    assert not any(isinstance(m, HierarchicalConv2d) for m in folded.modules())
+    assert type(_generator(folded)).__module__.startswith("torchvision.")
+    stock = _build(name, design=None).eval()
+    stock.load_state_dict(folded.state_dict(), strict=True)
+    assert _count(folded) == _count(stock)  # (c) exactly the general head's size
+    with torch.no_grad():
+        outs = [m(_images()) for m in (model, folded, stock)]
+    assert sum(len(d["boxes"]) for d in outs[0]) > 0
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other):
+            assert torch.equal(a["labels"], b["labels"])
+            torch.testing.assert_close(a["boxes"], b["boxes"], atol=1e-4, rtol=0)
+            torch.testing.assert_close(a["scores"], b["scores"], atol=1e-4, rtol=0)
+
+
+def test_anchors_satisfy_the_design(built):
+    name, model = built
+    gen = _generator(model)
+    for design in ("9An{9,3}As", "9An{9,3}S", "9An{9,2}Or"):
+        for level, (d, shapes) in enumerate(zip(level_designs(model, design), anchor_shapes(gen))):
+            assert len(shapes) == 9
+            for row in d.rows:
+                joined = [shapes[i] for i, v in enumerate(row) if v]
+                sizes = [math.sqrt(w * h) for w, h in joined]
+                ratios = [h / w for w, h in joined]
+                if design.endswith("As"):  # one area, three aspect ratios
+                    assert max(sizes) / min(sizes) < 1.05 and max(ratios) / min(ratios) > 3
+                elif design.endswith("S"):  # one aspect ratio, three sizes
+                    assert max(ratios) / min(ratios) < 1.1 and max(sizes) / min(sizes) > 1.4
+                else:  # orientation: all vertical or all horizontal
+                    assert all(r > 1.1 for r in ratios) or all(r < 0.9 for r in ratios)
+
+
+def test_general_design_is_exactly_the_stock_head():
+    a = build("ssdlite320_mobilenet_v3", 3, design="9An{9}")
+    b = build("ssdlite320_mobilenet_v3", 3, design=None)
+    assert not any(isinstance(m, HierarchicalConv2d) for m in a.modules())
+    assert list(a.state_dict()) == list(b.state_dict())
+
+
+def test_paper_ssd_anchors_follow_eq3():
+    model = build("ssd300_vgg16", 3, design=None)
+    scales = ssd_scales(6)
+    assert scales[0] == pytest.approx(0.2) and scales[-1] == pytest.approx(0.95)
+    for k, shapes in enumerate(anchor_shapes(model.anchor_generator)):
+        sizes = sorted({round(math.sqrt(w * h), 6) for w, h in shapes})
+        expected = sorted(round(scales[k] * 2 ** -e, 6) for e in (0, 0.33, 0.66))
+        assert sizes == pytest.approx(expected)
+        assert sorted({round(h / w, 6) for w, h in shapes}) == pytest.approx([0.5, 1.0, 2.0])
+
+
+def test_hierarchize_keeps_the_function_and_refuses_twice():
+    torch.manual_seed(0)
+    model = build("ssdlite320_mobilenet_v3", 3, design=None).eval()
+    images = _images(1)
+    with torch.no_grad():
+        before = model(images)[0]
+        hierarchize(model, "9An{9,1}Both")
+        after = model(images)[0]
+    torch.testing.assert_close(before["scores"], after["scores"])
+    with pytest.raises(ValueError, match="already hierarchical"):
+        hierarchize(model, "9An{9,1}Both")
+
+
+def test_bad_design_for_the_anchors():
+    with pytest.raises(ValueError, match="these anchors have 3 sizes"):
+        build("ssdlite320_mobilenet_v3", 3, design="9An{9,4}As")
+    with pytest.raises(ValueError, match="unknown; choose one of"):
+        build("yolo", 3)
+
+
+def test_weights_round_trip_and_mismatch(tmp_path):
+    torch.manual_seed(0)
+    model = build("ssdlite320_mobilenet_v3", 3, design=DESIGN)
+    path = save(model, tmp_path / "m.safetensors")
+    again = build("ssdlite320_mobilenet_v3", 3, design=DESIGN, weights=path)
+    for (k, v), w in zip(model.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(v, w), k
+    assert spec_of(again)["design"] == DESIGN
+    with pytest.raises(ValueError, match=r"saved for design='9An\{9,3,1\}S', this model has design='9An\{9,1\}Both'"):
+        build("ssdlite320_mobilenet_v3", 3, design="9An{9,1}Both", weights=path)
+    with pytest.raises(ValueError, match="saved for num_classes=3, this model has num_classes=5"):
+        build("ssdlite320_mobilenet_v3", 5, design=DESIGN, weights=path)
+    torch.save(model.state_dict(), tmp_path / "m.pth")
+    with pytest.raises(ValueError, match=r"m.pth'.*do not match the model.*in the file.*in the model"):
+        build("ssdlite320_mobilenet_v3", 5, design=DESIGN, weights=tmp_path / "m.pth")
+    (tmp_path / "junk.pth").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="junk.pth'.*cannot be read"):
+        build("ssdlite320_mobilenet_v3", 3, design=DESIGN, weights=tmp_path / "junk.pth")
