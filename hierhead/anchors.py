@@ -123,3 +123,11 @@ def to_torchvision(generator: nn.Module) -> nn.Module:
         stock._wh_pairs = [p.clone() for p in generator._wh_pairs]
         return stock
     raise TypeError(f"unsupported anchor generator {type(generator).__name__}")
+
+
+def pixel_shapes(generator: nn.Module, image_size: int) -> list[list[tuple[float, float]]]:
+    """Anchor (w, h) per level in pixels of an ``image_size`` input (SSD boxes are relative)."""
+    shapes = anchor_shapes(generator)
+    if isinstance(generator, DefaultBoxGenerator):
+        return [[(w * image_size, h * image_size) for w, h in level] for level in shapes]
+    return shapes

@@ -1,0 +1,414 @@
+"""Dataset readers: VOC devkit, VOC XML folders, COCO JSON, FlickrLogos-47 and YOLO txt.
+
+All yield the same sample: ``(image, target)`` with an RGB ``tv_tensors.Image`` and
+``target = {"boxes": BoundingBoxes xyxy, "labels": 1 + class index (0 is background),
+"difficult": bool, "image_id": str}``, and hold the class list in ``dataset.classes``.
+
+Annotations and image headers are read and checked when the dataset is built (not in the
+middle of an epoch). Images: greyscale, RGBA, palette and CMYK become RGB; EXIF orientation is
+applied to the image *and* the boxes, which are taken to be in the stored pixel grid (what
+labelImg, CVAT and the VOC devkit write); sizes come from the image, not from the XML.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision import tv_tensors
+from torchvision.transforms.v2 import functional as TF
+
+from .records import DataError, Problems, Record, check_box, inside_root
+
+__all__ = ["DetectionDataset", "open_dataset", "FORMATS", "VOC_CLASSES", "load_image"]
+
+VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
+               "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+_EXIF_ORIENTATION = 0x0112
+
+
+def _orient_box(box: list[float], orientation: int, w: int, h: int) -> list[float]:
+    """Map a box of the stored w x h pixel grid to the EXIF-transposed image (PIL's convention)."""
+    x1, y1, x2, y2 = box
+    maps = {
+        1: lambda x, y: (x, y), 2: lambda x, y: (w - x, y), 3: lambda x, y: (w - x, h - y),
+        4: lambda x, y: (x, h - y), 5: lambda x, y: (y, x), 6: lambda x, y: (h - y, x),
+        7: lambda x, y: (h - y, w - x), 8: lambda x, y: (y, w - x),
+    }
+    f = maps.get(orientation, maps[1])
+    (ax, ay), (bx, by) = f(x1, y1), f(x2, y2)
+    return [min(ax, bx), min(ay, by), max(ax, bx), max(ay, by)]
+
+
+def _image_header(path: Path, where: str, problems: Problems, verify: bool) -> tuple[int, int, int] | None:
+    """(displayed width, height, EXIF orientation) of an image, checking that it decodes."""
+    if not path.is_file():
+        problems.report("bad images", f"{where}: image file {str(path)!r} is missing")
+        return None
+    if path.stat().st_size == 0:
+        problems.report("bad images", f"{where}: image file {str(path)!r} is empty")
+        return None
+    try:
+        with Image.open(path) as img:
+            orientation = int(img.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+            w, h = img.size
+            if verify:
+                img.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        problems.report("bad images", f"{where}: image file {str(path)!r} cannot be decoded ({e})")
+        return None
+    if orientation in (5, 6, 7, 8):
+        w, h = h, w
+    return w, h, orientation
+
+
+def load_image(path: Path) -> torch.Tensor:
+    """An RGB uint8 tensor (C, H, W) with EXIF orientation applied."""
+    with Image.open(path) as img:
+        img = ImageOps.exif_transpose(img)
+        if img.mode == "P" and "transparency" in img.info:
+            img = img.convert("RGBA")
+        img = img.convert("RGB")
+        return TF.pil_to_tensor(img)
+
+
+class DetectionDataset(torch.utils.data.Dataset):
+    """Records plus a class list; ``transforms(image, target)`` is applied to each sample."""
+
+    def __init__(self, records: list[Record], classes: Sequence[str], name: str, problems: Problems,
+                 transforms: Callable | None = None) -> None:
+        self.records = records
+        self.classes = list(classes)
+        self.name = name
+        self.problems = problems
+        self.transforms = transforms
+        problems.warn(name)
+
+    @property
+    def skipped(self) -> dict[str, int]:
+        return dict(self.problems.counts)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def target(self, i: int) -> dict:
+        r = self.records[i]
+        boxes = torch.tensor(r.boxes, dtype=torch.float32).reshape(-1, 4)
+        return {
+            "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(r.height, r.width)),
+            "labels": torch.tensor(r.labels, dtype=torch.int64) + 1,
+            "difficult": torch.tensor(r.difficult, dtype=torch.bool),
+            "image_id": r.image_id,
+        }
+
+    def __getitem__(self, i: int):
+        r = self.records[i]
+        try:
+            image = tv_tensors.Image(load_image(r.image_path))
+        except (OSError, ValueError) as e:
+            raise DataError(f"{self.name}: image file {str(r.image_path)!r} cannot be decoded ({e})") from None
+        target = self.target(i)
+        if self.transforms is not None:
+            image, target = self.transforms(image, target)
+        return image, target
+
+    def subset(self, indices: Sequence[int]) -> "DetectionDataset":
+        return DetectionDataset([self.records[i] for i in indices], self.classes, self.name, Problems(True),
+                                self.transforms)
+
+
+# -- shared record building ---------------------------------------------------------------------
+def _finish(entries: list[tuple[Path, str, list[tuple[str | int, list[float], bool]], str]],
+            classes: Sequence[str] | None, problems: Problems, verify: bool,
+            numeric_classes: Sequence[str] | None = None) -> tuple[list[Record], list[str]]:
+    """Turn (image path, id, [(class, xyxy in stored pixels, difficult)], where) into records."""
+    if classes is None:
+        names = {c for _, _, objs, _ in entries for c, _, _ in objs if isinstance(c, str)}
+        classes = sorted(names) if numeric_classes is None else list(numeric_classes)
+    classes = list(classes)
+    index = {c: i for i, c in enumerate(classes)}
+    records, seen = [], set()
+    for path, image_id, objs, where in entries:
+        if image_id in seen:
+            problems.report("duplicate ids", f"{where}: duplicate image id {image_id!r} (already in the dataset)")
+            continue
+        head = _image_header(path, where, problems, verify)
+        if head is None:
+            continue
+        seen.add(image_id)
+        w, h, orientation = head
+        rec = Record(path, image_id, w, h, orientation=orientation)
+        sw, sh = (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+        for cls, box, difficult in objs:
+            if isinstance(cls, int):
+                if not 0 <= cls < len(classes):
+                    problems.report("unknown classes", f"{where}: class id {cls} is not in the {len(classes)} classes")
+                    continue
+                label = cls
+            elif cls not in index:
+                problems.report("unknown classes", f"{where}: class {cls!r} is not one of {classes}")
+                continue
+            else:
+                label = index[cls]
+            if all(math.isfinite(v) for v in box) and orientation != 1:
+                box = _orient_box(box, orientation, sw, sh)
+            box = check_box(box, w, h, where, problems)
+            if box is None:
+                continue
+            rec.boxes.append(box)
+            rec.labels.append(label)
+            rec.difficult.append(bool(difficult))
+        records.append(rec)
+    return records, classes
+
+
+def _xml_objects(xml_path: Path, problems: Problems) -> tuple[str | None, list] | None:
+    """(filename, [(name, xyxy, difficult)]) from a VOC XML parsed with defusedxml."""
+    import defusedxml.ElementTree as ET
+    from defusedxml import DefusedXmlException
+
+    try:
+        root = ET.parse(xml_path).getroot()
+    except (ET.ParseError, DefusedXmlException) as e:
+        problems.report("bad annotations", f"{str(xml_path)!r}: malformed or unsafe XML ({type(e).__name__}: {e})")
+        return None
+    objs = []
+    for obj in root.iter("object"):
+        name = (obj.findtext("name") or "").strip()
+        bb = obj.find("bndbox")
+        try:
+            box = [float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")]  # type: ignore[union-attr]
+        except (TypeError, ValueError, AttributeError):
+            problems.report("bad boxes", f"{str(xml_path)!r}: object {name!r} has a missing or non-numeric bndbox")
+            continue
+        difficult = (obj.findtext("difficult") or "0").strip() in ("1", "true")
+        objs.append((name, box, difficult))
+    return root.findtext("filename"), objs
+
+
+# -- readers --------------------------------------------------------------------------------------
+def read_voc_folder(root: Path, classes=None, skip_bad=False, verify=True, **_) -> DetectionDataset:
+    """A folder of images with a VOC XML beside each (same stem); image ids are file stems."""
+    problems = Problems(skip_bad)
+    entries = []
+    images = {p.stem: p for p in sorted(root.iterdir()) if p.suffix.lower() in IMAGE_EXTS}
+    xmls = sorted(root.glob("*.xml"))
+    if not xmls and not images:
+        raise DataError(f"{str(root)!r}: no images and no .xml annotations found")
+    for xml in xmls:
+        image = images.pop(xml.stem, None)  # an image whose XML is bad is dropped, not kept as background
+        parsed = _xml_objects(xml, problems)
+        if parsed is None:
+            continue
+        filename, objs = parsed
+        if image is None and filename:
+            image = inside_root(root, Path(filename.replace("\\", "/")).name, str(xml))
+        if image is None:
+            problems.report("bad images", f"{str(xml)!r}: no image with stem {xml.stem!r} beside it")
+            continue
+        entries.append((image, xml.stem, objs, str(xml)))
+    for stem, image in images.items():  # images without XML: background images
+        entries.append((image, stem, [], str(image)))
+    records, classes = _finish(entries, classes, problems, verify)
+    return DetectionDataset(records, classes, str(root), problems)
+
+
+def read_voc(root: Path, split="trainval", years=None, classes=None, skip_bad=False, verify=True,
+             **_) -> DetectionDataset:
+    """A PASCAL VOC devkit root (``VOC2007``, ``VOC2012``; several years give their union)."""
+    problems = Problems(skip_bad)
+    years = years or [d.name[3:] for d in sorted(root.glob("VOC20*")) if d.is_dir()]
+    if not years:
+        raise DataError(f"{str(root)!r}: no VOC20xx folder (expected e.g. {str(root / 'VOC2007')!r})")
+    entries = []
+    for year in years:
+        base = root / f"VOC{year}"
+        split_file = base / "ImageSets" / "Main" / f"{split}.txt"
+        if not split_file.is_file():
+            raise DataError(f"{str(split_file)!r}: split file not found")
+        for line in split_file.read_text().split():
+            xml = inside_root(base / "Annotations", f"{line}.xml", str(split_file))
+            if not xml.is_file():
+                problems.report("bad annotations", f"{str(xml)!r}: annotation listed in {split_file.name} is missing")
+                continue
+            parsed = _xml_objects(xml, problems)
+            if parsed is None:
+                continue
+            image = inside_root(base / "JPEGImages", f"{line}.jpg", str(xml))
+            entries.append((image, f"{year}_{line}" if len(years) > 1 else line, parsed[1], str(xml)))
+    records, classes = _finish(entries, classes or VOC_CLASSES, problems, verify)
+    return DetectionDataset(records, classes, str(root), problems)
+
+
+def read_coco(path: Path, images=None, classes=None, skip_bad=False, verify=True, **_) -> DetectionDataset:
+    """A COCO JSON file read with pycocotools; crowd boxes are kept as ``difficult`` (ignored)."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+
+    problems = Problems(skip_bad)
+    if not path.is_file():
+        raise DataError(f"{str(path)!r}: COCO annotation file not found")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco = COCO(str(path))
+    except (json.JSONDecodeError, KeyError, TypeError, AssertionError, UnicodeDecodeError) as e:
+        raise DataError(f"{str(path)!r}: malformed COCO JSON ({type(e).__name__}: {e})") from None
+    image_root = Path(images) if images else path.parent
+    cat_ids = sorted(coco.getCatIds())
+    names = [coco.cats[c]["name"] for c in cat_ids]
+    entries = []
+    for img_id in sorted(coco.getImgIds()):
+        info = coco.imgs[img_id]
+        objs = []
+        for ann in coco.imgToAnns.get(img_id, []):
+            x, y, w, h = (float(v) for v in ann.get("bbox", [math.nan] * 4))
+            objs.append((cat_ids.index(ann["category_id"]) if ann["category_id"] in cat_ids else -1,
+                         [x, y, x + w, y + h], bool(ann.get("iscrowd", 0))))
+        try:
+            image = inside_root(image_root, str(info["file_name"]), str(path))
+        except DataError as e:
+            problems.report("bad images", str(e))
+            continue
+        entries.append((image, str(img_id), objs, f"{path}: image {img_id}"))
+    records, classes = _finish(entries, classes, problems, verify, numeric_classes=names)
+    ds = DetectionDataset(records, classes, str(path), problems)
+    ds.coco_ids = {"images": {str(i): i for i in coco.getImgIds()}, "categories": cat_ids}
+    return ds
+
+
+def read_flickrlogos47(root: Path, split="train", classes=None, skip_bad=False, verify=True,
+                       **_) -> DetectionDataset:
+    """FlickrLogos-47: ``className2ClassID.txt``, ``<split>/filelist.txt`` and a
+    ``<image stem>.gt_data.txt`` beside each image: ``x1 y1 x2 y2 class_id ...`` per line."""
+    problems = Problems(skip_bad)
+    names_file = root / "className2ClassID.txt"
+    if not names_file.is_file():
+        raise DataError(f"{str(names_file)!r}: class list not found")
+    pairs = [line.split() for line in names_file.read_text().splitlines() if line.strip()]
+    try:
+        by_id = {int(i): n for n, i in pairs}
+    except ValueError:
+        raise DataError(f"{str(names_file)!r}: expected 'name id' on every line") from None
+    names = [by_id[i] for i in sorted(by_id)]
+    split_dir = root / split
+    listing = split_dir / "filelist.txt"
+    if not listing.is_file():
+        raise DataError(f"{str(listing)!r}: file list not found")
+    entries = []
+    for line in listing.read_text().split():
+        try:
+            image = inside_root(split_dir, line.lstrip("./") if line.startswith("./") else line, str(listing))
+        except DataError as e:
+            problems.report("bad images", str(e))
+            continue
+        gt = image.with_name(image.stem + ".gt_data.txt")
+        objs = []
+        if gt.is_file():
+            for k, row in enumerate(gt.read_text().splitlines()):
+                if not row.strip():
+                    continue
+                f = row.split()
+                try:
+                    box, cls = [float(v) for v in f[:4]], int(f[4])
+                except (ValueError, IndexError):
+                    problems.report("bad annotations", f"{str(gt)!r} line {k + 1}: expected 'x1 y1 x2 y2 class_id ...'")
+                    continue
+                objs.append((sorted(by_id).index(cls) if cls in by_id else -1, box, False))
+        entries.append((image, image.stem, objs, str(gt)))
+    records, classes = _finish(entries, classes, problems, verify, numeric_classes=names)
+    return DetectionDataset(records, classes, str(root), problems)
+
+
+def read_yolo(root: Path, split=None, classes=None, skip_bad=False, verify=True, **_) -> DetectionDataset:
+    """YOLO txt: ``class cx cy w h`` normalised, labels in ``labels/`` (or beside the images),
+    class names from ``classes.txt`` or ``data.yaml`` / ``dataset.yaml`` (``names``)."""
+    import yaml
+
+    problems = Problems(skip_bad)
+    names = None
+    if (root / "classes.txt").is_file():
+        names = [n.strip() for n in (root / "classes.txt").read_text().splitlines() if n.strip()]
+    for y in ("data.yaml", "dataset.yaml"):
+        if names is None and (root / y).is_file():
+            try:
+                data = yaml.safe_load((root / y).read_text())
+                raw = data["names"]
+            except (yaml.YAMLError, KeyError, TypeError) as e:
+                raise DataError(f"{str(root / y)!r}: malformed data yaml ({type(e).__name__})") from None
+            names = [raw[k] for k in sorted(raw)] if isinstance(raw, dict) else list(raw)
+    if names is None:
+        raise DataError(f"{str(root)!r}: no classes.txt or data.yaml with 'names'")
+    image_dir = root / "images" / split if split else (root / "images" if (root / "images").is_dir() else root)
+    label_dir = Path(str(image_dir).replace(f"{root}/images", f"{root}/labels", 1))
+    if not image_dir.is_dir():
+        raise DataError(f"{str(image_dir)!r}: image folder not found")
+    entries = []
+    for image in sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS):
+        txt = label_dir / f"{image.stem}.txt"
+        if not txt.is_file():
+            txt = image.with_suffix(".txt")
+        rows = []
+        if txt.is_file():
+            for k, row in enumerate(txt.read_text().splitlines()):
+                if not row.strip():
+                    continue
+                f = row.split()
+                try:
+                    if len(f) < 5:
+                        raise ValueError
+                    rows.append((int(f[0]), [float(v) for v in f[1:5]]))
+                except ValueError:
+                    problems.report("bad annotations", f"{str(txt)!r} line {k + 1}: expected 'class cx cy w h'")
+        entries.append((image, image.stem, rows, str(txt)))
+    # normalised -> pixels needs the displayed size: resolve after reading headers
+    fixed = []
+    for image, stem, rows, where in entries:
+        head = _image_header(image, where, Problems(True), False)
+        w, h = (head[0], head[1]) if head else (1, 1)
+        objs = [(c, [(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h], False)
+                for c, (cx, cy, bw, bh) in rows]
+        fixed.append((image, stem, objs, where))
+    records, classes = _finish(fixed, classes, problems, verify, numeric_classes=names)
+    return DetectionDataset(records, classes, str(root), problems)
+
+
+FORMATS: dict[str, Callable[..., DetectionDataset]] = {
+    "voc-folder": read_voc_folder,
+    "voc": read_voc,
+    "coco": read_coco,
+    "flickrlogos47": read_flickrlogos47,
+    "yolo": read_yolo,
+}
+
+
+def _guess(path: Path) -> str:
+    if path.suffix == ".json":
+        return "coco"
+    if any(path.glob("VOC20*")):
+        return "voc"
+    if (path / "className2ClassID.txt").is_file():
+        return "flickrlogos47"
+    if (path / "classes.txt").is_file() or (path / "data.yaml").is_file() or (path / "dataset.yaml").is_file():
+        return "yolo"
+    return "voc-folder"
+
+
+def open_dataset(path: str | Path, format: str | None = None, classes: Sequence[str] | None = None,
+                 skip_bad: bool = False, **kwargs) -> DetectionDataset:
+    """Open a dataset in any supported format (guessed from the path when not given)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{str(path)!r}: dataset not found")
+    format = format or _guess(path)
+    if format not in FORMATS:
+        raise DataError(f"format {format!r}: unknown; choose one of {', '.join(FORMATS)}")
+    ds = FORMATS[format](path, classes=list(classes) if classes else None, skip_bad=skip_bad, **kwargs)
+    ds.format = format
+    return ds

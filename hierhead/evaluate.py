@@ -1,0 +1,65 @@
+"""Evaluate a COCO-results predictions file against a dataset (``hierhead eval --predictions``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .data.readers import DetectionDataset
+from .data.records import DataError
+from .metrics import coco_map, voc_map
+
+__all__ = ["evaluate_predictions", "load_predictions"]
+
+
+def load_predictions(path: str | Path, ds: DetectionDataset) -> list[dict]:
+    """Per-image xyxy predictions from COCO results (``bbox`` = [x, y, w, h] pixels, ``score``).
+
+    ``image_id`` is the dataset's image id (file stem; COCO: its own id); ``category_id`` is
+    1 + class index (COCO: the dataset's category id). Unknown ids are an error.
+    """
+    path = Path(path)
+    try:
+        rows = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"predictions {str(path)!r}: cannot be read as JSON ({e})") from None
+    if not isinstance(rows, list):
+        raise DataError(f"predictions {str(path)!r}: expected a list of COCO results")
+    coco = getattr(ds, "coco_ids", None)
+    index = {r.image_id: i for i, r in enumerate(ds.records)}
+    cats = {c: k + 1 for k, c in enumerate(coco["categories"])} if coco else None
+    per = [{"boxes": [], "scores": [], "labels": []} for _ in ds.records]
+    for n, row in enumerate(rows):
+        try:
+            img, cat, (x, y, w, h), score = str(row["image_id"]), int(row["category_id"]), row["bbox"], float(row["score"])
+            x, y, w, h = float(x), float(y), float(w), float(h)
+        except (KeyError, TypeError, ValueError):
+            raise DataError(f"predictions {str(path)!r}: entry {n} needs image_id, category_id, bbox [x,y,w,h], score") from None
+        if img not in index:
+            raise DataError(f"predictions {str(path)!r}: entry {n} has image_id {row['image_id']!r}, not in the dataset")
+        label = cats.get(cat) if cats else cat
+        if label is None or not 1 <= label <= len(ds.classes):
+            raise DataError(f"predictions {str(path)!r}: entry {n} has category_id {cat}, not one of the "
+                            f"{len(ds.classes)} classes")
+        p = per[index[img]]
+        p["boxes"].append([x, y, x + w, y + h])
+        p["scores"].append(score)
+        p["labels"].append(label)
+    return [{"boxes": torch.tensor(p["boxes"]).reshape(-1, 4), "scores": torch.tensor(p["scores"]),
+             "labels": torch.tensor(p["labels"], dtype=torch.int64)} for p in per]
+
+
+def evaluate_predictions(ds: DetectionDataset, predictions: str | Path, metric: str = "voc07") -> dict:
+    """VOC07 (11-point), VOC12 (area) or COCO metrics of a predictions file on ``ds``."""
+    preds = load_predictions(predictions, ds)
+    targets = [ds.target(i) for i in range(len(ds))]
+    if metric == "coco":
+        coco = getattr(ds, "coco_ids", None)
+        ids = [coco["images"][r.image_id] for r in ds.records] if coco else None
+        return coco_map(preds, targets, len(ds.classes) + 1, ds.classes, image_ids=ids,
+                        category_ids=coco["categories"] if coco else None)
+    if metric not in ("voc07", "voc12"):
+        raise ValueError(f"metric {metric!r}: choose voc07, voc12 or coco")
+    return voc_map(preds, targets, len(ds.classes) + 1, use_07=metric == "voc07", class_names=ds.classes)

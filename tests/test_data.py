@@ -1,0 +1,202 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from hierhead.data import DataError, open_dataset
+from hierhead.data.stats import table_two
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+def voc_xml(name, objects, size=(64, 48), filename=None):
+    objs = "".join(
+        f"<object><name>{c}</name><difficult>{int(d)}</difficult><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
+        f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>" for c, b, d in objects)
+    return (f"<annotation><filename>{filename or name + '.jpg'}</filename><size><width>{size[0]}</width>"
+            f"<height>{size[1]}</height></size>{objs}</annotation>")
+
+
+def make_folder(root, items, mode="RGB", size=(64, 48)):
+    root.mkdir(parents=True, exist_ok=True)
+    for name, objs in items.items():
+        Image.new(mode, size, 128).save(root / f"{name}.png")
+        (root / f"{name}.xml").write_text(voc_xml(name, objs, size, f"{name}.png"))
+    return root
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/datasets not present")
+@pytest.mark.parametrize("name, images, boxes, classes", [
+    ("cards/train", 296, 527, 6), ("cards/test", 67, 143, 6),
+    ("microcontrollers/train", 142, 170, 4), ("microcontrollers/test", 7, 7, 4),
+])
+def test_shared_datasets(name, images, boxes, classes):
+    ds = open_dataset(SHARED / name)
+    assert (len(ds), sum(len(r.boxes) for r in ds.records), len(ds.classes)) == (images, boxes, classes)
+    assert ds.skipped == {}
+    image, target = ds[0]
+    assert image.shape[0] == 3 and image.dtype == torch.uint8
+    assert target["boxes"].canvas_size == tuple(image.shape[-2:])
+
+
+def test_voc_folder_modes_and_background(tmp_path):
+    root = make_folder(tmp_path / "d", {"a": [("dog", (1, 2, 30, 40), False)],
+                                        "b": [("cat", (5, 5, 20, 20), True), ("dog", (0, 0, 64, 48), False)]},
+                       mode="L")
+    Image.new("RGBA", (64, 48)).save(root / "c.png")  # no XML: background image
+    Image.new("P", (64, 48)).save(root / "d.png")
+    Image.new("CMYK", (64, 48)).save(root / "e.jpg")
+    ds = open_dataset(root)
+    assert ds.classes == ["cat", "dog"] and len(ds) == 5
+    for i in range(len(ds)):
+        assert ds[i][0].shape == (3, 48, 64)
+    _, t = ds[1]
+    assert t["labels"].tolist() == [1, 2] and t["difficult"].tolist() == [True, False]
+    assert table_two(ds)["background_images"] == 3
+
+
+def test_exif_orientation_applied_to_image_and_boxes(tmp_path):
+    root = tmp_path / "d"
+    root.mkdir()
+    img = Image.new("RGB", (60, 40), 0)
+    img.paste((255, 255, 255), (10, 5, 30, 15))  # a white box x 10-30, y 5-15 in the stored grid
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    img.save(root / "r.jpg", exif=exif, quality=100)
+    (root / "r.xml").write_text(voc_xml("r", [("box", (10, 5, 30, 15), False)], (60, 40)))
+    ds = open_dataset(root)
+    image, t = ds[0]
+    assert image.shape == (3, 60, 40)  # displayed: 40 wide, 60 high
+    ys, xs = torch.nonzero(image[0] > 128, as_tuple=True)
+    bright = [xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1]
+    assert t["boxes"][0].tolist() == pytest.approx(bright, abs=1.5)
+
+
+@pytest.mark.parametrize("objs, message", [
+    ([("dog", (30, 5, 10, 20), False)], "x2 <= x1"),
+    ([("dog", ("nan", 5, 10, 20), False)], "non-finite"),
+    ([("dog", (100, 100, 200, 200), False)], "outside the 64x48 image"),
+    ([("unicorn", (1, 1, 10, 10), False)], "class 'unicorn' is not one of"),
+])
+def test_bad_boxes_fail_or_are_counted(tmp_path, objs, message):
+    root = make_folder(tmp_path / "d", {"a": objs, "b": [("dog", (1, 1, 10, 10), False)]})
+    with pytest.raises(DataError, match=message):
+        open_dataset(root, classes=["dog"])
+    with pytest.warns(UserWarning, match="skipped 1"):
+        ds = open_dataset(root, classes=["dog"], skip_bad=True)
+    assert len(ds) == 2 and sum(ds.skipped.values()) == 1 and sum(len(r.boxes) for r in ds.records) == 1
+
+
+def test_slightly_outside_is_clipped(tmp_path):
+    root = make_folder(tmp_path / "d", {"a": [("dog", (-3, 2, 66, 50), False)]})
+    assert open_dataset(root).records[0].boxes == [[0.0, 2.0, 64.0, 48.0]]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda r: (r / "a.png").write_bytes(b""), "is empty"),
+    (lambda r: (r / "a.png").write_bytes(b"not an image at all"), "cannot be decoded"),
+    (lambda r: (r / "a.png").write_bytes((r / "b.png").read_bytes()[:60]), "cannot be decoded"),
+    (lambda r: (r / "a.xml").write_text("<annotation><object>"), "malformed or unsafe XML"),
+    (lambda r: (r / "a.xml").write_text(
+        '<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]><annotation>&b;</annotation>'),
+     "malformed or unsafe XML"),
+])
+def test_bad_files(tmp_path, damage, message):
+    root = make_folder(tmp_path / "d", {"a": [("dog", (1, 1, 10, 10), False)], "b": []})
+    damage(root)
+    with pytest.raises(DataError, match=message):
+        open_dataset(root)
+    with pytest.warns(UserWarning):
+        assert len(open_dataset(root, skip_bad=True)) == 1
+
+
+def test_paths_outside_the_root_are_refused(tmp_path):
+    root = tmp_path / "coco"
+    root.mkdir()
+    Image.new("RGB", (20, 20)).save(root / "ok.png")
+    for bad in ("../../etc/passwd", "/etc/passwd"):
+        data = {"images": [{"id": 1, "file_name": "ok.png", "width": 20, "height": 20},
+                           {"id": 2, "file_name": bad, "width": 20, "height": 20}],
+                "annotations": [], "categories": [{"id": 3, "name": "x"}]}
+        (root / "a.json").write_text(json.dumps(data))
+        with pytest.raises(DataError, match="outside the dataset root|is absolute"):
+            open_dataset(root / "a.json")
+        with pytest.warns(UserWarning):
+            assert len(open_dataset(root / "a.json", skip_bad=True)) == 1
+
+
+def test_coco_reader_and_crowd(tmp_path):
+    root = tmp_path / "coco"
+    root.mkdir()
+    Image.new("RGB", (50, 40)).save(root / "i.png")
+    data = {"images": [{"id": 7, "file_name": "i.png", "width": 50, "height": 40}],
+            "annotations": [{"id": 1, "image_id": 7, "category_id": 5, "bbox": [1, 2, 10, 10], "iscrowd": 0, "area": 100},
+                            {"id": 2, "image_id": 7, "category_id": 9, "bbox": [5, 5, 20, 20], "iscrowd": 1, "area": 400}],
+            "categories": [{"id": 9, "name": "b"}, {"id": 5, "name": "a"}]}
+    (root / "c.json").write_text(json.dumps(data))
+    ds = open_dataset(root / "c.json")
+    _, t = ds[0]
+    assert ds.classes == ["a", "b"] and t["boxes"].tolist() == [[1, 2, 11, 12], [5, 5, 25, 25]]
+    assert t["labels"].tolist() == [1, 2] and t["difficult"].tolist() == [False, True]
+    (root / "bad.json").write_text("{")
+    with pytest.raises(DataError, match="bad.json"):
+        open_dataset(root / "bad.json")
+
+
+def test_duplicate_image_ids(tmp_path):
+    yolo = tmp_path / "y"
+    (yolo / "images").mkdir(parents=True)
+    (yolo / "classes.txt").write_text("x\n")
+    Image.new("RGB", (20, 20)).save(yolo / "images" / "a.png")
+    Image.new("RGB", (20, 20)).save(yolo / "images" / "a.jpg")
+    with pytest.raises(DataError, match="duplicate image id 'a'"):
+        open_dataset(yolo)
+
+
+def test_yolo_and_flickrlogos(tmp_path):
+    y = tmp_path / "y"
+    (y / "images").mkdir(parents=True)
+    (y / "labels").mkdir()
+    (y / "data.yaml").write_text("names: {0: cat, 1: dog}\n")
+    Image.new("RGB", (100, 50)).save(y / "images" / "p.png")
+    (y / "labels" / "p.txt").write_text("1 0.5 0.5 0.2 0.4\n0 0.1 0.1 0.1 0.1\n")
+    ds = open_dataset(y)
+    assert ds.classes == ["cat", "dog"]
+    assert ds.records[0].boxes[0] == pytest.approx([40, 15, 60, 35]) and ds.records[0].labels == [1, 0]
+    (y / "labels" / "p.txt").write_text("1 0.5 0.5\n")
+    with pytest.raises(DataError, match="p.txt' line 1: expected 'class cx cy w h'"):
+        open_dataset(y)
+    f = tmp_path / "fl"
+    (f / "train" / "000000").mkdir(parents=True)
+    (f / "className2ClassID.txt").write_text("adidas 0\nbmw 1\n")
+    (f / "train" / "filelist.txt").write_text("./000000/1.png\n")
+    Image.new("RGB", (80, 60)).save(f / "train" / "000000" / "1.png")
+    (f / "train" / "000000" / "1.gt_data.txt").write_text("10 10 40 30 1 0 0 0 0\n")
+    ds = open_dataset(f, split="train")
+    assert ds.classes == ["adidas", "bmw"] and ds.records[0].boxes == [[10, 10, 40, 30]] and ds.records[0].labels == [1]
+
+
+def test_stats_and_eval_cli(tmp_path):
+    root = make_folder(tmp_path / "d", {"a": [("dog", (1, 1, 31, 11), False)], "b": [("cat", (0, 0, 10, 40), False)]})
+    run = lambda *a: subprocess.run([sys.executable, "-m", "hierhead", *a], capture_output=True, text=True)
+    out = run("stats", "--data", str(root), "--json", "--image-size", "0")
+    s = json.loads(out.stdout)
+    assert (s["images"], s["objects"], s["horizontal"], s["vertical"], s["classes"]) == (2, 2, 1, 1, ["cat", "dog"])
+    preds = [{"image_id": "a", "category_id": 2, "bbox": [1, 1, 30, 10], "score": 0.9},
+             {"image_id": "b", "category_id": 2, "bbox": [0, 0, 10, 40], "score": 0.8}]
+    (tmp_path / "p.json").write_text(json.dumps(preds))
+    out = run("eval", "--data", str(root), "--predictions", str(tmp_path / "p.json"), "--metric", "voc12",
+              "--json", str(tmp_path / "r.json"))
+    assert out.returncode == 0, out.stderr
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["AP"] == {"cat": 0.0, "dog": 1.0} and r["mAP"] == 0.5
+    preds[0]["image_id"] = "zzz"
+    (tmp_path / "p.json").write_text(json.dumps(preds))
+    out = run("eval", "--data", str(root), "--predictions", str(tmp_path / "p.json"))
+    assert out.returncode != 0 and "image_id 'zzz', not in the dataset" in out.stderr and "Traceback" not in out.stderr
+    out = run("stats", "--data", str(tmp_path / "missing"))
+    assert out.returncode != 0 and "dataset not found" in out.stderr and out.stderr.count("\n") == 1
