@@ -200,3 +200,25 @@ def test_stats_and_eval_cli(tmp_path):
     assert out.returncode != 0 and "image_id 'zzz', not in the dataset" in out.stderr and "Traceback" not in out.stderr
     out = run("stats", "--data", str(tmp_path / "missing"))
     assert out.returncode != 0 and "dataset not found" in out.stderr and out.stderr.count("\n") == 1
+
+
+def test_voc_devkit_union_and_missing_files(tmp_path):
+    for year, ids in (("2007", ["000001", "000002"]), ("2012", ["2012_000001"])):
+        base = tmp_path / f"VOC{year}"
+        for d in ("Annotations", "JPEGImages", "ImageSets/Main"):
+            (base / d).mkdir(parents=True)
+        (base / "ImageSets/Main/trainval.txt").write_text("\n".join(ids) + "\n")
+        for i in ids:
+            Image.new("RGB", (64, 48)).save(base / "JPEGImages" / f"{i}.jpg")
+            (base / "Annotations" / f"{i}.xml").write_text(
+                voc_xml(i, [("dog", (1, 1, 20, 20), False), ("person", (5, 5, 30, 40), True)]))
+    ds = open_dataset(tmp_path, split="trainval")
+    assert ds.format == "voc" and len(ds) == 3 and len(ds.classes) == 20
+    assert {r.image_id for r in ds.records} == {"2007_000001", "2007_000002", "2012_2012_000001"}
+    _, t = ds[0]
+    assert t["labels"].tolist() == [12, 15] and t["difficult"].tolist() == [False, True]
+    (tmp_path / "VOC2007/JPEGImages/000002.jpg").unlink()
+    with pytest.raises(DataError, match="000002.jpg' is missing"):
+        open_dataset(tmp_path, split="trainval")
+    with pytest.warns(UserWarning, match="skipped 1 bad images"):
+        assert len(open_dataset(tmp_path, split="trainval", skip_bad=True)) == 2
