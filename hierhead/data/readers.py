@@ -167,6 +167,27 @@ def _finish(entries: list[tuple[Path, str, list[tuple[str | int, list[float], bo
     return records, classes
 
 
+def _txt_rows(path: Path, parse: Callable[[list[str]], tuple], expected: str, problems: Problems) -> list[tuple]:
+    """``parse`` applied to the fields of every non-empty line of a txt annotation (none if absent);
+    a line it cannot parse is reported as ``path line k: expected '<expected>'``."""
+    rows = []
+    if path.is_file():
+        for k, line in enumerate(path.read_text().splitlines()):
+            if not line.strip():
+                continue
+            try:
+                rows.append(parse(line.split()))
+            except (ValueError, IndexError):
+                problems.report("bad annotations", f"{str(path)!r} line {k + 1}: expected '{expected}'")
+    return rows
+
+
+def _yolo_row(fields: list[str]) -> tuple[int, list[float]]:
+    if len(fields) < 5:
+        raise ValueError("too few fields")
+    return int(fields[0]), [float(v) for v in fields[1:5]]
+
+
 def _xml_objects(xml_path: Path, problems: Problems) -> tuple[str | None, list] | None:
     """(filename, [(name, xyxy, difficult)]) from a VOC XML parsed with defusedxml."""
     import defusedxml.ElementTree as ET
@@ -296,7 +317,8 @@ def read_flickrlogos47(root: Path, split="train", classes=None, skip_bad=False, 
         by_id = {int(i): n for n, i in pairs}
     except ValueError:
         raise DataError(f"{str(names_file)!r}: expected 'name id' on every line") from None
-    names = [by_id[i] for i in sorted(by_id)]
+    id_order = sorted(by_id)
+    names = [by_id[i] for i in id_order]
     split_dir = root / split
     listing = split_dir / "filelist.txt"
     if not listing.is_file():
@@ -309,18 +331,8 @@ def read_flickrlogos47(root: Path, split="train", classes=None, skip_bad=False, 
             problems.report("bad images", str(e))
             continue
         gt = image.with_name(image.stem + ".gt_data.txt")
-        objs = []
-        if gt.is_file():
-            for k, row in enumerate(gt.read_text().splitlines()):
-                if not row.strip():
-                    continue
-                f = row.split()
-                try:
-                    box, cls = [float(v) for v in f[:4]], int(f[4])
-                except (ValueError, IndexError):
-                    problems.report("bad annotations", f"{str(gt)!r} line {k + 1}: expected 'x1 y1 x2 y2 class_id ...'")
-                    continue
-                objs.append((sorted(by_id).index(cls) if cls in by_id else -1, box, False))
+        rows = _txt_rows(gt, lambda f: (int(f[4]), [float(v) for v in f[:4]]), "x1 y1 x2 y2 class_id ...", problems)
+        objs = [(id_order.index(cls) if cls in by_id else -1, box, False) for cls, box in rows]
         entries.append((image, image.stem, objs, str(gt)))
     records, classes = _finish(entries, classes, problems, verify, numeric_classes=names)
     return DetectionDataset(records, classes, str(root), problems)
@@ -354,18 +366,7 @@ def read_yolo(root: Path, split=None, classes=None, skip_bad=False, verify=True,
         txt = label_dir / f"{image.stem}.txt"
         if not txt.is_file():
             txt = image.with_suffix(".txt")
-        rows = []
-        if txt.is_file():
-            for k, row in enumerate(txt.read_text().splitlines()):
-                if not row.strip():
-                    continue
-                f = row.split()
-                try:
-                    if len(f) < 5:
-                        raise ValueError
-                    rows.append((int(f[0]), [float(v) for v in f[1:5]]))
-                except ValueError:
-                    problems.report("bad annotations", f"{str(txt)!r} line {k + 1}: expected 'class cx cy w h'")
+        rows = _txt_rows(txt, _yolo_row, "class cx cy w h", problems)
         entries.append((image, image.stem, rows, str(txt)))
     # normalised -> pixels needs the displayed size: resolve after reading headers
     fixed = []
