@@ -3,19 +3,26 @@
 (a) one training step (forward, losses, backward, SGD step), batch 4, every preset / general;
 (b) inference latency of the folded model / the general model, with parameter counts.
 
+To separate the head's cost from noise, every model is the same general model with its head
+convs hierarchized (`hierarchize`, units at 0) and the optimiser's lr is 0: all models compute
+the same function on the same batch, so matching, hard-negative mining and NMS do identical
+work, and the only difference is the weight-space composition of Eq. 2. Steps are interleaved
+(round-robin over the models) and the median over repeats is reported.
+
     python benchmarks/model_overhead.py [--models ssdlite320_mobilenet_v3 ssd300_vgg16] [--repeats 7]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 
 import torch
 
 from hierhead import PRESETS
-from hierhead.models import build, fold
+from hierhead.models import build, fold, hierarchize
 
 
 def batch(n: int) -> tuple[list[torch.Tensor], list[dict]]:
@@ -47,10 +54,11 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, {args.repeats} repeats")
     for name in args.models:
         models, opts = {}, {}
+        torch.manual_seed(0)
+        general = build(name, num_classes=7, design=None).train()
         for design in PRESETS:
-            torch.manual_seed(0)
-            models[design] = build(name, num_classes=7, design=design).train()
-            opts[design] = torch.optim.SGD(models[design].parameters(), lr=1e-5)
+            models[design] = general if design == PRESETS[0] else hierarchize(copy.deepcopy(general), design)
+            opts[design] = torch.optim.SGD(models[design].parameters(), lr=0.0)
 
         def train_step(design: str) -> None:
             losses = models[design](images, targets)
@@ -58,8 +66,9 @@ def main() -> None:
             sum(losses.values()).backward()
             opts[design].step()
 
-        for d in PRESETS:
-            train_step(d)  # warm-up
+        for _ in range(2):
+            for d in PRESETS:
+                train_step(d)  # warm-up
         times = {d: [] for d in PRESETS}
         for _ in range(args.repeats):
             for d in PRESETS:

@@ -36,14 +36,56 @@ def _designs(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run
 
-    run()
+    r = run(args.out, args.design, args.steps, args.data, args.seed, progress=args.progress)
+    return 0 if r["same_detections"] else 1
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from .engine import parse_overrides
+    from .engine.sweep import sweep
+
+    designs = "all" if args.designs == "all" else [d.strip() for d in _split_designs(args.designs)]
+    fractions = [float(f) for f in args.fractions.split(",")]
+    over = parse_overrides(args.set or [])
+    if args.max_steps is not None:
+        over["max_steps"] = args.max_steps
+    rows = sweep(args.recipe, args.data, designs, args.seeds, fractions, args.out, over,
+                 log=lambda m: print(m, flush=True))
+    print(f"{len(rows)} runs; results.csv, results.md and results.png in {args.out}")
+    print((__import__("pathlib").Path(args.out) / "results.md").read_text() if rows else "")
     return 0
 
 
-def _open(args: argparse.Namespace):
+def _split_designs(text: str) -> list[str]:
+    """Split 'A,B' at commas outside braces (design names contain commas)."""
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch == "{"
+        depth -= ch == "}"
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return [p for p in parts + [cur] if p.strip()]
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    from .engine.trainer import _image_size
+    from .recommend import recommend
+
+    ds = _open(args)
+    size = _image_size({"model": args.model, "image_size": None})
+    r = recommend(ds, size[0] if size else None)
+    print(f"{r['design']}\n{r['reason']}")
+    return 0
+
+
+def _open(args: argparse.Namespace, classes=None):
     from .data import open_dataset
 
-    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    if getattr(args, "classes", None):
+        classes = [c.strip() for c in args.classes.split(",")]
     return open_dataset(args.data, format=args.format, classes=classes, skip_bad=args.skip_bad)
 
 
@@ -71,8 +113,15 @@ def _eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_predictions
     from .metrics import format_table, to_json
 
-    ds = _open(args)
-    result = evaluate_predictions(ds, args.predictions, args.metric)
+    if args.checkpoint:
+        from .engine.infer import evaluate_model
+
+        model, spec = _checkpoint(args.checkpoint)
+        result = evaluate_model(model, _open(args, classes=spec.get("classes")), args.metric)
+    elif args.predictions:
+        result = evaluate_predictions(_open(args), args.predictions, args.metric)
+    else:
+        raise ValueError("give --checkpoint CKPT (run the model) or --predictions FILE (COCO results)")
     print(format_table(result))
     if args.json:
         with open(args.json, "w") as f:
@@ -80,13 +129,151 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_data_args(p: argparse.ArgumentParser) -> None:
+def _train(args: argparse.Namespace) -> int:
+    from .engine import parse_overrides, resolve, train
+
+    over = parse_overrides(args.set or [])
+    flags = {"model": args.model, "design": args.design, "epochs": args.epochs, "max_steps": args.max_steps,
+             "batch_size": args.batch_size, "out": args.out, "seed": args.seed, "devices": args.devices,
+             "num_nodes": args.num_nodes, "strategy": args.strategy, "accelerator": args.accelerator,
+             "precision": args.precision, "num_workers": args.workers,
+             "deterministic": True if args.deterministic else None,
+             "backbone_weights": args.backbone_weights}
+    over.update({k: v for k, v in flags.items() if v is not None})
+    if args.epochs is not None and args.max_steps is None:
+        over["max_steps"] = None
+    data = {"path": args.data, "format": args.format, "val": args.val, "fraction": args.fraction}
+    over["data"] = {**over.get("data", {}), **{k: v for k, v in data.items() if v is not None}}
+    if args.skip_bad:
+        over["data"]["skip_bad"] = True
+    result = train(resolve(args.recipe, over), resume=args.resume)
+    mAP = f"{result['val_mAP'] * 100:.2f}" if result["val_mAP"] is not None else "n/a"
+    print(f"trained {result['steps']} steps; val mAP {mAP}; last checkpoint {result['last']}"
+          + (f"; best {result['best']}" if result["best"] else ""))
+    return 0
+
+
+def _checkpoint(path: str):
+    from .engine import load_checkpoint
+
+    return load_checkpoint(path)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .engine.infer import predict
+
+    model, spec = _checkpoint(args.checkpoint)
+    r = predict(model, args.images, args.out, spec.get("classes") or [], args.score)
+    print(f"{r['images']} annotated images and detections.json ({r['detections']} detections) in {r['out']}")
+    return 0
+
+
+def _fold(args: argparse.Namespace) -> int:
+    from .models.deploy import SNIPPET, save_folded
+
+    model, spec = _checkpoint(args.checkpoint)
+    out = save_folded(model, args.out, {"classes": spec.get("classes"), "image_size": spec.get("image_size")})
+    n = sum(p.numel() for p in model.parameters())
+    print(f"folded {spec['model']} ({spec.get('design')}) -> stock torchvision weights in {out}/model.safetensors "
+          f"(spec: model.json). Load it without hierhead:\n\n{SNIPPET}")
+    print(f"\nparameters: training {n:,}, folded {sum(v.numel() for k, v in _state(out).items()):,} (tensors)",
+          file=sys.stderr)
+    return 0
+
+
+def _state(out):
+    from safetensors.torch import load_file
+
+    return load_file(str(out / "model.safetensors"))
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .models.deploy import export_onnx
+
+    model, spec = _checkpoint(args.checkpoint)
+    size = spec.get("image_size") or [args.image_size, args.image_size]
+    r = export_onnx(model, args.onnx, tuple(size), check=not args.no_check)
+    check = (f"checked with onnxruntime: {r['detections']} detections, scores equal, "
+             f"{r['matched'] * 100:.0f} % of boxes identical" if r["checked"] else "not checked (onnxruntime missing)")
+    print(f"exported the folded model to {r['onnx']}; {check}")
+    return 0
+
+
+def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     from .data import FORMATS
 
-    p.add_argument("--data", required=True, help="dataset folder (or COCO .json file)")
+    p.add_argument("--data", required=required, help="dataset folder (or COCO .json file)")
     p.add_argument("--format", choices=list(FORMATS), help="dataset format (guessed when omitted)")
     p.add_argument("--classes", help="comma-separated class list (default: from the dataset, sorted)")
     p.add_argument("--skip-bad", action="store_true", help="skip and count bad files / boxes instead of failing")
+
+
+EPILOG_TRAIN = """examples:
+  hierhead train --recipe cards-ssdlite --data ../shared/datasets/cards --out runs/cards
+  hierhead train --recipe cards-ssdlite --data ../shared/datasets/cards --design '9An{9}' --max-steps 200
+  hierhead train --recipe voc-ssd300 --data VOCdevkit --set optimizer.lr=0.002 --devices 4 --precision 16-mixed
+  hierhead train --recipe cards-ssdlite --data DIR --out runs/cards --resume      # continue runs/cards
+  torchrun --nproc-per-node 4 $(which hierhead) train --recipe voc-ssd300 --data VOCdevkit --devices 4 --strategy ddp
+
+--data: a dataset with train/ and val|valid|test/ subfolders, a VOC devkit (trainval/test), or any
+folder (a seeded 10 % is held out); --val gives the validation set explicitly. Every recipe value
+can be overridden with --set KEY=VALUE (dotted keys: optimizer.lr=0.01, augment.flip=false).
+Recipes: """
+
+
+def _add_train_parser(sub) -> None:
+    from .engine.recipes import recipes
+
+    t = sub.add_parser("train", help="train a detector with a hierarchical head (PyTorch Lightning)",
+                       epilog=EPILOG_TRAIN + ", ".join(recipes()), formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_data_args(t, required=False)
+    t.add_argument("--val", help="validation dataset (default: the dataset's own val/test split)")
+    t.add_argument("--recipe", help="recipe name or YAML file (default: the built-in defaults)")
+    t.add_argument("--model", help="model name (see hierhead.models.names())")
+    t.add_argument("--design", help="head design, e.g. '9An{9,3,1}S' or '9An{9}' for the general head")
+    t.add_argument("--epochs", type=int, help="train for this many epochs (instead of --max-steps)")
+    t.add_argument("--max-steps", type=int, help="train for this many optimizer steps")
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--fraction", type=float, help="train on a seeded fraction of the training images")
+    t.add_argument("--out", help="run folder (checkpoints, logs, config.yaml)")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
+    t.add_argument("--backbone-weights", help="local backbone state_dict (.pth / .safetensors)")
+    t.add_argument("--devices", help="devices per node (int or 'auto')")
+    t.add_argument("--num-nodes", type=int)
+    t.add_argument("--strategy", help="Lightning strategy: auto, ddp, ddp_spawn, ...")
+    t.add_argument("--accelerator", help="cpu, gpu, auto")
+    t.add_argument("--precision", help="32-true, 16-mixed, bf16-mixed")
+    t.add_argument("--workers", type=int, help="data loader workers")
+    t.add_argument("--deterministic", action="store_true", help="deterministic algorithms (reproducible runs)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any recipe value")
+    t.set_defaults(func=_train)
+
+
+def _add_deploy_parsers(sub) -> None:
+    raw = argparse.RawDescriptionHelpFormatter
+    pr = sub.add_parser("predict", help="detect objects in images: annotated PNGs + COCO-results JSON",
+                        epilog="examples:\n  hierhead predict --checkpoint runs/cards/checkpoints/best.ckpt "
+                               "../shared/datasets/cards/test --out preds/", formatter_class=raw)
+    pr.add_argument("--checkpoint", required=True)
+    pr.add_argument("images", nargs="+", help="image files or folders")
+    pr.add_argument("--out", required=True, help="output folder")
+    pr.add_argument("--score", type=float, default=0.3, help="draw boxes scoring at least this (JSON has all)")
+    pr.set_defaults(func=_predict)
+    fo = sub.add_parser("fold", help="fold the hierarchical head: stock torchvision weights + JSON spec",
+                        epilog="examples:\n  hierhead fold --checkpoint runs/cards/checkpoints/best.ckpt --out deploy/",
+                        formatter_class=raw)
+    fo.add_argument("--checkpoint", required=True)
+    fo.add_argument("--out", required=True, help="output folder")
+    fo.set_defaults(func=_fold)
+    ex = sub.add_parser("export", help="export the folded model to ONNX (checked with onnxruntime if installed)",
+                        epilog="examples:\n  hierhead export --checkpoint runs/cards/checkpoints/best.ckpt "
+                               "--onnx cards.onnx", formatter_class=raw)
+    ex.add_argument("--checkpoint", required=True)
+    ex.add_argument("--onnx", required=True, help="output .onnx file")
+    ex.add_argument("--image-size", type=int, default=800, help="example input size (models without a fixed size)")
+    ex.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
+    ex.set_defaults(func=_export)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -112,18 +299,54 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--plot", help="write a PNG of box width/height (log axes)")
     st.add_argument("--model", help="overlay this model's anchor shapes on the plot")
     st.set_defaults(func=_stats)
-    ev = sub.add_parser("eval", help="evaluate a COCO-results predictions file (VOC07 / VOC12 / COCO)",
-                        epilog="examples:\n  hierhead eval --data DIR --predictions preds.json --metric voc07\n"
+    ev = sub.add_parser("eval", help="evaluate a checkpoint or a COCO-results file (VOC07 / VOC12 / COCO)",
+                        epilog="examples:\n  hierhead eval --checkpoint runs/cards/checkpoints/best.ckpt "
+                               "--data ../shared/datasets/cards/test\n"
+                               "  hierhead eval --data DIR --predictions preds.json --metric voc07\n"
                                "  hierhead eval --data instances.json --predictions preds.json --metric coco "
                                "--json out.json\n\nimage_id: the file stem (COCO: the dataset's id); category_id: "
                                "1 + class index (COCO: the dataset's id).",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_data_args(ev)
-    ev.add_argument("--predictions", required=True, help="COCO results JSON: image_id, category_id, bbox, score")
+    ev.add_argument("--checkpoint", help="a hierhead train checkpoint: run it on the data")
+    ev.add_argument("--predictions", help="COCO results JSON: image_id, category_id, bbox, score")
     ev.add_argument("--metric", choices=["voc07", "voc12", "coco"], default="voc07")
     ev.add_argument("--json", help="write the result as JSON here")
     ev.set_defaults(func=_eval)
-    demo = sub.add_parser("demo", help="show the presets and prove folding exact on a real detector")
+    _add_train_parser(sub)
+    _add_deploy_parsers(sub)
+    raw = argparse.RawDescriptionHelpFormatter
+    sw = sub.add_parser("sweep", help="train and evaluate designs x seeds x training-set fractions (resumable)",
+                        epilog="examples:\n  hierhead sweep --recipe cards-ssdlite --data ../shared/datasets/cards "
+                               "--designs all --seeds 3 --fractions 0.25,0.5,1 --out runs/sweep-cards\n"
+                               "  hierhead sweep --recipe cards-ssdlite --data synthetic:mode=ratio "
+                               "--designs '9An{9,3,1}As,9An{9,3}S' --seeds 2 --out runs/transfer\n\n"
+                               "Run it again after a stop: finished runs are skipped, an unfinished one resumes.",
+                        formatter_class=raw)
+    sw.add_argument("--recipe", required=True)
+    sw.add_argument("--data", required=True, help="dataset path or synthetic:...")
+    sw.add_argument("--designs", default="all", help="'all' (Table I) or a comma-separated list; 9An{9} is always run")
+    sw.add_argument("--seeds", type=int, default=3)
+    sw.add_argument("--fractions", default="1.0", help="comma-separated fractions of the training set")
+    sw.add_argument("--max-steps", type=int)
+    sw.add_argument("--out", required=True)
+    sw.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any recipe value")
+    sw.set_defaults(func=_sweep)
+    rc = sub.add_parser("recommend", help="recommend a design from the dataset's Table II statistics",
+                        epilog="examples:\n  hierhead recommend --data ../shared/datasets/cards/train "
+                               "--model ssdlite320_mobilenet_v3", formatter_class=raw)
+    _add_data_args(rc)
+    rc.add_argument("--model", default="ssd300_vgg16", help="the detector (its input size is used)")
+    rc.set_defaults(func=_recommend)
+    demo = sub.add_parser("demo", help="anchor-transfer demo: train general vs hierarchical, fold, compare",
+                          epilog="examples:\n  hierhead demo\n  hierhead demo --steps 400 --design '9An{9,3}As'",
+                          formatter_class=raw)
+    demo.add_argument("--out", default="hierhead-demo")
+    demo.add_argument("--design", default="9An{9,3,1}As")
+    demo.add_argument("--steps", type=int, default=150)
+    demo.add_argument("--data", default="synthetic:mode=ratio,classes=3,train=240,test=60")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--progress", action="store_true", help="show the training progress bar")
     demo.set_defaults(func=_demo)
     return p
 

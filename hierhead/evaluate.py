@@ -9,7 +9,7 @@ import torch
 
 from .data.readers import DetectionDataset
 from .data.records import DataError
-from .metrics import coco_map, voc_map
+from .metrics import evaluate
 
 __all__ = ["evaluate_predictions", "load_predictions"]
 
@@ -55,11 +55,6 @@ def evaluate_predictions(ds: DetectionDataset, predictions: str | Path, metric: 
     """VOC07 (11-point), VOC12 (area) or COCO metrics of a predictions file on ``ds``."""
     preds = load_predictions(predictions, ds)
     targets = [ds.target(i) for i in range(len(ds))]
-    if metric == "coco":
-        coco = getattr(ds, "coco_ids", None)
-        ids = [coco["images"][r.image_id] for r in ds.records] if coco else None
-        return coco_map(preds, targets, len(ds.classes) + 1, ds.classes, image_ids=ids,
-                        category_ids=coco["categories"] if coco else None)
-    if metric not in ("voc07", "voc12"):
-        raise ValueError(f"metric {metric!r}: choose voc07, voc12 or coco")
-    return voc_map(preds, targets, len(ds.classes) + 1, use_07=metric == "voc07", class_names=ds.classes)
+    coco = getattr(ds, "coco_ids", None) if metric == "coco" else None
+    ids = [coco["images"][r.image_id] for r in ds.records] if coco else None
+    return evaluate(preds, targets, metric, ds.classes, image_ids=ids, category_ids=coco["categories"] if coco else None)

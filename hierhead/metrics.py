@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["voc_ap", "voc_map", "coco_map", "format_table"]
+__all__ = ["voc_ap", "voc_map", "coco_map", "evaluate", "format_table", "to_json"]
 
 
 def _np(x, dtype=np.float64) -> np.ndarray:
@@ -191,6 +191,18 @@ def coco_map(predictions: Sequence[dict], targets: Sequence[dict], num_classes: 
     out["per_class_AP"] = per_class
     out["metric"] = "coco"
     return out
+
+
+def evaluate(predictions: Sequence[dict], targets: Sequence[dict], metric: str = "voc07",
+             class_names: Sequence[str] | None = None, image_ids: Sequence[int] | None = None,
+             category_ids: Sequence[int] | None = None) -> dict:
+    """VOC07 (11-point), VOC12 (area) or COCO metrics; labels are 1 + class index."""
+    num_classes = len(class_names) + 1 if class_names else None
+    if metric == "coco":
+        return coco_map(predictions, targets, num_classes, class_names, image_ids=image_ids, category_ids=category_ids)
+    if metric not in ("voc07", "voc12"):
+        raise ValueError(f"metric {metric!r}: choose voc07, voc12 or coco")
+    return voc_map(predictions, targets, num_classes, use_07=metric == "voc07", class_names=class_names)
 
 
 def format_table(result: dict) -> str:

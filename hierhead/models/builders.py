@@ -6,25 +6,15 @@ Every builder makes the stock torchvision detector, gives it the paper's 3 x 3 a
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
 from torch import nn
-from torchvision.models.detection import (
-    fasterrcnn_resnet50_fpn,
-    retinanet_resnet50_fpn,
-)
-from torchvision.models.detection.retinanet import RetinaNetHead
-from torchvision.models.detection.rpn import RPNHead
-from torchvision.models.detection.ssd import SSD, SSDHead, _vgg_extractor
-from torchvision.models.detection.ssdlite import SSDLiteHead
-from torchvision.models.detection import _utils as det_utils
-from torchvision.models import vgg16
 
 from ..anchors import PaperBoxGenerator, retinanet_anchor_generator
 from ..design import Design
 from .convert import hierarchize
+from .stock import ARCHITECTURES, ssdlite_norm, stock_model
 from .weights import load_state_dict
 
 __all__ = ["build", "names", "register", "spec_of"]
@@ -62,7 +52,8 @@ def build(
     ``backbone_weights``: a local classification-network state_dict (.pth / .safetensors).
     ``weights``: a local whole-model file saved by :func:`hierhead.models.save`.
     ``torchvision_weights=True`` downloads torchvision's ImageNet backbone (needs network).
-    Extra keyword arguments go to the torchvision detector (e.g. ``nms_thresh``).
+    ``pretrained_backbone=True`` builds the pretrained-backbone architecture without loading
+    weights (for checkpoints). Extra keyword arguments go to the torchvision detector (``nms_thresh``).
     """
     if name not in _REGISTRY:
         raise ValueError(f"model {name!r}: unknown; choose one of {', '.join(names())}")
@@ -73,93 +64,44 @@ def build(
     design_name = GENERAL if design is None else (design.name if isinstance(design, Design) else design)
     if design is not None:
         hierarchize(model, design, soft=soft)
-    model.hierhead_spec = {"model": name, "num_classes": num_classes, "design": design_name, "soft": soft}
+    model.hierhead_spec = {**model.hierhead_spec, "design": design_name, "soft": soft}
     if weights is not None:
         from .weights import load_model_weights
         load_model_weights(model, weights)
     return model
 
 
-def _backbone_weights(path: str | Path | None, torchvision_weights: bool, named: Any) -> Any:
-    """torchvision's named weights only on request; a local file is loaded afterwards."""
-    if path is not None and torchvision_weights:
-        raise ValueError("give either backbone_weights (a local file) or torchvision_weights=True, not both")
-    return named if torchvision_weights else None
+def _generator(name: str) -> nn.Module:
+    """The paper's 3 x 3 anchor grid (Section IV-A): Eq. 3 per SSD map, or sizes 32..512 on the FPN."""
+    levels = {"ssd300_vgg16": 6, "ssd512_vgg16": 7, "ssdlite320_mobilenet_v3": 6}
+    return PaperBoxGenerator(levels[name]) if name in levels else retinanet_anchor_generator()
 
 
-def _ssd_vgg(num_classes: int, size: int, backbone_weights=None, torchvision_weights=False, **kwargs) -> nn.Module:
-    from torchvision.models import VGG16_Weights
+def _classification_net(name: str, path: str | Path | None, torchvision_weights: bool) -> nn.Module | None:
+    """The SSD backbone's classification network with local or (on request) torchvision weights
+    (None when training from scratch: the architecture then makes its own)."""
+    if path is None and not torchvision_weights:
+        return None
+    from torchvision.models import (MobileNet_V3_Large_Weights, VGG16_Weights, mobilenet_v3_large, vgg16)
 
-    net = vgg16(weights=_backbone_weights(backbone_weights, torchvision_weights, VGG16_Weights.IMAGENET1K_FEATURES))
-    if backbone_weights is not None:
-        net.load_state_dict(load_state_dict(backbone_weights, what="backbone"))
-    trainable = 4 if (backbone_weights or torchvision_weights) else 5
-    backbone = _vgg_extractor(net, size == 512, trainable)
-    anchors = PaperBoxGenerator(7 if size == 512 else 6)
-    out_channels = det_utils.retrieve_out_channels(backbone, (size, size))
-    defaults = {"image_mean": [0.48235, 0.45882, 0.40784], "image_std": [1.0 / 255.0] * 3, "nms_thresh": 0.5}
-    head = SSDHead(out_channels, anchors.num_anchors_per_location(), num_classes)
-    return SSD(backbone, anchors, (size, size), num_classes, head=head, **{**defaults, **kwargs})
-
-
-@register("ssd300_vgg16")
-def _ssd300(num_classes: int, **kw: Any) -> nn.Module:
-    """SSD300 on VGG16 (the paper's VOC SSD used Inception-V2, which torchvision lacks)."""
-    return _ssd_vgg(num_classes, 300, **kw)
+    if name.startswith("ssd") and "vgg16" in name:
+        net = vgg16(weights=VGG16_Weights.IMAGENET1K_FEATURES if torchvision_weights else None)
+    elif name == "ssdlite320_mobilenet_v3":
+        named = MobileNet_V3_Large_Weights.IMAGENET1K_V1 if torchvision_weights else None
+        net = mobilenet_v3_large(weights=named, norm_layer=ssdlite_norm, reduced_tail=False)
+    else:
+        return None
+    if path is not None:
+        net.load_state_dict(load_state_dict(path, what="backbone"))
+    return net
 
 
-@register("ssd512_vgg16")
-def _ssd512(num_classes: int, **kw: Any) -> nn.Module:
-    """SSD512 on VGG16, seven feature maps."""
-    return _ssd_vgg(num_classes, 512, **kw)
-
-
-@register("ssdlite320_mobilenet_v3")
-def _ssdlite(num_classes: int, backbone_weights=None, torchvision_weights=False, **kwargs: Any) -> nn.Module:
-    """SSDLite320 on MobileNetV3-Large (as torchvision builds it) with the paper's anchors: CPU-sized."""
-    from torchvision.models import MobileNet_V3_Large_Weights, mobilenet_v3_large
-    from torchvision.models.detection.ssdlite import _mobilenet_extractor, _normal_init
-
-    named = _backbone_weights(backbone_weights, torchvision_weights, MobileNet_V3_Large_Weights.IMAGENET1K_V1)
-    pretrained = backbone_weights is not None or torchvision_weights
-    norm = partial(nn.BatchNorm2d, eps=0.001, momentum=0.03)
-    net = mobilenet_v3_large(weights=named, norm_layer=norm, reduced_tail=not pretrained)
-    if backbone_weights is not None:
-        net.load_state_dict(load_state_dict(backbone_weights, what="backbone"))
-    if not pretrained:
-        _normal_init(net)
-    backbone = _mobilenet_extractor(net, 6, norm)
-    anchors = PaperBoxGenerator(6)
-    out_channels = det_utils.retrieve_out_channels(backbone, (320, 320))
-    head = SSDLiteHead(out_channels, anchors.num_anchors_per_location(), num_classes, norm)
-    defaults = {"score_thresh": 0.001, "nms_thresh": 0.5, "detections_per_img": 300, "topk_candidates": 300,
-                "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
-    return SSD(backbone, anchors, (320, 320), num_classes, head=head, **{**defaults, **kwargs})
-
-
-def _resnet_named(torchvision_weights: bool) -> Any:
-    from torchvision.models import ResNet50_Weights
-    return ResNet50_Weights.IMAGENET1K_V1 if torchvision_weights else None
-
-
-def _retinanet(num_classes: int, subnet: bool, backbone_weights=None, torchvision_weights=False,
-               **kwargs: Any) -> nn.Module:
-    _backbone_weights(backbone_weights, torchvision_weights, None)
-    model = retinanet_resnet50_fpn(weights=None, weights_backbone=_resnet_named(torchvision_weights),
-                                   num_classes=num_classes, **kwargs)
-    if backbone_weights is not None:
-        _load_resnet_body(model.backbone.body, backbone_weights)
-    model.anchor_generator = retinanet_anchor_generator()
-    model.head = RetinaNetHead(256, model.anchor_generator.num_anchors_per_location()[0], num_classes)
-    if not subnet:  # FlickrLogos-47 setting: predict directly on the FPN levels
-        model.head.classification_head.conv = nn.Sequential()
-        model.head.regression_head.conv = nn.Sequential()
-    return model
-
-
-def _load_resnet_body(body: nn.Module, path: str | Path) -> None:
-    state = load_state_dict(path, what="backbone")
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+def _load_resnet_body(body: nn.Module, path: str | Path | None) -> None:
+    if path is None:  # torchvision's named ImageNet weights (network)
+        from torchvision.models import ResNet50_Weights
+        state = ResNet50_Weights.IMAGENET1K_V1.get_state_dict(progress=True)
+    else:
+        state = load_state_dict(path, what="backbone")
     own = body.state_dict()
     missing = sorted(set(own) - set(state))
     if missing:
@@ -167,30 +109,45 @@ def _load_resnet_body(body: nn.Module, path: str | Path) -> None:
     body.load_state_dict({k: state[k] for k in own}, strict=True)
 
 
-@register("retinanet_resnet50_fpn")
-def _retina(num_classes: int, **kw: Any) -> nn.Module:
-    """RetinaNet R50-FPN with the 4-conv subnet, focal loss alpha 0.25 gamma 2 (paper's COCO setting)."""
-    return _retinanet(num_classes, True, **kw)
+DEFAULT_OPTIONS: dict[str, dict] = {
+    "ssd300_vgg16": {"nms_thresh": 0.5},
+    "ssd512_vgg16": {"nms_thresh": 0.5},
+    "ssdlite320_mobilenet_v3": {"nms_thresh": 0.5},
+    "retinanet_resnet50_fpn": {"nms_thresh": 0.5},
+    "retinanet_resnet50_fpn_nosubnet": {"nms_thresh": 0.1},  # paper's FlickrLogos-47 setting
+    "fasterrcnn_resnet50_fpn": {},
+}
+_DOCS = {
+    "ssd300_vgg16": "SSD300 on VGG16 (the paper's VOC SSD used Inception-V2, which torchvision lacks).",
+    "ssd512_vgg16": "SSD512 on VGG16, seven feature maps.",
+    "ssdlite320_mobilenet_v3": "SSDLite320 on MobileNetV3-Large (as torchvision builds it): CPU-sized.",
+    "retinanet_resnet50_fpn": "RetinaNet R50-FPN, 4-conv subnet, focal loss alpha 0.25 gamma 2 (paper's COCO setting).",
+    "retinanet_resnet50_fpn_nosubnet": "RetinaNet R50-FPN, prediction convs directly on P3-P7 (FlickrLogos-47 setting).",
+    "fasterrcnn_resnet50_fpn": "Faster R-CNN R50-FPN whose RPN predicts on the paper's 3 x 3 grid (III-B.b).",
+}
 
 
-@register("retinanet_resnet50_fpn_nosubnet")
-def _retina_nosub(num_classes: int, **kw: Any) -> nn.Module:
-    """RetinaNet R50-FPN, prediction convs directly on P3-P7 (paper's FlickrLogos-47 setting)."""
-    kw.setdefault("nms_thresh", 0.1)
-    return _retinanet(num_classes, False, **kw)
+def _register_all() -> None:
+    for name in ARCHITECTURES:
+        def make(num_classes: int, backbone_weights=None, torchvision_weights=False, pretrained_backbone=None,
+                 _name=name, **options):
+            if backbone_weights is not None and torchvision_weights:
+                raise ValueError("give either backbone_weights (a local file) or torchvision_weights=True, not both")
+            given = backbone_weights is not None or torchvision_weights
+            pretrained = given if pretrained_backbone is None else bool(pretrained_backbone)
+            spec = {"model": _name, "num_classes": num_classes, "pretrained_backbone": pretrained,
+                    "options": {**DEFAULT_OPTIONS[_name], **options}}
+            net = _classification_net(_name, backbone_weights, torchvision_weights)
+            model = stock_model(spec, generator=_generator(_name), net=net)
+            if given and net is None:
+                _load_resnet_body(model.backbone.body, backbone_weights)
+            model.hierhead_spec = spec
+            return model
+        make.__doc__ = _DOCS[name]
+        register(name)(make)
 
 
-@register("fasterrcnn_resnet50_fpn")
-def _frcnn(num_classes: int, backbone_weights=None, torchvision_weights=False, **kwargs: Any) -> nn.Module:
-    """Faster R-CNN R50-FPN whose RPN predicts objectness and boxes on the paper's 3 x 3 grid (III-B.b)."""
-    _backbone_weights(backbone_weights, torchvision_weights, None)
-    model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=_resnet_named(torchvision_weights),
-                                    num_classes=num_classes, **kwargs)
-    if backbone_weights is not None:
-        _load_resnet_body(model.backbone.body, backbone_weights)
-    model.rpn.anchor_generator = retinanet_anchor_generator()
-    model.rpn.head = RPNHead(256, model.rpn.anchor_generator.num_anchors_per_location()[0])
-    return model
+_register_all()
 
 
 def spec_of(model: nn.Module) -> dict:

@@ -1,0 +1,177 @@
+"""A seeded synthetic anchor-transfer dataset (not in the paper).
+
+Textured shapes of K classes on noisy backgrounds, drawn at the 3 x 3 anchor shapes (3 sizes x
+aspect ratios h/w in {1, 0.5, 2}). In training, class c appears only at some shapes:
+
+- ``mode=ratio``: only at aspect ratio c mod 3 (e.g. class 0 only square, class 1 only wide),
+- ``mode=size``: only at size c mod 3,
+- ``mode=all``: at every shape (the control);
+
+the test split has every class at every shape. The paper's mechanism ("anchors that have seen an
+object share with those that have not", III-A) predicts a gain for hierarchical heads in the
+first two modes and none in the control.
+
+Spec: ``synthetic:mode=ratio,classes=4,train=300,test=150,size=320,seed=0`` (any subset of keys);
+the images are written once to ``$HIERHEAD_CACHE`` (default ``~/.cache/hierhead``) as a VOC folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from pathlib import Path
+from xml.etree.ElementTree import Element, SubElement, tostring
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .readers import DetectionDataset, open_dataset
+from .records import DataError
+
+__all__ = ["SyntheticSpec", "parse_spec", "generate", "open_synthetic", "SHAPES", "SIZES", "RATIOS"]
+
+SHAPES = ("ellipse", "rectangle", "triangle", "diamond", "cross", "ring")
+SIZES = (0.16, 0.3, 0.55)  # sqrt(area) / image side
+RATIOS = (1.0, 0.5, 2.0)  # h / w, the paper's order
+DEFAULTS = {"mode": "ratio", "classes": 4, "train": 300, "test": 150, "size": 320, "seed": 0}
+
+
+def parse_spec(text: str) -> dict:
+    """``synthetic:key=value,...`` -> settings (unknown keys and bad values are errors)."""
+    body = text.split(":", 1)[1] if text.startswith("synthetic:") else text
+    spec = dict(DEFAULTS)
+    for part in filter(None, body.split(",")):
+        key, _, value = part.partition("=")
+        if key not in DEFAULTS:
+            raise DataError(f"{text!r}: unknown key {key!r}; known: {', '.join(DEFAULTS)}")
+        try:
+            spec[key] = value if key == "mode" else int(value)
+        except ValueError:
+            raise DataError(f"{text!r}: {key}={value!r} is not an integer") from None
+    if spec["mode"] not in ("ratio", "size", "all"):
+        raise DataError(f"{text!r}: mode={spec['mode']!r}; choose ratio, size or all")
+    if not 1 <= spec["classes"] <= len(SHAPES) * 2:
+        raise DataError(f"{text!r}: classes={spec['classes']} must be 1..{len(SHAPES) * 2}")
+    if spec["train"] < 1 or spec["test"] < 1 or spec["size"] < 64:
+        raise DataError(f"{text!r}: train and test need >= 1 image and size >= 64")
+    return spec
+
+
+def _allowed(cls: int, mode: str, split: str) -> list[tuple[int, int]]:
+    """(size index, ratio index) at which ``cls`` may appear in ``split``."""
+    shapes = [(s, r) for s in range(3) for r in range(3)]
+    if split == "test" or mode == "all":
+        return shapes
+    return [(s, r) for s, r in shapes if (r if mode == "ratio" else s) == cls % 3]
+
+
+def _texture(rng: np.random.Generator, w: int, h: int, cls: int) -> np.ndarray:
+    """A class texture (stripes for the first six classes, checks for the next) in a random colour."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    period = rng.uniform(5, 9)
+    pattern = (np.sin((xx + yy) * 2 * np.pi / period) > 0) if cls < len(SHAPES) else \
+        (((xx // period).astype(int) + (yy // period).astype(int)) % 2 == 0)
+    a, b = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    return np.where(pattern[..., None], a, b).astype(np.uint8)
+
+
+def _mask(shape: str, w: int, h: int) -> Image.Image:
+    m = Image.new("L", (w, h), 0)
+    d = ImageDraw.Draw(m)
+    if shape == "ellipse":
+        d.ellipse([0, 0, w - 1, h - 1], fill=255)
+    elif shape == "rectangle":
+        d.rectangle([0, 0, w - 1, h - 1], fill=255)
+    elif shape == "triangle":
+        d.polygon([(w / 2, 0), (w - 1, h - 1), (0, h - 1)], fill=255)
+    elif shape == "diamond":
+        d.polygon([(w / 2, 0), (w - 1, h / 2), (w / 2, h - 1), (0, h / 2)], fill=255)
+    elif shape == "cross":
+        d.rectangle([w * 0.35, 0, w * 0.65, h - 1], fill=255)
+        d.rectangle([0, h * 0.35, w - 1, h * 0.65], fill=255)
+    else:  # ring
+        d.ellipse([0, 0, w - 1, h - 1], fill=255)
+        d.ellipse([w * 0.28, h * 0.28, w * 0.72, h * 0.72], fill=0)
+    return m
+
+
+def _image(rng: np.random.Generator, spec: dict, split: str) -> tuple[Image.Image, list[tuple[int, list[int]]]]:
+    n = spec["size"]
+    base = rng.integers(60, 200, 3)
+    noise = rng.normal(0, 28, (n, n, 3))
+    img = Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
+    objects: list[tuple[int, list[int]]] = []
+    for _ in range(int(rng.integers(1, 4))):
+        cls = int(rng.integers(0, spec["classes"]))
+        s, r = _allowed(cls, spec["mode"], split)[int(rng.integers(0, len(_allowed(cls, spec["mode"], split))))]
+        side = SIZES[s] * n * rng.uniform(0.9, 1.1)
+        w, h = side / math.sqrt(RATIOS[r]), side * math.sqrt(RATIOS[r])
+        w, h = int(min(w, n - 2)), int(min(h, n - 2))
+        for _try in range(20):
+            x, y = int(rng.integers(0, n - w)), int(rng.integers(0, n - h))
+            box = [x, y, x + w, y + h]
+            if all(_iou(box, b) < 0.1 for _, b in objects):
+                break
+        else:
+            continue
+        img.paste(Image.fromarray(_texture(rng, w, h, cls)), (x, y), _mask(SHAPES[cls % len(SHAPES)], w, h))
+        objects.append((cls, box))
+    return img, objects
+
+
+def _iou(a: list[int], b: list[int]) -> float:
+    iw = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def _xml(name: str, n: int, objects: list[tuple[int, list[int]]]) -> bytes:
+    root = Element("annotation")
+    SubElement(root, "filename").text = name
+    size = SubElement(root, "size")
+    for k, v in (("width", n), ("height", n), ("depth", 3)):
+        SubElement(size, k).text = str(v)
+    for cls, (x1, y1, x2, y2) in objects:
+        o = SubElement(root, "object")
+        SubElement(o, "name").text = f"class{cls}"
+        SubElement(o, "difficult").text = "0"
+        b = SubElement(o, "bndbox")
+        for k, v in (("xmin", x1), ("ymin", y1), ("xmax", x2), ("ymax", y2)):
+            SubElement(b, k).text = str(v)
+    return tostring(root)
+
+
+def generate(spec: dict, root: str | Path) -> Path:
+    """Write ``train/`` and ``test/`` VOC folders for ``spec`` under ``root`` (skipped if complete)."""
+    root = Path(root)
+    if (root / "done").is_file():
+        return root
+    for split in ("train", "test"):
+        folder = root / split
+        folder.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng([spec["seed"], 0 if split == "train" else 1])
+        for i in range(spec[split]):
+            img, objects = _image(rng, spec, split)
+            name = f"{split}_{i:05d}"
+            img.save(folder / f"{name}.png")
+            (folder / f"{name}.xml").write_bytes(_xml(f"{name}.png", spec["size"], objects))
+    (root / "done").write_text("ok\n")
+    return root
+
+
+def cache_dir(spec: dict) -> Path:
+    key = ",".join(f"{k}={spec[k]}" for k in sorted(spec))
+    digest = hashlib.sha1(key.encode()).hexdigest()[:10]
+    base = Path(os.environ.get("HIERHEAD_CACHE", Path.home() / ".cache" / "hierhead"))
+    return base / "synthetic" / f"{spec['mode']}-{digest}"
+
+
+def open_synthetic(text: str) -> tuple[DetectionDataset, DetectionDataset]:
+    """(train, test) datasets of a ``synthetic:...`` spec, generated on first use."""
+    spec = parse_spec(text)
+    root = generate(spec, cache_dir(spec))
+    classes = [f"class{c}" for c in range(spec["classes"])]
+    return (open_dataset(root / "train", "voc-folder", classes=classes),
+            open_dataset(root / "test", "voc-folder", classes=classes))

@@ -1,0 +1,233 @@
+"""Lightning data module around any reader: splits, the paper's augmentation, resumable sampling.
+
+Augmentation (paper IV-C): random horizontal flip and SSD-style random crop (``RandomIoUCrop``),
+optionally zoom-out and photometric distortion, resize to the model size, boxes sanitised.
+Every sample's augmentation is seeded by (seed, epoch, index), the sampler's order by
+(seed, epoch), and the train loader is stateful (Lightning saves its position in the
+checkpoint): a run resumed mid-epoch sees the same batches as one never stopped, with any
+number of workers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, Sampler
+from torchvision import tv_tensors
+from torchvision.transforms import v2 as T
+
+from ..data.readers import DetectionDataset, open_dataset
+from ..data.records import DataError
+
+__all__ = ["DetectionDataModule", "open_splits", "train_transforms", "EpochSampler", "collate"]
+
+_VAL_NAMES = ("val", "valid", "validation", "test")
+
+
+def open_splits(path: str | Path, format: str | None = None, val: str | Path | None = None,
+                train_split: str | None = None, val_split: str | None = None, val_fraction: float = 0.1,
+                seed: int = 0, skip_bad: bool = False, resplit: float | None = None
+                ) -> tuple[DetectionDataset, DetectionDataset]:
+    """(train, val) datasets: an explicit ``val`` path, the format's named splits, ``train/`` and
+    ``val|valid|test/`` subfolders, or else a seeded ``val_fraction`` of the images.
+    ``resplit``: pool both splits and hold out a seeded fraction instead (tiny test sets)."""
+    if resplit:
+        train, val = open_splits(path, format, val, train_split, val_split, val_fraction, seed, skip_bad)
+        pooled = DetectionDataset(train.records + val.records, train.classes, train.name, train.problems)
+        return _split(pooled, resplit, seed)
+    if str(path).startswith("synthetic:"):
+        from ..data.synthetic import open_synthetic
+        return open_synthetic(str(path))
+    path = Path(path)
+    if val is not None:
+        path = path / "train" if (path / "train").is_dir() else path
+        train = open_dataset(path, format, skip_bad=skip_bad, **({"split": train_split} if train_split else {}))
+        return train, open_dataset(val, format, classes=train.classes, skip_bad=skip_bad,
+                                   **({"split": val_split} if val_split else {}))
+    if train_split and val_split:
+        train = open_dataset(path, format, skip_bad=skip_bad, split=train_split)
+        return train, open_dataset(path, format, classes=train.classes, skip_bad=skip_bad, split=val_split)
+    sub = next((path / n for n in _VAL_NAMES if (path / n).is_dir()), None)
+    if (path / "train").is_dir() and sub is not None:
+        train = open_dataset(path / "train", format, skip_bad=skip_bad)
+        return train, open_dataset(sub, format, classes=train.classes, skip_bad=skip_bad)
+    return _split(open_dataset(path, format, skip_bad=skip_bad), val_fraction, seed)
+
+
+def _split(full: DetectionDataset, val_fraction: float, seed: int) -> tuple[DetectionDataset, DetectionDataset]:
+    if not 0 < val_fraction < 1:
+        raise DataError(f"{full.name}: val fraction {val_fraction} is not in (0, 1)")
+    order = torch.randperm(len(full), generator=torch.Generator().manual_seed(seed)).tolist()
+    n_val = max(1, round(len(full) * val_fraction))
+    return full.subset(sorted(order[n_val:])), full.subset(sorted(order[:n_val]))
+
+
+def open_config_splits(config: dict) -> tuple[DetectionDataset, DetectionDataset]:
+    """(train, val) of a resolved config's ``data`` section (the split does not depend on the run seed)."""
+    d = config["data"]
+    if not d.get("path"):
+        raise DataError("no training data: give --data PATH (or data.path in the recipe)")
+    return open_splits(d["path"], d.get("format"), d.get("val"), d.get("train_split"), d.get("val_split"),
+                       d.get("val_fraction", 0.1), int(d.get("split_seed") or 0), d.get("skip_bad", False),
+                       d.get("resplit"))
+
+
+def fraction_subset(ds: DetectionDataset, fraction: float, seed: int) -> DetectionDataset:
+    """A seeded ``fraction`` of the training images (the small-data experiments, Tables III-V)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction={fraction}: must be in (0, 1]")
+    if fraction == 1:
+        return ds
+    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(10_000 + seed)).tolist()
+    return ds.subset(sorted(order[: max(1, round(len(ds) * fraction))]))
+
+
+def train_transforms(size: tuple[int, int] | None, flip: bool = True, iou_crop: bool = True,
+                     zoom_out: bool = False, photometric: bool = True) -> T.Compose:
+    """The paper's training augmentation (IV-C), then resize to the model size and sanitise boxes."""
+    steps: list = []
+    if zoom_out:
+        steps.append(T.RandomZoomOut(fill={tv_tensors.Image: (124, 116, 104), "others": 0}))
+    if iou_crop:
+        steps.append(T.RandomIoUCrop())
+    if flip:
+        steps.append(T.RandomHorizontalFlip())
+    if size is not None:
+        steps.append(T.Resize(size, antialias=True))
+    if photometric:  # after the resize: the same distortion at a fraction of the cost
+        steps.append(T.RandomPhotometricDistort(p=0.5))
+    steps += [T.ClampBoundingBoxes(), T.SanitizeBoundingBoxes(labels_getter=_labels_and_difficult),
+              T.ToDtype(torch.float32, scale=True)]
+    return T.Compose(steps)
+
+
+def eval_transforms() -> T.Compose:
+    """Evaluation: the image as it is (the detector resizes and maps boxes back)."""
+    return T.Compose([T.ToDtype(torch.float32, scale=True)])
+
+
+def _labels_and_difficult(inputs):
+    target = inputs[1]
+    return target["labels"], target["difficult"]
+
+
+class EpochSampler(Sampler):
+    """Indices in a (seed, epoch)-seeded order, each paired with its epoch for seeded augmentation.
+
+    ``rank``/``world_size`` take every world_size-th index (DDP); ``start`` skips the first
+    samples of an epoch that a resumed run has already seen (``len`` stays the whole epoch's).
+    """
+
+    def __init__(self, n: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1) -> None:
+        self.n, self.seed, self.shuffle, self.rank, self.world_size = n, seed, shuffle, rank, world_size
+        self.epoch, self.start = 0, 0
+
+    def order(self) -> list[int]:
+        if not self.shuffle:
+            idx = list(range(self.n))
+        else:
+            idx = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)).tolist()
+        per_rank = -(-self.n // self.world_size)
+        idx = (idx * 2)[: per_rank * self.world_size] if self.shuffle else idx  # equal share per rank
+        return idx[self.rank:: self.world_size]
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.epoch, self.start = epoch, 0
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        start, self.start = self.start, 0
+        return iter([(i, self.epoch) for i in self.order()[start:]])
+
+    def __len__(self) -> int:
+        return len(self.order())
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader over an :class:`EpochSampler` that Lightning checkpoints (epoch, batches seen)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._seen = 0
+
+    def __iter__(self):
+        self._seen = self.sampler.start // self.batch_size
+        for batch in super().__iter__():
+            self._seen += 1
+            yield batch
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.sampler.epoch, "batches": self._seen}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.epoch = int(state["epoch"])
+        self.sampler.start = int(state["batches"]) * self.batch_size
+
+
+class SeededSamples(torch.utils.data.Dataset):
+    """``dataset[(index, epoch)]`` with the transforms' randomness seeded by (seed, epoch, index)."""
+
+    def __init__(self, dataset: DetectionDataset, transforms, seed: int) -> None:
+        self.dataset, self.transforms, self.seed = dataset, transforms, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        image, target = self.dataset[index]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + index)
+            return self.transforms(image, target)
+
+
+def collate(batch: Sequence) -> tuple[list, list]:
+    return [b[0] for b in batch], [b[1] for b in batch]
+
+
+class DetectionDataModule(pl.LightningDataModule):
+    """Train / val loaders over any reader (or prepared datasets) with the paper's augmentation."""
+
+    def __init__(self, train: DetectionDataset, val: DetectionDataset | None, batch_size: int,
+                 image_size: tuple[int, int] | None, augment: dict | None = None, num_workers: int = 0,
+                 seed: int = 0, val_batch_size: int | None = None) -> None:
+        super().__init__()
+        if len(train) == 0:
+            raise DataError(f"{train.name}: the training set is empty")
+        self.train_set, self.val_set = train, val
+        self.batch_size, self.image_size, self.num_workers, self.seed = batch_size, image_size, num_workers, seed
+        self.augment = dict(augment or {})
+        self.val_batch_size = val_batch_size or batch_size
+
+    @property
+    def classes(self) -> list[str]:
+        return self.train_set.classes
+
+    def _loader(self, ds, sampler, batch_size: int, drop_last: bool, cls=DataLoader) -> DataLoader:
+        return cls(ds, batch_size=batch_size, sampler=sampler, num_workers=self.num_workers,
+                          collate_fn=collate, drop_last=drop_last, persistent_workers=False,
+                          pin_memory=torch.cuda.is_available())
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world = self._rank()
+        sampler = EpochSampler(len(self.train_set), self.seed, True, rank, world)
+        if len(sampler) < self.batch_size:
+            raise DataError(f"{self.train_set.name}: {len(self.train_set)} training images for batch size "
+                            f"{self.batch_size} x {world} processes: lower the batch size")
+        ds = SeededSamples(self.train_set, train_transforms(self.image_size, **self.augment), self.seed)
+        return self._loader(ds, sampler, self.batch_size, drop_last=True, cls=ResumableLoader)
+
+    def val_dataloader(self) -> DataLoader:
+        if self.val_set is None or len(self.val_set) == 0:
+            return []
+        rank, world = self._rank()
+        ds = SeededSamples(self.val_set, eval_transforms(), self.seed)
+        sampler = EpochSampler(len(self.val_set), self.seed, False, rank, world)
+        return self._loader(ds, sampler, self.val_batch_size, drop_last=False)

@@ -1,0 +1,106 @@
+"""Inference with a trained model: evaluate on a dataset, predict on images (PNGs + COCO results)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+from torch import nn
+from torchvision.transforms.v2 import functional as TF
+from torchvision.utils import draw_bounding_boxes
+
+from ..data.readers import IMAGE_EXTS, DetectionDataset, load_image
+from ..data.records import DataError
+from ..metrics import evaluate
+
+__all__ = ["run_model", "evaluate_model", "image_paths", "predict"]
+
+
+@torch.inference_mode()
+def run_model(model: nn.Module, images: Iterable[torch.Tensor], batch_size: int = 4) -> list[dict]:
+    """Detections (CPU tensors) for uint8 or float images, in batches."""
+    model.eval()
+    device = next(model.parameters()).device
+    out, batch = [], []
+    for image in list(images) + [None]:
+        if image is not None:
+            batch.append(TF.to_dtype(torch.as_tensor(image), torch.float32, scale=True).to(device))
+        if batch and (image is None or len(batch) == batch_size):
+            out += [{k: v.cpu() for k, v in d.items()} for d in model(batch)]
+            batch = []
+    return out
+
+
+def evaluate_model(model: nn.Module, ds: DetectionDataset, metric: str = "voc07", batch_size: int = 4) -> dict:
+    """VOC07 / VOC12 / COCO metric of ``model`` on ``ds`` (boxes in the images' own pixels)."""
+    if len(ds) == 0:
+        raise DataError(f"{ds.name}: the dataset is empty")
+    preds = run_model(model, (load_image(r.image_path) for r in ds.records), batch_size)
+    return evaluate(preds, [ds.target(i) for i in range(len(ds))], metric, ds.classes)
+
+
+def image_paths(inputs: Sequence[str | Path]) -> list[Path]:
+    """Image files from files and folders (folders: their images, sorted)."""
+    paths: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            paths += sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTS)
+        elif p.is_file():
+            paths.append(p)
+        else:
+            raise DataError(f"{str(p)!r}: no such image or folder")
+    if not paths:
+        raise DataError(f"no images found in {', '.join(map(str, inputs))}")
+    stems: dict[str, Path] = {}
+    for p in paths:
+        if p.stem in stems and stems[p.stem] != p:
+            raise DataError(f"{str(p)!r} and {str(stems[p.stem])!r} have the same name: outputs would collide")
+        stems[p.stem] = p
+    return list(dict.fromkeys(paths))
+
+
+def predict(model: nn.Module, inputs: Sequence[str | Path], out: str | Path, classes: Sequence[str],
+            score_thresh: float = 0.3, batch_size: int = 4) -> dict:
+    """Annotated PNGs (class name and score per box above ``score_thresh``) and ``detections.json``
+    (COCO results: image_id = file stem, category_id = 1 + class index, every detection)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = image_paths(inputs)
+    results, drawn = [], 0
+    for i in range(0, len(paths), batch_size):
+        chunk = paths[i:i + batch_size]
+        try:
+            images = [load_image(p) for p in chunk]
+        except (OSError, ValueError) as e:
+            raise DataError(f"an image in {', '.join(map(str, chunk))} cannot be decoded ({e})") from None
+        for path, image, det in zip(chunk, images, run_model(model, images, batch_size)):
+            for box, score, label in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist()):
+                x1, y1, x2, y2 = box
+                results.append({"image_id": path.stem, "category_id": int(label),
+                                "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                                "score": round(float(score), 5)})
+            keep = det["scores"] >= score_thresh
+            names = [f"{_name(classes, int(l))} {s:.2f}" for l, s in zip(det["labels"][keep], det["scores"][keep])]
+            width = max(2, round(max(image.shape[1:]) / 300))
+            canvas = draw_bounding_boxes(image, det["boxes"][keep], labels=names, colors="red", width=width,
+                                         font=_font(), font_size=max(12, width * 7))
+            TF.to_pil_image(canvas).save(out / f"{path.stem}.png")
+            drawn += 1
+    (out / "detections.json").write_text(json.dumps(results))
+    return {"images": drawn, "detections": len(results), "out": str(out)}
+
+
+def _font() -> str | None:
+    """A TrueType font for the labels: matplotlib's DejaVu Sans (PIL's default font cannot scale)."""
+    try:
+        from matplotlib import font_manager
+        return font_manager.findfont("DejaVu Sans", fallback_to_default=True)
+    except Exception:
+        return None
+
+
+def _name(classes: Sequence[str], label: int) -> str:
+    return classes[label - 1] if 1 <= label <= len(classes) else str(label)

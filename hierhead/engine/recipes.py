@@ -1,0 +1,120 @@
+"""Training recipes: YAML files selected by name (``--recipe voc-ssd300``), every value overridable.
+
+A recipe is merged over :data:`DEFAULTS`; overrides use dotted keys (``optimizer.lr=0.01``).
+Unknown keys are an error naming the key, so a typo never trains silently with a default.
+"""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["DEFAULTS", "recipes", "load_recipe", "resolve", "parse_overrides"]
+
+DEFAULTS: dict[str, Any] = {
+    "model": "ssdlite320_mobilenet_v3",
+    "design": "9An{9,3,1}S",
+    "soft": False,
+    "data": {"path": None, "format": None, "val": None, "train_split": None, "val_split": None,
+             "val_fraction": 0.1, "resplit": None, "split_seed": 0, "fraction": 1.0, "skip_bad": False},
+    "image_size": None,
+    "batch_size": 8,
+    "val_batch_size": None,
+    "epochs": None,
+    "max_steps": 1000,
+    "optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.00004},
+    "schedule": {"name": "constant", "milestones": [], "gamma": 0.1, "step_size": 0, "warmup_steps": 0,
+                 "warmup_start_lr": None},
+    "augment": {"flip": True, "iou_crop": True, "zoom_out": False, "photometric": True},
+    "model_kwargs": {},
+    "backbone_weights": None,
+    "torchvision_weights": False,
+    "metric": "voc07",
+    "validate": True,
+    "val_every_n_epochs": 1,
+    "val_every_n_steps": None,
+    "checkpoint_every_n_steps": 500,
+    "gradient_clip": None,
+    "precision": "32-true",
+    "deterministic": False,
+    "seed": 0,
+    "num_workers": 2,
+    "accelerator": "auto",
+    "devices": 1,
+    "num_nodes": 1,
+    "strategy": "auto",
+    "out": "runs/train",
+    "progress": True,
+    "log_every_n_steps": 10,
+}
+
+
+def recipes() -> list[str]:
+    """The recipe names shipped with hierhead."""
+    return sorted(p.name[:-5] for p in resources.files("hierhead.engine").joinpath("recipes").iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def load_recipe(name_or_path: str | Path) -> dict:
+    """A recipe by name or a YAML file path (not yet merged with the defaults)."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        text = path.read_text()
+    elif str(name_or_path) in recipes():
+        text = resources.files("hierhead.engine").joinpath("recipes", f"{name_or_path}.yaml").read_text()
+    else:
+        raise ValueError(f"recipe {str(name_or_path)!r}: not a YAML file or one of {', '.join(recipes())}")
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"recipe {str(name_or_path)!r}: invalid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"recipe {str(name_or_path)!r}: expected a mapping of settings")
+    return data
+
+
+def _merge(base: dict, over: dict, where: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        name = f"{where}{key}"
+        if key not in base:
+            raise ValueError(f"setting {name!r}: unknown; known here: {', '.join(sorted(base))}")
+        if isinstance(base[key], dict) and key != "model_kwargs":
+            if not isinstance(value, dict):
+                raise ValueError(f"setting {name!r}: expected a mapping, got {value!r}")
+            out[key] = _merge(base[key], value, name + ".")
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["optimizer.lr=0.01", "design=9An{9,3}S"]`` -> nested dict; values parsed as YAML."""
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"override {item!r}: expected KEY=VALUE (e.g. optimizer.lr=0.01)")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw else None
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def resolve(recipe: str | Path | None = None, overrides: dict | None = None) -> dict:
+    """DEFAULTS <- recipe <- overrides, checked for unknown keys."""
+    config = _merge(DEFAULTS, load_recipe(recipe)) if recipe else copy.deepcopy(DEFAULTS)
+    if recipe:
+        config["recipe"] = str(recipe)
+    base = {**DEFAULTS, "recipe": None}
+    return _merge({**base, **config}, overrides or {})

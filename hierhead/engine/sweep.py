@@ -1,0 +1,185 @@
+"""Sweeps: every design x seed x training-set fraction, resumable, summarised like Tables III-V.
+
+Each run trains with the recipe, then its *last* checkpoint is evaluated on the test split
+(no model selection on the test set). A finished run leaves ``result.json``; a killed sweep
+skips those and continues. ``results.csv`` has one row per run; ``results.md`` mean +- std over
+seeds per design and fraction, the paired difference to the general head (same seed and subset)
+with a 95 % t interval, the best design per column in bold; ``results.png`` the metric against
+training-set size.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from pathlib import Path
+from typing import Sequence
+
+from ..design import PRESETS
+from .recipes import resolve
+
+__all__ = ["sweep", "summarise", "paired_interval", "GENERAL"]
+
+GENERAL = "9An{9}"
+# two-sided 95 % Student t quantiles for 1..30 degrees of freedom
+_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def paired_interval(diffs: Sequence[float]) -> tuple[float, float, float]:
+    """(mean, low, high): the 95 % t interval of paired differences (nan bounds for one pair)."""
+    n = len(diffs)
+    mean = sum(diffs) / n
+    if n < 2:
+        return mean, math.nan, math.nan
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+    half = (_T95[n - 2] if n - 1 <= len(_T95) else 1.96) * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def _slug(design: str) -> str:
+    return design.replace("{", "_").replace("}", "").replace(",", "-")
+
+
+def run_dir(out: Path, design: str, seed: int, fraction: float) -> Path:
+    return out / "runs" / f"f{fraction:g}" / f"{_slug(design)}" / f"seed{seed}"
+
+
+def sweep(recipe: str, data: str, designs: Sequence[str] | str = "all", seeds: int = 3,
+          fractions: Sequence[float] = (1.0,), out: str | Path = "runs/sweep", overrides: dict | None = None,
+          metric: str | None = None, log=print) -> list[dict]:
+    """Train and evaluate every (fraction, design, seed); returns all rows (finished ones are reused)."""
+    from .checkpoint import load_checkpoint
+    from .data import open_config_splits
+    from .infer import evaluate_model
+    from .trainer import train
+
+    out = Path(out)
+    designs = list(PRESETS) if designs == "all" else list(designs)
+    if GENERAL not in designs:
+        designs = [GENERAL] + designs
+    for d in designs:  # fail early on a bad name, before hours of training
+        from ..design import Design
+        Design.parse(d, num_sizes=3, num_ratios=3)
+    jobs = [(f, d, s) for f in fractions for s in range(seeds) for d in designs]
+    for k, (fraction, design, seed) in enumerate(jobs, 1):
+        folder = run_dir(out, design, seed, fraction)
+        if (folder / "result.json").is_file():
+            continue
+        over = {**(overrides or {}), "design": design, "seed": seed, "out": str(folder), "validate": False,
+                "data": {**(overrides or {}).get("data", {}), "path": data, "fraction": fraction}}
+        config = resolve(recipe, over)
+        log(f"[{k}/{len(jobs)}] {design} seed {seed} fraction {fraction:g}")
+        resume = (folder / "checkpoints" / "last.ckpt").is_file()
+        t0 = time.perf_counter()
+        result = train(config, resume=resume)
+        seconds = time.perf_counter() - t0
+        model, _ = load_checkpoint(result["last"])
+        _, test = open_config_splits(config)
+        scores = evaluate_model(model, test, metric or config["metric"])
+        row = {"design": design, "seed": seed, "fraction": fraction, "train_images": result.get("train_images"),
+               "steps": result["steps"], "metric": scores["metric"],
+               "mAP": scores.get("mAP", scores.get("AP")), "train_seconds": round(seconds, 1)}
+        tmp = folder / "result.json.tmp"
+        tmp.write_text(json.dumps(row))
+        tmp.replace(folder / "result.json")
+        summarise(out)
+    return summarise(out)
+
+
+def _rows(out: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*/*/*/result.json"))]
+
+
+def summarise(out: str | Path) -> list[dict]:
+    """Rewrite results.csv, results.md and results.png from the finished runs under ``out``."""
+    out = Path(out)
+    rows = _rows(out)
+    if not rows:
+        return rows
+    fields = list(rows[0])
+    with open(out / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    (out / "results.md").write_text(table(rows))
+    plot(rows, out / "results.png")
+    return rows
+
+
+def _cells(rows: list[dict]) -> tuple[list[str], list[float], dict]:
+    designs = list(dict.fromkeys([GENERAL] + [r["design"] for r in rows]))
+    designs = [d for d in designs if any(r["design"] == d for r in rows)]
+    fractions = sorted({r["fraction"] for r in rows})
+    by = {}
+    for r in rows:
+        by.setdefault((r["design"], r["fraction"]), {})[r["seed"]] = r["mAP"] * 100
+    return designs, fractions, by
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown: rows = designs, columns = fractions; mean +- std, paired difference to the general head."""
+    designs, fractions, by = _cells(rows)
+    metric = rows[0]["metric"]
+    head = "| Configuration | " + " | ".join(f"{f * 100:g} % of train" for f in fractions) + " |"
+    lines = [f"{metric} mAP (%) on the test split: mean +- std over seeds; below it, the paired difference "
+             f"to {GENERAL} (same seed and subset) with its 95 % t interval. Best mean per column in bold.", "",
+             head, "|---" * (len(fractions) + 1) + "|"]
+    best = {f: max(designs, key=lambda d: _mean(by.get((d, f), {}))) for f in fractions}
+    for d in designs:
+        cells = []
+        for f in fractions:
+            vals = by.get((d, f), {})
+            if not vals:
+                cells.append("")
+                continue
+            m, s = _mean(vals), _std(vals)
+            cell = f"{m:.2f} +- {s:.2f} (n={len(vals)})"
+            if best[f] == d:
+                cell = f"**{cell}**"
+            base = by.get((GENERAL, f), {})
+            pairs = [vals[k] - base[k] for k in vals if k in base]
+            if d != GENERAL and pairs:
+                dm, lo, hi = paired_interval(pairs)
+                cell += f"<br>{dm:+.2f} [{lo:+.2f}, {hi:+.2f}]" if not math.isnan(lo) else f"<br>{dm:+.2f}"
+            cells.append(cell)
+        lines.append(f"| {d} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _mean(vals: dict) -> float:
+    return sum(vals.values()) / len(vals) if vals else -math.inf
+
+
+def _std(vals: dict) -> float:
+    if len(vals) < 2:
+        return 0.0
+    m = _mean(vals)
+    return math.sqrt(sum((v - m) ** 2 for v in vals.values()) / (len(vals) - 1))
+
+
+def plot(rows: list[dict], path: str | Path) -> Path:
+    """The metric against training-set size, one line per design, error bars = std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    designs, fractions, by = _cells(rows)
+    sizes = {r["fraction"]: r.get("train_images") or r["fraction"] for r in rows}
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for k, d in enumerate(designs):
+        xs = [f for f in fractions if by.get((d, f))]
+        ax.errorbar([sizes[f] * (1 + 0.012 * (k - len(designs) / 2)) for f in xs], [_mean(by[(d, f)]) for f in xs],
+                    yerr=[_std(by[(d, f)]) for f in xs], marker="o", capsize=3, label=d,
+                    linewidth=2.4 if d == GENERAL else 1.4, color="black" if d == GENERAL else None)
+    ax.set_xlabel("training images" if all(r.get("train_images") for r in rows) else "fraction of the training set")
+    ax.set_ylabel(f"{rows[0]['metric']} mAP (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,134 @@
+"""``train(config)``: a resolved recipe to a Lightning run (CPU, GPUs, nodes through DDP).
+
+Writes to ``config["out"]``: ``config.yaml`` (the resolved settings), ``checkpoints/last.ckpt``
+(every N steps and at the end, written atomically), ``checkpoints/best.ckpt`` (highest val mAP),
+TensorBoard and CSV logs. Multi-GPU / multi-node: ``devices``, ``num_nodes``, ``strategy``; under
+torchrun or SLURM, Lightning reads the rank from the environment.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import yaml
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from ..data.records import DataError
+from .data import DetectionDataModule, fraction_subset, open_config_splits
+from .module import DetectorModule
+
+__all__ = ["train", "prepare", "AtomicCheckpointIO", "LAST", "BEST"]
+
+LAST, BEST = "last", "best"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """torch.save to ``<file>.tmp`` then rename: a killed run never leaves a half-written checkpoint."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options: Any | None = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+
+def _image_size(config: dict) -> tuple[int, int] | None:
+    size = config.get("image_size")
+    if size is None:
+        fixed = {"ssd300_vgg16": 300, "ssd512_vgg16": 512, "ssdlite320_mobilenet_v3": 320}
+        size = fixed.get(config["model"])
+    if size is None:
+        return None
+    return (int(size), int(size)) if isinstance(size, (int, float)) else (int(size[0]), int(size[1]))
+
+
+def prepare(config: dict) -> tuple[DetectorModule, DetectionDataModule]:
+    """The module and data module of a resolved config (datasets opened and checked here)."""
+    data = config["data"]
+    train_set, val_set = open_config_splits(config)
+    train_set = fraction_subset(train_set, float(data.get("fraction", 1.0)), config["seed"])
+    if len(train_set) == 0:
+        raise DataError(f"{data['path']}: the training set is empty")
+    size = _image_size(config)
+    options = dict(config.get("model_kwargs") or {})
+    if config.get("image_size") is not None and not config["model"].startswith("ssd"):
+        options.setdefault("min_size", size[0])
+        options.setdefault("max_size", max(size))
+    spec = {"model": config["model"], "num_classes": len(train_set.classes) + 1, "classes": train_set.classes,
+            "design": config["design"], "soft": bool(config.get("soft")), "options": options,
+            "image_size": list(size) if size else None}
+    total = int(config["max_steps"]) if config.get("max_steps") and not config.get("epochs") else \
+        int(config["epochs"] or 1) * max(1, len(train_set) // int(config["batch_size"]))
+    module = DetectorModule(spec, config["optimizer"], config["schedule"], total, config["metric"],
+                            config.get("backbone_weights"), bool(config.get("torchvision_weights")))
+    dm = DetectionDataModule(train_set, val_set if config.get("validate", True) else None, int(config["batch_size"]), size, config["augment"],
+                             int(config["num_workers"]), int(config["seed"]), config.get("val_batch_size"))
+    return module, dm
+
+
+def train(config: dict, resume: bool = False, callbacks: list | None = None) -> dict:
+    """Train with a resolved config; ``resume`` continues from ``out/checkpoints/last.ckpt``.
+
+    Returns ``{"out", "last", "best", "val_mAP", "steps"}``.
+    """
+    config = copy.deepcopy(config)
+    out = Path(config["out"])
+    last = out / "checkpoints" / f"{LAST}.ckpt"
+    if resume and not last.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint at {str(last)!r} (nothing to resume)")
+    pl.seed_everything(int(config["seed"]), workers=True, verbose=False)
+    module, dm = prepare(config)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+    step_based = not config.get("epochs")
+    every = config.get("checkpoint_every_n_steps")
+    ckpt_last = ModelCheckpoint(dirpath=out / "checkpoints", save_top_k=0, save_last=True,
+                                every_n_train_steps=every or None, enable_version_counter=False)
+    cbs: list = [ckpt_last, LearningRateMonitor("step")]
+    has_val = dm.val_set is not None and len(dm.val_set) > 0
+    if has_val:
+        cbs.append(ModelCheckpoint(dirpath=out / "checkpoints", filename=BEST, monitor="val/mAP", mode="max",
+                                   save_top_k=1, enable_version_counter=False, auto_insert_metric_name=False))
+    if config.get("progress", True):
+        cbs.append(TQDMProgressBar(refresh_rate=1))
+    cbs += callbacks or []
+    val_steps = config.get("val_every_n_steps")
+    trainer = pl.Trainer(
+        default_root_dir=out,
+        accelerator=config["accelerator"], devices=config["devices"], num_nodes=config["num_nodes"],
+        strategy=config["strategy"], precision=config["precision"],
+        max_steps=int(config["max_steps"]) if step_based else -1,
+        max_epochs=None if step_based else int(config["epochs"]),
+        val_check_interval=int(val_steps) if (val_steps and has_val) else None,
+        check_val_every_n_epoch=None if (val_steps or not has_val) else int(config["val_every_n_epochs"]),
+        limit_val_batches=None if has_val else 0,
+        num_sanity_val_steps=0,
+        gradient_clip_val=config.get("gradient_clip"),
+        deterministic=bool(config.get("deterministic")) or None,
+        callbacks=cbs,
+        logger=[CSVLogger(out, name="logs", version=""), TensorBoardLogger(out / "logs", name="tensorboard", version="")],
+        log_every_n_steps=int(config.get("log_every_n_steps", 10)),
+        enable_progress_bar=bool(config.get("progress", True)),
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        plugins=[AtomicCheckpointIO()],
+    )
+    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
+    trainer.save_checkpoint(last)  # the final state (all ranks call it; rank 0 writes)
+    best = out / "checkpoints" / f"{BEST}.ckpt"
+    score = trainer.callback_metrics.get("val/mAP")
+    return {"out": str(out), "last": str(last), "best": str(best) if best.is_file() else None,
+            "val_mAP": float(score) if score is not None else None, "steps": trainer.global_step,
+            "train_images": len(dm.train_set)}

@@ -1,0 +1,145 @@
+"""Plain torchvision construction of every registered detector from a JSON spec.
+
+This module imports nothing but torch and torchvision: ``hierhead fold`` copies it beside the
+folded weights as ``load_model.py``, so a deployed model needs no hierhead (Section III-B.c:
+the folded head is the general head). ``hierhead.models.build`` uses it for the architecture.
+
+spec: ``{"model", "num_classes", "pretrained_backbone", "anchors", "options"}`` where anchors are
+``{"wh_pairs": [[[w, h], ...] per level]}`` (SSD, relative sizes) or ``{"sizes": [[...] per
+level], "aspect_ratios": [[...] per level]}`` (RetinaNet, RPN; pixels), and options are the
+detector's keyword arguments (``nms_thresh``, ``min_size``, ...).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models.detection import (
+    fasterrcnn_resnet50_fpn,
+    retinanet_resnet50_fpn,
+)
+from torchvision.models.detection import _utils as det_utils
+from torchvision.models.detection.anchor_utils import AnchorGenerator, DefaultBoxGenerator
+from torchvision.models.detection.retinanet import RetinaNetHead
+from torchvision.models.detection.rpn import RPNHead
+from torchvision.models.detection.ssd import SSD, SSDHead, _vgg_extractor
+from torchvision.models.detection.ssdlite import SSDLiteHead, _mobilenet_extractor, _normal_init
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+__all__ = ["stock_model", "load", "ARCHITECTURES"]
+
+
+def _ssd_generator(anchors: dict) -> DefaultBoxGenerator:
+    pairs = anchors["wh_pairs"]
+    gen = DefaultBoxGenerator([[] for _ in pairs], scales=[0.0] * (len(pairs) + 1))
+    gen._wh_pairs = [torch.tensor(level, dtype=torch.float32) for level in pairs]
+    return gen
+
+
+def _grid_generator(anchors: dict) -> AnchorGenerator:
+    return AnchorGenerator(tuple(tuple(s) for s in anchors["sizes"]), tuple(tuple(r) for r in anchors["aspect_ratios"]))
+
+
+def _per_location(generator: DefaultBoxGenerator) -> list[int]:
+    return [len(p) for p in generator._wh_pairs]
+
+
+def _ssd_vgg(size: int, num_classes: int, pretrained: bool, generator: nn.Module, options: dict,
+             net: nn.Module | None = None) -> nn.Module:
+    from torchvision.models import vgg16
+
+    backbone = _vgg_extractor(net or vgg16(), size == 512, 4 if pretrained else 5)
+    out_channels = det_utils.retrieve_out_channels(backbone, (size, size))
+    head = SSDHead(out_channels, _per_location(generator), num_classes)
+    defaults = {"image_mean": [0.48235, 0.45882, 0.40784], "image_std": [1.0 / 255.0] * 3}
+    return SSD(backbone, generator, (size, size), num_classes, head=head, **{**defaults, **options})
+
+
+def ssdlite_norm(*args, **kwargs) -> nn.BatchNorm2d:
+    """torchvision's SSDLite batch norm (eps 0.001, momentum 0.03)."""
+    return nn.BatchNorm2d(*args, **{"eps": 0.001, "momentum": 0.03, **kwargs})
+
+
+def _ssdlite(num_classes: int, pretrained: bool, generator: nn.Module, options: dict,
+             net: nn.Module | None = None) -> nn.Module:
+    from torchvision.models import mobilenet_v3_large
+
+    norm = ssdlite_norm
+    if net is None:
+        net = mobilenet_v3_large(norm_layer=norm, reduced_tail=not pretrained)
+        if not pretrained:
+            _normal_init(net)  # as torchvision does for a backbone trained from scratch
+    backbone = _mobilenet_extractor(net, 6, norm)
+    out_channels = det_utils.retrieve_out_channels(backbone, (320, 320))
+    head = SSDLiteHead(out_channels, _per_location(generator), num_classes, norm)
+    defaults = {"score_thresh": 0.001, "detections_per_img": 300, "topk_candidates": 300,
+                "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+    return SSD(backbone, generator, (320, 320), num_classes, head=head, **{**defaults, **options})
+
+
+def _freeze_bn(body: nn.Module) -> None:
+    """Frozen batch norm in a pretrained ResNet body, as torchvision uses with pretrained weights."""
+    for name, m in list(body.named_children()):
+        if isinstance(m, nn.BatchNorm2d):
+            setattr(body, name, FrozenBatchNorm2d(m.num_features, eps=m.eps))
+        else:
+            _freeze_bn(m)
+
+
+def _retinanet(subnet: bool, num_classes: int, pretrained: bool, generator: nn.Module, options: dict,
+               net: None = None) -> nn.Module:
+    model = retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=num_classes, **options)
+    if pretrained:
+        _freeze_bn(model.backbone.body)
+    model.anchor_generator = generator
+    model.head = RetinaNetHead(256, generator.num_anchors_per_location()[0], num_classes)
+    if not subnet:  # FlickrLogos-47 setting: predict directly on the FPN levels
+        model.head.classification_head.conv = nn.Sequential()
+        model.head.regression_head.conv = nn.Sequential()
+    return model
+
+
+def _fasterrcnn(num_classes: int, pretrained: bool, generator: nn.Module, options: dict,
+                net: None = None) -> nn.Module:
+    model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=num_classes, **options)
+    if pretrained:
+        _freeze_bn(model.backbone.body)
+    model.rpn.anchor_generator = generator
+    model.rpn.head = RPNHead(256, generator.num_anchors_per_location()[0])
+    return model
+
+
+ARCHITECTURES = {
+    "ssd300_vgg16": (partial(_ssd_vgg, 300), _ssd_generator),
+    "ssd512_vgg16": (partial(_ssd_vgg, 512), _ssd_generator),
+    "ssdlite320_mobilenet_v3": (_ssdlite, _ssd_generator),
+    "retinanet_resnet50_fpn": (partial(_retinanet, True), _grid_generator),
+    "retinanet_resnet50_fpn_nosubnet": (partial(_retinanet, False), _grid_generator),
+    "fasterrcnn_resnet50_fpn": (_fasterrcnn, _grid_generator),
+}
+
+
+def stock_model(spec: dict, generator: nn.Module | None = None, net: nn.Module | None = None) -> nn.Module:
+    """The plain torchvision detector described by ``spec``; ``generator`` overrides its anchors and
+    ``net`` gives the SSD classification network (VGG16 / MobileNetV3) to build the backbone from."""
+    name = spec["model"]
+    if name not in ARCHITECTURES:
+        raise ValueError(f"model {name!r}: unknown; choose one of {', '.join(sorted(ARCHITECTURES))}")
+    make, make_generator = ARCHITECTURES[name]
+    generator = generator if generator is not None else make_generator(spec["anchors"])
+    return make(num_classes=int(spec["num_classes"]), pretrained=bool(spec.get("pretrained_backbone", False)),
+                generator=generator, options=dict(spec.get("options", {})), net=net)
+
+
+def load(folder: str | Path) -> nn.Module:
+    """The folded model saved by ``hierhead fold``: ``model.json`` + ``model.safetensors``, in eval mode."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    model = stock_model(json.loads((folder / "model.json").read_text()))
+    model.load_state_dict(load_file(folder / "model.safetensors"), strict=True)
+    return model.eval()

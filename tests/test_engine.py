@@ -1,0 +1,212 @@
+"""Training engine: CLI train -> eval / predict / fold / export on the cards dataset, resume, DDP, recipes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from hierhead.cli import main
+from hierhead.engine import load_checkpoint, parse_overrides, recipes, resolve
+from hierhead.engine.recipes import load_recipe
+
+CARDS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cards"
+needs_cards = pytest.mark.skipif(not CARDS.is_dir(), reason="../shared/datasets/cards not present")
+QUICK = ["--set", "num_workers=0", "--set", "progress=false", "--set", "val_batch_size=8",
+         "--set", "log_every_n_steps=1"]
+
+
+def _cli(args: list[str], capsys) -> tuple[int, str, str]:
+    code = main(args)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A 3-step cards run through the CLI (validation on a 12-image val set)."""
+    root = tmp_path_factory.mktemp("run")
+    val = root / "val"
+    val.mkdir()
+    for xml in sorted((CARDS / "test").glob("*.xml"))[:12]:
+        for f in (CARDS / "test").glob(xml.stem + ".*"):
+            (val / f.name).symlink_to(f)
+    if not CARDS.is_dir():
+        pytest.skip("../shared/datasets/cards not present")
+    code = main(["train", "--recipe", "cards-ssdlite", "--data", str(CARDS / "train"), "--val", str(val),
+                 "--max-steps", "3", "--batch-size", "2", "--out", str(root / "out"),
+                 "--set", "val_every_n_steps=3", "--set", "checkpoint_every_n_steps=2", *QUICK])
+    assert code == 0
+    return root
+
+
+@needs_cards
+def test_train_writes_checkpoints_config_and_logs(trained):
+    out = trained / "out"
+    assert (out / "checkpoints" / "last.ckpt").is_file() and (out / "checkpoints" / "best.ckpt").is_file()
+    assert not list((out / "checkpoints").glob("*.tmp"))
+    config = (out / "config.yaml").read_text()
+    assert "cards-ssdlite" in config and "max_steps: 3" in config
+    metrics = (out / "logs" / "metrics.csv").read_text()
+    assert "val/mAP" in metrics and "train/loss" in metrics
+    assert list((out / "logs" / "tensorboard").glob("events.out.tfevents.*"))
+    model, spec = load_checkpoint(out / "checkpoints" / "last.ckpt")
+    assert spec["classes"] == ["ace", "jack", "king", "nine", "queen", "ten"]
+    assert spec["design"] == "9An{9,3,1}S" and spec["num_classes"] == 7 and spec["image_size"] == [320, 320]
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+
+
+@needs_cards
+def test_eval_predict_fold_export(trained, capsys, tmp_path):
+    ckpt = str(trained / "out" / "checkpoints" / "last.ckpt")
+    code, out, _ = _cli(["eval", "--checkpoint", ckpt, "--data", str(trained / "val"), "--json",
+                         str(tmp_path / "r.json")], capsys)
+    assert code == 0 and "mAP (voc07)" in out
+    assert 0 <= json.loads((tmp_path / "r.json").read_text())["mAP"] <= 1
+
+    images = sorted(p for p in (trained / "val").iterdir() if p.suffix.lower() == ".jpg")[:2]
+    code, out, _ = _cli(["predict", "--checkpoint", ckpt, *map(str, images), "--out", str(tmp_path / "p"),
+                         "--score", "0.0"], capsys)
+    assert code == 0 and "2 annotated images" in out
+    assert sorted(p.name for p in (tmp_path / "p").glob("*.png")) == sorted(i.stem + ".png" for i in images)
+    rows = json.loads((tmp_path / "p" / "detections.json").read_text())
+    assert rows and {r["image_id"] for r in rows} <= {i.stem for i in images}
+    assert all(len(r["bbox"]) == 4 and 1 <= r["category_id"] <= 6 for r in rows)
+
+    code, out, _ = _cli(["fold", "--checkpoint", ckpt, "--out", str(tmp_path / "deploy")], capsys)
+    assert code == 0 and "load_state_dict(load_file" in out
+    spec = json.loads((tmp_path / "deploy" / "model.json").read_text())
+    assert spec["classes"][0] == "ace" and len(spec["anchors"]["wh_pairs"]) == 6
+
+    # the folded model loads with torch + torchvision only, and detects what the checkpoint detects
+    script = ("import sys, json, torch; sys.modules['hierhead'] = None\n"
+              "from load_model import load\n"
+              "m = load('.'); torch.manual_seed(0); x = [torch.rand(3, 240, 330), torch.rand(3, 320, 320)]\n"
+              "with torch.no_grad(): out = m(x)\n"
+              "torch.save([{k: v for k, v in d.items()} for d in out], 'out.pt')\n")
+    subprocess.run([sys.executable, "-c", script], cwd=tmp_path / "deploy", check=True)
+    stock_out = torch.load(tmp_path / "deploy" / "out.pt", weights_only=True)
+    model, _ = load_checkpoint(ckpt)
+    torch.manual_seed(0)
+    x = [torch.rand(3, 240, 330), torch.rand(3, 320, 320)]
+    with torch.no_grad():
+        ours = model(x)
+    for a, b in zip(ours, stock_out):
+        assert torch.equal(a["labels"], b["labels"])
+        torch.testing.assert_close(a["boxes"], b["boxes"], atol=1e-4, rtol=0)
+        torch.testing.assert_close(a["scores"], b["scores"], atol=1e-5, rtol=0)
+
+    code, out, _ = _cli(["export", "--checkpoint", ckpt, "--onnx", str(tmp_path / "m.onnx")], capsys)
+    assert code == 0 and "checked with onnxruntime" in out and (tmp_path / "m.onnx").stat().st_size > 1e6
+
+
+@needs_cards
+def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
+    from lightning.pytorch.callbacks import Callback
+
+    from hierhead.engine.trainer import train
+
+    class Crash(Callback):
+        def on_train_batch_start(self, trainer, *args):
+            if trainer.global_step == 4:
+                raise RuntimeError("killed")
+
+    def config(out):
+        return resolve("cards-ssdlite", {"data": {"path": str(CARDS), "fraction": 0.1}, "max_steps": 6,
+                                         "batch_size": 2, "checkpoint_every_n_steps": 3, "val_every_n_steps": None,
+                                         "deterministic": True, "num_workers": 0, "progress": False,
+                                         "out": str(out), "seed": 3})
+
+    train(config(tmp_path / "a"))
+    with pytest.raises(RuntimeError, match="killed"):
+        train(config(tmp_path / "b"), callbacks=[Crash()])
+    assert torch.load(tmp_path / "b/checkpoints/last.ckpt", weights_only=True)["global_step"] == 3
+    train(config(tmp_path / "b"), resume=True)
+    a = torch.load(tmp_path / "a/checkpoints/last.ckpt", weights_only=True)
+    b = torch.load(tmp_path / "b/checkpoints/last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 6
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+
+
+@needs_cards
+def test_two_process_ddp_on_cpu(tmp_path):
+    env = {**os.environ, "PL_DISABLE_FORK": "1"}
+    cmd = [sys.executable, "-m", "hierhead.cli", "train", "--recipe", "cards-ssdlite", "--data", str(CARDS),
+           "--fraction", "0.05", "--max-steps", "2", "--batch-size", "2", "--out", str(tmp_path / "ddp"),
+           "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu", "--set", "val_every_n_steps=2",
+           "--val", str(CARDS / "test"), *QUICK]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "trained 2 steps" in r.stdout
+    ckpt = torch.load(tmp_path / "ddp/checkpoints/last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 2 and ckpt["hierhead"]["model"] == "ssdlite320_mobilenet_v3"
+
+
+def test_recipes_hold_the_paper_values():
+    assert set(recipes()) >= {"voc-ssd300", "voc-ssd512", "flickrlogos47-retinanet", "coco-retinanet", "cards-ssdlite"}
+    voc = resolve("voc-ssd300")
+    assert voc["batch_size"] == 32 and voc["optimizer"]["name"] == "rmsprop" and voc["optimizer"]["lr"] == 1e-3
+    assert voc["schedule"]["milestones"] == [60000, 80000, 90000, 100000] and voc["max_steps"] == 120000
+    assert voc["schedule"]["gamma"] == pytest.approx(1 / 3, rel=1e-6)
+    assert resolve("voc-ssd512")["model"] == "ssd512_vgg16"
+    flickr = resolve("flickrlogos47-retinanet")
+    assert flickr["model"] == "retinanet_resnet50_fpn_nosubnet" and flickr["image_size"] == 1024
+    assert flickr["schedule"] == {**flickr["schedule"], "name": "step", "step_size": 25000, "gamma": 0.8}
+    assert flickr["batch_size"] == 2 and flickr["max_steps"] == 300000 and flickr["model_kwargs"]["nms_thresh"] == 0.1
+    coco = resolve("coco-retinanet")
+    assert coco["schedule"]["warmup_steps"] == 1000 and coco["schedule"]["warmup_start_lr"] == 2e-4
+    assert coco["optimizer"]["lr"] == 0.01 and coco["schedule"]["milestones"] == [210000, 250000]
+    assert coco["max_steps"] == 270000 and coco["batch_size"] == 16
+
+
+def test_lr_schedules():
+    from hierhead.engine.module import LRSchedule
+
+    s = LRSchedule("multistep", lr=0.01, milestones=[10, 20], gamma=0.1, warmup_steps=5, warmup_start_lr=0.0002)
+    assert s(0) == pytest.approx(0.02) and s(5) == 1 and s(10) == pytest.approx(0.1) and s(25) == pytest.approx(0.01)
+    e = LRSchedule("step", lr=1e-4, step_size=25000, gamma=0.8)
+    assert e(24999) == 1 and e(50000) == pytest.approx(0.64)
+
+
+def test_overrides_and_unknown_keys():
+    over = parse_overrides(["optimizer.lr=0.5", "design=9An{9,3}S", "augment.flip=false", "schedule.milestones=[1,2]"])
+    cfg = resolve("cards-ssdlite", over)
+    assert cfg["optimizer"]["lr"] == 0.5 and cfg["design"] == "9An{9,3}S" and cfg["augment"]["flip"] is False
+    assert cfg["schedule"]["milestones"] == [1, 2]
+    with pytest.raises(ValueError, match="'optimizer.lrr': unknown"):
+        resolve("cards-ssdlite", parse_overrides(["optimizer.lrr=1"]))
+    with pytest.raises(ValueError, match="recipe 'nope'"):
+        load_recipe("nope")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--recipe", "nope", "--data", "x"], "recipe 'nope'"),
+    (["train", "--data", "/no/such/dir", "--max-steps", "1"], "dataset not found"),
+    (["train", "--data", str(CARDS), "--design", "9An{7,3}S", "--max-steps", "1", "--set", "num_workers=0"], "9An{7,3}S"),
+    (["train", "--data", str(CARDS), "--set", "optimizer.lrr=1"], "'optimizer.lrr': unknown"),
+    (["train", "--data", str(CARDS), "--set", "nokey"], "expected KEY=VALUE"),
+    (["train", "--data", str(CARDS), "--out", "/tmp/hierhead-none", "--resume"], "nothing to resume"),
+    (["eval", "--checkpoint", "/no/such.ckpt", "--data", str(CARDS / "test")], "file not found"),
+    (["predict", "--checkpoint", "/no/such.ckpt", "x.jpg", "--out", "/tmp/p"], "file not found"),
+    (["fold", "--checkpoint", __file__, "--out", "/tmp/f"], "cannot be read"),
+])
+def test_bad_cli_arguments_are_one_line(args, message, capsys):
+    if str(CARDS) in args and not CARDS.is_dir():
+        pytest.skip("cards not present")
+    code, _, err = _cli(args, capsys)
+    assert code == 2, err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_empty_dataset_is_an_error(tmp_path, capsys):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "test").mkdir()
+    code, _, err = _cli(["train", "--data", str(tmp_path), "--max-steps", "1"], capsys)
+    assert code == 2 and "empty" in err and len(err.strip().splitlines()) == 1

@@ -1,0 +1,123 @@
+"""Experiments: synthetic anchor-transfer data, sweep (resumable, tables), recommend, demo."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from hierhead.cli import main
+from hierhead.data import open_dataset
+from hierhead.data.synthetic import RATIOS, SIZES, open_synthetic, parse_spec
+from hierhead.engine.sweep import paired_interval, table
+
+CARDS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cards"
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("HIERHEAD_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def _shape(box):
+    w, h = box[2] - box[0], box[3] - box[1]
+    ratio = min(range(3), key=lambda r: abs(math.log((h / w) / RATIOS[r])))
+    size = min(range(3), key=lambda s: abs(math.sqrt(w * h) / 320 - SIZES[s]))
+    return size, ratio
+
+
+@pytest.mark.parametrize("mode", ["ratio", "size", "all"])
+def test_synthetic_train_restricts_shapes_and_test_covers_all(mode):
+    train, test = open_synthetic(f"synthetic:mode={mode},classes=3,train=60,test=60,seed=1")
+    assert len(train) == 60 and len(test) == 60 and train.classes == ["class0", "class1", "class2"]
+    seen = {(c, _shape(b)) for r in train.records for c, b in zip(r.labels, r.boxes)}
+    for c, (s, r) in seen:
+        if mode == "ratio":
+            assert r == c % 3
+        elif mode == "size":
+            assert s == c % 3
+    test_shapes = {(c, _shape(b)) for r in test.records for c, b in zip(r.labels, r.boxes)}
+    assert len({sr for _, sr in test_shapes}) == 9  # every shape appears at test time
+    if mode != "all":
+        assert len({sr for c, sr in test_shapes if c == 0}) > len({sr for c, sr in seen if c == 0})
+
+
+def test_synthetic_is_seeded_and_validated():
+    a, _ = open_synthetic("synthetic:train=5,test=2,seed=4")
+    b, _ = open_synthetic("synthetic:train=5,test=2,seed=4")
+    assert [r.boxes for r in a.records] == [r.boxes for r in b.records]
+    assert a.records[0].image_path == b.records[0].image_path
+    for bad, msg in [("synthetic:mode=wide", "mode='wide'"), ("synthetic:colour=3", "unknown key 'colour'"),
+                     ("synthetic:train=x", "not an integer")]:
+        with pytest.raises(ValueError, match=msg):
+            parse_spec(bad)
+
+
+def test_paired_interval_and_table():
+    m, lo, hi = paired_interval([1.0, 2.0, 3.0])
+    assert m == 2 and lo == pytest.approx(2 - 4.303 / math.sqrt(3)) and hi == pytest.approx(2 + 4.303 / math.sqrt(3))
+    rows = [{"design": d, "seed": s, "fraction": f, "metric": "voc07", "mAP": v}
+            for d, base in (("9An{9}", 0.5), ("9An{9,3}S", 0.6)) for f in (0.5, 1.0) for s, v in
+            enumerate((base, base + 0.02))]
+    md = table(rows)
+    assert "| 9An{9,3}S | **60.00 +- 0.00" not in md  # std of 60, 62 is not 0
+    assert "**61.00 +- 1.41 (n=2)**<br>+10.00" in md and "| 9An{9} | 51.00 +- 1.41 (n=2) |" in md
+
+
+def test_sweep_is_resumable_and_writes_its_tables(tmp_path, capsys):
+    args = ["sweep", "--recipe", "cards-ssdlite", "--data", "synthetic:classes=2,train=8,test=4",
+            "--designs", "9An{9,3,1}As", "--seeds", "2", "--fractions", "0.5,1", "--max-steps", "1",
+            "--out", str(tmp_path), "--set", "batch_size=2", "--set", "num_workers=0", "--set", "progress=false"]
+    assert main(args) == 0
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert len(rows) == 8
+    assert {(r["design"], r["seed"], r["fraction"]) for r in rows} == {
+        (d, s, f) for d in ("9An{9}", "9An{9,3,1}As") for s in ("0", "1") for f in ("0.5", "1.0")}
+    assert {r["train_images"] for r in rows} == {"4", "8"}
+    md = (tmp_path / "results.md").read_text()
+    assert "| 9An{9,3,1}As |" in md and "50 % of train" in md and "100 % of train" in md
+    assert (tmp_path / "results.png").stat().st_size > 5000
+    # a second call finds every run finished and trains nothing; a lost result is rerun alone
+    done = next(tmp_path.glob("runs/f1/9An_9-3-1As/seed1/result.json"))
+    before = done.read_text()
+    done.unlink()
+    capsys.readouterr()
+    assert main(args) == 0
+    log = capsys.readouterr().out
+    assert log.count("] 9An") == 1 and "9An{9,3,1}As seed 1 fraction 1" in log
+    assert json.loads(done.read_text())["design"] == json.loads(before)["design"]
+
+
+def test_sweep_rejects_a_bad_design_before_training(tmp_path, capsys):
+    code = main(["sweep", "--recipe", "cards-ssdlite", "--data", "synthetic:train=4,test=2", "--designs",
+                 "9An{9,4}S", "--out", str(tmp_path)])
+    assert code == 2 and "9An{9,4}S" in capsys.readouterr().err and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.skipif(not CARDS.is_dir(), reason="cards not present")
+def test_recommend_on_cards(capsys):
+    assert main(["recommend", "--data", str(CARDS / "train"), "--model", "ssdlite320_mobilenet_v3"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "9An{9,3,1}As"
+    assert "aspect ratios" in out[1] and "527 training objects" in out[2]
+
+
+def test_recommend_follows_the_variation(tmp_path):
+    from hierhead.recommend import recommend
+
+    train, _ = open_synthetic("synthetic:mode=size,classes=1,train=40,test=1")  # class 0: one size, all ratios
+    assert recommend(train, 320)["design"] == "9An{9,3,1}As"
+    train, _ = open_synthetic("synthetic:mode=ratio,classes=1,train=40,test=1")  # one ratio, all sizes
+    assert recommend(train, 320)["design"] == "9An{9,3,1}S"
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    code = main(["demo", "--out", str(tmp_path), "--steps", "2", "--data", "synthetic:classes=2,train=16,test=4"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "folded detections identical to the hierarchical model's: True" in out
+    assert "| general 9An{9} |" in out and "| hierarchical 9An{9,3,1}As (folded) |" in out
+    assert (tmp_path / "per_class_ap.png").is_file() and len(list((tmp_path / "predictions").glob("*.png"))) == 4
