@@ -358,10 +358,17 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as e:
         print(f"hierhead {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except MemoryError as e:
+        print(f"hierhead {args.command}: error: out of memory ({e}); lower --batch-size", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print(f"hierhead {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # one line for users; HIERHEAD_DEBUG=1 shows the traceback
+        if type(e).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
+            print(f"hierhead {args.command}: error: GPU out of memory; lower --batch-size or use "
+                  f"--precision 16-mixed ({str(e).splitlines()[0][:120]})", file=sys.stderr)
+            return 3
         if os.environ.get("HIERHEAD_DEBUG"):
             raise
         print(f"hierhead {args.command}: internal error: {type(e).__name__}: {e} (HIERHEAD_DEBUG=1 for details)",

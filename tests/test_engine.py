@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -126,6 +127,9 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
     with pytest.raises(RuntimeError, match="killed"):
         train(config(tmp_path / "b"), callbacks=[Crash()])
     assert torch.load(tmp_path / "b/checkpoints/last.ckpt", weights_only=True)["global_step"] == 3
+    other = {**config(tmp_path / "b"), "design": "9An{9,3}S"}
+    with pytest.raises(ValueError, match=re.escape("trained with design='9An{9,3,1}S', this run has design='9An{9,3}S'")):
+        train(other, resume=True)
     train(config(tmp_path / "b"), resume=True)
     a = torch.load(tmp_path / "a/checkpoints/last.ckpt", weights_only=True)
     b = torch.load(tmp_path / "b/checkpoints/last.ckpt", weights_only=True)
@@ -210,3 +214,14 @@ def test_empty_dataset_is_an_error(tmp_path, capsys):
     (tmp_path / "test").mkdir()
     code, _, err = _cli(["train", "--data", str(tmp_path), "--max-steps", "1"], capsys)
     assert code == 2 and "empty" in err and len(err.strip().splitlines()) == 1
+
+
+def test_gpu_out_of_memory_is_one_line(capsys, monkeypatch):
+    import hierhead.cli as cli
+
+    def oom(args):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
+
+    monkeypatch.setattr(cli, "_train", oom)
+    code, _, err = _cli(["train", "--data", "x"], capsys)
+    assert code == 3 and "GPU out of memory; lower --batch-size" in err and len(err.strip().splitlines()) == 1

@@ -77,6 +77,17 @@ def prepare(config: dict) -> tuple[DetectorModule, DetectionDataModule]:
     return module, dm
 
 
+def _check_resumable(path: Path, spec: dict) -> None:
+    """A checkpoint of another model, design or class list cannot be resumed: say which differs."""
+    from .checkpoint import read_checkpoint
+
+    saved = read_checkpoint(path)["hierhead"]
+    for key in ("model", "design", "classes"):
+        if saved.get(key) != spec.get(key):
+            raise ValueError(f"--resume: {str(path)!r} was trained with {key}={saved.get(key)!r}, "
+                             f"this run has {key}={spec.get(key)!r}")
+
+
 def train(config: dict, resume: bool = False, callbacks: list | None = None) -> dict:
     """Train with a resolved config; ``resume`` continues from ``out/checkpoints/last.ckpt``.
 
@@ -89,6 +100,8 @@ def train(config: dict, resume: bool = False, callbacks: list | None = None) -> 
         raise FileNotFoundError(f"--resume: no checkpoint at {str(last)!r} (nothing to resume)")
     pl.seed_everything(int(config["seed"]), workers=True, verbose=False)
     module, dm = prepare(config)
+    if resume:
+        _check_resumable(last, module.spec)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
