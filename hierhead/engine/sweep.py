@@ -175,6 +175,11 @@ def plot(rows: list[dict], path: str | Path) -> Path:
         ax.errorbar([sizes[f] * (1 + 0.012 * (k - len(designs) / 2)) for f in xs], [_mean(by[(d, f)]) for f in xs],
                     yerr=[_std(by[(d, f)]) for f in xs], marker="o", capsize=3, label=d,
                     linewidth=2.4 if d == GENERAL else 1.4, color="black" if d == GENERAL else None)
+    xs_all = [sizes[f] for f in fractions]
+    ax.set_xscale("log")
+    ax.set_xlim(min(xs_all) / 1.6, max(xs_all) * 1.6)
+    ax.set_xticks(xs_all, [f"{x:g}" for x in xs_all])
+    ax.minorticks_off()
     ax.set_xlabel("training images" if all(r.get("train_images") for r in rows) else "fraction of the training set")
     ax.set_ylabel(f"{rows[0]['metric']} mAP (%)")
     ax.grid(alpha=0.3)
