@@ -172,19 +172,12 @@ def _fold(args: argparse.Namespace) -> int:
     from .models.deploy import SNIPPET, save_folded
 
     model, spec = _checkpoint(args.checkpoint)
-    out = save_folded(model, args.out, {"classes": spec.get("classes"), "image_size": spec.get("image_size")})
-    n = sum(p.numel() for p in model.parameters())
-    print(f"folded {spec['model']} ({spec.get('design')}) -> stock torchvision weights in {out}/model.safetensors "
-          f"(spec: model.json). Load it without hierhead:\n\n{SNIPPET}")
-    print(f"\nparameters: training {n:,}, folded {sum(v.numel() for k, v in _state(out).items()):,} (tensors)",
-          file=sys.stderr)
+    folded = save_folded(model, args.out, {"classes": spec.get("classes"), "image_size": spec.get("image_size")})
+    print(f"folded {spec['model']} ({spec.get('design')}) -> stock torchvision weights in "
+          f"{args.out}/model.safetensors (spec: model.json). Load it without hierhead:\n\n{SNIPPET}")
+    count = [sum(p.numel() for p in m.parameters()) for m in (model, folded)]
+    print(f"\nparameters: training {count[0]:,}, deployed {count[1]:,}", file=sys.stderr)
     return 0
-
-
-def _state(out):
-    from safetensors.torch import load_file
-
-    return load_file(str(out / "model.safetensors"))
 
 
 def _export(args: argparse.Namespace) -> int:

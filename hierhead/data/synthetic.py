@@ -104,7 +104,8 @@ def _image(rng: np.random.Generator, spec: dict, split: str) -> tuple[Image.Imag
     objects: list[tuple[int, list[int]]] = []
     for _ in range(int(rng.integers(1, 4))):
         cls = int(rng.integers(0, spec["classes"]))
-        s, r = _allowed(cls, spec["mode"], split)[int(rng.integers(0, len(_allowed(cls, spec["mode"], split))))]
+        shapes = _allowed(cls, spec["mode"], split)
+        s, r = shapes[int(rng.integers(0, len(shapes)))]
         side = SIZES[s] * n * rng.uniform(0.9, 1.1)
         w, h = side / math.sqrt(RATIOS[r]), side * math.sqrt(RATIOS[r])
         w, h = int(min(w, n - 2)), int(min(h, n - 2))

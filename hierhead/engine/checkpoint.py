@@ -30,12 +30,10 @@ def read_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
-def load_checkpoint(path: str | Path, expect_model: str | None = None) -> tuple[nn.Module, dict]:
+def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
     """(model in eval mode, spec) from a ``hierhead train`` checkpoint."""
     ckpt = read_checkpoint(path)
     spec = ckpt["hierhead"]
-    if expect_model is not None and spec["model"] != expect_model:
-        raise CheckpointError(f"checkpoint {str(path)!r}: trained for model {spec['model']!r}, not {expect_model!r}")
     model = build(spec["model"], spec["num_classes"], design=spec.get("design"), soft=spec.get("soft", False),
                   pretrained_backbone=bool(spec.get("pretrained_backbone")), **spec.get("options", {}))
     state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}

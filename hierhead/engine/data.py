@@ -57,12 +57,17 @@ def open_splits(path: str | Path, format: str | None = None, val: str | Path | N
     return _split(open_dataset(path, format, skip_bad=skip_bad), val_fraction, seed)
 
 
+def _pick(ds: DetectionDataset, n: int, seed: int) -> tuple[DetectionDataset, DetectionDataset]:
+    """(n seeded-random images, the rest), each in the dataset's order."""
+    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed)).tolist()
+    return ds.subset(sorted(order[:n])), ds.subset(sorted(order[n:]))
+
+
 def _split(full: DetectionDataset, val_fraction: float, seed: int) -> tuple[DetectionDataset, DetectionDataset]:
     if not 0 < val_fraction < 1:
         raise DataError(f"{full.name}: val fraction {val_fraction} is not in (0, 1)")
-    order = torch.randperm(len(full), generator=torch.Generator().manual_seed(seed)).tolist()
-    n_val = max(1, round(len(full) * val_fraction))
-    return full.subset(sorted(order[n_val:])), full.subset(sorted(order[:n_val]))
+    val, train = _pick(full, max(1, round(len(full) * val_fraction)), seed)
+    return train, val
 
 
 def open_config_splits(config: dict) -> tuple[DetectionDataset, DetectionDataset]:
@@ -81,8 +86,7 @@ def fraction_subset(ds: DetectionDataset, fraction: float, seed: int) -> Detecti
         raise ValueError(f"fraction={fraction}: must be in (0, 1]")
     if fraction == 1:
         return ds
-    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(10_000 + seed)).tolist()
-    return ds.subset(sorted(order[: max(1, round(len(ds) * fraction))]))
+    return _pick(ds, max(1, round(len(ds) * fraction)), 10_000 + seed)[0]
 
 
 def train_transforms(size: tuple[int, int] | None, flip: bool = True, iou_crop: bool = True,

@@ -24,12 +24,17 @@ def run_model(model: nn.Module, images: Iterable[torch.Tensor], batch_size: int 
     model.eval()
     device = next(model.parameters()).device
     out, batch = [], []
-    for image in list(images) + [None]:
-        if image is not None:
-            batch.append(TF.to_dtype(torch.as_tensor(image), torch.float32, scale=True).to(device))
-        if batch and (image is None or len(batch) == batch_size):
-            out += [{k: v.cpu() for k, v in d.items()} for d in model(batch)]
-            batch = []
+
+    def flush() -> None:
+        out.extend({k: v.cpu() for k, v in d.items()} for d in model(batch))
+        batch.clear()
+
+    for image in images:  # streamed: only one batch of decoded images in memory
+        batch.append(TF.to_dtype(torch.as_tensor(image), torch.float32, scale=True).to(device))
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
     return out
 
 
@@ -37,7 +42,7 @@ def evaluate_model(model: nn.Module, ds: DetectionDataset, metric: str = "voc07"
     """VOC07 / VOC12 / COCO metric of ``model`` on ``ds`` (boxes in the images' own pixels)."""
     if len(ds) == 0:
         raise DataError(f"{ds.name}: the dataset is empty")
-    preds = run_model(model, (load_image(r.image_path) for r in ds.records), batch_size)
+    preds = run_model(model, (ds[i][0] for i in range(len(ds))), batch_size)  # the reader's decode errors
     return evaluate(preds, [ds.target(i) for i in range(len(ds))], metric, ds.classes)
 
 

@@ -114,7 +114,4 @@ def parse_overrides(items: list[str]) -> dict:
 def resolve(recipe: str | Path | None = None, overrides: dict | None = None) -> dict:
     """DEFAULTS <- recipe <- overrides, checked for unknown keys."""
     config = _merge(DEFAULTS, load_recipe(recipe)) if recipe else copy.deepcopy(DEFAULTS)
-    if recipe:
-        config["recipe"] = str(recipe)
-    base = {**DEFAULTS, "recipe": None}
-    return _merge({**base, **config}, overrides or {})
+    return _merge({**config, "recipe": str(recipe) if recipe else None}, overrides or {})

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from ..design import PRESETS
+from ..design import PRESETS, Design
 from .recipes import resolve
 
 __all__ = ["sweep", "summarise", "paired_interval", "GENERAL"]
@@ -61,7 +61,6 @@ def sweep(recipe: str, data: str, designs: Sequence[str] | str = "all", seeds: i
     if GENERAL not in designs:
         designs = [GENERAL] + designs
     for d in designs:  # fail early on a bad name, before hours of training
-        from ..design import Design
         Design.parse(d, num_sizes=3, num_ratios=3)
     jobs = [(f, d, s) for f in fractions for s in range(seeds) for d in designs]
     for k, (fraction, design, seed) in enumerate(jobs, 1):

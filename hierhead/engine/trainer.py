@@ -20,7 +20,6 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQ
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from ..data.records import DataError
 from .data import DetectionDataModule, fraction_subset, open_config_splits
 from .module import DetectorModule
 
@@ -58,9 +57,10 @@ def prepare(config: dict) -> tuple[DetectorModule, DetectionDataModule]:
     data = config["data"]
     train_set, val_set = open_config_splits(config)
     train_set = fraction_subset(train_set, float(data.get("fraction", 1.0)), config["seed"])
-    if len(train_set) == 0:
-        raise DataError(f"{data['path']}: the training set is empty")
     size = _image_size(config)
+    dm = DetectionDataModule(train_set, val_set if config.get("validate", True) else None, int(config["batch_size"]),
+                             size, config["augment"], int(config["num_workers"]), int(config["seed"]),
+                             config.get("val_batch_size"))  # checks the training set before the model is built
     options = dict(config.get("model_kwargs") or {})
     if config.get("image_size") is not None and not config["model"].startswith("ssd"):
         options.setdefault("min_size", size[0])
@@ -72,8 +72,6 @@ def prepare(config: dict) -> tuple[DetectorModule, DetectionDataModule]:
         int(config["epochs"] or 1) * max(1, len(train_set) // int(config["batch_size"]))
     module = DetectorModule(spec, config["optimizer"], config["schedule"], total, config["metric"],
                             config.get("backbone_weights"), bool(config.get("torchvision_weights")))
-    dm = DetectionDataModule(train_set, val_set if config.get("validate", True) else None, int(config["batch_size"]), size, config["augment"],
-                             int(config["num_workers"]), int(config["seed"]), config.get("val_batch_size"))
     return module, dm
 
 
