@@ -1,7 +1,8 @@
 """Training throughput of the engine vs a minimal plain-PyTorch loop, and of the data loader alone.
 
 Same model (``ssdlite320_mobilenet_v3``, 9An{9,3,1}S), same data (cards/train with the same
-augmentation and loader), batch 8, CPU. Runs alternate (plain, engine, plain, engine, ...) and
+augmentation and loader), batch 8, CPU. Also the engine with ``channels_last: false`` (NCHW), to
+measure the recipe default. Runs alternate (plain, engine, engine NCHW, plain, ...) and
 the median images/s of each is compared; the first steps of each run are warm-up.
 
     python benchmarks/train_throughput.py [--steps 30] [--rounds 2] [--data ../shared/datasets/cards]
@@ -57,7 +58,7 @@ def main() -> None:
             break
     loader_rate = rate(stamps, args.batch, args.warmup)
 
-    plain, engine = [], []
+    plain, engine, nchw = [], [], []
     for _ in range(args.rounds):
         # minimal plain-PyTorch loop: same module (model + optimiser + schedule) and same loader
         torch.manual_seed(0)
@@ -77,17 +78,20 @@ def main() -> None:
                 break
         plain.append(rate(stamps, args.batch, args.warmup))
 
-        cb = StepTimes()
-        with tempfile.TemporaryDirectory() as tmp:
-            train({**config, "out": tmp}, callbacks=[cb])
-        engine.append(rate(cb.times, args.batch, args.warmup))
+        for layout, rates in ((True, engine), (False, nchw)):  # the recipe's channels_last, then without it
+            cb = StepTimes()
+            with tempfile.TemporaryDirectory() as tmp:
+                train({**config, "out": tmp, "channels_last": layout}, callbacks=[cb])
+            rates.append(rate(cb.times, args.batch, args.warmup))
 
     p, e = statistics.median(plain), statistics.median(engine)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, {args.steps} steps "
           f"({args.warmup} warm-up), {args.workers} workers, {args.rounds} rounds")
     print(f"plain loop   {p:6.2f} img/s  (runs: {', '.join(f'{x:.2f}' for x in plain)})")
     print(f"hierhead     {e:6.2f} img/s  (runs: {', '.join(f'{x:.2f}' for x in engine)})")
-    print(f"engine / plain: {e / p:.3f}")
+    n = statistics.median(nchw)
+    print(f"hierhead, channels_last off {n:6.2f} img/s  (runs: {', '.join(f'{x:.2f}' for x in nchw)})")
+    print(f"engine / plain: {e / p:.3f}; channels_last on / off: {e / n:.3f}")
     print(f"data loader alone {loader_rate:6.1f} img/s = {loader_rate / p:.1f}x the training step rate")
 
 

@@ -36,7 +36,8 @@ def _designs(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run
 
-    r = run(args.out, args.design, args.steps, args.data, args.seed, progress=args.progress)
+    given = {k: getattr(args, k) for k in ("design", "steps", "data", "seed", "image_size") if getattr(args, k) is not None}
+    r = run(args.out, progress=args.progress, **given)  # defaults live in hierhead.demo.run
     return 0 if r["same_detections"] else 1
 
 
@@ -49,11 +50,22 @@ def _sweep(args: argparse.Namespace) -> int:
     over = parse_overrides(args.set or [])
     if args.max_steps is not None:
         over["max_steps"] = args.max_steps
+    shard = _shard(args.shard)
     rows = sweep(args.recipe, args.data, designs, args.seeds, fractions, args.out, over,
-                 log=lambda m: print(m, flush=True))
+                 log=lambda m: print(m, flush=True), shard=shard)
     print(f"{len(rows)} runs; results.csv, results.md and results.png in {args.out}")
     print((__import__("pathlib").Path(args.out) / "results.md").read_text() if rows else "")
     return 0
+
+
+def _shard(text: str | None) -> tuple[int, int]:
+    if not text:
+        return 0, 1
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard {text!r}: expected I/N, e.g. 0/2") from None
+    return i, n
 
 
 def _split_designs(text: str) -> list[str]:
@@ -324,6 +336,8 @@ def parser() -> argparse.ArgumentParser:
     sw.add_argument("--max-steps", type=int)
     sw.add_argument("--out", required=True)
     sw.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any recipe value")
+    sw.add_argument("--shard", metavar="I/N", help="run every N-th job from the I-th (0-based): N processes "
+                    "or GPUs share one sweep folder")
     sw.set_defaults(func=_sweep)
     rc = sub.add_parser("recommend", help="recommend a design from the dataset's Table II statistics",
                         epilog="examples:\n  hierhead recommend --data ../shared/datasets/cards/train "
@@ -335,10 +349,11 @@ def parser() -> argparse.ArgumentParser:
                           epilog="examples:\n  hierhead demo\n  hierhead demo --steps 400 --design '9An{9,3}As'",
                           formatter_class=raw)
     demo.add_argument("--out", default="hierhead-demo")
-    demo.add_argument("--design", default="9An{9,3,1}As")
-    demo.add_argument("--steps", type=int, default=150)
-    demo.add_argument("--data", default="synthetic:mode=ratio,classes=3,train=240,test=60")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--design", help="the hierarchical design (default 9An{9,3,1}As)")
+    demo.add_argument("--steps", type=int, help="training steps of batch 16 per model (default 150)")
+    demo.add_argument("--data", help="default synthetic:mode=ratio,classes=3,train=240,test=60,size=160")
+    demo.add_argument("--image-size", type=int, help="square input size of the SSDLite (default 160)")
+    demo.add_argument("--seed", type=int, help="default 0")
     demo.add_argument("--progress", action="store_true", help="show the training progress bar")
     demo.set_defaults(func=_demo)
     return p

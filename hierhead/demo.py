@@ -41,14 +41,16 @@ def _latency(model: torch.nn.Module, image: torch.Tensor, repeats: int = 7) -> f
 
 
 def run(out: str | Path = "hierhead-demo", design: str = "9An{9,3,1}As", steps: int = 150,
-        data: str = "synthetic:mode=ratio,classes=3,train=240,test=60", seed: int = 0, progress: bool = False) -> dict:
+        data: str = "synthetic:mode=ratio,classes=3,train=240,test=60,size=160", seed: int = 0,
+        image_size: int = 160, progress: bool = False) -> dict:
     """Train general vs ``design`` on ``data``; returns the numbers it prints."""
     out = Path(out)
     results = {}
     for d in (GENERAL, design):
         config = resolve("cards-ssdlite", {
-            "data": {"path": data}, "design": d, "seed": seed, "max_steps": steps, "batch_size": 8,
-            "optimizer": {"lr": 0.003}, "schedule": {"warmup_steps": 20}, "validate": False,
+            "data": {"path": data}, "design": d, "seed": seed, "max_steps": steps, "batch_size": 16,
+            "image_size": image_size,
+            "optimizer": {"lr": 0.006}, "schedule": {"warmup_steps": 20}, "validate": False,
             "augment": {"iou_crop": False, "photometric": False}, "progress": progress,
             "checkpoint_every_n_steps": None, "out": str(out / "runs" / d.replace("{", "_").replace("}", "")
                                                         .replace(",", "-"))})

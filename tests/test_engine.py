@@ -196,6 +196,8 @@ def test_overrides_and_unknown_keys():
     (["train", "--data", str(CARDS), "--design", "9An{7,3}S", "--max-steps", "1", "--set", "num_workers=0"], "9An{7,3}S"),
     (["train", "--data", str(CARDS), "--set", "optimizer.lrr=1"], "'optimizer.lrr': unknown"),
     (["train", "--data", str(CARDS), "--set", "nokey"], "expected KEY=VALUE"),
+    (["train", "--data", str(CARDS), "--model", "ssd300_vgg16", "--set", "image_size=200", "--set", "num_workers=0"],
+     "ssd300_vgg16 takes a fixed input"),
     (["train", "--data", str(CARDS), "--out", "/tmp/hierhead-none", "--resume"], "nothing to resume"),
     (["eval", "--checkpoint", "/no/such.ckpt", "--data", str(CARDS / "test")], "file not found"),
     (["predict", "--checkpoint", "/no/such.ckpt", "x.jpg", "--out", "/tmp/p"], "file not found"),

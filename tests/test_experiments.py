@@ -91,6 +91,21 @@ def test_sweep_is_resumable_and_writes_its_tables(tmp_path, capsys):
     assert json.loads(done.read_text())["design"] == json.loads(before)["design"]
 
 
+def test_sweep_shards_split_the_jobs(tmp_path, capsys):
+    args = ["sweep", "--recipe", "cards-ssdlite", "--data", "synthetic:classes=2,train=4,test=2",
+            "--designs", "9An{9,3}S", "--seeds", "1", "--max-steps", "1", "--out", str(tmp_path),
+            "--set", "batch_size=2", "--set", "num_workers=0", "--set", "progress=false"]
+    assert main([*args, "--shard", "1/2"]) == 0
+    assert [p.parent.parent.name for p in tmp_path.glob("runs/*/*/seed0/result.json")] == ["9An_9-3S"]
+    assert main([*args, "--shard", "0/2"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert sorted(r["design"] for r in rows) == ["9An{9,3}S", "9An{9}"]
+    assert not list(tmp_path.glob("*.tmp*"))
+    capsys.readouterr()
+    for bad, msg in (("2/2", "shard 2/2: needs 0 <= i < n"), ("one", "--shard 'one': expected I/N")):
+        assert main([*args, "--shard", bad]) == 2 and msg in capsys.readouterr().err
+
+
 def test_sweep_rejects_a_bad_design_before_training(tmp_path, capsys):
     code = main(["sweep", "--recipe", "cards-ssdlite", "--data", "synthetic:train=4,test=2", "--designs",
                  "9An{9,4}S", "--out", str(tmp_path)])
@@ -120,4 +135,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert code == 0
     assert "folded detections identical to the hierarchical model's: True" in out
     assert "| general 9An{9} |" in out and "| hierarchical 9An{9,3,1}As (folded) |" in out
-    assert (tmp_path / "per_class_ap.png").is_file() and len(list((tmp_path / "predictions").glob("*.png"))) == 4
+    pngs = sorted((tmp_path / "predictions").glob("*.png"))
+    assert (tmp_path / "per_class_ap.png").is_file() and len(pngs) == 4
+    from PIL import Image
+    assert Image.open(pngs[0]).size == (640, 640)  # 320-pixel test images are drawn at 2x

@@ -157,3 +157,24 @@ def test_weights_round_trip_and_mismatch(tmp_path):
     (tmp_path / "junk.pth").write_bytes(b"not a torch file")
     with pytest.raises(ValueError, match="junk.pth'.*cannot be read"):
         build("ssdlite320_mobilenet_v3", 3, design=DESIGN, weights=tmp_path / "junk.pth")
+
+
+def test_ssdlite_takes_any_square_input_and_deploys_at_it(tmp_path):
+    from hierhead.models.deploy import save_folded
+    from hierhead.models.stock import load
+
+    torch.manual_seed(0)
+    model = _build("ssdlite320_mobilenet_v3", "9An{9,3,1}As", image_size=160).eval()
+    assert model.transform.fixed_size == (160, 160) and model.hierhead_spec["options"]["image_size"] == 160
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, HierarchicalConv2d):
+                m.unit_weight.normal_(std=0.02)
+    save_folded(model, tmp_path)
+    stock = load(tmp_path)
+    assert stock.transform.fixed_size == (160, 160) and _count(stock) == _count(_build("ssdlite320_mobilenet_v3", None))
+    with torch.no_grad():
+        a, b = model(_images()), stock(_images())
+    for x, y in zip(a, b):
+        assert torch.equal(x["labels"], y["labels"])
+        torch.testing.assert_close(x["boxes"], y["boxes"], atol=1e-4, rtol=0)

@@ -89,8 +89,12 @@ def predict(model: nn.Module, inputs: Sequence[str | Path], out: str | Path, cla
                                 "score": round(float(score), 5)})
             keep = det["scores"] >= score_thresh
             names = [f"{_name(classes, int(l))} {s:.2f}" for l, s in zip(det["labels"][keep], det["scores"][keep])]
+            zoom = max(1, round(480 / max(image.shape[1:])))  # small images are drawn enlarged, labels legible
+            if zoom > 1:
+                image = TF.resize(image, [image.shape[1] * zoom, image.shape[2] * zoom],
+                                  interpolation=TF.InterpolationMode.NEAREST)
             width = max(2, round(max(image.shape[1:]) / 300))
-            canvas = draw_bounding_boxes(image, det["boxes"][keep], labels=names, colors="red", width=width,
+            canvas = draw_bounding_boxes(image, det["boxes"][keep] * zoom, labels=names, colors="red", width=width,
                                          font=_font(), font_size=max(12, width * 7))
             TF.to_pil_image(canvas).save(out / f"{path.stem}.png")
             drawn += 1

@@ -50,7 +50,7 @@ class DetectorModule(pl.LightningModule):
 
     def __init__(self, spec: dict, optimizer: dict | None = None, schedule: dict | None = None,
                  total_steps: int = 0, metric: str = "voc07", backbone_weights: str | None = None,
-                 torchvision_weights: bool = False) -> None:
+                 torchvision_weights: bool = False, channels_last: bool = False) -> None:
         super().__init__()
         self.spec = dict(spec)
         self.optimizer_cfg = dict(optimizer or {"name": "sgd", "lr": 0.01})
@@ -60,6 +60,8 @@ class DetectorModule(pl.LightningModule):
                            backbone_weights=backbone_weights, torchvision_weights=torchvision_weights,
                            **spec.get("options", {}))
         self.spec["pretrained_backbone"] = self.model.hierhead_spec["pretrained_backbone"]
+        if channels_last:  # NHWC convolutions: ~1.2x faster steps on CPU (docs/benchmarks.md); same function
+            self.model.to(memory_format=torch.channels_last)
         self._val: list = []
         self._last = None
 

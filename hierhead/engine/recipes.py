@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "checkpoint_every_n_steps": 500,
     "gradient_clip": None,
     "precision": "32-true",
+    "channels_last": True,
     "deterministic": False,
     "seed": 0,
     "num_workers": 2,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Sequence
@@ -49,8 +50,12 @@ def run_dir(out: Path, design: str, seed: int, fraction: float) -> Path:
 
 def sweep(recipe: str, data: str, designs: Sequence[str] | str = "all", seeds: int = 3,
           fractions: Sequence[float] = (1.0,), out: str | Path = "runs/sweep", overrides: dict | None = None,
-          metric: str | None = None, log=print) -> list[dict]:
-    """Train and evaluate every (fraction, design, seed); returns all rows (finished ones are reused)."""
+          metric: str | None = None, log=print, shard: tuple[int, int] = (0, 1)) -> list[dict]:
+    """Train and evaluate every (fraction, design, seed); returns all rows (finished ones are reused).
+
+    ``shard=(i, n)`` runs every n-th job from the i-th: n processes (GPUs, machines with a shared
+    folder) split one sweep; each rewrites the summary from all finished runs.
+    """
     from .checkpoint import load_checkpoint
     from .data import open_config_splits
     from .infer import evaluate_model
@@ -62,8 +67,13 @@ def sweep(recipe: str, data: str, designs: Sequence[str] | str = "all", seeds: i
         designs = [GENERAL] + designs
     for d in designs:  # fail early on a bad name, before hours of training
         Design.parse(d, num_sizes=3, num_ratios=3)
+    index, count = shard
+    if not 0 <= index < count:
+        raise ValueError(f"shard {index}/{count}: needs 0 <= i < n")
     jobs = [(f, d, s) for f in fractions for s in range(seeds) for d in designs]
     for k, (fraction, design, seed) in enumerate(jobs, 1):
+        if (k - 1) % count != index:
+            continue
         folder = run_dir(out, design, seed, fraction)
         if (folder / "result.json").is_file():
             continue
@@ -99,12 +109,16 @@ def summarise(out: str | Path) -> list[dict]:
     if not rows:
         return rows
     fields = list(rows[0])
-    with open(out / "results.csv", "w", newline="") as f:
+    tag = f".{os.getpid()}.tmp"  # shards may summarise at once: write aside, then rename
+    with open(out / f"results.csv{tag}", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
-    (out / "results.md").write_text(table(rows))
-    plot(rows, out / "results.png")
+    (out / f"results.md{tag}").write_text(table(rows))
+    plot(rows, out / f"results{tag}.png")
+    for name in ("results.csv", "results.md"):
+        os.replace(out / f"{name}{tag}", out / name)
+    os.replace(out / f"results{tag}.png", out / "results.png")
     return rows
 
 

@@ -62,16 +62,23 @@ def prepare(config: dict) -> tuple[DetectorModule, DetectionDataModule]:
                              size, config["augment"], int(config["num_workers"]), int(config["seed"]),
                              config.get("val_batch_size"))  # checks the training set before the model is built
     options = dict(config.get("model_kwargs") or {})
-    if config.get("image_size") is not None and not config["model"].startswith("ssd"):
-        options.setdefault("min_size", size[0])
-        options.setdefault("max_size", max(size))
+    if config.get("image_size") is not None:
+        if config["model"] == "ssdlite320_mobilenet_v3" and size[0] == size[1]:
+            options["image_size"] = size[0]
+        elif config["model"].startswith("ssd"):
+            raise ValueError(f"image_size={config['image_size']!r}: {config['model']} takes a fixed input "
+                             "(ssdlite320_mobilenet_v3 takes any square size)")
+        else:
+            options.setdefault("min_size", size[0])
+            options.setdefault("max_size", max(size))
     spec = {"model": config["model"], "num_classes": len(train_set.classes) + 1, "classes": train_set.classes,
             "design": config["design"], "soft": bool(config.get("soft")), "options": options,
             "image_size": list(size) if size else None}
     total = int(config["max_steps"]) if config.get("max_steps") and not config.get("epochs") else \
         int(config["epochs"] or 1) * max(1, len(train_set) // int(config["batch_size"]))
     module = DetectorModule(spec, config["optimizer"], config["schedule"], total, config["metric"],
-                            config.get("backbone_weights"), bool(config.get("torchvision_weights")))
+                            config.get("backbone_weights"), bool(config.get("torchvision_weights")),
+                            bool(config.get("channels_last")))
     return module, dm
 
 
@@ -136,8 +143,9 @@ def train(config: dict, resume: bool = False, callbacks: list | None = None) -> 
         use_distributed_sampler=False,
         plugins=[AtomicCheckpointIO()],
     )
-    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
-    trainer.save_checkpoint(last)  # the final state (all ranks call it; rank 0 writes)
+    # a checkpoint is untrusted input: resume reads it with weights_only=True
+    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None, weights_only=True if resume else None)
+    trainer.save_checkpoint(last, weights_only=False)  # the full final state (all ranks call it; rank 0 writes)
     best = out / "checkpoints" / f"{BEST}.ckpt"
     score = trainer.callback_metrics.get("val/mAP")
     return {"out": str(out), "last": str(last), "best": str(best) if best.is_file() else None,

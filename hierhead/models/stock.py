@@ -69,16 +69,17 @@ def _ssdlite(num_classes: int, pretrained: bool, generator: nn.Module, options: 
     from torchvision.models import mobilenet_v3_large
 
     norm = ssdlite_norm
+    size = int(options.pop("image_size", 320))  # any square input; 320 as torchvision
     if net is None:
         net = mobilenet_v3_large(norm_layer=norm, reduced_tail=not pretrained)
         if not pretrained:
             _normal_init(net)  # as torchvision does for a backbone trained from scratch
     backbone = _mobilenet_extractor(net, 6, norm)
-    out_channels = det_utils.retrieve_out_channels(backbone, (320, 320))
+    out_channels = det_utils.retrieve_out_channels(backbone, (size, size))
     head = SSDLiteHead(out_channels, _per_location(generator), num_classes, norm)
     defaults = {"score_thresh": 0.001, "detections_per_img": 300, "topk_candidates": 300,
                 "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
-    return SSD(backbone, generator, (320, 320), num_classes, head=head, **{**defaults, **options})
+    return SSD(backbone, generator, (size, size), num_classes, head=head, **{**defaults, **options})
 
 
 def _freeze_bn(body: nn.Module) -> None:
