@@ -60,7 +60,7 @@ class DetectorModule(pl.LightningModule):
                            backbone_weights=backbone_weights, torchvision_weights=torchvision_weights,
                            **spec.get("options", {}))
         self.spec["pretrained_backbone"] = self.model.hierhead_spec["pretrained_backbone"]
-        if channels_last:  # NHWC convolutions: ~1.2x faster steps on CPU (docs/benchmarks.md); same function
+        if channels_last:  # NHWC convolutions: 1.39x faster CPU training steps (docs/benchmarks.md); same function
             self.model.to(memory_format=torch.channels_last)
         self._val: list = []
         self._last = None
