@@ -89,6 +89,8 @@ def run(out: str | Path = "hierhead-demo", design: str = "9An{9,3,1}As", steps: 
     print(table)
     print(f"folded detections identical to the hierarchical model's: {same} "
           f"(max |head output difference| {head_diff:.1e})")
+    print(f"Note: {steps} steps from scratch is a few CPU minutes, far from converged: the mAPs vary widely "
+          "with the seed. The seeded study is in docs/results.md.")
     plot = _plot(results, (GENERAL, design), out / "per_class_ap.png")
     shown = predict(folded, [test.records[i].image_path for i in range(min(4, len(test)))], out / "predictions",
                     test.classes, score_thresh=0.2)
