@@ -179,6 +179,19 @@ def test_lr_schedules():
     assert e(24999) == 1 and e(50000) == pytest.approx(0.64)
 
 
+def test_unit_lr_scale_gives_the_units_their_own_lr():
+    from hierhead.engine.module import DetectorModule
+
+    spec = {"model": "ssdlite320_mobilenet_v3", "num_classes": 3, "design": "9An{9,3,1}As"}
+    for name in ("adamw", "sgd", "rmsprop"):
+        module = DetectorModule(spec, {"name": name, "lr": 0.01, "unit_lr_scale": 0.25}, {"name": "cosine"}, 10)
+        opt = module.configure_optimizers()["optimizer"]
+        assert [g["lr"] for g in opt.param_groups] == [0.01, 0.0025]
+        units = {id(p) for n, p in module.model.named_parameters() if "unit_" in n}
+        assert {id(p) for p in opt.param_groups[1]["params"]} == units and len(units) == 24  # 6 maps x cls/reg x w/b
+    assert resolve("cards-ssdlite")["optimizer"]["unit_lr_scale"] == 1.0  # the paper: one lr for all
+
+
 def test_overrides_and_unknown_keys():
     over = parse_overrides(["optimizer.lr=0.5", "design=9An{9,3}S", "augment.flip=false", "schedule.milestones=[1,2]"])
     cfg = resolve("cards-ssdlite", over)

@@ -26,7 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "val_batch_size": None,
     "epochs": None,
     "max_steps": 1000,
-    "optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.00004},
+    "optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.00004, "unit_lr_scale": 1.0},
     "schedule": {"name": "constant", "milestones": [], "gamma": 0.1, "step_size": 0, "warmup_steps": 0,
                  "warmup_start_lr": None},
     "augment": {"flip": True, "iou_crop": True, "zoom_out": False, "photometric": True},
