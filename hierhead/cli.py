@@ -83,12 +83,11 @@ def _split_designs(text: str) -> list[str]:
 
 
 def _recommend(args: argparse.Namespace) -> int:
-    from .engine.trainer import _image_size
+    from .models.stock import INPUT_SIZES
     from .recommend import recommend
 
     ds = _open(args)
-    size = _image_size({"model": args.model, "image_size": None})
-    r = recommend(ds, size[0] if size else None)
+    r = recommend(ds, INPUT_SIZES.get(args.model))
     print(f"{r['design']}\n{r['reason']}")
     return 0
 

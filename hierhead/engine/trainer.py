@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQ
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from ..models.stock import INPUT_SIZES
 from .data import DetectionDataModule, fraction_subset, open_config_splits
 from .module import DetectorModule
 
@@ -45,8 +46,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 def _image_size(config: dict) -> tuple[int, int] | None:
     size = config.get("image_size")
     if size is None:
-        fixed = {"ssd300_vgg16": 300, "ssd512_vgg16": 512, "ssdlite320_mobilenet_v3": 320}
-        size = fixed.get(config["model"])
+        size = INPUT_SIZES.get(config["model"])
     if size is None:
         return None
     return (int(size), int(size)) if isinstance(size, (int, float)) else (int(size[0]), int(size[1]))

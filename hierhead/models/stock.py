@@ -30,7 +30,10 @@ from torchvision.models.detection.ssd import SSD, SSDHead, _vgg_extractor
 from torchvision.models.detection.ssdlite import SSDLiteHead, _mobilenet_extractor, _normal_init
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-__all__ = ["stock_model", "load", "ARCHITECTURES"]
+__all__ = ["stock_model", "load", "ARCHITECTURES", "INPUT_SIZES"]
+
+#: The SSDs' default square input (ssdlite320 takes any other through ``image_size``).
+INPUT_SIZES = {"ssd300_vgg16": 300, "ssd512_vgg16": 512, "ssdlite320_mobilenet_v3": 320}
 
 
 def _ssd_generator(anchors: dict) -> DefaultBoxGenerator:
@@ -69,7 +72,7 @@ def _ssdlite(num_classes: int, pretrained: bool, generator: nn.Module, options: 
     from torchvision.models import mobilenet_v3_large
 
     norm = ssdlite_norm
-    size = int(options.pop("image_size", 320))  # any square input; 320 as torchvision
+    size = int(options.pop("image_size", INPUT_SIZES["ssdlite320_mobilenet_v3"]))  # any square input
     if net is None:
         net = mobilenet_v3_large(norm_layer=norm, reduced_tail=not pretrained)
         if not pretrained:
@@ -115,8 +118,8 @@ def _fasterrcnn(num_classes: int, pretrained: bool, generator: nn.Module, option
 
 
 ARCHITECTURES = {
-    "ssd300_vgg16": (partial(_ssd_vgg, 300), _ssd_generator),
-    "ssd512_vgg16": (partial(_ssd_vgg, 512), _ssd_generator),
+    "ssd300_vgg16": (partial(_ssd_vgg, INPUT_SIZES["ssd300_vgg16"]), _ssd_generator),
+    "ssd512_vgg16": (partial(_ssd_vgg, INPUT_SIZES["ssd512_vgg16"]), _ssd_generator),
     "ssdlite320_mobilenet_v3": (_ssdlite, _ssd_generator),
     "retinanet_resnet50_fpn": (partial(_retinanet, True), _grid_generator),
     "retinanet_resnet50_fpn_nosubnet": (partial(_retinanet, False), _grid_generator),
