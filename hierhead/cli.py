@@ -89,6 +89,8 @@ def _recommend(args: argparse.Namespace) -> int:
     ds = _open(args)
     r = recommend(ds, INPUT_SIZES.get(args.model))
     print(f"{r['design']}\n{r['reason']}")
+    print(f"This is the paper's reading, not a measurement: compare on your data with "
+          f"hierhead sweep --data {args.data} --designs '{r['design']}' --seeds 3 ... (it always runs 9An{{9}} too).")
     return 0
 
 

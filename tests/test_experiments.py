@@ -118,6 +118,7 @@ def test_recommend_on_cards(capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "9An{9,3,1}As"
     assert "aspect ratios" in out[1] and "527 training objects" in out[2]
+    assert "not a measurement" in out[3] and "--designs '9An{9,3,1}As'" in out[3]
 
 
 def test_recommend_follows_the_variation(tmp_path):
