@@ -34,10 +34,12 @@ def main() -> None:
         if (src / "results.csv").is_file():
             shutil.copyfile(src / "results.csv", STORE / f"{name}.csv")
             shutil.copyfile(src / "results.png", STORE / f"{name}.png")
-        block = table(rows(STORE / f"{name}.csv")) if (STORE / f"{name}.csv").is_file() else "(no finished run yet)\n"
+        csv_path = STORE / f"{name}.csv"
+        found = rows(csv_path) if csv_path.is_file() else []
+        block = table(found) if found else "(no finished run yet)\n"
         text = re.sub(rf"(<!-- table:{re.escape(name)} -->\n).*?(<!-- /table -->)",
                       lambda m: m.group(1) + block + m.group(2), text, flags=re.S)
-        print(f"{name}: {len(rows(STORE / f'{name}.csv')) if (STORE / f'{name}.csv').is_file() else 0} finished runs")
+        print(f"{name}: {len(found)} finished runs")
     DOC.write_text(text)
 
 

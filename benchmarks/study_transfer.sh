@@ -1,16 +1,14 @@
 #!/bin/sh
 # The anchor-transfer study of docs/results.md (resumable: run it again to continue).
 # Each class is trained at one aspect ratio only (mode=ratio) or at all shapes (mode=all, the control);
-# the demo's data and settings (160-pixel images and SSDLite input, batch 16), STEPS per run, seeds 0..SEEDS-1.
+# the demo's data and recipe (synthetic-ssdlite: 160-pixel SSDLite, batch 16), STEPS per run, seeds 0..SEEDS-1.
 set -e
 STEPS=${STEPS:-300}
 SEEDS=${SEEDS:-3}
 OUT=${OUT:-runs/study/transfer-s$STEPS}
 for N in $(seq 1 "$SEEDS"); do  # seed by seed, so that every mode has as many seeds as possible
   for MODE in ratio all; do
-    .venv/bin/hierhead sweep --recipe cards-ssdlite --data "synthetic:mode=$MODE,classes=3,train=240,test=60,size=160" \
-      --designs '9An{9,3,1}As' --seeds "$N" --max-steps "$STEPS" --out "$OUT-$MODE" \
-      --set image_size=160 --set batch_size=16 --set optimizer.lr=0.006 --set augment.iou_crop=false --set augment.photometric=false \
-      --set schedule.warmup_steps=20 --set num_workers=1 --set progress=false
+    .venv/bin/hierhead sweep --recipe synthetic-ssdlite --data "synthetic:mode=$MODE,classes=3,train=240,test=60,size=160" \
+      --designs '9An{9,3,1}As' --seeds "$N" --max-steps "$STEPS" --out "$OUT-$MODE" --set num_workers=1 --set progress=false
   done
 done

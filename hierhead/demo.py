@@ -18,13 +18,11 @@ from torchvision.transforms.v2 import functional as TF
 from .engine import load_checkpoint, resolve, train
 from .engine.data import open_config_splits
 from .engine.infer import evaluate_model, predict, run_model
+from .engine.sweep import GENERAL, slug
 from .models import fold
 from .models.deploy import match_fraction
 
 __all__ = ["run"]
-
-GENERAL = "9An{9}"
-
 
 def _count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
@@ -47,13 +45,10 @@ def run(out: str | Path = "hierhead-demo", design: str = "9An{9,3,1}As", steps: 
     out = Path(out)
     results = {}
     for d in (GENERAL, design):
-        config = resolve("cards-ssdlite", {
-            "data": {"path": data}, "design": d, "seed": seed, "max_steps": steps, "batch_size": 16,
-            "image_size": image_size,
-            "optimizer": {"lr": 0.006}, "schedule": {"warmup_steps": 20}, "validate": False,
-            "augment": {"iou_crop": False, "photometric": False}, "progress": progress,
-            "checkpoint_every_n_steps": None, "out": str(out / "runs" / d.replace("{", "_").replace("}", "")
-                                                        .replace(",", "-"))})
+        config = resolve("synthetic-ssdlite", {
+            "data": {"path": data}, "design": d, "seed": seed, "max_steps": steps, "image_size": image_size,
+            "validate": False, "progress": progress, "checkpoint_every_n_steps": None,
+            "out": str(out / "runs" / slug(d))})
         print(f"training {d} for {steps} steps on {data} ...", flush=True)
         t0 = time.perf_counter()
         r = train(config)

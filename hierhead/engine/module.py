@@ -12,6 +12,7 @@ import time
 import lightning.pytorch as pl
 import torch
 
+from ..layers import HierarchicalConv2d
 from ..metrics import evaluate
 from ..models import build
 
@@ -115,10 +116,12 @@ class DetectorModule(pl.LightningModule):
         decay = float(cfg.pop("weight_decay", 0.0))
         # Eq. 2's units move every anchor they join: unit_lr_scale != 1 gives them their own lr
         scale = float(cfg.pop("unit_lr_scale", 1.0))
-        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-        units = [p for n, p in named if n.endswith(("unit_weight", "unit_bias"))]
-        rest = [p for n, p in named if not n.endswith(("unit_weight", "unit_bias"))]
-        params = [{"params": rest}] + ([{"params": units, "lr": lr * scale}] if units else [])
+        unit_ids = {id(p) for m in self.model.modules() if isinstance(m, HierarchicalConv2d)
+                    for p in (m.unit_weight, m.unit_bias)}
+        trained = [p for p in self.model.parameters() if p.requires_grad]
+        units = [p for p in trained if id(p) in unit_ids]
+        params = [{"params": [p for p in trained if id(p) not in unit_ids]}] + \
+            ([{"params": units, "lr": lr * scale}] if units else [])
         if name == "sgd":
             opt = torch.optim.SGD(params, lr=lr, momentum=float(cfg.pop("momentum", 0.9)), weight_decay=decay)
         elif name == "rmsprop":  # TF Object Detection API's RMSprop (paper IV-C)

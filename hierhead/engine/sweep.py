@@ -21,7 +21,7 @@ from typing import Sequence
 from ..design import PRESETS, Design
 from .recipes import resolve
 
-__all__ = ["sweep", "summarise", "paired_interval", "GENERAL"]
+__all__ = ["sweep", "summarise", "paired_interval", "slug", "GENERAL"]
 
 GENERAL = "9An{9}"
 # two-sided 95 % Student t quantiles for 1..30 degrees of freedom
@@ -40,12 +40,13 @@ def paired_interval(diffs: Sequence[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def _slug(design: str) -> str:
+def slug(design: str) -> str:
+    """A design name as a folder name: 9An{9,3,1}As -> 9An_9-3-1As."""
     return design.replace("{", "_").replace("}", "").replace(",", "-")
 
 
 def run_dir(out: Path, design: str, seed: int, fraction: float) -> Path:
-    return out / "runs" / f"f{fraction:g}" / f"{_slug(design)}" / f"seed{seed}"
+    return out / "runs" / f"f{fraction:g}" / f"{slug(design)}" / f"seed{seed}"
 
 
 def sweep(recipe: str, data: str, designs: Sequence[str] | str = "all", seeds: int = 3,
