@@ -11,8 +11,10 @@ run() {  # run NAME DATA [--set ...]
     OMP_NUM_THREADS=1 .venv/bin/hierhead sweep --recipe cards-ssdlite --data "$data" --designs all --seeds 3 \
       --fractions 0.25,1,0.5 --out "runs/study/$name" --shard "$i/2" --set num_workers=1 --set progress=false \
       "$@" > "runs/study/$name.shard$i.log" 2>&1 &
+    pids="$pids $!"
   done
-  wait
+  for p in $pids; do wait "$p" || { echo "$name: a shard failed, see runs/study/$name.shard*.log" >&2; exit 1; }; done
+  pids=""
 }
 mkdir -p runs/study
 run cards "$DATA/cards"

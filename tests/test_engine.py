@@ -1,7 +1,7 @@
 """Training engine: CLI train -> eval / predict / fold / export on the cards dataset, resume, DDP, recipes."""
-
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -121,7 +121,7 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
         return resolve("cards-ssdlite", {"data": {"path": str(CARDS), "fraction": 0.1}, "max_steps": 6,
                                          "batch_size": 2, "checkpoint_every_n_steps": 3, "val_every_n_steps": None,
                                          "deterministic": True, "num_workers": 0, "progress": False,
-                                         "out": str(out), "seed": 3})
+                                         "out": str(out), "seed": 3, "log_every_n_steps": 1})
 
     train(config(tmp_path / "a"))
     with pytest.raises(RuntimeError, match="killed"):
@@ -137,6 +137,11 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for k in a["state_dict"]:
         assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+
+    def losses(run):  # the resumed run's log keeps its steps before the crash, once each, and equal
+        rows = csv.DictReader((tmp_path / run / "logs/metrics.csv").open())
+        return [(r["step"], r["train/loss"]) for r in rows if r.get("train/loss")]
+    assert losses("a") == losses("b") and len(losses("a")) == 6 and not list((tmp_path / "b/logs").glob("*.part*"))
 
 
 @needs_cards
@@ -190,6 +195,9 @@ def test_unit_lr_scale_gives_the_units_their_own_lr():
         units = {id(p) for n, p in module.model.named_parameters() if "unit_" in n}
         assert {id(p) for p in opt.param_groups[1]["params"]} == units and len(units) == 24  # 6 maps x cls/reg x w/b
     assert resolve("cards-ssdlite")["optimizer"]["unit_lr_scale"] == 1.0  # the paper: one lr for all
+    module = DetectorModule(spec, {"name": "adamw", "lr": 0.01, "unit_lr_scale": 1.0}, {"name": "cosine"}, 10)
+    opt = module.configure_optimizers()["optimizer"]  # one group, as checkpoints from before the option hold
+    assert len(opt.param_groups) == 1 and len(opt.param_groups[0]["params"]) == len(list(module.parameters()))
 
 
 def test_overrides_and_unknown_keys():

@@ -120,8 +120,9 @@ class DetectorModule(pl.LightningModule):
                     for p in (m.unit_weight, m.unit_bias)}
         trained = [p for p in self.model.parameters() if p.requires_grad]
         units = [p for p in trained if id(p) in unit_ids]
-        params = [{"params": [p for p in trained if id(p) not in unit_ids]}] + \
-            ([{"params": units, "lr": lr * scale}] if units else [])
+        # one group at scale 1 (the paper's single lr; also what checkpoints from before the option hold)
+        params = [{"params": [p for p in trained if id(p) not in unit_ids]}, {"params": units, "lr": lr * scale}] \
+            if units and scale != 1.0 else [{"params": trained}]
         if name == "sgd":
             opt = torch.optim.SGD(params, lr=lr, momentum=float(cfg.pop("momentum", 0.9)), weight_decay=decay)
         elif name == "rmsprop":  # TF Object Detection API's RMSprop (paper IV-C)

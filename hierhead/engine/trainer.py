@@ -9,7 +9,9 @@ torchrun or SLURM, Lightning reads the rank from the environment.
 from __future__ import annotations
 
 import copy
+import csv
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +95,27 @@ def _check_resumable(path: Path, spec: dict) -> None:
                              f"this run has {key}={spec.get(key)!r}")
 
 
+def _join_logs(logs: Path) -> None:
+    """One metrics.csv across resumes: each earlier part keeps its rows before the next part's first step."""
+    parts = sorted(logs.glob("metrics.part*.csv"), key=lambda p: int(p.stem[len("metrics.part"):]))
+    if not parts:
+        return
+    tables = [list(csv.DictReader(p.open(newline=""))) for p in [*parts, logs / "metrics.csv"] if p.is_file()]
+    rows: list[dict] = []
+    for table in tables:
+        start = min((int(r["step"]) for r in table if r.get("step")), default=None)
+        rows = [r for r in rows if start is None or int(r["step"]) < start] + table
+    keys = sorted({k for r in rows for k in r})
+    tmp = logs / "metrics.csv.tmp"
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(logs / "metrics.csv")
+    for p in parts:
+        p.unlink()
+
+
 def train(config: dict, resume: bool = False, callbacks: list | None = None) -> dict:
     """Train with a resolved config; ``resume`` continues from ``out/checkpoints/last.ckpt``.
 
@@ -109,6 +132,11 @@ def train(config: dict, resume: bool = False, callbacks: list | None = None) -> 
         _check_resumable(last, module.spec)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+    logs = out / "logs"
+    if resume and (logs / "metrics.csv").is_file():  # Lightning's CSVLogger would delete it: set it aside
+        (logs / "metrics.csv").rename(logs / f"metrics.part{len(list(logs.glob('metrics.part*.csv')))}.csv")
+        warnings.filterwarnings("ignore", message="Experiment logs directory .* will be deleted")  # handled
 
     step_based = not config.get("epochs")
     every = config.get("checkpoint_every_n_steps")
@@ -146,6 +174,8 @@ def train(config: dict, resume: bool = False, callbacks: list | None = None) -> 
     # a checkpoint is untrusted input: resume reads it with weights_only=True
     trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None, weights_only=True if resume else None)
     trainer.save_checkpoint(last, weights_only=False)  # the full final state (all ranks call it; rank 0 writes)
+    if trainer.is_global_zero:
+        _join_logs(logs)
     best = out / "checkpoints" / f"{BEST}.ckpt"
     score = trainer.callback_metrics.get("val/mAP")
     return {"out": str(out), "last": str(last), "best": str(best) if best.is_file() else None,
