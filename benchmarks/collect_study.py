@@ -5,16 +5,22 @@ Table III-style table of ``docs/results/NAME.csv``; NAME.csv and NAME.png are co
 ``runs/study/NAME/`` when that sweep folder exists. Run it after (or during) the study:
 
     .venv/bin/python benchmarks/collect_study.py
+
+``--restore NAME`` goes the other way: on a fresh checkout (``runs/`` is not committed) it writes a
+``result.json`` for each run of ``docs/results/NAME.csv`` into ``runs/study/NAME/``, so that a
+resumed sweep skips the runs the committed CSV already holds.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import re
+import sys
 import shutil
 from pathlib import Path
 
-from hierhead.engine.sweep import table
+from hierhead.engine.sweep import run_dir, table
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC, STORE, RUNS = ROOT / "docs" / "results.md", ROOT / "docs" / "results", ROOT / "runs" / "study"
@@ -25,6 +31,24 @@ def rows(path: Path) -> list[dict]:
     for r in csv.DictReader(open(path)):
         out.append({**r, "seed": int(r["seed"]), "fraction": float(r["fraction"]), "mAP": float(r["mAP"])})
     return out
+
+
+def restore(name: str) -> int:
+    """Write result.json for each committed run of NAME that runs/study/NAME lacks; returns the count."""
+    path, n = STORE / f"{name}.csv", 0
+    if not path.is_file():
+        return 0
+    for r in rows(path):
+        folder = run_dir(RUNS / name, r["design"], r["seed"], r["fraction"])
+        if (folder / "result.json").is_file():
+            continue
+        row = {**r, "train_images": int(r["train_images"]), "steps": int(r["steps"]),
+               "train_seconds": float(r["train_seconds"])}
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "result.json").write_text(json.dumps(row))
+        n += 1
+    print(f"{name}: {n} runs restored from {path.relative_to(ROOT)}")
+    return n
 
 
 def main() -> None:
@@ -44,4 +68,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--restore"]:
+        for name in sys.argv[2:]:
+            restore(name)
+    else:
+        main()

@@ -17,5 +17,6 @@ run() {  # run NAME DATA [--set ...]
   pids=""
 }
 mkdir -p runs/study
+.venv/bin/python benchmarks/collect_study.py --restore cards micro  # a fresh checkout has no runs/
 run cards "$DATA/cards"
 run micro "$DATA/microcontrollers" --set data.resplit=0.3

@@ -126,11 +126,13 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
     train(config(tmp_path / "a"))
     with pytest.raises(RuntimeError, match="killed"):
         train(config(tmp_path / "b"), callbacks=[Crash()])
-    assert torch.load(tmp_path / "b/checkpoints/last.ckpt", weights_only=True)["global_step"] == 3
+    crashed = torch.load(tmp_path / "b/checkpoints/last.ckpt", weights_only=True)
+    assert crashed["global_step"] == 3
+    before = crashed["callbacks"]["Timer"]["time_elapsed"]["train"]  # training time travels in the checkpoint
     other = {**config(tmp_path / "b"), "design": "9An{9,3}S"}
     with pytest.raises(ValueError, match=re.escape("trained with design='9An{9,3,1}S', this run has design='9An{9,3}S'")):
         train(other, resume=True)
-    train(config(tmp_path / "b"), resume=True)
+    assert train(config(tmp_path / "b"), resume=True)["train_seconds"] >= round(before, 1) > 0
     a = torch.load(tmp_path / "a/checkpoints/last.ckpt", weights_only=True)
     b = torch.load(tmp_path / "b/checkpoints/last.ckpt", weights_only=True)
     assert a["global_step"] == b["global_step"] == 6

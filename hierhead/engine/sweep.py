@@ -14,7 +14,6 @@ import csv
 import json
 import math
 import os
-import time
 from pathlib import Path
 from typing import Sequence
 
@@ -83,15 +82,13 @@ def sweep(recipe: str, data: str, designs: Sequence[str] | str = "all", seeds: i
         config = resolve(recipe, over)
         log(f"[{k}/{len(jobs)}] {design} seed {seed} fraction {fraction:g}")
         resume = (folder / "checkpoints" / "last.ckpt").is_file()
-        t0 = time.perf_counter()
         result = train(config, resume=resume)
-        seconds = time.perf_counter() - t0
         model, _ = load_checkpoint(result["last"])
         _, test = open_config_splits(config)
         scores = evaluate_model(model, test, metric or config["metric"])
         row = {"design": design, "seed": seed, "fraction": fraction, "train_images": result.get("train_images"),
                "steps": result["steps"], "metric": scores["metric"],
-               "mAP": scores.get("mAP", scores.get("AP")), "train_seconds": round(seconds, 1)}
+               "mAP": scores.get("mAP", scores.get("AP")), "train_seconds": result["train_seconds"]}
         tmp = folder / "result.json.tmp"
         tmp.write_text(json.dumps(row))
         tmp.replace(folder / "result.json")

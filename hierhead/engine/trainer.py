@@ -18,7 +18,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 import yaml
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Timer, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
@@ -119,7 +119,8 @@ def _join_logs(logs: Path) -> None:
 def train(config: dict, resume: bool = False, callbacks: list | None = None) -> dict:
     """Train with a resolved config; ``resume`` continues from ``out/checkpoints/last.ckpt``.
 
-    Returns ``{"out", "last", "best", "val_mAP", "steps"}``.
+    Returns ``{"out", "last", "best", "val_mAP", "steps", "train_images", "train_seconds"}`` (seconds of training
+    over every resumed part).
     """
     config = copy.deepcopy(config)
     out = Path(config["out"])
@@ -142,7 +143,8 @@ def train(config: dict, resume: bool = False, callbacks: list | None = None) -> 
     every = config.get("checkpoint_every_n_steps")
     ckpt_last = ModelCheckpoint(dirpath=out / "checkpoints", save_top_k=0, save_last=True,
                                 every_n_train_steps=every or None, enable_version_counter=False)
-    cbs: list = [ckpt_last, LearningRateMonitor("step")]
+    timer = Timer()  # its elapsed time travels in the checkpoint, so a resumed run counts all its parts
+    cbs: list = [ckpt_last, LearningRateMonitor("step"), timer]
     has_val = dm.val_set is not None and len(dm.val_set) > 0
     if has_val:
         cbs.append(ModelCheckpoint(dirpath=out / "checkpoints", filename=BEST, monitor="val/mAP", mode="max",
@@ -180,4 +182,4 @@ def train(config: dict, resume: bool = False, callbacks: list | None = None) -> 
     score = trainer.callback_metrics.get("val/mAP")
     return {"out": str(out), "last": str(last), "best": str(best) if best.is_file() else None,
             "val_mAP": float(score) if score is not None else None, "steps": trainer.global_step,
-            "train_images": len(dm.train_set)}
+            "train_images": len(dm.train_set), "train_seconds": round(timer.time_elapsed("train"), 1)}
