@@ -221,6 +221,8 @@ def test_overrides_and_unknown_keys():
     (["train", "--data", str(CARDS), "--set", "nokey"], "expected KEY=VALUE"),
     (["train", "--data", str(CARDS), "--model", "ssd300_vgg16", "--set", "image_size=200", "--set", "num_workers=0"],
      "ssd300_vgg16 takes a fixed input"),
+    (["train", "--data", str(CARDS), "--set", "image_size=[200,320]", "--set", "num_workers=0"],
+     "ssdlite320_mobilenet_v3 takes a square input"),
     (["train", "--data", str(CARDS), "--out", "/tmp/hierhead-none", "--resume"], "nothing to resume"),
     (["eval", "--checkpoint", "/no/such.ckpt", "--data", str(CARDS / "test")], "file not found"),
     (["predict", "--checkpoint", "/no/such.ckpt", "x.jpg", "--out", "/tmp/p"], "file not found"),

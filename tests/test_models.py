@@ -178,3 +178,12 @@ def test_ssdlite_takes_any_square_input_and_deploys_at_it(tmp_path):
     for x, y in zip(a, b):
         assert torch.equal(x["labels"], y["labels"])
         torch.testing.assert_close(x["boxes"], y["boxes"], atol=1e-4, rtol=0)
+
+
+def test_size_options_per_architecture():
+    from hierhead.models.stock import size_options
+
+    assert size_options("retinanet_resnet50_fpn", (512, 768)) == {"min_size": 512, "max_size": 768}
+    assert size_options("ssdlite320_mobilenet_v3", (160, 160)) == {"image_size": 160}
+    with pytest.raises(ValueError, match=r"image_size=\[300, 300\]: ssd512_vgg16 takes a fixed input"):
+        size_options("ssd512_vgg16", (300, 300))

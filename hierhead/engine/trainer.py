@@ -22,7 +22,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Ti
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from ..models.stock import INPUT_SIZES
+from ..models.stock import INPUT_SIZES, size_options
 from .data import DetectionDataModule, fraction_subset, open_config_splits
 from .module import DetectorModule
 
@@ -65,14 +65,7 @@ def prepare(config: dict) -> tuple[DetectorModule, DetectionDataModule]:
                              config.get("val_batch_size"))  # checks the training set before the model is built
     options = dict(config.get("model_kwargs") or {})
     if config.get("image_size") is not None:
-        if config["model"] == "ssdlite320_mobilenet_v3" and size[0] == size[1]:
-            options["image_size"] = size[0]
-        elif config["model"].startswith("ssd"):
-            raise ValueError(f"image_size={config['image_size']!r}: {config['model']} takes a fixed input "
-                             "(ssdlite320_mobilenet_v3 takes any square size)")
-        else:
-            options.setdefault("min_size", size[0])
-            options.setdefault("max_size", max(size))
+        options = {**size_options(config["model"], size), **options}
     spec = {"model": config["model"], "num_classes": len(train_set.classes) + 1, "classes": train_set.classes,
             "design": config["design"], "soft": bool(config.get("soft")), "options": options,
             "image_size": list(size) if size else None}

@@ -30,10 +30,24 @@ from torchvision.models.detection.ssd import SSD, SSDHead, _vgg_extractor
 from torchvision.models.detection.ssdlite import SSDLiteHead, _mobilenet_extractor, _normal_init
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-__all__ = ["stock_model", "load", "ARCHITECTURES", "INPUT_SIZES"]
+__all__ = ["stock_model", "load", "size_options", "ARCHITECTURES", "INPUT_SIZES"]
 
 #: The SSDs' default square input (ssdlite320 takes any other through ``image_size``).
 INPUT_SIZES = {"ssd300_vgg16": 300, "ssd512_vgg16": 512, "ssdlite320_mobilenet_v3": 320}
+#: SSDs whose input size is set by ``image_size`` (any square); the others are fixed.
+RESIZABLE_SSD = {"ssdlite320_mobilenet_v3"}
+
+
+def size_options(model: str, size: tuple[int, int]) -> dict:
+    """The detector options that make ``model`` take ``(h, w)`` inputs (the R-CNN / RetinaNet
+    transform's ``min_size`` / ``max_size``; an SSD's square ``image_size``)."""
+    if model in INPUT_SIZES:
+        if model in RESIZABLE_SSD and size[0] == size[1]:
+            return {"image_size": size[0]}
+        kind = "a square" if model in RESIZABLE_SSD else "a fixed"
+        raise ValueError(f"image_size={list(size)}: {model} takes {kind} input "
+                         f"({', '.join(sorted(RESIZABLE_SSD))} takes any square size)")
+    return {"min_size": size[0], "max_size": max(size)}
 
 
 def _ssd_generator(anchors: dict) -> DefaultBoxGenerator:
