@@ -6,6 +6,7 @@ set -e
 STEPS=${STEPS:-300}
 SEEDS=${SEEDS:-3}
 OUT=${OUT:-runs/study/transfer-s$STEPS}
+.venv/bin/python benchmarks/collect_study.py --restore "transfer-s$STEPS-ratio" "transfer-s$STEPS-all"  # fresh checkout
 for N in $(seq 1 "$SEEDS"); do  # seed by seed, so that every mode has as many seeds as possible
   for MODE in ratio all; do
     .venv/bin/hierhead sweep --recipe synthetic-ssdlite --data "synthetic:mode=$MODE,classes=3,train=240,test=60,size=160" \
