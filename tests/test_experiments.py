@@ -51,9 +51,28 @@ def test_synthetic_is_seeded_and_validated():
     assert [r.boxes for r in a.records] == [r.boxes for r in b.records]
     assert a.records[0].image_path == b.records[0].image_path
     for bad, msg in [("synthetic:mode=wide", "mode='wide'"), ("synthetic:colour=3", "unknown key 'colour'"),
-                     ("synthetic:train=x", "not an integer")]:
+                     ("synthetic:train=x", "not an integer"),
+                     ("synthetic:palette=pastel", "palette='pastel'; choose random, class")]:
         with pytest.raises(ValueError, match=msg):
             parse_spec(bad)
+
+
+def test_synthetic_class_palette_colours_each_class():
+    import colorsys
+
+    import numpy as np
+    from PIL import Image
+
+    train, _ = open_synthetic("synthetic:mode=all,classes=3,train=20,test=1,seed=2,palette=class")
+    checked, matched = 0, 0
+    for r in train.records:
+        pixels = np.asarray(Image.open(r.image_path).convert("RGB")).astype(int)
+        for c, (x1, y1, x2, y2) in zip(r.labels, r.boxes):
+            centre = pixels[int(y1 + y2) // 2, int(x1 + x2) // 2]  # classes 0-2: filled outlines
+            shades = [255 * np.array(colorsys.hsv_to_rgb((int(c) * 0.618034) % 1.0, 0.9, v)) for v in (0.95, 0.45)]
+            matched += min(np.abs(centre - s).max() for s in shades) <= 21
+            checked += 1
+    assert checked >= 20 and matched >= 0.9 * checked, (matched, checked)  # a later object may cover a centre
 
 
 def test_paired_interval_and_table():

@@ -7,16 +7,21 @@ aspect ratios h/w in {1, 0.5, 2}). In training, class c appears only at some sha
 - ``mode=size``: only at size c mod 3,
 - ``mode=all``: at every shape (the control);
 
-the test split has every class at every shape. The paper's mechanism ("anchors that have seen an
+the test split has every class at every shape. Classes differ by outline and texture, in random
+colours (``palette=random``) or, with ``palette=class``, also in a colour pair fixed per class: an
+easier recognition task, so that a short from-scratch run learns the classes and the benchmark
+measures the transfer across anchors rather than learning speed. The paper's mechanism ("anchors that have seen an
 object share with those that have not", III-A) predicts a gain for hierarchical heads in the
 first two modes and none in the control.
 
-Spec: ``synthetic:mode=ratio,classes=4,train=300,test=150,size=320,seed=0`` (any subset of keys);
+Spec: ``synthetic:mode=ratio,classes=4,train=300,test=150,size=320,seed=0,palette=random`` (any
+subset of keys);
 the images are written once to ``$HIERHEAD_CACHE`` (default ``~/.cache/hierhead``) as a VOC folder.
 """
 
 from __future__ import annotations
 
+import colorsys
 import hashlib
 import math
 import os
@@ -34,7 +39,8 @@ __all__ = ["SyntheticSpec", "parse_spec", "generate", "open_synthetic", "SHAPES"
 SHAPES = ("ellipse", "rectangle", "triangle", "diamond", "cross", "ring")
 SIZES = (0.16, 0.3, 0.55)  # sqrt(area) / image side
 RATIOS = (1.0, 0.5, 2.0)  # h / w, the paper's order
-DEFAULTS = {"mode": "ratio", "classes": 4, "train": 300, "test": 150, "size": 320, "seed": 0}
+DEFAULTS = {"mode": "ratio", "classes": 4, "train": 300, "test": 150, "size": 320, "seed": 0, "palette": "random"}
+WORDS = {"mode": ("ratio", "size", "all"), "palette": ("random", "class")}
 
 
 def parse_spec(text: str) -> dict:
@@ -46,11 +52,12 @@ def parse_spec(text: str) -> dict:
         if key not in DEFAULTS:
             raise DataError(f"{text!r}: unknown key {key!r}; known: {', '.join(DEFAULTS)}")
         try:
-            spec[key] = value if key == "mode" else int(value)
+            spec[key] = value if key in WORDS else int(value)
         except ValueError:
             raise DataError(f"{text!r}: {key}={value!r} is not an integer") from None
-    if spec["mode"] not in ("ratio", "size", "all"):
-        raise DataError(f"{text!r}: mode={spec['mode']!r}; choose ratio, size or all")
+    for key, words in WORDS.items():
+        if spec[key] not in words:
+            raise DataError(f"{text!r}: {key}={spec[key]!r}; choose {', '.join(words)}")
     if not 1 <= spec["classes"] <= len(SHAPES) * 2:
         raise DataError(f"{text!r}: classes={spec['classes']} must be 1..{len(SHAPES) * 2}")
     if spec["train"] < 1 or spec["test"] < 1 or spec["size"] < 64:
@@ -66,13 +73,19 @@ def _allowed(cls: int, mode: str, split: str) -> list[tuple[int, int]]:
     return [(s, r) for s, r in shapes if (r if mode == "ratio" else s) == cls % 3]
 
 
-def _texture(rng: np.random.Generator, w: int, h: int, cls: int) -> np.ndarray:
-    """A class texture (stripes for the first six classes, checks for the next) in a random colour."""
+def _texture(rng: np.random.Generator, w: int, h: int, cls: int, palette: str) -> np.ndarray:
+    """A class texture (stripes for the first six classes, checks for the next) in random colours,
+    or in the class's own colour pair (``palette=class``: a bright and a dark shade of a hue fixed per
+    class, hues spread by the golden ratio, each channel jittered by +-20)."""
     yy, xx = np.mgrid[0:h, 0:w]
     period = rng.uniform(5, 9)
     pattern = (np.sin((xx + yy) * 2 * np.pi / period) > 0) if cls < len(SHAPES) else \
         (((xx // period).astype(int) + (yy // period).astype(int)) % 2 == 0)
     a, b = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    if palette == "class":
+        hue = (cls * 0.618034) % 1.0
+        fixed = [255 * np.array(colorsys.hsv_to_rgb(hue, 0.9, v)) for v in (0.95, 0.45)]
+        a, b = (np.clip(c + rng.integers(-20, 21, 3), 0, 255) for c in fixed)
     return np.where(pattern[..., None], a, b).astype(np.uint8)
 
 
@@ -116,7 +129,7 @@ def _image(rng: np.random.Generator, spec: dict, split: str) -> tuple[Image.Imag
                 break
         else:
             continue
-        img.paste(Image.fromarray(_texture(rng, w, h, cls)), (x, y), _mask(SHAPES[cls % len(SHAPES)], w, h))
+        img.paste(Image.fromarray(_texture(rng, w, h, cls, spec["palette"])), (x, y), _mask(SHAPES[cls % len(SHAPES)], w, h))
         objects.append((cls, box))
     return img, objects
 
