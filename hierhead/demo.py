@@ -39,7 +39,7 @@ def _latency(model: torch.nn.Module, image: torch.Tensor, repeats: int = 7) -> f
 
 
 def run(out: str | Path = "hierhead-demo", design: str = "9An{9,3,1}As", steps: int = 150,
-        data: str = "synthetic:mode=ratio,classes=3,train=240,test=60,size=160", seed: int = 0,
+        data: str = "synthetic:mode=ratio,classes=3,train=240,test=60,size=160,palette=class", seed: int = 0,
         image_size: int = 160, progress: bool = False) -> dict:
     """Train general vs ``design`` on ``data``; returns the numbers it prints."""
     out = Path(out)
