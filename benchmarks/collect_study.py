@@ -6,6 +6,9 @@ Table III-style table of ``docs/results/NAME.csv``; NAME.csv and NAME.png are co
 
     .venv/bin/python benchmarks/collect_study.py
 
+A ``<!-- recommend:NAME -->`` ... ``<!-- /recommend -->`` block gets how often ``hierhead recommend``'s
+design for the dataset was the sweep's best: per column (mean over seeds) and per (column, seed).
+
 ``--restore NAME`` goes the other way: on a fresh checkout (``runs/`` is not committed) it writes a
 ``result.json`` for each run of ``docs/results/NAME.csv`` into ``runs/study/NAME/``, so that a
 resumed sweep skips the runs the committed CSV already holds.
@@ -24,6 +27,10 @@ from hierhead.engine.sweep import run_dir, table
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC, STORE, RUNS = ROOT / "docs" / "results.md", ROOT / "docs" / "results", ROOT / "runs" / "study"
+SHARED = ROOT.parent / "shared" / "datasets"
+#: The training split each study's recommendation is computed from, and the study's model.
+RECOMMEND = {"cards": (SHARED / "cards" / "train", "ssdlite320_mobilenet_v3"),
+             "micro": (SHARED / "microcontrollers" / "train", "ssdlite320_mobilenet_v3")}
 
 
 def rows(path: Path) -> list[dict]:
@@ -51,6 +58,44 @@ def restore(name: str) -> int:
     return n
 
 
+def agreement(found: list[dict], design: str) -> str:
+    """Markdown: where ``design`` ranks per column (by mean) and how often it is best per (column, seed)."""
+    lines, hits, total = [], 0, 0
+    for f in sorted({r["fraction"] for r in found}):
+        col = [r for r in found if r["fraction"] == f]
+        seeds = sorted({r["seed"] for r in col})
+        means = {}
+        for d in sorted({r["design"] for r in col}):
+            vals = [r["mAP"] for r in col if r["design"] == d]
+            if len(vals) == len(seeds):  # rank only designs with every seed of the column
+                means[d] = sum(vals) / len(vals)
+        ranked = sorted(means, key=means.get, reverse=True)
+        rank = f"rank {ranked.index(design) + 1} of {len(ranked)}" if design in ranked else "not finished"
+        per_seed = []
+        for sd in seeds:
+            runs = {r["design"]: r["mAP"] for r in col if r["seed"] == sd}
+            if design in runs:
+                total += 1
+                best = max(runs, key=runs.get)
+                hits += best == design
+                per_seed.append(f"seed {sd}: {best}")
+        lines.append(f"- {f:.0%} of train: best by mean {ranked[0] if ranked else '-'}; {design} {rank}; "
+                     f"best per seed: {', '.join(per_seed) or '-'}")
+    lines.append(f"- the recommended design was the best run of its (column, seed) in {hits} of {total}")
+    return "\n".join(lines) + "\n"
+
+
+def recommended(name: str) -> str | None:
+    from hierhead.data import open_dataset
+    from hierhead.models.stock import INPUT_SIZES
+    from hierhead.recommend import recommend
+
+    path, model = RECOMMEND.get(name, (None, None))
+    if path is None or not path.is_dir():
+        return None
+    return recommend(open_dataset(path), INPUT_SIZES.get(model))["design"]
+
+
 def main() -> None:
     text = DOC.read_text()
     for name in re.findall(r"<!-- table:([\w.-]+) -->", text):
@@ -64,6 +109,12 @@ def main() -> None:
         text = re.sub(rf"(<!-- table:{re.escape(name)} -->\n).*?(<!-- /table -->)",
                       lambda m: m.group(1) + block + m.group(2), text, flags=re.S)
         print(f"{name}: {len(found)} finished runs")
+    for name in re.findall(r"<!-- recommend:([\w.-]+) -->", text):
+        csv_path, design = STORE / f"{name}.csv", recommended(name)
+        found = rows(csv_path) if csv_path.is_file() else []
+        block = f"`hierhead recommend`: {design}\n" + agreement(found, design) if found and design else "(no run yet)\n"
+        text = re.sub(rf"(<!-- recommend:{re.escape(name)} -->\n).*?(<!-- /recommend -->)",
+                      lambda m: m.group(1) + block + m.group(2), text, flags=re.S)
     DOC.write_text(text)
 
 
