@@ -11,7 +11,7 @@ import pytest
 
 from hierhead.cli import main
 from hierhead.data import open_dataset
-from hierhead.data.synthetic import RATIOS, SIZES, open_synthetic, parse_spec
+from hierhead.data.synthetic import open_synthetic, parse_spec, shape_of, unseen_only
 from hierhead.engine.sweep import paired_interval, table
 
 CARDS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cards"
@@ -23,10 +23,7 @@ def _cache(tmp_path_factory, monkeypatch):
 
 
 def _shape(box):
-    w, h = box[2] - box[0], box[3] - box[1]
-    ratio = min(range(3), key=lambda r: abs(math.log((h / w) / RATIOS[r])))
-    size = min(range(3), key=lambda s: abs(math.sqrt(w * h) / 320 - SIZES[s]))
-    return size, ratio
+    return shape_of(box, 320)
 
 
 @pytest.mark.parametrize("mode", ["ratio", "size", "all"])
@@ -43,6 +40,17 @@ def test_synthetic_train_restricts_shapes_and_test_covers_all(mode):
     assert len({sr for _, sr in test_shapes}) == 9  # every shape appears at test time
     if mode != "all":
         assert len({sr for c, sr in test_shapes if c == 0}) > len({sr for c, sr in seen if c == 0})
+
+
+def test_unseen_only_keeps_just_the_untrained_class_shapes():
+    train, test = open_synthetic("synthetic:mode=ratio,classes=3,train=60,test=30,seed=1")
+    unseen = unseen_only(train, test)
+    objects = [(c, _shape(b), d) for r in unseen.records for c, b, d in zip(r.labels, r.boxes, r.difficult)]
+    assert [r.boxes for r in unseen.records] == [r.boxes for r in test.records] and not any(test.records[0].difficult)
+    assert all(d == (s[1] == c % 3) for c, s, d in objects)  # ratio mode: class c trained at ratio c only
+    assert 0 < sum(d for *_, d in objects) < len(objects)
+    _, every = open_synthetic("synthetic:mode=all,classes=3,train=60,test=30,seed=1")
+    assert all(all(r.difficult) for r in unseen_only(every, every).records)
 
 
 def test_synthetic_is_seeded_and_validated():

@@ -25,6 +25,8 @@ import colorsys
 import hashlib
 import math
 import os
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from xml.etree.ElementTree import Element, SubElement, tostring
 
@@ -34,7 +36,8 @@ from PIL import Image, ImageDraw
 from .readers import DetectionDataset, open_dataset
 from .records import DataError
 
-__all__ = ["SyntheticSpec", "parse_spec", "generate", "open_synthetic", "SHAPES", "SIZES", "RATIOS"]
+__all__ = ["SyntheticSpec", "parse_spec", "generate", "open_synthetic", "shape_of", "unseen_only", "SHAPES", "SIZES",
+           "RATIOS"]
 
 SHAPES = ("ellipse", "rectangle", "triangle", "diamond", "cross", "ring")
 SIZES = (0.16, 0.3, 0.55)  # sqrt(area) / image side
@@ -189,3 +192,24 @@ def open_synthetic(text: str) -> tuple[DetectionDataset, DetectionDataset]:
     classes = [f"class{c}" for c in range(spec["classes"])]
     return (open_dataset(root / "train", "voc-folder", classes=classes),
             open_dataset(root / "test", "voc-folder", classes=classes))
+
+
+def shape_of(box: Sequence[float], image_side: int) -> tuple[int, int]:
+    """(size index, ratio index) of a generated box: the nearest of SIZES x RATIOS."""
+    w, h = box[2] - box[0], box[3] - box[1]
+    ratio = min(range(3), key=lambda r: abs(math.log((h / w) / RATIOS[r])))
+    size = min(range(3), key=lambda s: abs(math.sqrt(w * h) / image_side - SIZES[s]))
+    return size, ratio
+
+
+def unseen_only(train: DetectionDataset, test: DetectionDataset) -> DetectionDataset:
+    """``test`` with every object whose (class, shape) occurs in ``train`` marked difficult.
+
+    VOC AP ignores difficult objects (a detection of one is neither right nor wrong), so the AP of
+    this split measures only the transfer to shapes a class was never trained at: the case where,
+    by Section III-A, anchors that have seen a class share with those that have not.
+    """
+    seen = {(c, shape_of(b, r.width)) for r in train.records for c, b in zip(r.labels, r.boxes)}
+    records = [replace(r, difficult=[(c, shape_of(b, r.width)) in seen for c, b in zip(r.labels, r.boxes)])
+               for r in test.records]
+    return DetectionDataset(records, test.classes, f"{test.name} (unseen shapes)", test.problems, test.transforms)
