@@ -79,7 +79,7 @@ def agreement(found: list[dict], design: str) -> str:
                 best = max(runs, key=runs.get)
                 hits += best == design
                 per_seed.append(f"seed {sd}: {best}")
-        lines.append(f"- {f:.0%} of train: best by mean {ranked[0] if ranked else '-'}; {design} {rank}; "
+        lines.append(f"- {f:.0%} of train ({len(col)} runs, seeds {', '.join(map(str, seeds))}): best by mean {ranked[0] if ranked else '-'}; {design} {rank}; "
                      f"best per seed: {', '.join(per_seed) or '-'}")
     lines.append(f"- the recommended design was the best run of its (column, seed) in {hits} of {total}")
     return "\n".join(lines) + "\n"
