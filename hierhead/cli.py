@@ -351,7 +351,7 @@ def parser() -> argparse.ArgumentParser:
                           formatter_class=raw)
     demo.add_argument("--out", default="hierhead-demo")
     demo.add_argument("--design", help="the hierarchical design (default 9An{9,3,1}As)")
-    demo.add_argument("--steps", type=int, help="training steps of batch 16 per model (default 150)")
+    demo.add_argument("--steps", type=int, help="training steps of batch 16 per model (default 300)")
     demo.add_argument("--data", help="default synthetic:mode=ratio,classes=3,train=240,test=60,size=160,palette=class")
     demo.add_argument("--image-size", type=int, help="square input size of the SSDLite (default 160)")
     demo.add_argument("--seed", type=int, help="default 0")
