@@ -176,7 +176,7 @@ def _predict(args: argparse.Namespace) -> int:
     from .engine.infer import predict
 
     model, spec = _checkpoint(args.checkpoint)
-    r = predict(model, args.images, args.out, spec.get("classes") or [], args.score)
+    r = predict(model, args.images, args.out, spec.get("classes") or [], args.score, max_boxes=args.max_boxes)
     print(f"{r['images']} annotated images and detections.json ({r['detections']} detections) in {r['out']}")
     return 0
 
@@ -265,6 +265,7 @@ def _add_deploy_parsers(sub) -> None:
     pr.add_argument("images", nargs="+", help="image files or folders")
     pr.add_argument("--out", required=True, help="output folder")
     pr.add_argument("--score", type=float, default=0.3, help="draw boxes scoring at least this (JSON has all)")
+    pr.add_argument("--max-boxes", type=int, help="draw at most this many boxes per image, the best (default all)")
     pr.set_defaults(func=_predict)
     fo = sub.add_parser("fold", help="fold the hierarchical head: stock torchvision weights + JSON spec",
                         epilog="examples:\n  hierhead fold --checkpoint runs/cards/checkpoints/best.ckpt --out deploy/",

@@ -67,10 +67,19 @@ def image_paths(inputs: Sequence[str | Path]) -> list[Path]:
     return list(dict.fromkeys(paths))
 
 
+def drawn_boxes(scores: torch.Tensor, score_thresh: float, max_boxes: int | None = None) -> torch.Tensor:
+    """Indices of the boxes to draw: score >= ``score_thresh``, best first, at most ``max_boxes``."""
+    keep = (scores >= score_thresh).nonzero().flatten()
+    return keep[scores[keep].argsort(descending=True)][:max_boxes]
+
+
 def predict(model: nn.Module, inputs: Sequence[str | Path], out: str | Path, classes: Sequence[str],
-            score_thresh: float = 0.3, batch_size: int = 4) -> dict:
-    """Annotated PNGs (class name and score per box above ``score_thresh``) and ``detections.json``
-    (COCO results: image_id = file stem, category_id = 1 + class index, every detection)."""
+            score_thresh: float = 0.3, batch_size: int = 4, max_boxes: int | None = None) -> dict:
+    """Annotated PNGs (class name and score per box above ``score_thresh``, at most the ``max_boxes``
+    best) and ``detections.json`` (COCO results: image_id = file stem, category_id = 1 + class
+    index, every detection)."""
+    if max_boxes is not None and max_boxes < 1:
+        raise ValueError(f"max_boxes={max_boxes}: must be >= 1")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = image_paths(inputs)
@@ -87,7 +96,7 @@ def predict(model: nn.Module, inputs: Sequence[str | Path], out: str | Path, cla
                 results.append({"image_id": path.stem, "category_id": int(label),
                                 "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
                                 "score": round(float(score), 5)})
-            keep = det["scores"] >= score_thresh
+            keep = drawn_boxes(det["scores"], score_thresh, max_boxes)
             names = [f"{_name(classes, int(l))} {s:.2f}" for l, s in zip(det["labels"][keep], det["scores"][keep])]
             zoom = max(1, round(480 / max(image.shape[1:])))  # small images are drawn enlarged, labels legible
             if zoom > 1:
