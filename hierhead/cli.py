@@ -94,12 +94,13 @@ def _recommend(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open(args: argparse.Namespace, classes=None):
+def _open(args: argparse.Namespace, classes=None, synthetic_split: str = "train"):
     from .data import open_dataset
 
     if getattr(args, "classes", None):
         classes = [c.strip() for c in args.classes.split(",")]
-    return open_dataset(args.data, format=args.format, classes=classes, skip_bad=args.skip_bad)
+    extra = {"split": synthetic_split} if str(args.data).startswith("synthetic:") else {}
+    return open_dataset(args.data, format=args.format, classes=classes, skip_bad=args.skip_bad, **extra)
 
 
 def _stats(args: argparse.Namespace) -> int:
@@ -130,9 +131,9 @@ def _eval(args: argparse.Namespace) -> int:
         from .engine.infer import evaluate_model
 
         model, spec = _checkpoint(args.checkpoint)
-        result = evaluate_model(model, _open(args, classes=spec.get("classes")), args.metric)
+        result = evaluate_model(model, _open(args, spec.get("classes"), "test"), args.metric)
     elif args.predictions:
-        result = evaluate_predictions(_open(args), args.predictions, args.metric)
+        result = evaluate_predictions(_open(args, None, "test"), args.predictions, args.metric)
     else:
         raise ValueError("give --checkpoint CKPT (run the model) or --predictions FILE (COCO results)")
     print(format_table(result))

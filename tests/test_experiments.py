@@ -167,3 +167,14 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert (tmp_path / "per_class_ap.png").is_file() and len(pngs) == 4
     from PIL import Image
     assert Image.open(pngs[0]).size == (640, 640)  # 320-pixel test images are drawn at 2x
+
+
+def test_open_dataset_takes_a_synthetic_spec():
+    from hierhead.data import open_dataset
+
+    spec = "synthetic:mode=ratio,classes=2,train=6,test=3,seed=5"
+    train, test = open_synthetic(spec)
+    assert [r.image_path for r in open_dataset(spec).records] == [r.image_path for r in train.records]
+    assert [r.image_path for r in open_dataset(spec, split="test").records] == [r.image_path for r in test.records]
+    with pytest.raises(ValueError, match="split='val'; choose train or test"):
+        open_dataset(spec, split="val")

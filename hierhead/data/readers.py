@@ -403,7 +403,16 @@ def _guess(path: Path) -> str:
 
 def open_dataset(path: str | Path, format: str | None = None, classes: Sequence[str] | None = None,
                  skip_bad: bool = False, **kwargs) -> DetectionDataset:
-    """Open a dataset in any supported format (guessed from the path when not given)."""
+    """Open a dataset in any supported format (guessed from the path when not given).
+
+    ``synthetic:...`` opens the generated anchor-transfer data (``split="train"`` or ``"test"``)."""
+    if str(path).startswith("synthetic:"):
+        from .synthetic import open_synthetic
+
+        split = kwargs.get("split", "train")
+        if split not in ("train", "test"):
+            raise DataError(f"{str(path)!r}: split={split!r}; choose train or test")
+        return open_synthetic(str(path))[split == "test"]
     path = Path(path)
     if not path.exists():
         raise DataError(f"{str(path)!r}: dataset not found")
