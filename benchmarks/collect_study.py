@@ -79,8 +79,9 @@ def agreement(found: list[dict], design: str) -> str:
                 best = max(runs, key=runs.get)
                 hits += best == design
                 per_seed.append(f"seed {sd}: {best}")
-        lines.append(f"- {f:.0%} of train ({len(col)} runs, seeds {', '.join(map(str, seeds))}): best by mean {ranked[0] if ranked else '-'}; {design} {rank}; "
-                     f"best per seed: {', '.join(per_seed) or '-'}")
+        top = ranked[0] if ranked else "-"
+        lines.append(f"- {f:.0%} of train ({len(col)} runs, seeds {', '.join(map(str, seeds))}): best by mean {top}; "
+                     f"{design} {rank}; best per seed: {', '.join(per_seed) or '-'}")
     lines.append(f"- the recommended design was the best run of its (column, seed) in {hits} of {total}")
     return "\n".join(lines) + "\n"
 

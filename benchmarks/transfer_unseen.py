@@ -28,16 +28,17 @@ RUNS, STORE = ROOT / "runs" / "study", ROOT / "docs" / "results"
 
 def unseen_rows(name: str) -> tuple[list[dict], int]:
     """(one row per run with its checkpoint, number of finished runs without one)."""
-    rows, missing = [], 0
+    rows, missing, splits = [], 0, {}
     for result in sorted((RUNS / name / "runs").glob("*/*/*/result.json")):
         ckpt = result.parent / "checkpoints" / "last.ckpt"
         if not ckpt.is_file():  # restored from a committed CSV: its checkpoint stayed on another machine
             missing += 1
             continue
         data = yaml.safe_load((result.parent / "config.yaml").read_text())["data"]["path"]
-        train, test = open_synthetic(data)
+        if data not in splits:  # the runs of one study share their data: mark it once
+            splits[data] = unseen_only(*open_synthetic(data))
         model, _ = load_checkpoint(ckpt)
-        scores = evaluate_model(model, unseen_only(train, test), "voc07")
+        scores = evaluate_model(model, splits[data], "voc07")
         rows.append({**json.loads(result.read_text()), "mAP": scores["mAP"]})
     return rows, missing
 

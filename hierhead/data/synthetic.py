@@ -84,7 +84,7 @@ def _texture(rng: np.random.Generator, w: int, h: int, cls: int, palette: str) -
     period = rng.uniform(5, 9)
     pattern = (np.sin((xx + yy) * 2 * np.pi / period) > 0) if cls < len(SHAPES) else \
         (((xx // period).astype(int) + (yy // period).astype(int)) % 2 == 0)
-    a, b = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    a, b = rng.integers(0, 256, 3), rng.integers(0, 256, 3)  # drawn either way: the seeded data stay as generated
     if palette == "class":
         hue = (cls * 0.618034) % 1.0
         fixed = [255 * np.array(colorsys.hsv_to_rgb(hue, 0.9, v)) for v in (0.95, 0.45)]
