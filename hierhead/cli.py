@@ -94,13 +94,12 @@ def _recommend(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open(args: argparse.Namespace, classes=None, synthetic_split: str = "train"):
+def _open(args: argparse.Namespace, classes=None, part: str = "train"):
     from .data import open_dataset
 
     if getattr(args, "classes", None):
         classes = [c.strip() for c in args.classes.split(",")]
-    extra = {"split": synthetic_split} if str(args.data).startswith("synthetic:") else {}
-    return open_dataset(args.data, format=args.format, classes=classes, skip_bad=args.skip_bad, **extra)
+    return open_dataset(args.data, format=args.format, classes=classes, skip_bad=args.skip_bad, part=part)
 
 
 def _stats(args: argparse.Namespace) -> int:
@@ -131,11 +130,14 @@ def _eval(args: argparse.Namespace) -> int:
         from .engine.infer import evaluate_model
 
         model, spec = _checkpoint(args.checkpoint)
-        result = evaluate_model(model, _open(args, spec.get("classes"), "test"), args.metric)
+        ds = _open(args, spec.get("classes"), "test")
+        result = evaluate_model(model, ds, args.metric)
     elif args.predictions:
-        result = evaluate_predictions(_open(args, None, "test"), args.predictions, args.metric)
+        ds = _open(args, None, "test")
+        result = evaluate_predictions(ds, args.predictions, args.metric)
     else:
         raise ValueError("give --checkpoint CKPT (run the model) or --predictions FILE (COCO results)")
+    print(f"{ds.name}: {len(ds)} images", file=sys.stderr)
     print(format_table(result))
     if args.json:
         with open(args.json, "w") as f:
@@ -209,7 +211,9 @@ def _export(args: argparse.Namespace) -> int:
 def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     from .data import FORMATS
 
-    p.add_argument("--data", required=required, help="dataset folder (or COCO .json file)")
+    p.add_argument("--data", required=required,
+                   help="dataset folder, COCO .json or synthetic:...; of a root with train/ and val|test/ "
+                        "subfolders, eval reads the held-out one, stats and recommend train/")
     p.add_argument("--format", choices=list(FORMATS), help="dataset format (guessed when omitted)")
     p.add_argument("--classes", help="comma-separated class list (default: from the dataset, sorted)")
     p.add_argument("--skip-bad", action="store_true", help="skip and count bad files / boxes instead of failing")

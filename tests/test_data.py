@@ -43,6 +43,15 @@ def test_shared_datasets(name, images, boxes, classes):
     assert target["boxes"].canvas_size == tuple(image.shape[-2:])
 
 
+def test_root_of_split_folders_opens_the_asked_part(tmp_path):
+    make_folder(tmp_path / "d" / "train", {"a": [("dog", (1, 2, 30, 40), False)]})
+    make_folder(tmp_path / "d" / "valid", {"b": [("dog", (1, 2, 30, 40), False)], "c": []})
+    assert [r.image_id for r in open_dataset(tmp_path / "d").records] == ["a"]
+    assert [r.image_id for r in open_dataset(tmp_path / "d", part="test").records] == ["b", "c"]
+    with pytest.raises(DataError, match="part='val'; choose train or test"):
+        open_dataset(tmp_path / "d", part="val")
+
+
 def test_voc_folder_modes_and_background(tmp_path):
     root = make_folder(tmp_path / "d", {"a": [("dog", (1, 2, 30, 40), False)],
                                         "b": [("cat", (5, 5, 20, 20), True), ("dog", (0, 0, 64, 48), False)]},
@@ -191,7 +200,7 @@ def test_stats_and_eval_cli(tmp_path):
     (tmp_path / "p.json").write_text(json.dumps(preds))
     out = run("eval", "--data", str(root), "--predictions", str(tmp_path / "p.json"), "--metric", "voc12",
               "--json", str(tmp_path / "r.json"))
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 0 and f"{root}: 2 images" in out.stderr, out.stderr
     r = json.loads((tmp_path / "r.json").read_text())
     assert r["AP"] == {"cat": 0.0, "dog": 1.0} and r["mAP"] == 0.5
     preds[0]["image_id"] = "zzz"

@@ -175,6 +175,6 @@ def test_open_dataset_takes_a_synthetic_spec():
     spec = "synthetic:mode=ratio,classes=2,train=6,test=3,seed=5"
     train, test = open_synthetic(spec)
     assert [r.image_path for r in open_dataset(spec).records] == [r.image_path for r in train.records]
-    assert [r.image_path for r in open_dataset(spec, split="test").records] == [r.image_path for r in test.records]
-    with pytest.raises(ValueError, match="split='val'; choose train or test"):
-        open_dataset(spec, split="val")
+    assert [r.image_path for r in open_dataset(spec, part="test").records] == [r.image_path for r in test.records]
+    with pytest.raises(ValueError, match="part='val'; choose train or test"):
+        open_dataset(spec, part="val")

@@ -401,18 +401,30 @@ def _guess(path: Path) -> str:
     return "voc-folder"
 
 
+HELD_OUT = ("val", "valid", "validation", "test")
+
+
+def split_folders(path: str | Path) -> tuple[Path, Path] | None:
+    """(``train/``, first of ``val|valid|validation|test/``) of a dataset root that has both, else None."""
+    path = Path(path)
+    held = next((path / n for n in HELD_OUT if (path / n).is_dir()), None)
+    return (path / "train", held) if held is not None and (path / "train").is_dir() else None
+
+
 def open_dataset(path: str | Path, format: str | None = None, classes: Sequence[str] | None = None,
-                 skip_bad: bool = False, **kwargs) -> DetectionDataset:
+                 skip_bad: bool = False, *, part: str = "train", **kwargs) -> DetectionDataset:
     """Open a dataset in any supported format (guessed from the path when not given).
 
-    ``synthetic:...`` opens the generated anchor-transfer data (``split="train"`` or ``"test"``)."""
+    ``part`` (``train`` or ``test``) picks within a root that holds both: ``synthetic:...`` (the
+    generated anchor-transfer data) or a folder with ``train/`` and ``val|test/`` subfolders."""
+    if part not in ("train", "test"):
+        raise DataError(f"{str(path)!r}: part={part!r}; choose train or test")
     if str(path).startswith("synthetic:"):
         from .synthetic import open_synthetic
 
-        split = kwargs.get("split", "train")
-        if split not in ("train", "test"):
-            raise DataError(f"{str(path)!r}: split={split!r}; choose train or test")
-        return open_synthetic(str(path))[split == "test"]
+        return open_synthetic(str(path))[part == "test"]
+    if format in (None, "voc-folder") and _guess(Path(path)) == "voc-folder" and (folders := split_folders(path)):
+        path = folders[part == "test"]  # a root of plain subfolders (cards/train, cards/test)
     path = Path(path)
     if not path.exists():
         raise DataError(f"{str(path)!r}: dataset not found")

@@ -19,13 +19,10 @@ from torch.utils.data import DataLoader, Sampler
 from torchvision import tv_tensors
 from torchvision.transforms import v2 as T
 
-from ..data.readers import DetectionDataset, open_dataset
+from ..data.readers import DetectionDataset, open_dataset, split_folders
 from ..data.records import DataError
 
 __all__ = ["DetectionDataModule", "open_splits", "train_transforms", "EpochSampler", "collate"]
-
-_VAL_NAMES = ("val", "valid", "validation", "test")
-
 
 def open_splits(path: str | Path, format: str | None = None, val: str | Path | None = None,
                 train_split: str | None = None, val_split: str | None = None, val_fraction: float = 0.1,
@@ -50,10 +47,9 @@ def open_splits(path: str | Path, format: str | None = None, val: str | Path | N
     if train_split and val_split:
         train = open_dataset(path, format, skip_bad=skip_bad, split=train_split)
         return train, open_dataset(path, format, classes=train.classes, skip_bad=skip_bad, split=val_split)
-    sub = next((path / n for n in _VAL_NAMES if (path / n).is_dir()), None)
-    if (path / "train").is_dir() and sub is not None:
-        train = open_dataset(path / "train", format, skip_bad=skip_bad)
-        return train, open_dataset(sub, format, classes=train.classes, skip_bad=skip_bad)
+    if folders := split_folders(path):
+        train = open_dataset(folders[0], format, skip_bad=skip_bad)
+        return train, open_dataset(folders[1], format, classes=train.classes, skip_bad=skip_bad)
     return _split(open_dataset(path, format, skip_bad=skip_bad), val_fraction, seed)
 
 
