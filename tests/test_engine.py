@@ -255,13 +255,11 @@ def test_gpu_out_of_memory_is_one_line(capsys, monkeypatch):
 
 
 def test_drawn_boxes_threshold_then_best_first():
-    from hierhead.engine.infer import drawn_boxes
+    from hierhead.engine.infer import drawn_boxes, predict
 
     scores = torch.tensor([0.1, 0.9, 0.5, 0.7, 0.3])
     assert drawn_boxes(scores, 0.3).tolist() == [1, 3, 2, 4]
     assert drawn_boxes(scores, 0.3, max_boxes=2).tolist() == [1, 3]
     assert drawn_boxes(scores, 0.95).tolist() == []
-    from hierhead.engine.infer import predict
-
     with pytest.raises(ValueError, match="max_boxes=0: must be >= 1"):
         predict(torch.nn.Identity(), [], "/tmp/unused", [], max_boxes=0)

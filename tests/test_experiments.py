@@ -170,8 +170,6 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
 
 
 def test_open_dataset_takes_a_synthetic_spec():
-    from hierhead.data import open_dataset
-
     spec = "synthetic:mode=ratio,classes=2,train=6,test=3,seed=5"
     train, test = open_synthetic(spec)
     assert [r.image_path for r in open_dataset(spec).records] == [r.image_path for r in train.records]

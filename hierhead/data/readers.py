@@ -423,9 +423,9 @@ def open_dataset(path: str | Path, format: str | None = None, classes: Sequence[
         from .synthetic import open_synthetic
 
         return open_synthetic(str(path))[part == "test"]
-    if format in (None, "voc-folder") and _guess(Path(path)) == "voc-folder" and (folders := split_folders(path)):
-        path = folders[part == "test"]  # a root of plain subfolders (cards/train, cards/test)
     path = Path(path)
+    if format in (None, "voc-folder") and _guess(path) == "voc-folder" and (folders := split_folders(path)):
+        path = folders[part == "test"]  # a root of plain subfolders (cards/train, cards/test)
     if not path.exists():
         raise DataError(f"{str(path)!r}: dataset not found")
     format = format or _guess(path)

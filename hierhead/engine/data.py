@@ -24,6 +24,7 @@ from ..data.records import DataError
 
 __all__ = ["DetectionDataModule", "open_splits", "train_transforms", "EpochSampler", "collate"]
 
+
 def open_splits(path: str | Path, format: str | None = None, val: str | Path | None = None,
                 train_split: str | None = None, val_split: str | None = None, val_fraction: float = 0.1,
                 seed: int = 0, skip_bad: bool = False, resplit: float | None = None
