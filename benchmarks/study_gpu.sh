@@ -5,6 +5,7 @@
 # the same for every run) is then sized so that ceil(jobs / P) waves of runs fit the time left.
 # Whatever finished by the deadline is summarised and packed into $OUT (the device tool's folder) or OUTDIR.
 #   DATA=.gpudata/cards bash benchmarks/study_gpu.sh          # the dataset copied into an ignored folder
+#   STEPS=900 RUNS=runs/study-gpu-900 DATA=.gpudata/cards bash benchmarks/study_gpu.sh   # a fixed schedule, no probe
 set -u
 START=$(date +%s)
 BUDGET=${BUDGET:-540}            # seconds for the whole script
@@ -41,7 +42,8 @@ shards() {  # shards OUTDIR EXTRA...: P concurrent sweep shards, killed at the d
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | head -2
 python3 -c "import torch, torchvision, lightning; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'lightning', lightning.__version__, 'cuda', torch.cuda.is_available())"
 
-# 1. probe: P general-head runs of PROBE_STEPS steps at once
+# 1. probe: P general-head runs of PROBE_STEPS steps at once (skipped when STEPS is given)
+if [ -z "${STEPS:-}" ]; then
 shards "$RUNS/probe" --designs '9An{9}' --seeds "$P" --fractions 1 --max-steps "$PROBE_STEPS" \
   --set checkpoint_every_n_steps=100000
 PROBE_WALL=$(now)
@@ -56,13 +58,14 @@ EOF
 )
 echo "probe: $P runs at once, ${RATE} steps/s each, ${OVERHEAD} s of start and evaluation per run ($(now) s so far)"
 if [ "$RATE" = "0" ]; then tail -30 "$RUNS"/probe.shard0.log; exit 1; fi
+fi
 
 # 2. the sweep, sized to the time left
 JOBS=$(python3 -c "from hierhead.cli import _split_designs; from hierhead.design import PRESETS
 d = list(PRESETS) if '$DESIGNS' == 'all' else [x.strip() for x in _split_designs('$DESIGNS')]
 print(len(set(d) | {'9An{9}'}) * $SEEDS * len('$FRACTIONS'.split(',')))")
 WAVES=$(( (JOBS + P - 1) / P ))
-STEPS=$(python3 -c "
+[ -n "${STEPS:-}" ] || STEPS=$(python3 -c "
 left = $BUDGET - $(now) - 40
 per_run = left / $WAVES - $OVERHEAD
 s = int(0.85 * $RATE * per_run / 100) * 100
