@@ -1,7 +1,8 @@
 #!/bin/bash
 # The cards sweep on one GPU within a fixed wall-clock budget (docs/results.md, "GPU").
 # P sweep shards share the GPU. A short probe (P runs of the general head, PROBE_STEPS steps each,
-# concurrently) measures the steps per second that one shard gets; the sweep's schedule (max_steps,
+# concurrently) measures the steps per second that one shard gets (from the logged images/s, warm-up
+# excluded) and the start-up + evaluation time of a run; the sweep's schedule (max_steps,
 # the same for every run) is then sized so that ceil(jobs / P) waves of runs fit the time left.
 # Whatever finished by the deadline is summarised and packed into $OUT (the device tool's folder) or OUTDIR.
 #   DATA=.gpudata/cards bash benchmarks/study_gpu.sh          # the dataset copied into an ignored folder
@@ -48,12 +49,21 @@ shards "$RUNS/probe" --designs '9An{9}' --seeds "$P" --fractions 1 --max-steps "
   --set checkpoint_every_n_steps=100000
 PROBE_WALL=$(now)
 read -r RATE OVERHEAD < <(python3 - "$RUNS/probe" "$PROBE_STEPS" "$PROBE_WALL" <<'EOF'
-import json, pathlib, statistics, sys
-rows = [json.loads(p.read_text()) for p in pathlib.Path(sys.argv[1]).glob("runs/*/*/*/result.json")]
-if not rows:
+import csv, pathlib, statistics, sys, yaml
+# the steady rate: the logged images/s after the first 20 steps (start-up and CUDA warm-up excluded)
+rates = []
+for run in pathlib.Path(sys.argv[1]).glob("runs/*/*/*"):
+    if not (run / "result.json").is_file():
+        continue
+    batch = yaml.safe_load((run / "config.yaml").read_text())["batch_size"]
+    img_s = [float(r["img_s"]) for r in csv.DictReader(open(run / "logs" / "metrics.csv"))
+             if r.get("img_s") and int(r["step"]) >= 20]
+    if img_s:
+        rates.append(statistics.median(img_s) / batch)
+if not rates:
     print("0 0"); sys.exit()
-secs = statistics.median(r["train_seconds"] for r in rows)
-print(f"{int(sys.argv[2]) / secs:.3f} {max(0.0, float(sys.argv[3]) - secs):.1f}")
+rate = statistics.median(rates)
+print(f"{rate:.3f} {max(0.0, float(sys.argv[3]) - int(sys.argv[2]) / rate):.1f}")
 EOF
 )
 echo "probe: $P runs at once, ${RATE} steps/s each, ${OVERHEAD} s of start and evaluation per run ($(now) s so far)"
