@@ -4,8 +4,8 @@ Each run trains with the recipe, then its *last* checkpoint is evaluated on the 
 (no model selection on the test set). A finished run leaves ``result.json``; a killed sweep
 skips those and continues. ``results.csv`` has one row per run; ``results.md`` mean +- std over
 seeds per design and fraction, the paired difference to the general head (same seed and subset)
-with a 95 % t interval, the best design per column in bold; ``results.png`` the metric against
-training-set size.
+with a 95 % t interval and the number of pairs the design is ahead in, the best design per column
+in bold; ``results.png`` the metric against training-set size.
 """
 
 from __future__ import annotations
@@ -130,17 +130,31 @@ def _cells(rows: list[dict]) -> tuple[list[str], list[float], dict]:
     return designs, fractions, by
 
 
+def _paired(pairs: list[float]) -> str:
+    """A paired difference to the general head: mean [95 % interval], pairs ahead."""
+    dm, lo, hi = paired_interval(pairs)
+    text = f"{dm:+.2f} [{lo:+.2f}, {hi:+.2f}]" if not math.isnan(lo) else f"{dm:+.2f}"
+    return f"{text}, ahead {sum(p > 0 for p in pairs)}/{len(pairs)}"
+
+
 def table(rows: list[dict]) -> str:
-    """Markdown: rows = designs, columns = fractions; mean +- std, paired difference to the general head."""
+    """Markdown: rows = designs, columns = fractions; mean +- std, paired difference to the general head.
+
+    With several fractions, a last column pools every (fraction, seed) pair of a design.
+    """
     designs, fractions, by = _cells(rows)
     metric = rows[0]["metric"]
-    head = "| Configuration | " + " | ".join(f"{f * 100:g} % of train" for f in fractions) + " |"
+    pooled = len(fractions) > 1
+    head = "| Configuration | " + " | ".join(f"{f * 100:g} % of train" for f in fractions) + \
+        (" | all pairs |" if pooled else " |")
     lines = [f"{metric} mAP (%) on the test split: mean +- std over seeds; below it, the paired difference "
-             f"to {GENERAL} (same seed and subset) with its 95 % t interval. Best mean per column in bold.", "",
-             head, "|---" * (len(fractions) + 1) + "|"]
+             f"to {GENERAL} (same seed and subset) with its 95 % t interval, and in how many of those pairs the "
+             f"design is ahead" + ("; the last column pools the pairs of every column" if pooled else "") +
+             ". Best mean per column in bold.", "",
+             head, "|---" * (len(fractions) + 1 + pooled) + "|"]
     best = {f: max(designs, key=lambda d: _mean(by.get((d, f), {}))) for f in fractions}
     for d in designs:
-        cells = []
+        cells, everything = [], []
         for f in fractions:
             vals = by.get((d, f), {})
             if not vals:
@@ -153,9 +167,11 @@ def table(rows: list[dict]) -> str:
             base = by.get((GENERAL, f), {})
             pairs = [vals[k] - base[k] for k in vals if k in base]
             if d != GENERAL and pairs:
-                dm, lo, hi = paired_interval(pairs)
-                cell += f"<br>{dm:+.2f} [{lo:+.2f}, {hi:+.2f}]" if not math.isnan(lo) else f"<br>{dm:+.2f}"
+                cell += f"<br>{_paired(pairs)}"
+                everything += pairs
             cells.append(cell)
+        if pooled:
+            cells.append(_paired(everything) if everything else "")
         lines.append(f"| {d} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
