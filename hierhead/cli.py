@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from .design import PRESETS, Design, paper_order, torchvision_order
 
@@ -46,7 +47,11 @@ def _sweep(args: argparse.Namespace) -> int:
     from .engine.sweep import sweep
 
     designs = "all" if args.designs == "all" else [d.strip() for d in _split_designs(args.designs)]
-    fractions = [float(f) for f in args.fractions.split(",")]
+    try:
+        fractions = [float(f) for f in args.fractions.split(",")]
+    except ValueError:
+        raise ValueError(f"--fractions {args.fractions!r}: expected comma-separated numbers in (0, 1], "
+                         "e.g. 0.25,0.5,1") from None
     over = parse_overrides(args.set or [])
     if args.max_steps is not None:
         over["max_steps"] = args.max_steps
@@ -54,7 +59,7 @@ def _sweep(args: argparse.Namespace) -> int:
     rows = sweep(args.recipe, args.data, designs, args.seeds, fractions, args.out, over,
                  log=lambda m: print(m, flush=True), shard=shard)
     print(f"{len(rows)} runs; results.csv, results.md and results.png in {args.out}")
-    print((__import__("pathlib").Path(args.out) / "results.md").read_text() if rows else "")
+    print((Path(args.out) / "results.md").read_text() if rows else "")
     return 0
 
 

@@ -135,10 +135,17 @@ def test_sweep_shards_split_the_jobs(tmp_path, capsys):
         assert main([*args, "--shard", bad]) == 2 and msg in capsys.readouterr().err
 
 
-def test_sweep_rejects_a_bad_design_before_training(tmp_path, capsys):
-    code = main(["sweep", "--recipe", "cards-ssdlite", "--data", "synthetic:train=4,test=2", "--designs",
-                 "9An{9,4}S", "--out", str(tmp_path)])
-    assert code == 2 and "9An{9,4}S" in capsys.readouterr().err and not (tmp_path / "runs").exists()
+def test_sweep_rejects_bad_settings_before_training(tmp_path, capsys):
+    base = ["sweep", "--recipe", "cards-ssdlite", "--data", "synthetic:train=4,test=2", "--out", str(tmp_path)]
+    for extra, msg in ((["--designs", "9An{9,4}S"], "9An{9,4}S"),
+                       (["--seeds", "0"], "seeds=0: needs at least 1"),
+                       (["--fractions", "0.5,0"], "fractions [0.0]: each must be in (0, 1]"),
+                       (["--fractions", "half"], "--fractions 'half': expected comma-separated numbers"),
+                       (["--data", str(tmp_path / "nowhere")], "nowhere': dataset not found")):
+        code = main([*base, *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and msg in err and len(err.strip().splitlines()) == 1, (extra, err)
+        assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.skipif(not CARDS.is_dir(), reason="cards not present")

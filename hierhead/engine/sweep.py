@@ -70,22 +70,32 @@ def sweep(recipe: str, data: str, designs: Sequence[str] | str = "all", seeds: i
     index, count = shard
     if not 0 <= index < count:
         raise ValueError(f"shard {index}/{count}: needs 0 <= i < n")
+    if seeds < 1:
+        raise ValueError(f"seeds={seeds}: needs at least 1")
+    bad = [f for f in fractions if not 0 < f <= 1]
+    if bad or not fractions:
+        raise ValueError(f"fractions {bad or list(fractions)}: each must be in (0, 1]")
     jobs = [(f, d, s) for f in fractions for s in range(seeds) for d in designs]
+    overrides = overrides or {}
+
+    def config(fraction: float = 1.0, **over) -> dict:
+        return resolve(recipe, {**overrides, **over,
+                                "data": {**overrides.get("data", {}), "path": data, "fraction": fraction}})
+
+    open_config_splits(config())  # a missing or broken dataset fails here, not after the first run
     for k, (fraction, design, seed) in enumerate(jobs, 1):
         if (k - 1) % count != index:
             continue
         folder = run_dir(out, design, seed, fraction)
         if (folder / "result.json").is_file():
             continue
-        over = {**(overrides or {}), "design": design, "seed": seed, "out": str(folder), "validate": False,
-                "data": {**(overrides or {}).get("data", {}), "path": data, "fraction": fraction}}
-        config = resolve(recipe, over)
+        run = config(design=design, seed=seed, out=str(folder), validate=False, fraction=fraction)
         log(f"[{k}/{len(jobs)}] {design} seed {seed} fraction {fraction:g}")
         resume = (folder / "checkpoints" / "last.ckpt").is_file()
-        result = train(config, resume=resume)
+        result = train(run, resume=resume)
         model, _ = load_checkpoint(result["last"])
-        _, test = open_config_splits(config)
-        scores = evaluate_model(model, test, metric or config["metric"])
+        _, test = open_config_splits(run)
+        scores = evaluate_model(model, test, metric or run["metric"])
         row = {"design": design, "seed": seed, "fraction": fraction, "train_images": result.get("train_images"),
                "steps": result["steps"], "metric": scores["metric"],
                "mAP": scores.get("mAP", scores.get("AP")), "train_seconds": result["train_seconds"]}
