@@ -88,9 +88,12 @@ def _split_designs(text: str) -> list[str]:
 
 
 def _recommend(args: argparse.Namespace) -> int:
+    from .models import names
     from .models.stock import INPUT_SIZES
     from .recommend import recommend
 
+    if args.model not in names():
+        raise ValueError(f"--model {args.model!r}: unknown; choose one of {', '.join(names())}")
     ds = _open(args)
     r = recommend(ds, INPUT_SIZES.get(args.model))
     print(f"{r['design']}\n{r['reason']}")

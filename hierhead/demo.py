@@ -43,6 +43,7 @@ def run(out: str | Path = "hierhead-demo", design: str = "9An{9,3,1}As", steps: 
         image_size: int = 160, progress: bool = False) -> dict:
     """Train general vs ``design`` on ``data``; returns the numbers it prints."""
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails before any training
     results = {}
     for d in (GENERAL, design):
         config = resolve("synthetic-ssdlite", {

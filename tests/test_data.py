@@ -209,6 +209,8 @@ def test_stats_and_eval_cli(tmp_path):
     assert out.returncode != 0 and "image_id 'zzz', not in the dataset" in out.stderr and "Traceback" not in out.stderr
     out = run("stats", "--data", str(tmp_path / "missing"))
     assert out.returncode != 0 and "dataset not found" in out.stderr and out.stderr.count("\n") == 1
+    out = run("stats", "--data", str(tmp_path / "p.json"), "--format", "voc-folder")
+    assert out.returncode != 0 and "p.json': a file, not a dataset folder" in out.stderr and out.stderr.count("\n") == 1
 
 
 def test_voc_devkit_union_and_missing_files(tmp_path):

@@ -157,6 +157,12 @@ def test_recommend_on_cards(capsys):
     assert "not a measurement" in out[3] and "--designs '9An{9,3,1}As'" in out[3]
 
 
+def test_recommend_rejects_an_unknown_model(capsys):
+    assert main(["recommend", "--data", "synthetic:train=4,test=1", "--model", "yolo9"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hierhead recommend: error: --model 'yolo9': unknown; choose one of") and "\n" not in err
+
+
 def test_recommend_follows_the_variation(tmp_path):
     from hierhead.recommend import recommend
 

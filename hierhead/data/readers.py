@@ -429,6 +429,8 @@ def open_dataset(path: str | Path, format: str | None = None, classes: Sequence[
     if not path.exists():
         raise DataError(f"{str(path)!r}: dataset not found")
     format = format or _guess(path)
+    if path.is_file() and format != "coco":
+        raise DataError(f"{str(path)!r}: a file, not a dataset folder (only COCO data is one .json file)")
     if format not in FORMATS:
         raise DataError(f"format {format!r}: unknown; choose one of {', '.join(FORMATS)}")
     ds = FORMATS[format](path, classes=list(classes) if classes else None, skip_bad=skip_bad, **kwargs)

@@ -24,7 +24,7 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle, zip and weights-only errors alike
-        raise CheckpointError(f"checkpoint {str(path)!r}: cannot be read ({str(e).splitlines()[0]})") from None
+        raise CheckpointError(f"checkpoint {str(path)!r}: cannot be read ({_first_sentence(e)})") from None
     if not isinstance(ckpt, dict) or "hierhead" not in ckpt or "state_dict" not in ckpt:
         raise CheckpointError(f"checkpoint {str(path)!r}: not a hierhead training checkpoint (no model spec)")
     return ckpt
@@ -44,3 +44,9 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
     model.load_state_dict(state, strict=True)
     model.hierhead_spec = {**model.hierhead_spec, "classes": spec.get("classes"), "image_size": spec.get("image_size")}
     return model.eval(), spec
+
+
+def _first_sentence(e: Exception) -> str:
+    """torch.load's errors run to paragraphs of advice: keep the first sentence."""
+    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return text.split(". ")[0].rstrip(".")
