@@ -93,7 +93,12 @@ def test_paired_interval_and_table():
     assert "| 9An{9,3}S | **60.00 +- 0.00" not in md  # std of 60, 62 is not 0
     assert "**61.00 +- 1.41 (n=2)**<br>+10.00 [+10.00, +10.00], ahead 2/2" in md
     assert md.count("| all pairs |") == 1 and "+10.00 [+10.00, +10.00], ahead 4/4 |" in md  # 2 fractions x 2 seeds
-    assert "all pairs" not in table([r for r in rows if r["fraction"] == 1.0]) and "| 9An{9} | 51.00 +- 1.41 (n=2) |" in md
+    assert "all pairs" not in table([r for r in rows if r["fraction"] == 1.0])
+    assert "better than 9An{9}: 9An{9,3}S; worse: none; undecided (interval contains 0, or a single pair): none." in md
+    worse = [{**r, "mAP": r["mAP"] - 0.2 + 0.01 * r["seed"]} if r["design"] != "9An{9}" else r for r in rows]
+    assert "better than 9An{9}: none; worse: 9An{9,3}S;" in table(worse)
+    single = table([r for r in rows if r["seed"] == 0 and r["fraction"] == 1.0])
+    assert "better than 9An{9}: none; worse: none; undecided (interval contains 0, or a single pair): 9An{9,3}S." in single and "| 9An{9} | 51.00 +- 1.41 (n=2) |" in md
 
 
 def test_sweep_is_resumable_and_writes_its_tables(tmp_path, capsys):

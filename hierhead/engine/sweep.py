@@ -5,7 +5,8 @@ Each run trains with the recipe, then its *last* checkpoint is evaluated on the 
 skips those and continues. ``results.csv`` has one row per run; ``results.md`` mean +- std over
 seeds per design and fraction, the paired difference to the general head (same seed and subset)
 with a 95 % t interval and the number of pairs the design is ahead in, the best design per column
-in bold; ``results.png`` the metric against training-set size.
+in bold, and a verdict (better / worse / undecided by those intervals); ``results.png`` the metric
+against training-set size.
 """
 
 from __future__ import annotations
@@ -163,6 +164,7 @@ def table(rows: list[dict]) -> str:
              ". Best mean per column in bold.", "",
              head, "|---" * (len(fractions) + 1 + pooled) + "|"]
     best = {f: max(designs, key=lambda d: _mean(by.get((d, f), {}))) for f in fractions}
+    verdict: dict[str, list[str]] = {"better": [], "worse": [], "undecided": []}
     for d in designs:
         cells, everything = [], []
         for f in fractions:
@@ -183,6 +185,15 @@ def table(rows: list[dict]) -> str:
         if pooled:
             cells.append(_paired(everything) if everything else "")
         lines.append(f"| {d} | " + " | ".join(cells) + " |")
+        if everything:
+            _, lo, hi = paired_interval(everything)
+            verdict["better" if lo > 0 else "worse" if hi < 0 else "undecided"].append(d)
+    if any(verdict.values()):
+        n = sum(map(len, verdict.values()))
+        lines += ["", f"Verdict from the 95 % intervals ({'all pairs' if pooled else 'paired differences'}; "
+                      f"{n} comparison{'s' * (n > 1)}, uncorrected): better than {GENERAL}: "
+                      f"{', '.join(verdict['better']) or 'none'}; worse: {', '.join(verdict['worse']) or 'none'}; "
+                      f"undecided (interval contains 0, or a single pair): {', '.join(verdict['undecided']) or 'none'}."]
     return "\n".join(lines) + "\n"
 
 
