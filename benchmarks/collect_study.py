@@ -88,13 +88,13 @@ def agreement(found: list[dict], design: str) -> str:
 
 def recommended(name: str) -> str | None:
     from hierhead.data import open_dataset
-    from hierhead.models.stock import INPUT_SIZES
+    from hierhead.models import input_size
     from hierhead.recommend import recommend
 
     path, model = RECOMMEND.get(name, (None, None))
     if path is None or not path.is_dir():
         return None
-    return recommend(open_dataset(path), INPUT_SIZES.get(model))["design"]
+    return recommend(open_dataset(path), input_size(model))["design"]
 
 
 def main() -> None:

@@ -71,9 +71,8 @@ if [ "$RATE" = "0" ]; then tail -30 "$RUNS"/probe.shard0.log; exit 1; fi
 fi
 
 # 2. the sweep, sized to the time left
-JOBS=$(python3 -c "from hierhead.cli import _split_designs; from hierhead.design import PRESETS
-d = list(PRESETS) if '$DESIGNS' == 'all' else [x.strip() for x in _split_designs('$DESIGNS')]
-print(len(set(d) | {'9An{9}'}) * $SEEDS * len('$FRACTIONS'.split(',')))")
+JOBS=$(python3 -c "from hierhead.design import split_names; from hierhead.engine.sweep import jobs
+print(len(jobs('all' if '$DESIGNS' == 'all' else split_names('$DESIGNS'), $SEEDS, [float(f) for f in '$FRACTIONS'.split(',')])))")
 WAVES=$(( (JOBS + P - 1) / P ))
 [ -n "${STEPS:-}" ] || STEPS=$(python3 -c "
 left = $BUDGET - $(now) - 40

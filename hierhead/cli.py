@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from .design import PRESETS, Design, paper_order, torchvision_order
+from .design import PRESETS, Design, paper_order, split_names, torchvision_order
 
 EPILOG_DESIGNS = """examples:
   hierhead designs                          # list the presets (Table I)
@@ -46,7 +46,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from .engine import parse_overrides
     from .engine.sweep import sweep
 
-    designs = "all" if args.designs == "all" else [d.strip() for d in _split_designs(args.designs)]
+    designs = "all" if args.designs == "all" else split_names(args.designs)
     try:
         fractions = [float(f) for f in args.fractions.split(",")]
     except ValueError:
@@ -73,29 +73,12 @@ def _shard(text: str | None) -> tuple[int, int]:
     return i, n
 
 
-def _split_designs(text: str) -> list[str]:
-    """Split 'A,B' at commas outside braces (design names contain commas)."""
-    parts, depth, cur = [], 0, ""
-    for ch in text:
-        depth += ch == "{"
-        depth -= ch == "}"
-        if ch == "," and depth == 0:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    return [p for p in parts + [cur] if p.strip()]
-
-
 def _recommend(args: argparse.Namespace) -> int:
-    from .models import names
-    from .models.stock import INPUT_SIZES
+    from .models import input_size
     from .recommend import recommend
 
-    if args.model not in names():
-        raise ValueError(f"--model {args.model!r}: unknown; choose one of {', '.join(names())}")
-    ds = _open(args)
-    r = recommend(ds, INPUT_SIZES.get(args.model))
+    size = input_size(args.model)  # an unknown model fails before the dataset is read
+    r = recommend(_open(args), size)
     print(f"{r['design']}\n{r['reason']}")
     print(f"This is the paper's reading, not a measurement: compare on your data with "
           f"hierhead sweep --data {args.data} --designs '{r['design']}' --seeds 3 ... (it always runs 9An{{9}} too).")

@@ -27,7 +27,7 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["Design", "PRESETS", "torchvision_order", "paper_order", "PAPER_RATIOS"]
+__all__ = ["Design", "PRESETS", "torchvision_order", "paper_order", "split_names", "PAPER_RATIOS"]
 
 #: The paper's aspect ratios (Section IV-A), as height / width like torchvision.
 PAPER_RATIOS: tuple[float, ...] = (1.0, 0.5, 2.0)
@@ -280,3 +280,17 @@ def _ratios(ratios: Sequence[float] | None, ratio_ids: list[int]) -> tuple[float
     if any(not math.isfinite(r) or r <= 0 for r in ratios) or max(ratio_ids) >= len(ratios):
         raise ValueError(f"ratios {ratios}: need a positive h/w value for every ratio index {ratio_ids}")
     return ratios
+
+
+def split_names(text: str) -> list[str]:
+    """``'9An{9,3}S, 9An{9}'`` -> ``['9An{9,3}S', '9An{9}']``: commas inside braces belong to a name."""
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch == "{"
+        depth -= ch == "}"
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return [p.strip() for p in parts + [cur] if p.strip()]

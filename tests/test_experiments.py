@@ -165,7 +165,7 @@ def test_recommend_on_cards(capsys):
 def test_recommend_rejects_an_unknown_model(capsys):
     assert main(["recommend", "--data", "synthetic:train=4,test=1", "--model", "yolo9"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("hierhead recommend: error: --model 'yolo9': unknown; choose one of") and "\n" not in err
+    assert err.startswith("hierhead recommend: error: model 'yolo9': unknown; choose one of") and "\n" not in err
 
 
 def test_recommend_follows_the_variation(tmp_path):

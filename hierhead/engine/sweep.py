@@ -21,7 +21,7 @@ from typing import Sequence
 from ..design import PRESETS, Design
 from .recipes import resolve
 
-__all__ = ["sweep", "summarise", "paired_interval", "slug", "GENERAL"]
+__all__ = ["sweep", "jobs", "summarise", "paired_interval", "slug", "GENERAL"]
 
 GENERAL = "9An{9}"
 # two-sided 95 % Student t quantiles for 1..30 degrees of freedom
@@ -49,6 +49,25 @@ def run_dir(out: Path, design: str, seed: int, fraction: float) -> Path:
     return out / "runs" / f"f{fraction:g}" / f"{slug(design)}" / f"seed{seed}"
 
 
+def jobs(designs: Sequence[str] | str = "all", seeds: int = 3,
+         fractions: Sequence[float] = (1.0,)) -> list[tuple[float, str, int]]:
+    """A sweep's (fraction, design, seed) runs in order; the general head is always among the designs.
+
+    Checked before any training: every design name, ``seeds >= 1``, each fraction in (0, 1].
+    """
+    designs = list(PRESETS) if designs == "all" else list(designs)
+    if GENERAL not in designs:
+        designs = [GENERAL] + designs
+    for d in designs:  # fail early on a bad name, before hours of training
+        Design.parse(d, num_sizes=3, num_ratios=3)
+    if seeds < 1:
+        raise ValueError(f"seeds={seeds}: needs at least 1")
+    bad = [f for f in fractions if not 0 < f <= 1]
+    if bad or not fractions:
+        raise ValueError(f"fractions {bad or list(fractions)}: each must be in (0, 1]")
+    return [(f, d, s) for f in fractions for s in range(seeds) for d in designs]
+
+
 def sweep(recipe: str, data: str, designs: Sequence[str] | str = "all", seeds: int = 3,
           fractions: Sequence[float] = (1.0,), out: str | Path = "runs/sweep", overrides: dict | None = None,
           metric: str | None = None, log=print, shard: tuple[int, int] = (0, 1)) -> list[dict]:
@@ -63,20 +82,10 @@ def sweep(recipe: str, data: str, designs: Sequence[str] | str = "all", seeds: i
     from .trainer import train
 
     out = Path(out)
-    designs = list(PRESETS) if designs == "all" else list(designs)
-    if GENERAL not in designs:
-        designs = [GENERAL] + designs
-    for d in designs:  # fail early on a bad name, before hours of training
-        Design.parse(d, num_sizes=3, num_ratios=3)
     index, count = shard
     if not 0 <= index < count:
         raise ValueError(f"shard {index}/{count}: needs 0 <= i < n")
-    if seeds < 1:
-        raise ValueError(f"seeds={seeds}: needs at least 1")
-    bad = [f for f in fractions if not 0 < f <= 1]
-    if bad or not fractions:
-        raise ValueError(f"fractions {bad or list(fractions)}: each must be in (0, 1]")
-    jobs = [(f, d, s) for f in fractions for s in range(seeds) for d in designs]
+    todo = jobs(designs, seeds, fractions)
     overrides = overrides or {}
 
     def config(fraction: float = 1.0, **over) -> dict:
@@ -84,14 +93,14 @@ def sweep(recipe: str, data: str, designs: Sequence[str] | str = "all", seeds: i
                                 "data": {**overrides.get("data", {}), "path": data, "fraction": fraction}})
 
     open_config_splits(config())  # a missing or broken dataset fails here, not after the first run
-    for k, (fraction, design, seed) in enumerate(jobs, 1):
+    for k, (fraction, design, seed) in enumerate(todo, 1):
         if (k - 1) % count != index:
             continue
         folder = run_dir(out, design, seed, fraction)
         if (folder / "result.json").is_file():
             continue
         run = config(design=design, seed=seed, out=str(folder), validate=False, fraction=fraction)
-        log(f"[{k}/{len(jobs)}] {design} seed {seed} fraction {fraction:g}")
+        log(f"[{k}/{len(todo)}] {design} seed {seed} fraction {fraction:g}")
         resume = (folder / "checkpoints" / "last.ckpt").is_file()
         result = train(run, resume=resume)
         model, _ = load_checkpoint(result["last"])

@@ -14,10 +14,10 @@ from torch import nn
 from ..anchors import PaperBoxGenerator, retinanet_anchor_generator
 from ..design import Design
 from .convert import hierarchize
-from .stock import ARCHITECTURES, ssdlite_norm, stock_model
+from .stock import ARCHITECTURES, INPUT_SIZES, ssdlite_norm, stock_model
 from .weights import load_state_dict
 
-__all__ = ["build", "names", "register", "spec_of"]
+__all__ = ["build", "names", "input_size", "register", "spec_of"]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 GENERAL = "9An{9}"
@@ -33,6 +33,17 @@ def register(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn
 def names() -> list[str]:
     """The registered model names."""
     return sorted(_REGISTRY)
+
+
+def _known(name: str) -> str:
+    if name not in _REGISTRY:
+        raise ValueError(f"model {name!r}: unknown; choose one of {', '.join(names())}")
+    return name
+
+
+def input_size(name: str) -> int | None:
+    """A registered model's square input size (the SSDs), None where the detector resizes by itself."""
+    return INPUT_SIZES.get(_known(name))
 
 
 def build(
@@ -55,8 +66,7 @@ def build(
     ``pretrained_backbone=True`` builds the pretrained-backbone architecture without loading
     weights (for checkpoints). Extra keyword arguments go to the torchvision detector (``nms_thresh``).
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"model {name!r}: unknown; choose one of {', '.join(names())}")
+    _known(name)
     if num_classes < 2:
         raise ValueError(f"num_classes={num_classes}: need at least 2 (background + one class)")
     model = _REGISTRY[name](num_classes, backbone_weights=backbone_weights,
