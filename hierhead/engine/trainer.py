@@ -22,7 +22,8 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Ti
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from ..models.stock import INPUT_SIZES, size_options
+from ..models import input_size
+from ..models.stock import size_options
 from .data import DetectionDataModule, fraction_subset, open_config_splits
 from .module import DetectorModule
 
@@ -48,7 +49,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 def _image_size(config: dict) -> tuple[int, int] | None:
     size = config.get("image_size")
     if size is None:
-        size = INPUT_SIZES.get(config["model"])
+        size = input_size(config["model"])
     if size is None:
         return None
     return (int(size), int(size)) if isinstance(size, (int, float)) else (int(size[0]), int(size[1]))
