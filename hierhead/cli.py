@@ -57,7 +57,7 @@ def _sweep(args: argparse.Namespace) -> int:
         over["max_steps"] = args.max_steps
     shard = _shard(args.shard)
     rows = sweep(args.recipe, args.data, designs, args.seeds, fractions, args.out, over,
-                 log=lambda m: print(m, flush=True), shard=shard)
+                 log=lambda m: print(m, flush=True), shard=shard, protocol=args.protocol, init=args.init)
     print(f"{len(rows)} runs; results.csv, results.md and results.png in {args.out}")
     print((Path(args.out) / "results.md").read_text() if rows else "")
     return 0
@@ -145,7 +145,7 @@ def _train(args: argparse.Namespace) -> int:
              "num_nodes": args.num_nodes, "strategy": args.strategy, "accelerator": args.accelerator,
              "precision": args.precision, "num_workers": args.workers,
              "deterministic": True if args.deterministic else None,
-             "backbone_weights": args.backbone_weights}
+             "backbone_weights": args.backbone_weights, "init": args.init}
     over.update({k: v for k, v in flags.items() if v is not None})
     if args.epochs is not None and args.max_steps is None:
         over["max_steps"] = None
@@ -241,6 +241,9 @@ def _add_train_parser(sub) -> None:
     t.add_argument("--seed", type=int)
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
     t.add_argument("--backbone-weights", help="local backbone state_dict (.pth / .safetensors)")
+    t.add_argument("--init", metavar="CKPT", help="start from this trained model (a train checkpoint or a "
+                   "models.save .safetensors of the same model and classes): any design starts as exactly its "
+                   "function, the units at 0")
     t.add_argument("--devices", help="devices per node (int or 'auto')")
     t.add_argument("--num-nodes", type=int)
     t.add_argument("--strategy", help="Lightning strategy: auto, ddp, ddp_spawn, ...")
@@ -323,7 +326,10 @@ def parser() -> argparse.ArgumentParser:
                         epilog="examples:\n  hierhead sweep --recipe cards-ssdlite --data ../shared/datasets/cards "
                                "--designs all --seeds 3 --fractions 0.25,0.5,1 --out runs/sweep-cards\n"
                                "  hierhead sweep --recipe cards-ssdlite --data synthetic:mode=ratio "
-                               "--designs '9An{9,3,1}As,9An{9,3}S' --seeds 2 --out runs/transfer\n\n"
+                               "--designs '9An{9,3,1}As,9An{9,3}S' --seeds 2 --out runs/transfer\n"
+                               "  hierhead sweep --recipe cards-ssdlite --data ../shared/datasets/cards --protocol head "
+                               "--init runs/start/cards/checkpoints/last.ckpt --seeds 10 --fractions 0.25,1 "
+                               "--out runs/head-cards\n\n"
                                "Run it again after a stop: finished runs are skipped, an unfinished one resumes.",
                         formatter_class=raw)
     sw.add_argument("--recipe", required=True)
@@ -334,6 +340,10 @@ def parser() -> argparse.ArgumentParser:
     sw.add_argument("--max-steps", type=int)
     sw.add_argument("--out", required=True)
     sw.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any recipe value")
+    sw.add_argument("--protocol", choices=["scratch", "finetune", "head"], default="scratch",
+                    help="scratch: the recipe from its own init; finetune: the whole detector from --init; "
+                         "head: only the prediction convs, on frozen features of --init cached once (seconds a run)")
+    sw.add_argument("--init", metavar="CKPT", help="the trained start of --protocol finetune / head")
     sw.add_argument("--shard", metavar="I/N", help="run every N-th job from the I-th (0-based): N processes "
                     "or GPUs share one sweep folder")
     sw.set_defaults(func=_sweep)

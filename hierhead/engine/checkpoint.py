@@ -9,7 +9,7 @@ from torch import nn
 
 from ..models import build
 
-__all__ = ["load_checkpoint", "CheckpointError"]
+__all__ = ["load_checkpoint", "load_start_model", "CheckpointError"]
 
 
 class CheckpointError(ValueError):
@@ -44,6 +44,36 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
     model.load_state_dict(state, strict=True)
     model.hierhead_spec = {**model.hierhead_spec, "classes": spec.get("classes"), "image_size": spec.get("image_size")}
     return model.eval(), spec
+
+
+def load_start_model(path: str | Path, spec: dict) -> nn.Module:
+    """The start of an ``--init`` run: a trained model of ``spec``'s detector and classes.
+
+    ``path``: a ``hierhead train`` checkpoint, or a whole-model ``.safetensors`` written by
+    :func:`hierhead.models.save` (its spec is in the metadata). Another model or class list is a
+    one-line error naming both; the anchor grid is checked when the weights are loaded
+    (:func:`hierhead.models.load_start`).
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from ..models.weights import _file_spec
+        saved = _file_spec(path) if path.is_file() else None
+        if not saved or "model" not in saved or "num_classes" not in saved:
+            raise CheckpointError(f"--init {str(path)!r}: not a model file saved by hierhead (no spec in its metadata)")
+        model = build(saved["model"], saved["num_classes"], design=saved.get("design"),
+                      pretrained_backbone=bool(saved.get("pretrained_backbone")), weights=path,
+                      **saved.get("options", {}))
+    else:
+        model, saved = load_checkpoint(path)
+    checks = [("model", saved.get("model"), spec.get("model"))]
+    if saved.get("classes") is not None:
+        checks.append(("classes", saved.get("classes"), spec.get("classes")))
+    else:
+        checks.append(("num_classes", saved.get("num_classes"), spec.get("num_classes")))
+    for key, theirs, ours in checks:
+        if theirs != ours:
+            raise CheckpointError(f"--init {str(path)!r}: trained with {key}={theirs!r}, this run has {key}={ours!r}")
+    return model
 
 
 def _first_sentence(e: Exception) -> str:

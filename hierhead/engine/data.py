@@ -77,13 +77,20 @@ def open_config_splits(config: dict) -> tuple[DetectionDataset, DetectionDataset
                        d.get("resplit"))
 
 
-def fraction_subset(ds: DetectionDataset, fraction: float, seed: int) -> DetectionDataset:
-    """A seeded ``fraction`` of the training images (the small-data experiments, Tables III-V)."""
+def fraction_indices(n: int, fraction: float, seed: int) -> list[int]:
+    """The indices (in order) of a seeded ``fraction`` of ``n`` training images."""
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction={fraction}: must be in (0, 1]")
     if fraction == 1:
-        return ds
-    return _pick(ds, max(1, round(len(ds) * fraction)), 10_000 + seed)[0]
+        return list(range(n))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(10_000 + seed)).tolist()
+    return sorted(order[:max(1, round(n * fraction))])
+
+
+def fraction_subset(ds: DetectionDataset, fraction: float, seed: int) -> DetectionDataset:
+    """A seeded ``fraction`` of the training images (the small-data experiments, Tables III-V)."""
+    indices = fraction_indices(len(ds), fraction, seed)
+    return ds if len(indices) == len(ds) else ds.subset(indices)
 
 
 def train_transforms(size: tuple[int, int] | None, flip: bool = True, iou_crop: bool = True,

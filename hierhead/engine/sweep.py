@@ -21,7 +21,7 @@ from typing import Sequence
 from ..design import PRESETS, Design
 from .recipes import resolve
 
-__all__ = ["sweep", "jobs", "summarise", "paired_interval", "slug", "GENERAL"]
+__all__ = ["sweep", "jobs", "summarise", "paired_interval", "slug", "GENERAL", "PROTOCOLS"]
 
 GENERAL = "9An{9}"
 # two-sided 95 % Student t quantiles for 1..30 degrees of freedom
@@ -68,52 +68,135 @@ def jobs(designs: Sequence[str] | str = "all", seeds: int = 3,
     return [(f, d, s) for f in fractions for s in range(seeds) for d in designs]
 
 
+PROTOCOLS = ("scratch", "finetune", "head")
+
+
 def sweep(recipe: str, data: str, designs: Sequence[str] | str = "all", seeds: int = 3,
           fractions: Sequence[float] = (1.0,), out: str | Path = "runs/sweep", overrides: dict | None = None,
-          metric: str | None = None, log=print, shard: tuple[int, int] = (0, 1)) -> list[dict]:
+          metric: str | None = None, log=print, shard: tuple[int, int] = (0, 1), protocol: str = "scratch",
+          init: str | Path | None = None) -> list[dict]:
     """Train and evaluate every (fraction, design, seed); returns all rows (finished ones are reused).
 
-    ``shard=(i, n)`` runs every n-th job from the i-th: n processes (GPUs, machines with a shared
-    folder) split one sweep; each rewrites the summary from all finished runs.
+    Args:
+        recipe: recipe name or YAML file (``--set`` overrides in ``overrides``).
+        data: the dataset (its train split is trained on, its test/val split scored).
+        designs: ``"all"`` (Table I) or names; the general head is always among them.
+        seeds: seeds 0..seeds-1; a seed draws the subset, the init and the batch order.
+        fractions: fractions of the training split.
+        out: the sweep folder (resumable: finished runs are skipped).
+        protocol: ``scratch`` (the recipe from its own init), ``finetune`` (the whole detector from
+            ``init``) or ``head`` (only the prediction convs, from ``init``'s frozen features, see
+            :mod:`hierhead.engine.head`; settings in the recipe's ``head`` section).
+        init: the start checkpoint of ``finetune`` and ``head``.
+        shard: ``(i, n)`` runs every n-th job from the i-th: n processes (GPUs, machines with a
+            shared folder) split one sweep; each rewrites the summary from all finished runs.
     """
-    from .checkpoint import load_checkpoint
     from .data import open_config_splits
-    from .infer import evaluate_model
-    from .trainer import train
 
     out = Path(out)
     index, count = shard
     if not 0 <= index < count:
         raise ValueError(f"shard {index}/{count}: needs 0 <= i < n")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol {protocol!r}: unknown; choose {', '.join(PROTOCOLS)}")
+    if protocol != "scratch" and not init:
+        raise ValueError(f"protocol {protocol!r} starts from a trained model: give --init CKPT")
+    if protocol == "scratch" and init:
+        raise ValueError("--init starts the finetune or head protocol: give --protocol finetune or head")
     todo = jobs(designs, seeds, fractions)
     overrides = overrides or {}
 
     def config(fraction: float = 1.0, **over) -> dict:
-        return resolve(recipe, {**overrides, **over,
+        return resolve(recipe, {**overrides, **over, "init": str(init) if init else None,
                                 "data": {**overrides.get("data", {}), "path": data, "fraction": fraction}})
 
     open_config_splits(config())  # a missing or broken dataset fails here, not after the first run
-    for k, (fraction, design, seed) in enumerate(todo, 1):
-        if (k - 1) % count != index:
-            continue
+    _same_settings(out, {"protocol": protocol, "init": str(init) if init else None,
+                         **({"head": config()["head"]} if protocol == "head" else {})})
+    mine = [(k, job) for k, job in enumerate(todo, 1)
+            if (k - 1) % count == index and not (run_dir(out, job[1], job[2], job[0]) / "result.json").is_file()]
+    runner = _HeadRuns(config(), log) if protocol == "head" and mine else None
+    for k, (fraction, design, seed) in mine:
         folder = run_dir(out, design, seed, fraction)
-        if (folder / "result.json").is_file():
-            continue
         run = config(design=design, seed=seed, out=str(folder), validate=False, fraction=fraction)
         log(f"[{k}/{len(todo)}] {design} seed {seed} fraction {fraction:g}")
-        resume = (folder / "checkpoints" / "last.ckpt").is_file()
-        result = train(run, resume=resume)
-        model, _ = load_checkpoint(result["last"])
-        _, test = open_config_splits(run)
-        scores = evaluate_model(model, test, metric or run["metric"])
-        row = {"design": design, "seed": seed, "fraction": fraction, "train_images": result.get("train_images"),
-               "steps": result["steps"], "metric": scores["metric"],
-               "mAP": scores.get("mAP", scores.get("AP")), "train_seconds": result["train_seconds"]}
+        row = runner(run, metric) if runner else _trained_run(run, folder, metric)
+        opt = run["head"]["optimizer"] if protocol == "head" else run["optimizer"]
+        row = {"design": design, "seed": seed, "fraction": fraction, "protocol": protocol,
+               "optimizer": opt["name"], "unit_lr_scale": opt.get("unit_lr_scale", 1.0), **row}
+        folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / "result.json.tmp"
         tmp.write_text(json.dumps(row))
         tmp.replace(folder / "result.json")
         summarise(out)
     return summarise(out)
+
+
+def _same_settings(out: Path, settings: dict) -> None:
+    """A sweep folder holds one protocol's runs: refuse to add runs of other settings to it."""
+    path = out / "sweep.json"
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        for key in sorted(set(saved) | set(settings)):
+            if saved.get(key) != settings.get(key):
+                raise ValueError(f"{str(out)!r} holds a sweep with {key}={saved.get(key)!r}, this one has "
+                                 f"{key}={settings.get(key)!r}: use another --out")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=1))
+
+
+def _trained_run(run: dict, folder: Path, metric: str | None) -> dict:
+    """A scratch or finetune run: Lightning training, then the last checkpoint on the test split."""
+    from .checkpoint import load_checkpoint
+    from .data import open_config_splits
+    from .infer import evaluate_model
+    from .trainer import train
+
+    resume = (folder / "checkpoints" / "last.ckpt").is_file()
+    result = train(run, resume=resume)
+    model, _ = load_checkpoint(result["last"])
+    _, test = open_config_splits(run)
+    scores = evaluate_model(model, test, metric or run["metric"])
+    return {"train_images": result.get("train_images"), "steps": result["steps"], "metric": scores["metric"],
+            "mAP": scores.get("mAP", scores.get("AP")), "train_seconds": result["train_seconds"]}
+
+
+class _HeadRuns:
+    """Head-protocol runs of one sweep: the start and both feature caches are made once."""
+
+    def __init__(self, config: dict, log) -> None:
+        import time
+
+        from .checkpoint import load_start_model
+        from .data import open_config_splits
+        from .head import cache_test, cache_views
+        from .trainer import _image_size
+
+        self.train, test = open_config_splits(config)
+        spec = {"model": config["model"], "classes": self.train.classes, "num_classes": len(self.train.classes) + 1}
+        self.start = load_start_model(config["init"], spec)
+        self.start.hierhead_spec = {**self.start.hierhead_spec, "classes": self.train.classes}
+        t0 = time.perf_counter()
+        h = config["head"]
+        self.views = cache_views(self.start, self.train, int(h["views"]), _image_size(config), config["augment"])
+        self.test = cache_test(self.start, test)
+        log(f"head protocol: {len(self.views)} views of {len(self.train)} training images and {len(test)} test "
+            f"images cached in {time.perf_counter() - t0:.0f} s ({(self.views.nbytes + self.test.nbytes) / 2**30:.2f} GiB)")
+
+    def __call__(self, run: dict, metric: str | None) -> dict:
+        from .data import fraction_indices
+        from .head import evaluate_head, head_model, pool_of, train_head
+
+        h, seed = run["head"], int(run["seed"])
+        images = fraction_indices(len(self.train), float(run["data"]["fraction"]), seed)
+        model = head_model(self.start, run["design"], seed, soft=bool(run.get("soft")))
+        r = train_head(model, self.views, pool_of(self.views, images), int(h["steps"]), int(h["batch_size"]),
+                       h["optimizer"], h["schedule"], seed)
+        scores = evaluate_head(model, self.test, metric or run["metric"], self.train.classes)
+        return {"train_images": len(images), "steps": r["steps"], "metric": scores["metric"],
+                "mAP": scores.get("mAP", scores.get("AP")), "train_seconds": r["seconds"],
+                "loss": round(r["loss"], 4), "loss_before": round(r["loss_before"], 4)}
 
 
 def _rows(out: Path) -> list[dict]:
@@ -126,7 +209,7 @@ def summarise(out: str | Path) -> list[dict]:
     rows = _rows(out)
     if not rows:
         return rows
-    fields = list(rows[0])
+    fields = list(dict.fromkeys(k for r in rows for k in r))
     tag = f".{os.getpid()}.tmp"  # shards may summarise at once: write aside, then rename
     with open(out / f"results.csv{tag}", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)

@@ -74,7 +74,7 @@ def prepare(config: dict) -> tuple[DetectorModule, DetectionDataModule]:
         int(config["epochs"] or 1) * max(1, len(train_set) // int(config["batch_size"]))
     module = DetectorModule(spec, config["optimizer"], config["schedule"], total, config["metric"],
                             config.get("backbone_weights"), bool(config.get("torchvision_weights")),
-                            bool(config.get("channels_last")))
+                            bool(config.get("channels_last")), config.get("init"))
     return module, dm
 
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..anchors import PaperBoxGenerator, retinanet_anchor_generator
 from ..design import Design
-from .convert import hierarchize
+from .convert import hierarchize, load_start
 from .stock import ARCHITECTURES, INPUT_SIZES, ssdlite_norm, stock_model
 from .weights import load_state_dict
 
@@ -54,6 +54,7 @@ def build(
     weights: str | Path | None = None,
     torchvision_weights: bool = False,
     soft: bool = False,
+    start: nn.Module | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a registered detector with ``num_classes`` classes (background included).
@@ -63,6 +64,9 @@ def build(
     ``backbone_weights``: a local classification-network state_dict (.pth / .safetensors).
     ``weights``: a local whole-model file saved by :func:`hierhead.models.save`.
     ``torchvision_weights=True`` downloads torchvision's ImageNet backbone (needs network).
+    ``start``: a trained detector of the same model, classes and anchors (any design: it is
+    folded) whose weights are loaded before the head is made hierarchical; the units then start
+    at 0, so every design starts as exactly the function ``start`` computes (``--init``).
     ``pretrained_backbone=True`` builds the pretrained-backbone architecture without loading
     weights (for checkpoints). Extra keyword arguments go to the torchvision detector (``nms_thresh``).
     """
@@ -72,6 +76,8 @@ def build(
     model = _REGISTRY[name](num_classes, backbone_weights=backbone_weights,
                             torchvision_weights=torchvision_weights, **kwargs)
     design_name = GENERAL if design is None else (design.name if isinstance(design, Design) else design)
+    if start is not None:
+        load_start(model, start)
     if design is not None:
         hierarchize(model, design, soft=soft)
     model.hierhead_spec = {**model.hierhead_spec, "design": design_name, "soft": soft}

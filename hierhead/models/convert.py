@@ -14,7 +14,7 @@ from ..anchors import anchor_grid, anchor_shapes, to_torchvision
 from ..design import Design
 from ..layers import HierarchicalConv2d
 
-__all__ = ["hierarchize", "fold", "head_convs", "level_designs"]
+__all__ = ["hierarchize", "fold", "head_convs", "level_designs", "load_start"]
 
 
 def _set(parent: nn.Module, name: str, module: nn.Module) -> None:
@@ -83,6 +83,34 @@ def hierarchize(model: nn.Module, design: str | Design, soft: bool = False) -> n
         if level < 0 and any(d.matrix.tolist() != designs[0].matrix.tolist() for d in designs):
             raise ValueError("hierarchize: a head shared by all levels needs the same anchor grid on every level")
         _set(parent, name, HierarchicalConv2d.from_conv(conv, designs[max(level, 0)], k_out, soft=soft))
+    return model
+
+
+def load_start(model: nn.Module, start: nn.Module) -> nn.Module:
+    """Load the weights of ``start``, a trained detector, into ``model``, a general head of the same kind.
+
+    A hierarchical ``start`` is folded first, so any trained design is a start. Refused with a
+    one-line error: another detector class, another anchor grid (shapes per level) or weights
+    of other shapes (e.g. another number of classes). Made hierarchical afterwards
+    (:func:`hierarchize`), the model starts as exactly the function ``start`` computes.
+
+    Args:
+        model: the detector to initialise, with plain (general-head) prediction convs.
+        start: a trained detector (e.g. ``load_checkpoint(...)[0]``).
+    """
+    if type(start) is not type(model):
+        raise ValueError(f"start: a {type(start).__name__}, this model is a {type(model).__name__}")
+    theirs, ours = anchor_shapes(_generator(start)), anchor_shapes(_generator(model))
+    if theirs != ours:
+        raise ValueError(f"start: another anchor grid ({sum(map(len, theirs))} anchors per location set over "
+                         f"{len(theirs)} maps, this model {sum(map(len, ours))} over {len(ours)}, or other shapes)")
+    state, own = fold(start).state_dict(), model.state_dict()
+    wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
+    if wrong or set(state) != set(own):
+        k = wrong[0] if wrong else sorted(set(state) ^ set(own))[0]
+        where = f"{tuple(state[k].shape)} there, {tuple(own[k].shape)} here" if wrong else "not in both"
+        raise ValueError(f"start: weights do not match this model ({k}: {where})")
+    model.load_state_dict(state, strict=True)
     return model
 
 

@@ -1,0 +1,308 @@
+"""The head protocol (issue 15): only the prediction convs train, on frozen features cached once.
+
+Eq. 2 changes nothing but the final prediction convs. To compare designs with little noise,
+the head protocol starts every run from one trained detector (``--init``), freezes the backbone
+and every layer before the prediction convs (batch norm in eval mode), re-initialises the
+prediction convs from the run's seed (torchvision's own init, drawn by building the stock model
+under that seed) and makes them hierarchical with the units at 0: every design starts as the
+general head of that seed. Because the frozen part is a fixed function, the backbone features
+of a few augmented *views* of every training image are computed once (:func:`cache_views`) and
+every run trains from that cache: a run costs seconds instead of minutes.
+
+The loss is the detector's own (``model.compute_loss``: SSD's smooth L1 + cross-entropy with 3:1
+hard negative mining), matching uses the detector's own matcher, and evaluation runs the
+detector's own ``head`` / ``postprocess_detections`` / ``transform.postprocess`` on cached test
+features: the same numbers as ``model(images)``. The loop is a plain loop rather than
+Lightning's: a run is a few hundred steps over tensors already in memory, where a Trainer's
+start-up, data loaders and callbacks would cost more than the training itself.
+
+SSD-family detectors only (``ssd300_vgg16``, ``ssd512_vgg16``, ``ssdlite320_mobilenet_v3``).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torchvision.models.detection.ssd import SSD
+from torchvision.ops import box_iou
+
+from ..data.readers import DetectionDataset
+from ..metrics import evaluate
+from ..models import build, head_convs, hierarchize
+from .data import SeededSamples, eval_transforms, train_transforms
+from .optim import LRSchedule, make_optimizer
+
+__all__ = ["FeatureCache", "cache_views", "cache_test", "LiveViews", "head_model", "head_outputs", "train_head", "evaluate_head",
+           "pool_of"]
+
+
+def _check(model: nn.Module) -> None:
+    if not isinstance(model, SSD):
+        raise ValueError(f"the head protocol supports SSD-family detectors, not {type(model).__name__}")
+
+
+@dataclass
+class FeatureCache:
+    """Inputs of the prediction convs and matched targets of images seen through the frozen detector.
+
+    ``features[c][n]`` is the input of prediction conv c (:func:`head_convs` order) for view n; ``targets[n]`` its boxes and labels in
+    the model's input frame; ``matched[n]`` the ground-truth index matched to each anchor
+    (training views); ``image[n]`` the dataset index the view was drawn from.
+    """
+
+    features: list[torch.Tensor]
+    targets: list[dict]
+    anchors: torch.Tensor
+    image: list[int]
+    matched: list[torch.Tensor] = field(default_factory=list)
+    image_sizes: list[tuple[int, int]] = field(default_factory=list)
+    original_sizes: list[tuple[int, int]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.image)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(f.numel() * f.element_size() for f in self.features)
+
+    def batch(self, ids: list[int]):
+        """(features per level, targets, anchors, matched) of the views ``ids``."""
+        index = torch.as_tensor(ids)
+        return ([f[index] for f in self.features], [self.targets[i] for i in ids],
+                [self.anchors] * len(ids), [self.matched[i] for i in ids])
+
+
+def _final_convs(model: nn.Module) -> list[tuple[nn.Module, str, int]]:
+    """(final conv, role, level) of every prediction conv, in :func:`head_convs` order."""
+    out = []
+    for parent, name, level, _, role in head_convs(model):
+        conv = parent[int(name)] if isinstance(parent, (nn.ModuleList, nn.Sequential)) else getattr(parent, name)
+        out.append((conv, role, level))
+    return out
+
+
+@torch.no_grad()
+def _encode(model: SSD, images: list[torch.Tensor], targets: list[dict] | None):
+    """The frozen part of ``model`` on a batch: (inputs of the prediction convs, transformed images,
+    targets, anchors, matched)."""
+    images_t, targets_t = model.transform(images, targets)
+    features = list(model.backbone(images_t.tensors).values())
+    captured: dict[int, torch.Tensor] = {}
+    hooks = [conv.register_forward_pre_hook(lambda _, args, n=n: captured.__setitem__(n, args[0]))
+             for n, (conv, _, _) in enumerate(_final_convs(model))]
+    try:
+        model.head(features)
+    finally:
+        for h in hooks:
+            h.remove()
+    inputs = [captured[n] for n in range(len(captured))]
+    anchors = model.anchor_generator(images_t, features)
+    matched = []
+    for a, t in zip(anchors, targets_t or []):
+        if t["boxes"].numel() == 0:
+            matched.append(torch.full((a.size(0),), -1, dtype=torch.int64))
+        else:
+            matched.append(model.proposal_matcher(box_iou(t["boxes"], a)))
+    return inputs, images_t, targets_t, anchors, matched
+
+
+def head_outputs(model: nn.Module, inputs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """SSD's ``head(features)`` from the inputs of its final convs (``inputs[n]`` feeds conv n of
+    :func:`head_convs`): each conv's (N, A*K, H, W) output laid out as (N, HWA, K) and concatenated
+    over levels, as torchvision's ``SSDScoringHead`` does."""
+    parts: dict[str, list[torch.Tensor]] = {"cls": [], "box": []}
+    for (conv, role, _), x in zip(_final_convs(model), inputs):
+        y = conv(x)
+        k = model.head.classification_head.num_columns if role == "cls" else 4
+        n, _, h, w = y.shape
+        parts[role].append(y.view(n, -1, k, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, k))
+    return {"bbox_regression": torch.cat(parts["box"], 1), "cls_logits": torch.cat(parts["cls"], 1)}
+
+
+def _views(dataset: DetectionDataset, views: int, image_size, augment: dict, seed: int) -> tuple[SeededSamples, list]:
+    samples = SeededSamples(dataset, train_transforms(image_size, **augment), seed)
+    return samples, [(i, v) for v in range(views) for i in range(len(dataset))]
+
+
+def _plain(target: dict) -> dict:
+    return {"boxes": target["boxes"].as_subclass(torch.Tensor).float(), "labels": target["labels"]}
+
+
+@torch.no_grad()
+def cache_views(model: nn.Module, dataset: DetectionDataset, views: int, image_size, augment: dict | None = None,
+                seed: int = 0, batch_size: int = 16) -> FeatureCache:
+    """Features of ``views`` augmented views of every image (view v of image i seeded by (seed, v, i)).
+
+    Args:
+        model: the start detector (its frozen part is what is cached).
+        dataset: the whole training split (runs draw their subsets from it).
+        views: augmented views per image (the recipe's augmentation, as in training).
+        image_size: the training resize (the model's input size).
+        augment: the recipe's ``augment`` section.
+        seed: the views' seed (one cache serves every run).
+    """
+    _check(model)
+    model.eval()
+    samples, keys = _views(dataset, views, image_size, augment or {}, seed)
+    feats: list[list[torch.Tensor]] = []
+    targets, matched, image = [], [], []
+    anchors = None
+    for start in range(0, len(keys), batch_size):
+        chunk = [samples[k] for k in keys[start:start + batch_size]]
+        f, _, t, a, m = _encode(model, [c[0] for c in chunk], [_plain(c[1]) for c in chunk])
+        feats.append(f)
+        targets += t
+        matched += m
+        anchors = a[0]
+        image += [k[0] for k in keys[start:start + batch_size]]
+    levels = [torch.cat([f[level] for f in feats]) for level in range(len(feats[0]))]
+    return FeatureCache(levels, targets, anchors, image, matched)
+
+
+@torch.no_grad()
+def cache_test(model: nn.Module, dataset: DetectionDataset, batch_size: int = 16) -> FeatureCache:
+    """Features of the evaluation images as ``model(images)`` sees them (no augmentation)."""
+    _check(model)
+    model.eval()
+    samples = SeededSamples(dataset, eval_transforms(), 0)
+    feats, sizes, originals = [], [], []
+    anchors = None
+    for start in range(0, len(dataset), batch_size):
+        images = [samples[i][0] for i in range(start, min(len(dataset), start + batch_size))]
+        originals += [tuple(im.shape[-2:]) for im in images]
+        f, images_t, _, a, _ = _encode(model, [im.as_subclass(torch.Tensor) for im in images], None)
+        feats.append(f)
+        sizes += images_t.image_sizes
+        anchors = a[0]
+    levels = [torch.cat([f[level] for f in feats]) for level in range(len(feats[0]))]
+    targets = [dataset.target(i) for i in range(len(dataset))]
+    return FeatureCache(levels, targets, anchors, list(range(len(dataset))), image_sizes=sizes,
+                        original_sizes=originals)
+
+
+class LiveViews:
+    """The same views as :func:`cache_views`, encoded through the frozen model at every step (no cache).
+
+    What the cache replaces; kept to check that a cached run equals an uncached one.
+    """
+
+    def __init__(self, model: nn.Module, dataset: DetectionDataset, views: int, image_size,
+                 augment: dict | None = None, seed: int = 0) -> None:
+        _check(model)
+        self.model = model
+        self.samples, self.keys = _views(dataset, views, image_size, augment or {}, seed)
+        self.image = [k[0] for k in self.keys]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def batch(self, ids: list[int]):
+        chunk = [self.samples[self.keys[i]] for i in ids]
+        f, _, t, a, m = _encode(self.model, [c[0] for c in chunk], [_plain(c[1]) for c in chunk])
+        return f, t, a, m
+
+
+def head_model(start: nn.Module, design: str, seed: int, soft: bool = False) -> nn.Module:
+    """A copy of ``start`` whose prediction convs are re-drawn from ``seed`` and made ``design``.
+
+    The re-drawn convs are those of the stock model built under ``torch.manual_seed(seed)``
+    (torchvision's init for that detector), so every design of one seed starts as the same
+    general head; the units start at 0. Everything else is ``start``'s, frozen.
+    """
+    _check(start)
+    spec = start.hierhead_spec
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        fresh = build(spec["model"], spec["num_classes"], design=None, **spec.get("options", {}))
+    model = copy.deepcopy(start)
+    for (parent, name, *_), (fparent, fname, *_) in zip(head_convs(model), head_convs(fresh)):
+        conv = parent[int(name)] if isinstance(parent, (nn.ModuleList, nn.Sequential)) else getattr(parent, name)
+        new = fparent[int(fname)] if isinstance(fparent, (nn.ModuleList, nn.Sequential)) else getattr(fparent, fname)
+        conv.load_state_dict(new.state_dict())
+    hierarchize(model, design, soft=soft)
+    model.hierhead_spec = {**spec, "design": design, "soft": soft}
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for parent, name, *_ in head_convs(model):
+        conv = parent[int(name)] if isinstance(parent, (nn.ModuleList, nn.Sequential)) else getattr(parent, name)
+        for p in conv.parameters():
+            p.requires_grad_(True)
+    return model.eval()
+
+
+def train_head(model: nn.Module, source, pool: list[int], steps: int, batch_size: int, optimizer: dict,
+               schedule: dict | None = None, seed: int = 0) -> dict:
+    """Train ``model``'s trainable parameters (its prediction convs) on the views ``pool`` of ``source``.
+
+    Args:
+        model: from :func:`head_model` (eval mode: frozen batch norm).
+        source: a :class:`FeatureCache` or :class:`LiveViews`.
+        pool: the view indices this run trains on (its subset's views).
+        steps: optimiser steps; batches are drawn without replacement from a (seed, epoch)-seeded
+            permutation of ``pool`` (the last incomplete batch of an epoch is dropped).
+        batch_size: views per step (capped at the pool's size).
+        optimizer: the recipe's ``optimizer`` section (:func:`~hierhead.engine.optim.make_optimizer`).
+        schedule: the ``schedule`` section (:class:`~hierhead.engine.optim.LRSchedule`).
+        seed: draws the batch order.
+
+    Returns ``{"steps", "loss", "loss_before", "seconds"}``: the mean training loss over the last
+    10 % of the steps and over the 10 % before them (how far from converged the run ended).
+    """
+    if steps < 1:
+        raise ValueError(f"steps={steps}: needs at least 1")
+    batch_size = min(batch_size, len(pool))
+    opt = make_optimizer(model, optimizer)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, LRSchedule(lr=float(optimizer["lr"]), total_steps=steps, **(schedule or {})))
+    generator = torch.Generator().manual_seed(1_000_003 * seed + 17)
+    order: list[int] = []
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    for step in range(steps):
+        if len(order) < batch_size:
+            order = [pool[i] for i in torch.randperm(len(pool), generator=generator).tolist()]
+        ids, order = order[:batch_size], order[batch_size:]
+        features, targets, anchors, matched = source.batch(ids)
+        parts = model.compute_loss(targets, head_outputs(model, features), anchors, matched)
+        loss = sum(parts.values())
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"head protocol, step {step}: loss is {loss.item()}; lower the lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    tail = max(1, steps // 10)
+    before = losses[-2 * tail:-tail] or losses[:tail]
+    return {"steps": steps, "loss": sum(losses[-tail:]) / tail, "loss_before": sum(before) / len(before),
+            "seconds": round(time.perf_counter() - t0, 2)}
+
+
+@torch.no_grad()
+def detect_cached(model: nn.Module, cache: FeatureCache, batch_size: int = 16) -> list[dict]:
+    """``model(images)`` of the cached evaluation images, from their features."""
+    out = []
+    for start in range(0, len(cache), batch_size):
+        ids = list(range(start, min(len(cache), start + batch_size)))
+        features = [f[torch.as_tensor(ids)] for f in cache.features]
+        sizes = [cache.image_sizes[i] for i in ids]
+        dets = model.postprocess_detections(head_outputs(model, features), [cache.anchors] * len(ids), sizes)
+        out += model.transform.postprocess(dets, sizes, [cache.original_sizes[i] for i in ids])
+    return out
+
+
+def evaluate_head(model: nn.Module, cache: FeatureCache, metric: str, classes: list[str]) -> dict:
+    """The metric of ``model`` on the cached evaluation images (see :func:`cache_test`)."""
+    return evaluate(detect_cached(model, cache), cache.targets, metric, classes)
+
+
+def pool_of(cache, images: list[int]) -> list[int]:
+    """The view indices of the dataset images ``images``."""
+    keep = set(images)
+    return [n for n, i in enumerate(cache.image) if i in keep]
+
+

@@ -1,0 +1,146 @@
+"""Optimisers for a detector with hierarchical heads, and the units' step size (issue 15).
+
+One place builds the optimiser for every training path (the Lightning module and the head
+protocol), so ``optimizer.unit_lr_scale`` means the same everywhere:
+
+* a number ``s``: every unit gets ``s x lr`` (its own parameter group);
+* ``"auto"``: unit j gets ``lr / n_j``, n_j the number of anchors M joins to it (row sum of M).
+
+Why ``auto``: under SGD the composed weight of anchor a is ``W'_a = W_a + sum_j M_ja W_Rj``, so
+one step moves W'_a by its own gradient plus, through each unit, the gradients of *every* anchor
+the unit joins: along a global unit's direction the step is up to (1 + 9) times a general head's.
+Under Adam/RMSprop each unit moves about lr per element on top of the anchor's own move. Dividing
+unit j's lr by n_j makes its move the *mean* of its anchors' steps rather than their sum (SGD),
+or a 1/n_j share of one step (Adam), so Eq. 2's function and fold are untouched and only the
+step size of the shared directions changes.
+
+Per-unit rates need per-row learning rates inside one tensor (``unit_weight`` holds all J units),
+which torch's parameter groups cannot express. Every optimiser here updates ``p <- p - lr * u``
+with a ``u`` that does not depend on lr (SGD with momentum, RMSprop, Adam; AdamW's decoupled decay
+is ``lr * wd * p``, also linear in lr), so scaling a row's update by ``c`` after the step is exactly
+a learning rate of ``c x lr`` for that row. :class:`RowScaledSteps` does that with torch's
+optimiser step hooks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..layers import HierarchicalConv2d
+
+__all__ = ["make_optimizer", "LRSchedule", "RowScaledSteps", "unit_row_scales"]
+
+OPTIMIZERS = ("sgd", "rmsprop", "adam", "adamw")
+
+
+class LRSchedule:
+    """lr factor at a step: linear warm-up, then multistep / step (exponential every k) / cosine / constant."""
+
+    def __init__(self, name: str = "constant", lr: float = 1.0, milestones=(), gamma: float = 0.1,
+                 step_size: int = 0, total_steps: int = 0, warmup_steps: int = 0,
+                 warmup_start_lr: float | None = None) -> None:
+        if name not in ("constant", "multistep", "step", "cosine"):
+            raise ValueError(f"schedule {name!r}: unknown; choose constant, multistep, step or cosine")
+        if name == "step" and step_size <= 0:
+            raise ValueError("schedule 'step' needs step_size > 0")
+        self.name, self.milestones, self.gamma, self.step_size = name, sorted(milestones), gamma, step_size
+        self.total, self.warmup = total_steps, warmup_steps
+        self.warmup_start = (warmup_start_lr / lr) if warmup_start_lr is not None else 0.001
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return self.warmup_start + (1 - self.warmup_start) * step / self.warmup
+        if self.name == "multistep":
+            return self.gamma ** sum(step >= m for m in self.milestones)
+        if self.name == "step":
+            return self.gamma ** (step // self.step_size)
+        if self.name == "cosine" and self.total > self.warmup:
+            t = min(1.0, (step - self.warmup) / (self.total - self.warmup))
+            return 0.5 * (1 + math.cos(math.pi * t))
+        return 1.0
+
+
+def unit_row_scales(layer: HierarchicalConv2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight rows, bias rows) scales ``1 / n_j`` for ``unit_weight`` / ``unit_bias`` (J*K rows, unit-major)."""
+    joined = layer.matrix.detach().sum(1).clamp_min(1.0)  # n_j, anchors joined to unit j
+    per_row = (1.0 / joined).repeat_interleave(layer.num_outputs_per_anchor)
+    return per_row.view(-1, 1, 1, 1), per_row
+
+
+class RowScaledSteps:
+    """Scale each listed parameter's update by a fixed per-row factor (see the module docstring).
+
+    ``scales``: ``{parameter: factor tensor broadcastable to it}``. Registered as a pre/post step
+    hook pair on ``optimizer``; the parameters are restored to ``old + c * (new - old)``.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, scales: dict[nn.Parameter, torch.Tensor]) -> None:
+        self.scales = scales
+        self._before: list[torch.Tensor] = []
+        optimizer.register_step_pre_hook(self._save)
+        optimizer.register_step_post_hook(self._scale)
+
+    def _save(self, *_):
+        self._before = [p.detach().clone() for p in self.scales]
+
+    @torch.no_grad()
+    def _scale(self, *_):
+        for (p, c), old in zip(self.scales.items(), self._before):
+            p.copy_(old + (p - old) * c.to(p.device, p.dtype))
+        self._before = []
+
+
+def _unit_scale(value) -> float | str:
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        scale = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"optimizer.unit_lr_scale={value!r}: expected a number > 0 or 'auto'") from None
+    if not scale > 0:
+        raise ValueError(f"optimizer.unit_lr_scale={value!r}: expected a number > 0 or 'auto'")
+    return scale
+
+
+def make_optimizer(model: nn.Module, config: dict) -> torch.optim.Optimizer:
+    """The optimiser of ``config`` (``name``, ``lr``, ``weight_decay``, ``momentum``, ``eps``,
+    ``unit_lr_scale``) over ``model``'s trainable parameters.
+
+    Args:
+        model: a detector (or any module) whose ``requires_grad`` parameters are trained.
+        config: the recipe's ``optimizer`` section. ``rmsprop`` is PyTorch's RMSprop with the
+            paper's decay 0.9, momentum 0.9 and eps 1.0 (the TF Object Detection API's values).
+    """
+    cfg = dict(config)
+    name, lr = str(cfg.pop("name", "sgd")).lower(), float(cfg.pop("lr"))
+    decay = float(cfg.pop("weight_decay", 0.0))
+    scale = _unit_scale(cfg.pop("unit_lr_scale", 1.0))
+    layers = [m for m in model.modules() if isinstance(m, HierarchicalConv2d)]
+    unit_ids = {id(p) for m in layers for p in (m.unit_weight, m.unit_bias)}
+    trained = [p for p in model.parameters() if p.requires_grad]
+    units = [p for p in trained if id(p) in unit_ids]
+    # one group at scale 1 (the paper's single lr; also what checkpoints from before the option hold)
+    if units and scale not in (1.0, "auto"):
+        params = [{"params": [p for p in trained if id(p) not in unit_ids]}, {"params": units, "lr": lr * scale}]
+    else:
+        params = [{"params": trained}]
+    if name == "sgd":
+        opt = torch.optim.SGD(params, lr=lr, momentum=float(cfg.pop("momentum", 0.9)), weight_decay=decay)
+    elif name == "rmsprop":  # TF Object Detection API's RMSprop settings (paper IV-C)
+        opt = torch.optim.RMSprop(params, lr=lr, momentum=float(cfg.pop("momentum", 0.9)), alpha=0.9,
+                                  eps=float(cfg.pop("eps", 1.0)), weight_decay=decay)
+    elif name in ("adam", "adamw"):
+        cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
+        opt = cls(params, lr=lr, weight_decay=decay)
+    else:
+        raise ValueError(f"optimizer {name!r}: unknown; choose {', '.join(OPTIMIZERS)}")
+    if scale == "auto" and units:
+        scales = {}
+        for m in layers:
+            if m.unit_weight.requires_grad:
+                scales[m.unit_weight], scales[m.unit_bias] = unit_row_scales(m)
+        opt.hierhead_row_scales = RowScaledSteps(opt, scales)  # kept alive with the optimiser
+    return opt

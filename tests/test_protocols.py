@@ -1,0 +1,199 @@
+"""The shared start (--init), the head and fine-tune protocols, and the units' step size (issue 15)."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from hierhead.cli import main
+from hierhead.engine import load_checkpoint, resolve, train
+from hierhead.engine.checkpoint import load_start_model
+from hierhead.engine.data import open_config_splits
+from hierhead.engine.head import LiveViews, cache_test, cache_views, evaluate_head, head_model, pool_of, train_head
+from hierhead.engine.infer import evaluate_model, run_model
+from hierhead.engine.module import DetectorModule
+from hierhead.engine.optim import make_optimizer
+from hierhead.layers import HierarchicalConv2d
+from hierhead.models import build, head_convs, load_start
+
+DATA = "synthetic:mode=all,classes=2,train=12,test=6,size=96,seed=3"
+SIZE = 96
+QUICK = {"num_workers": 0, "progress": False, "validate": False, "image_size": SIZE, "batch_size": 4,
+         "checkpoint_every_n_steps": None}
+HEAD = {"views": 2, "steps": 3, "batch_size": 4}
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("HIERHEAD_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="module")
+def start(tmp_path_factory):
+    """A general head trained 3 steps on tiny synthetic data: the start of every run here."""
+    out = tmp_path_factory.mktemp("start")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HIERHEAD_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    config = resolve("synthetic-ssdlite", {**QUICK, "data": {"path": DATA}, "design": "9An{9}", "max_steps": 3,
+                                           "out": str(out)})
+    result = train(config)
+    mp.undo()
+    return config, result["last"]
+
+
+def _config(start, **over):
+    config, ckpt = start
+    return resolve("synthetic-ssdlite", {**QUICK, "data": {"path": DATA}, "init": ckpt, **over})
+
+
+def _same(a: list[dict], b: list[dict]) -> bool:
+    return all(torch.equal(x[k], y[k]) for x, y in zip(a, b) for k in ("boxes", "scores", "labels"))
+
+
+def test_init_starts_every_design_at_the_start_detections(start):
+    config, ckpt = start
+    reference, spec = load_checkpoint(ckpt)
+    _, test = open_config_splits(config)
+    images = [test[i][0] for i in range(3)]
+    expected = run_model(reference, images)
+    assert sum(len(d["boxes"]) for d in expected) > 0
+    for design in ("9An{9}", "9An{9,3,1}As", "9An{9,1}Both"):
+        spec_d = {**spec, "design": design}
+        module = DetectorModule(spec_d, {"name": "sgd", "lr": 0.01}, init=ckpt)
+        layers = [m for m in module.model.modules() if isinstance(m, HierarchicalConv2d)]
+        assert (len(layers) > 0) == (design != "9An{9}")
+        assert all(not m.unit_weight.any() and not m.unit_bias.any() for m in layers)
+        assert _same(run_model(module.model, images), expected), design
+
+
+def test_init_refuses_another_class_list_model_or_anchor_grid(start, tmp_path, capsys):
+    config, ckpt = start
+    code = main(["train", "--recipe", "synthetic-ssdlite", "--data", "synthetic:classes=3,train=8,test=4,size=96",
+                 "--init", ckpt, "--out", str(tmp_path / "x"), "--max-steps", "1", "--set", "progress=false"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--init" in err and "classes=['class0', 'class1']" in err and "class2" in err
+    assert len(err.strip().splitlines()) == 1
+    spec = load_checkpoint(ckpt)[1]
+    with pytest.raises(ValueError, match="trained with model='ssdlite320_mobilenet_v3'"):
+        load_start_model(ckpt, {**spec, "model": "ssd300_vgg16"})
+    trained, _ = load_checkpoint(ckpt)
+    other = build("ssdlite320_mobilenet_v3", 4, design=None, image_size=SIZE)
+    with pytest.raises(ValueError, match="weights do not match"):
+        load_start(other, trained)
+    other = build("ssdlite320_mobilenet_v3", 3, design=None, image_size=SIZE)
+    other.anchor_generator._wh_pairs[0] = other.anchor_generator._wh_pairs[0] * 1.1
+    with pytest.raises(ValueError, match="another anchor grid"):
+        load_start(other, trained)
+
+
+def test_head_protocol_trains_only_the_prediction_convs(start):
+    config, ckpt = start
+    trained, _ = load_checkpoint(ckpt)
+    train_set, _ = open_config_splits(config)
+    cache = cache_views(trained, train_set, 2, (SIZE, SIZE), config["augment"])
+    model = head_model(trained, "9An{9,3,1}As", seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train_head(model, cache, pool_of(cache, range(len(train_set))), 3, 4, {"name": "adamw", "lr": 0.01})
+    head_keys = {f"{k}.{p}" if k else p
+                 for parent, name, *_ in head_convs(model)
+                 for k in [_path(model, parent, name)]
+                 for p in ("anchor_weight", "anchor_bias", "unit_weight", "unit_bias")}
+    after = model.state_dict()
+    frozen = [k for k in before if k not in head_keys]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)  # bit-identical
+    assert all(not torch.equal(before[k], after[k]) for k in head_keys if k.endswith("weight"))
+    # every design of a seed starts as the same general head; another seed draws another one
+    a, b = head_model(trained, "9An{9}", seed=0), head_model(trained, "9An{9}", seed=1)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert any(not torch.equal(sa[k], sb[k]) for k in sa)
+    assert all(torch.equal(before[k], sa[k]) for k in frozen)
+
+
+def _path(model, parent, name) -> str:
+    for path, module in model.named_modules():
+        if module is parent:
+            return f"{path}.{name}" if path else name
+    raise AssertionError("parent not in model")
+
+
+def test_cached_run_equals_uncached_run_and_cached_eval_equals_the_model(start):
+    config, ckpt = start
+    trained, _ = load_checkpoint(ckpt)
+    train_set, test = open_config_splits(config)
+    cache = cache_views(trained, train_set, 2, (SIZE, SIZE), config["augment"])
+    live = LiveViews(trained, train_set, 2, (SIZE, SIZE), config["augment"])
+    pool = pool_of(cache, range(0, len(train_set), 2))
+    assert pool == pool_of(live, range(0, len(train_set), 2))
+    runs = []
+    for source in (cache, live):
+        model = head_model(trained, "9An{9,3}S", seed=4)
+        r = train_head(model, source, pool, 4, 4, {"name": "sgd", "lr": 0.01, "unit_lr_scale": "auto"}, seed=4)
+        runs.append((model, r))
+    (m1, r1), (m2, r2) = runs
+    assert r1["loss"] == pytest.approx(r2["loss"], rel=1e-5)
+    for p1, p2 in zip(m1.parameters(), m2.parameters()):
+        torch.testing.assert_close(p1, p2, rtol=1e-5, atol=1e-6)
+    scores = evaluate_head(m1, cache_test(trained, test), "voc07", train_set.classes)
+    assert scores["mAP"] == pytest.approx(evaluate_model(m1, test, "voc07")["mAP"], abs=1e-9)
+
+
+def _one_step(design: str, opt: dict):
+    torch.manual_seed(0)
+    model = build("ssdlite320_mobilenet_v3", 3, design=design, image_size=SIZE)
+    layer = next(m for m in model.modules() if isinstance(m, HierarchicalConv2d))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in layer.parameters():
+        p.requires_grad_(True)
+    before = layer.unit_weight.detach().clone()
+    optimizer = make_optimizer(model, opt)
+    torch.manual_seed(1)
+    x = torch.randn(2, layer.in_channels, 4, 4)
+    (layer(x) * torch.randn(2, layer.out_channels, 4, 4)).sum().backward()
+    grad = layer.unit_weight.grad.clone()
+    optimizer.step()
+    return layer, before, grad
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw", "rmsprop"])
+def test_unit_lr_scale_auto_is_each_units_lr_over_its_anchor_count(name):
+    base = {"name": name, "lr": 0.01, "momentum": 0.0, "weight_decay": 0.0}
+    layer, before, grad = _one_step("9An{9,3,1}As", {**base, "unit_lr_scale": 1.0})
+    plain = layer.unit_weight.detach() - before
+    layer, before, _ = _one_step("9An{9,3,1}As", {**base, "unit_lr_scale": "auto"})
+    scaled = layer.unit_weight.detach() - before
+    joined = layer.matrix.sum(1)  # anchors per unit: 9 (global), then 3, 3, 3
+    assert joined.tolist() == [9.0, 3.0, 3.0, 3.0]
+    rows = (1 / joined).repeat_interleave(layer.num_outputs_per_anchor).view(-1, 1, 1, 1)
+    torch.testing.assert_close(scaled, plain * rows, rtol=1e-5, atol=1e-9)
+    if name == "sgd":  # the update written out: -lr / n_j * gradient
+        torch.testing.assert_close(scaled, -0.01 * grad * rows, rtol=1e-5, atol=1e-9)
+    with pytest.raises(ValueError, match="unit_lr_scale='half'"):
+        _one_step("9An{9,3}S", {**base, "unit_lr_scale": "half"})
+
+
+def test_sweep_head_and_finetune_protocols(start, tmp_path, capsys):
+    config, ckpt = start
+    common = ["sweep", "--recipe", "synthetic-ssdlite", "--data", DATA, "--designs", "9An{9,3,1}As", "--seeds", "2",
+              "--fractions", "0.5", "--set", f"image_size={SIZE}", "--set", "num_workers=0",
+              "--set", "progress=false", "--set", "batch_size=4"]
+    head = [*common, "--protocol", "head", "--init", ckpt, "--out", str(tmp_path / "head"),
+            *(x for k, v in HEAD.items() for x in ("--set", f"head.{k}={v}")), "--set", "head.optimizer.name=sgd"]
+    assert main(head) == 0
+    rows = list(csv.DictReader(open(tmp_path / "head" / "results.csv")))
+    assert len(rows) == 4 and {r["protocol"] for r in rows} == {"head"} and {r["optimizer"] for r in rows} == {"sgd"}
+    assert {r["train_images"] for r in rows} == {"6"} and {r["steps"] for r in rows} == {"3"}
+    assert all(float(r["loss"]) > 0 and 0 <= float(r["mAP"]) <= 1 for r in rows)
+    assert json.loads((tmp_path / "head" / "sweep.json").read_text())["protocol"] == "head"
+    capsys.readouterr()
+    # the same folder with other settings, and a protocol without its start, are one-line errors
+    assert main([*head[:-2], "--set", "head.optimizer.name=adamw"]) == 2
+    assert "head" in capsys.readouterr().err
+    assert main([*common, "--protocol", "head", "--out", str(tmp_path / "y")]) == 2
+    assert "--init" in capsys.readouterr().err
+    assert main([*common, "--protocol", "finetune", "--init", ckpt, "--max-steps", "1",
+                 "--out", str(tmp_path / "ft"), "--seeds", "1"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "ft" / "results.csv")))
+    assert len(rows) == 2 and {r["protocol"] for r in rows} == {"finetune"} and {r["steps"] for r in rows} == {"1"}
