@@ -179,11 +179,14 @@ def test_sweep_head_and_finetune_protocols(start, tmp_path, capsys):
     common = ["sweep", "--recipe", "synthetic-ssdlite", "--data", DATA, "--designs", "9An{9,3,1}As", "--seeds", "2",
               "--fractions", "0.5", "--set", f"image_size={SIZE}", "--set", "num_workers=0",
               "--set", "progress=false", "--set", "batch_size=4"]
-    head = [*common, "--protocol", "head", "--init", ckpt, "--out", str(tmp_path / "head"),
+    head = [*common, "--designs", "9An{9,3,1}As,9An{9,3,1}As@auto", "--protocol", "head", "--init", ckpt,
+            "--out", str(tmp_path / "head"),
             *(x for k, v in HEAD.items() for x in ("--set", f"head.{k}={v}")), "--set", "head.optimizer.name=sgd"]
     assert main(head) == 0
     rows = list(csv.DictReader(open(tmp_path / "head" / "results.csv")))
-    assert len(rows) == 4 and {r["protocol"] for r in rows} == {"head"} and {r["optimizer"] for r in rows} == {"sgd"}
+    assert len(rows) == 6 and {r["protocol"] for r in rows} == {"head"} and {r["optimizer"] for r in rows} == {"sgd"}
+    assert {(r["design"], r["unit_lr_scale"]) for r in rows} == {
+        ("9An{9}", "1.0"), ("9An{9,3,1}As", "1.0"), ("9An{9,3,1}As@auto", "auto")}
     assert {r["train_images"] for r in rows} == {"6"} and {r["steps"] for r in rows} == {"3"}
     assert all(float(r["loss"]) > 0 and 0 <= float(r["mAP"]) <= 1 for r in rows)
     assert json.loads((tmp_path / "head" / "sweep.json").read_text())["protocol"] == "head"

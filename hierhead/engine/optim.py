@@ -31,7 +31,7 @@ from torch import nn
 
 from ..layers import HierarchicalConv2d
 
-__all__ = ["make_optimizer", "LRSchedule", "RowScaledSteps", "unit_row_scales"]
+__all__ = ["make_optimizer", "LRSchedule", "RowScaledSteps", "unit_row_scales", "parse_unit_lr_scale"]
 
 OPTIMIZERS = ("sgd", "rmsprop", "adam", "adamw")
 
@@ -93,7 +93,8 @@ class RowScaledSteps:
         self._before = []
 
 
-def _unit_scale(value) -> float | str:
+def parse_unit_lr_scale(value) -> float | str:
+    """``optimizer.unit_lr_scale`` checked: a number > 0 or ``"auto"``."""
     if isinstance(value, str) and value.strip().lower() == "auto":
         return "auto"
     try:
@@ -117,7 +118,7 @@ def make_optimizer(model: nn.Module, config: dict) -> torch.optim.Optimizer:
     cfg = dict(config)
     name, lr = str(cfg.pop("name", "sgd")).lower(), float(cfg.pop("lr"))
     decay = float(cfg.pop("weight_decay", 0.0))
-    scale = _unit_scale(cfg.pop("unit_lr_scale", 1.0))
+    scale = parse_unit_lr_scale(cfg.pop("unit_lr_scale", 1.0))
     layers = [m for m in model.modules() if isinstance(m, HierarchicalConv2d)]
     unit_ids = {id(p) for m in layers for p in (m.unit_weight, m.unit_bias)}
     trained = [p for p in model.parameters() if p.requires_grad]

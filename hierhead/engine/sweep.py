@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..design import PRESETS, Design
+from .optim import parse_unit_lr_scale
 from .recipes import resolve
 
 __all__ = ["sweep", "jobs", "summarise", "paired_interval", "slug", "GENERAL", "PROTOCOLS"]
@@ -59,7 +60,10 @@ def jobs(designs: Sequence[str] | str = "all", seeds: int = 3,
     if GENERAL not in designs:
         designs = [GENERAL] + designs
     for d in designs:  # fail early on a bad name, before hours of training
-        Design.parse(d, num_sizes=3, num_ratios=3)
+        name, scale = variant(d)
+        Design.parse(name, num_sizes=3, num_ratios=3)
+        if scale is not None:
+            parse_unit_lr_scale(scale)
     if seeds < 1:
         raise ValueError(f"seeds={seeds}: needs at least 1")
     bad = [f for f in fractions if not 0 < f <= 1]
@@ -69,6 +73,13 @@ def jobs(designs: Sequence[str] | str = "all", seeds: int = 3,
 
 
 PROTOCOLS = ("scratch", "finetune", "head")
+
+
+def variant(label: str) -> tuple[str, str | None]:
+    """``'9An{9,3}S@auto'`` -> ``('9An{9,3}S', 'auto')``: a design trained with its own
+    ``optimizer.unit_lr_scale`` (``@0.25``, ``@auto``), compared in the same sweep as the rest."""
+    name, _, scale = label.partition("@")
+    return name, (scale or None) if "@" in label else None
 
 
 def sweep(recipe: str, data: str, designs: Sequence[str] | str = "all", seeds: int = 3,
@@ -118,7 +129,11 @@ def sweep(recipe: str, data: str, designs: Sequence[str] | str = "all", seeds: i
     runner = _HeadRuns(config(), log) if protocol == "head" and mine else None
     for k, (fraction, design, seed) in mine:
         folder = run_dir(out, design, seed, fraction)
-        run = config(design=design, seed=seed, out=str(folder), validate=False, fraction=fraction)
+        name, scale = variant(design)
+        over = {} if scale is None else {"optimizer": {**overrides.get("optimizer", {}), "unit_lr_scale": scale},
+                                         "head": {**overrides.get("head", {}), "optimizer": {
+                                             **overrides.get("head", {}).get("optimizer", {}), "unit_lr_scale": scale}}}
+        run = config(design=name, seed=seed, out=str(folder), validate=False, fraction=fraction, **over)
         log(f"[{k}/{len(todo)}] {design} seed {seed} fraction {fraction:g}")
         row = runner(run, metric) if runner else _trained_run(run, folder, metric)
         opt = run["head"]["optimizer"] if protocol == "head" else run["optimizer"]
