@@ -22,8 +22,12 @@ SSD-family detectors only (``ssd300_vgg16``, ``ssd512_vgg16``, ``ssdlite320_mobi
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -36,8 +40,8 @@ from ..models import build, head_convs, hierarchize
 from .data import SeededSamples, eval_transforms, train_transforms
 from .optim import LRSchedule, make_optimizer
 
-__all__ = ["FeatureCache", "cache_views", "cache_test", "LiveViews", "head_model", "head_outputs", "train_head", "evaluate_head",
-           "pool_of"]
+__all__ = ["FeatureCache", "cache_views", "cache_test", "stored", "LiveViews", "head_model", "head_outputs", "train_head", "evaluate_head",
+           "pool_of", "HeadProtocol"]
 
 
 def _check(model: nn.Module) -> None:
@@ -188,6 +192,25 @@ def cache_test(model: nn.Module, dataset: DetectionDataset, batch_size: int = 16
                         original_sizes=originals)
 
 
+def stored(key: dict, make) -> FeatureCache:
+    """``make()``, kept in ``$HIERHEAD_CACHE/head/`` (default ``~/.cache/hierhead``) under a hash of
+    ``key`` and read back by later sweeps of the same start, data and views (an unreadable file is
+    remade). ``key`` must name everything the cache depends on, the start file's size and mtime too."""
+    base = Path(os.environ.get("HIERHEAD_CACHE", Path.home() / ".cache" / "hierhead")) / "head"
+    path = base / (hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20] + ".pt")
+    if path.is_file():
+        try:
+            return FeatureCache(**torch.load(path, map_location="cpu", weights_only=True))
+        except Exception:  # truncated or from another version: make it again
+            pass
+    cache = make()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    torch.save({f.name: getattr(cache, f.name) for f in fields(cache)}, tmp)
+    os.replace(tmp, path)
+    return cache
+
+
 class LiveViews:
     """The same views as :func:`cache_views`, encoded through the frozen model at every step (no cache).
 
@@ -253,8 +276,9 @@ def train_head(model: nn.Module, source, pool: list[int], steps: int, batch_size
         schedule: the ``schedule`` section (:class:`~hierhead.engine.optim.LRSchedule`).
         seed: draws the batch order.
 
-    Returns ``{"steps", "loss", "loss_before", "seconds"}``: the mean training loss over the last
-    10 % of the steps and over the 10 % before them (how far from converged the run ended).
+    Returns ``{"steps", "loss", "loss_before", "seconds", "losses"}``: the mean training loss over
+    the last 10 % of the steps and over the 10 % before them (how far from converged the run
+    ended), and every step's loss.
     """
     if steps < 1:
         raise ValueError(f"steps={steps}: needs at least 1")
@@ -283,7 +307,7 @@ def train_head(model: nn.Module, source, pool: list[int], steps: int, batch_size
     tail = max(1, steps // 10)
     before = losses[-2 * tail:-tail] or losses[:tail]
     return {"steps": steps, "loss": sum(losses[-tail:]) / tail, "loss_before": sum(before) / len(before),
-            "seconds": round(time.perf_counter() - t0, 2)}
+            "seconds": round(time.perf_counter() - t0, 2), "losses": losses}
 
 
 @torch.no_grad()
@@ -310,3 +334,47 @@ def pool_of(cache, images: list[int]) -> list[int]:
     return [n for n, i in enumerate(cache.image) if i in keep]
 
 
+class HeadProtocol:
+    """The head-protocol runs of one sweep: the start and both feature caches are made (or read) once.
+
+    Args:
+        config: the sweep's resolved config (``init``, ``data``, ``head``, ``augment``).
+        log: where the one-line cache report goes.
+    """
+
+    def __init__(self, config: dict, log=print) -> None:
+        from .checkpoint import load_start_model
+        from .data import open_config_splits
+        from .trainer import _image_size
+
+        self.train, test = open_config_splits(config)
+        spec = {"model": config["model"], "classes": self.train.classes, "num_classes": len(self.train.classes) + 1}
+        self.start = load_start_model(config["init"], spec)
+        self.start.hierhead_spec = {**self.start.hierhead_spec, "classes": self.train.classes}
+        t0 = time.perf_counter()
+        h = config["head"]
+        init = Path(config["init"]).resolve()
+        key = {"init": str(init), "stamp": [init.stat().st_size, init.stat().st_mtime_ns], "data": config["data"],
+               "model": config["model"], "size": _image_size(config)}
+        self.views = stored({**key, "views": int(h["views"]), "augment": config["augment"]},
+                            lambda: cache_views(self.start, self.train, int(h["views"]), _image_size(config),
+                                                config["augment"]))
+        self.test = stored({**key, "test": True}, lambda: cache_test(self.start, test))
+        log(f"head protocol: {len(self.views)} views of {len(self.train)} training images and {len(test)} test "
+            f"images ready in {time.perf_counter() - t0:.0f} s ({(self.views.nbytes + self.test.nbytes) / 2**30:.2f} "
+            "GiB in memory)")
+
+    def run(self, run: dict, metric: str | None = None) -> dict:
+        """Train and score one (design, seed, fraction) of ``run`` (a resolved config): the sweep's row."""
+        from .data import fraction_indices
+
+        h, seed = run["head"], int(run["seed"])
+        images = fraction_indices(len(self.train), float(run["data"]["fraction"]), seed)
+        model = head_model(self.start, run["design"], seed, soft=bool(run.get("soft")))
+        r = train_head(model, self.views, pool_of(self.views, images), int(h["steps"]), int(h["batch_size"]),
+                       h["optimizer"], h["schedule"], seed)
+        scores = evaluate_head(model, self.test, metric or run["metric"], self.train.classes)
+        self.model, self.scores, self.losses = model, scores, r["losses"]  # the last run's, for reports
+        return {"train_images": len(images), "steps": r["steps"], "metric": scores["metric"],
+                "mAP": scores.get("mAP", scores.get("AP")), "train_seconds": r["seconds"],
+                "loss": round(r["loss"], 4), "loss_before": round(r["loss_before"], 4)}

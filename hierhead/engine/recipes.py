@@ -31,9 +31,10 @@ DEFAULTS: dict[str, Any] = {
                  "warmup_start_lr": None},
     "augment": {"flip": True, "iou_crop": True, "zoom_out": False, "photometric": True},
     "model_kwargs": {},
-    # the head protocol (hierhead sweep --protocol head): prediction convs only, on cached frozen features
-    "head": {"views": 4, "steps": 300, "batch_size": 32,
-             "optimizer": {"name": "adamw", "lr": 0.001, "momentum": 0.9, "weight_decay": 0.00004,
+    # the head protocol (hierhead sweep --protocol head): prediction convs only, on cached frozen features;
+    # 200 steps of 32 views at AdamW lr 0.003, the paper's weight decay: benchmarks/head_pilot.py, docs/results.md
+    "head": {"views": 4, "steps": 200, "batch_size": 32,
+             "optimizer": {"name": "adamw", "lr": 0.003, "momentum": 0.9, "weight_decay": 0.00004,
                            "unit_lr_scale": 1.0},
              "schedule": {"name": "cosine", "milestones": [], "gamma": 0.1, "step_size": 0, "warmup_steps": 20,
                           "warmup_start_lr": 0.00001}},

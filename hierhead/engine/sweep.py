@@ -126,7 +126,11 @@ def sweep(recipe: str, data: str, designs: Sequence[str] | str = "all", seeds: i
                          **({"head": config()["head"]} if protocol == "head" else {})})
     mine = [(k, job) for k, job in enumerate(todo, 1)
             if (k - 1) % count == index and not (run_dir(out, job[1], job[2], job[0]) / "result.json").is_file()]
-    runner = _HeadRuns(config(), log) if protocol == "head" and mine else None
+    if protocol == "head" and mine:
+        from .head import HeadProtocol
+        runner = HeadProtocol(config(), log)
+    else:
+        runner = None
     for k, (fraction, design, seed) in mine:
         folder = run_dir(out, design, seed, fraction)
         name, scale = variant(design)
@@ -135,7 +139,7 @@ def sweep(recipe: str, data: str, designs: Sequence[str] | str = "all", seeds: i
                                              **overrides.get("head", {}).get("optimizer", {}), "unit_lr_scale": scale}}}
         run = config(design=name, seed=seed, out=str(folder), validate=False, fraction=fraction, **over)
         log(f"[{k}/{len(todo)}] {design} seed {seed} fraction {fraction:g}")
-        row = runner(run, metric) if runner else _trained_run(run, folder, metric)
+        row = runner.run(run, metric) if runner else _trained_run(run, folder, metric)
         opt = run["head"]["optimizer"] if protocol == "head" else run["optimizer"]
         row = {"design": design, "seed": seed, "fraction": fraction, "protocol": protocol,
                "optimizer": opt["name"], "unit_lr_scale": opt.get("unit_lr_scale", 1.0), **row}
@@ -175,43 +179,6 @@ def _trained_run(run: dict, folder: Path, metric: str | None) -> dict:
     scores = evaluate_model(model, test, metric or run["metric"])
     return {"train_images": result.get("train_images"), "steps": result["steps"], "metric": scores["metric"],
             "mAP": scores.get("mAP", scores.get("AP")), "train_seconds": result["train_seconds"]}
-
-
-class _HeadRuns:
-    """Head-protocol runs of one sweep: the start and both feature caches are made once."""
-
-    def __init__(self, config: dict, log) -> None:
-        import time
-
-        from .checkpoint import load_start_model
-        from .data import open_config_splits
-        from .head import cache_test, cache_views
-        from .trainer import _image_size
-
-        self.train, test = open_config_splits(config)
-        spec = {"model": config["model"], "classes": self.train.classes, "num_classes": len(self.train.classes) + 1}
-        self.start = load_start_model(config["init"], spec)
-        self.start.hierhead_spec = {**self.start.hierhead_spec, "classes": self.train.classes}
-        t0 = time.perf_counter()
-        h = config["head"]
-        self.views = cache_views(self.start, self.train, int(h["views"]), _image_size(config), config["augment"])
-        self.test = cache_test(self.start, test)
-        log(f"head protocol: {len(self.views)} views of {len(self.train)} training images and {len(test)} test "
-            f"images cached in {time.perf_counter() - t0:.0f} s ({(self.views.nbytes + self.test.nbytes) / 2**30:.2f} GiB)")
-
-    def __call__(self, run: dict, metric: str | None) -> dict:
-        from .data import fraction_indices
-        from .head import evaluate_head, head_model, pool_of, train_head
-
-        h, seed = run["head"], int(run["seed"])
-        images = fraction_indices(len(self.train), float(run["data"]["fraction"]), seed)
-        model = head_model(self.start, run["design"], seed, soft=bool(run.get("soft")))
-        r = train_head(model, self.views, pool_of(self.views, images), int(h["steps"]), int(h["batch_size"]),
-                       h["optimizer"], h["schedule"], seed)
-        scores = evaluate_head(model, self.test, metric or run["metric"], self.train.classes)
-        return {"train_images": len(images), "steps": r["steps"], "metric": scores["metric"],
-                "mAP": scores.get("mAP", scores.get("AP")), "train_seconds": r["seconds"],
-                "loss": round(r["loss"], 4), "loss_before": round(r["loss_before"], 4)}
 
 
 def _rows(out: Path) -> list[dict]:
