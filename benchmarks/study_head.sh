@@ -3,7 +3,8 @@
 #   sh benchmarks/study_head.sh [cards|micro] [adamw|sgd|rmsprop]     (default: cards micro, adamw)
 # Makes the shared start when it is missing (benchmarks/make_start.sh), then one sweep folder per
 # (dataset, optimiser) under runs/study/head-DATASET-OPTIMISER: the general head, the 5 Table I
-# designs in the paper's form and with optimizer.unit_lr_scale=auto (@auto), SEEDS seeds, 25 % and
+# designs in the paper's form and with optimizer.unit_lr_scale=auto (@auto), the general head at 3x
+# the lr (@lr3, a control for the units' extra step size), SEEDS seeds, 25 % and
 # 100 % of the training split. The features are cached once per dataset in $HIERHEAD_CACHE
 # (~3.2 GiB for cards). Then `.venv/bin/python benchmarks/collect_study.py` refreshes docs/results.md.
 # Learning rates: benchmarks/head_pilot.py (lowest final training loss of the general head).
@@ -12,6 +13,7 @@ SEEDS=${SEEDS:-10}
 DATA=${DATA:-../shared/datasets}
 DESIGNS='9An{9,1}Both,9An{9,3}S,9An{9,3}As,9An{9,3,1}S,9An{9,3,1}As'
 DESIGNS="$DESIGNS,9An{9,1}Both@auto,9An{9,3}S@auto,9An{9,3}As@auto,9An{9,3,1}S@auto,9An{9,3,1}As@auto"
+DESIGNS="$DESIGNS,9An{9}@lr3"  # control: the general head at 3x the lr (the units' extra step size, up to 3x)
 sets=${1:-cards micro}
 opts=${2:-adamw}
 lr_of() { case $1 in adamw) echo 0.003 ;; sgd) echo 0.01 ;; rmsprop) echo 0.001 ;; esac; }

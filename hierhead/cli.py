@@ -37,8 +37,9 @@ def _designs(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run
 
-    given = {k: getattr(args, k) for k in ("design", "steps", "data", "seed", "image_size") if getattr(args, k) is not None}
-    r = run(args.out, progress=args.progress, **given)  # defaults live in hierhead.demo.run
+    keys = ("design", "seeds", "start_steps", "steps", "data", "image_size")
+    given = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    r = run(args.out, progress=not args.no_progress, **given)  # defaults live in hierhead.demo.run
     return 0 if r["same_detections"] else 1
 
 
@@ -353,22 +354,40 @@ def parser() -> argparse.ArgumentParser:
     _add_data_args(rc)
     rc.add_argument("--model", default="ssd300_vgg16", help="the detector (its input size is used)")
     rc.set_defaults(func=_recommend)
-    demo = sub.add_parser("demo", help="anchor-transfer demo: train general vs hierarchical, fold, compare",
-                          epilog="examples:\n  hierhead demo\n  hierhead demo --steps 400 --design '9An{9,3}As'",
-                          formatter_class=raw)
+    demo = sub.add_parser("demo", help="does the head help? general vs hierarchical under the head protocol, "
+                          "several seeds, with the interval; folded and compared", epilog="examples:\n  hierhead demo\n"
+                          "  hierhead demo --seeds 10 --design '9An{9,3}As'", formatter_class=raw)
     demo.add_argument("--out", default="hierhead-demo")
     demo.add_argument("--design", help="the hierarchical design (default 9An{9,3,1}As)")
-    demo.add_argument("--steps", type=int, help="training steps of batch 16 per model (default 300)")
+    demo.add_argument("--seeds", type=int, help="paired seeds of the head protocol (default 5)")
+    demo.add_argument("--start-steps", type=int, help="training steps of the shared start (default 300)")
+    demo.add_argument("--steps", type=int, help="head-protocol steps per run (default 150)")
     demo.add_argument("--data", help="default synthetic:mode=ratio,classes=3,train=240,test=60,size=160,palette=class")
     demo.add_argument("--image-size", type=int, help="square input size of the SSDLite (default 160)")
-    demo.add_argument("--seed", type=int, help="default 0")
-    demo.add_argument("--progress", action="store_true", help="show the training progress bar")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(func=_demo)
     return p
 
 
+def _quiet_libraries() -> None:
+    """Hide library chatter that says nothing to a user (``--verbose`` shows it): Lightning's
+    info lines and tips, and known warnings about its own internals or tiny runs."""
+    import logging
+    import warnings
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for message in (r".*LeafSpec.*", r".*smaller than the logging interval.*", r".*does not have many workers.*",
+                    r".*Experiment logs directory .* exists and is not empty.*"):
+        warnings.filterwarnings("ignore", message=message)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    p.add_argument("--verbose", action="store_true", help="show library info lines and warnings")
+    args = p.parse_args(argv)
+    if not args.verbose:
+        _quiet_libraries()
     try:
         return args.func(args)
     except (ValueError, OSError) as e:

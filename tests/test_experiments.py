@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -178,15 +179,17 @@ def test_recommend_follows_the_variation(tmp_path):
 
 
 def test_demo_runs_end_to_end(tmp_path, capsys):
-    code = main(["demo", "--out", str(tmp_path), "--steps", "2", "--data", "synthetic:classes=2,train=16,test=4"])
+    code = main(["demo", "--out", str(tmp_path), "--seeds", "2", "--start-steps", "2", "--steps", "2",
+                 "--data", "synthetic:classes=2,train=16,test=4", "--no-progress"])
     out = capsys.readouterr().out
     assert code == 0
-    assert "folded detections identical to the hierarchical model's: True" in out
+    assert "Folded detections identical to the hierarchical model's: True" in out
     assert "| general 9An{9} |" in out and "| hierarchical 9An{9,3,1}As (folded) |" in out
-    pngs = sorted((tmp_path / "predictions").glob("*.png"))
-    assert (tmp_path / "per_class_ap.png").is_file() and len(pngs) == 4
-    from PIL import Image
-    assert Image.open(pngs[0]).size == (640, 640)  # 320-pixel test images are drawn at 2x
+    diff = next(line for line in out.splitlines() if line.startswith("| difference |"))
+    assert re.search(r"\| [+-]\d+\.\d\d \[[+-]\d+\.\d\d, [+-]\d+\.\d\d\] \|", diff)  # mean [95 % interval]
+    assert "All shapes: " in out and "Unseen shapes: " in out
+    assert (tmp_path / "per_class_ap.png").is_file() and (tmp_path / "side_by_side.png").is_file()
+    assert (tmp_path / "results.md").read_text().count("|") > 20
 
 
 def test_open_dataset_takes_a_synthetic_spec():

@@ -60,10 +60,8 @@ def jobs(designs: Sequence[str] | str = "all", seeds: int = 3,
     if GENERAL not in designs:
         designs = [GENERAL] + designs
     for d in designs:  # fail early on a bad name, before hours of training
-        name, scale = variant(d)
+        name, _ = variant(d)
         Design.parse(name, num_sizes=3, num_ratios=3)
-        if scale is not None:
-            parse_unit_lr_scale(scale)
     if seeds < 1:
         raise ValueError(f"seeds={seeds}: needs at least 1")
     bad = [f for f in fractions if not 0 < f <= 1]
@@ -75,11 +73,33 @@ def jobs(designs: Sequence[str] | str = "all", seeds: int = 3,
 PROTOCOLS = ("scratch", "finetune", "head")
 
 
-def variant(label: str) -> tuple[str, str | None]:
-    """``'9An{9,3}S@auto'`` -> ``('9An{9,3}S', 'auto')``: a design trained with its own
-    ``optimizer.unit_lr_scale`` (``@0.25``, ``@auto``), compared in the same sweep as the rest."""
-    name, _, scale = label.partition("@")
-    return name, (scale or None) if "@" in label else None
+def variant(label: str) -> tuple[str, dict]:
+    """A design label with optimiser changes, compared in the same sweep as the rest:
+    ``'9An{9,3}S@auto'`` -> ``('9An{9,3}S', {"unit_lr_scale": "auto"})`` (also ``@0.25``: the units'
+    ``optimizer.unit_lr_scale``); ``'9An{9}@lr3'`` -> ``('9An{9}', {"lr_factor": 3.0})`` (the whole lr
+    times 3: a control for the extra step size the units give the shared directions)."""
+    name, _, tag = label.partition("@")
+    if "@" not in label:
+        return name, {}
+    if tag.startswith("lr"):
+        try:
+            factor = float(tag[2:])
+        except ValueError:
+            factor = 0.0
+        if not factor > 0:
+            raise ValueError(f"design {label!r}: @lrX needs a factor X > 0, e.g. @lr3")
+        return name, {"lr_factor": factor}
+    parse_unit_lr_scale(tag)
+    return name, {"unit_lr_scale": tag}
+
+
+def _optimizer_change(section: dict, change: dict) -> dict:
+    out = dict(section)
+    if "unit_lr_scale" in change:
+        out["unit_lr_scale"] = change["unit_lr_scale"]
+    if "lr_factor" in change:
+        out["lr"] = float(section["lr"]) * change["lr_factor"]
+    return out
 
 
 def sweep(recipe: str, data: str, designs: Sequence[str] | str = "all", seeds: int = 3,
@@ -133,16 +153,16 @@ def sweep(recipe: str, data: str, designs: Sequence[str] | str = "all", seeds: i
         runner = None
     for k, (fraction, design, seed) in mine:
         folder = run_dir(out, design, seed, fraction)
-        name, scale = variant(design)
-        over = {} if scale is None else {"optimizer": {**overrides.get("optimizer", {}), "unit_lr_scale": scale},
-                                         "head": {**overrides.get("head", {}), "optimizer": {
-                                             **overrides.get("head", {}).get("optimizer", {}), "unit_lr_scale": scale}}}
-        run = config(design=name, seed=seed, out=str(folder), validate=False, fraction=fraction, **over)
+        name, change = variant(design)
+        run = config(design=name, seed=seed, out=str(folder), validate=False, fraction=fraction)
+        if change:  # the variant's optimiser, in the section its protocol trains with
+            run["optimizer"] = _optimizer_change(run["optimizer"], change)
+            run["head"] = {**run["head"], "optimizer": _optimizer_change(run["head"]["optimizer"], change)}
         log(f"[{k}/{len(todo)}] {design} seed {seed} fraction {fraction:g}")
         row = runner.run(run, metric) if runner else _trained_run(run, folder, metric)
         opt = run["head"]["optimizer"] if protocol == "head" else run["optimizer"]
         row = {"design": design, "seed": seed, "fraction": fraction, "protocol": protocol,
-               "optimizer": opt["name"], "unit_lr_scale": opt.get("unit_lr_scale", 1.0), **row}
+               "optimizer": opt["name"], "lr": opt["lr"], "unit_lr_scale": opt.get("unit_lr_scale", 1.0), **row}
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / "result.json.tmp"
         tmp.write_text(json.dumps(row))
