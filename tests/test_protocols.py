@@ -200,3 +200,18 @@ def test_sweep_head_and_finetune_protocols(start, tmp_path, capsys):
                  "--out", str(tmp_path / "ft"), "--seeds", "1"]) == 0
     rows = list(csv.DictReader(open(tmp_path / "ft" / "results.csv")))
     assert len(rows) == 2 and {r["protocol"] for r in rows} == {"finetune"} and {r["steps"] for r in rows} == {"1"}
+
+
+def test_init_takes_a_saved_model_file_and_names_a_bad_one(start, tmp_path):
+    from hierhead.models import save
+
+    config, ckpt = start
+    trained, spec = load_checkpoint(ckpt)
+    path = save(trained, tmp_path / "start.safetensors")
+    again = load_start_model(path, spec)
+    assert all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), again.state_dict().values()))
+    (tmp_path / "bad.safetensors").write_bytes(b"x")
+    with pytest.raises(ValueError, match=r"--init .*bad.safetensors.*cannot be read"):
+        load_start_model(tmp_path / "bad.safetensors", spec)
+    with pytest.raises(ValueError, match=r"--init .*missing.ckpt.*file not found"):
+        load_start_model(tmp_path / "missing.ckpt", spec)

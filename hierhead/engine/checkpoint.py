@@ -55,9 +55,14 @@ def load_start_model(path: str | Path, spec: dict) -> nn.Module:
     (:func:`hierhead.models.load_start`).
     """
     path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"--init {str(path)!r}: file not found")
     if path.suffix == ".safetensors":
         from ..models.weights import _file_spec
-        saved = _file_spec(path) if path.is_file() else None
+        try:
+            saved = _file_spec(path)
+        except Exception as e:  # truncated or not a safetensors file
+            raise CheckpointError(f"--init {str(path)!r}: cannot be read ({_first_sentence(e)})") from None
         if not saved or "model" not in saved or "num_classes" not in saved:
             raise CheckpointError(f"--init {str(path)!r}: not a model file saved by hierhead (no spec in its metadata)")
         model = build(saved["model"], saved["num_classes"], design=saved.get("design"),
