@@ -160,7 +160,8 @@ def test_recommend_on_cards(capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "9An{9,3,1}As"
     assert "aspect ratios" in out[1] and "527 training objects" in out[2]
-    assert "not a measurement" in out[3] and "--designs '9An{9,3,1}As'" in out[3]
+    assert "not a measurement" in out[3] and "Our evidence" in out[3]
+    assert "--protocol head" in out[4] and "--designs '9An{9,3,1}As'" in out[4]
 
 
 def test_recommend_rejects_an_unknown_model(capsys):
