@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from .engine import resolve, train
-from .engine.head import HeadProtocol, detect_cached
+from .engine.head import HeadProtocol
 from .engine.infer import drawn_boxes, run_model
 from .engine.sweep import GENERAL, paired_interval
 from .metrics import evaluate
@@ -107,8 +107,7 @@ def run(out: str | Path = "hierhead-demo", design: str = "9An{9,3,1}As", seeds: 
     for seed in range(seeds):
         for d in (GENERAL, design):
             row = protocol.run({**head_config, "design": d, "seed": seed})
-            dets = detect_cached(protocol.model, protocol.test)
-            hidden = evaluate(dets, [unseen.target(i) for i in range(len(unseen))], "voc07", classes)
+            hidden = evaluate(protocol.detections, [unseen.target(i) for i in range(len(unseen))], "voc07", classes)
             results[d].append({"mAP": row["mAP"] * 100, "AP": {c: v * 100 for c, v in protocol.scores["AP"].items()},
                                "unseen": hidden["mAP"] * 100})
             if seed == 0:

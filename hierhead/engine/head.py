@@ -36,12 +36,12 @@ from torchvision.ops import box_iou
 
 from ..data.readers import DetectionDataset
 from ..metrics import evaluate
-from ..models import build, head_convs, hierarchize
+from ..models import build, hierarchize, prediction_convs
 from .data import SeededSamples, eval_transforms, train_transforms
 from .optim import LRSchedule, make_optimizer
 
-__all__ = ["FeatureCache", "cache_views", "cache_test", "stored", "LiveViews", "head_model", "head_outputs", "train_head", "evaluate_head",
-           "pool_of", "HeadProtocol"]
+__all__ = ["FeatureCache", "cache_views", "cache_test", "stored", "LiveViews", "head_model", "head_outputs",
+           "train_head", "detect_cached", "evaluate_head", "pool_of", "HeadProtocol"]
 
 
 def _check(model: nn.Module) -> None:
@@ -53,8 +53,8 @@ def _check(model: nn.Module) -> None:
 class FeatureCache:
     """Inputs of the prediction convs and matched targets of images seen through the frozen detector.
 
-    ``features[c][n]`` is the input of prediction conv c (:func:`head_convs` order) for view n; ``targets[n]`` its boxes and labels in
-    the model's input frame; ``matched[n]`` the ground-truth index matched to each anchor
+    ``features[c][n]`` is the input of prediction conv c (:func:`head_convs` order) for view n;
+    ``targets[n]`` its boxes and labels in the model's input frame; ``matched[n]`` the ground-truth index matched to each anchor
     (training views); ``image[n]`` the dataset index the view was drawn from.
     """
 
@@ -80,15 +80,6 @@ class FeatureCache:
                 [self.anchors] * len(ids), [self.matched[i] for i in ids])
 
 
-def _final_convs(model: nn.Module) -> list[tuple[nn.Module, str, int]]:
-    """(final conv, role, level) of every prediction conv, in :func:`head_convs` order."""
-    out = []
-    for parent, name, level, _, role in head_convs(model):
-        conv = parent[int(name)] if isinstance(parent, (nn.ModuleList, nn.Sequential)) else getattr(parent, name)
-        out.append((conv, role, level))
-    return out
-
-
 @torch.no_grad()
 def _encode(model: SSD, images: list[torch.Tensor], targets: list[dict] | None):
     """The frozen part of ``model`` on a batch: (inputs of the prediction convs, transformed images,
@@ -97,7 +88,7 @@ def _encode(model: SSD, images: list[torch.Tensor], targets: list[dict] | None):
     features = list(model.backbone(images_t.tensors).values())
     captured: dict[int, torch.Tensor] = {}
     hooks = [conv.register_forward_pre_hook(lambda _, args, n=n: captured.__setitem__(n, args[0]))
-             for n, (conv, _, _) in enumerate(_final_convs(model))]
+             for n, (conv, *_) in enumerate(prediction_convs(model))]
     try:
         model.head(features)
     finally:
@@ -119,7 +110,7 @@ def head_outputs(model: nn.Module, inputs: list[torch.Tensor]) -> dict[str, torc
     :func:`head_convs`): each conv's (N, A*K, H, W) output laid out as (N, HWA, K) and concatenated
     over levels, as torchvision's ``SSDScoringHead`` does."""
     parts: dict[str, list[torch.Tensor]] = {"cls": [], "box": []}
-    for (conv, role, _), x in zip(_final_convs(model), inputs):
+    for (conv, _, _, role), x in zip(prediction_convs(model), inputs):
         y = conv(x)
         k = model.head.classification_head.num_columns if role == "cls" else 4
         n, _, h, w = y.shape
@@ -137,7 +128,8 @@ def _plain(target: dict) -> dict:
 
 
 def _stack(chunks: list[list[torch.Tensor]]) -> list[torch.Tensor]:
-    """Per conv input, all views in one channels-last tensor (2.5x faster 1x1 convs on CPU)."""
+    """Per conv input, all views in one channels-last tensor: a 1x1 conv's forward + backward (672 -> 63
+    channels, 32 views of 20 x 20) runs 2.3x faster on 2 CPU cores than on NCHW."""
     return [torch.cat([c[n] for c in chunks]).contiguous(memory_format=torch.channels_last)
             for n in range(len(chunks[0]))]
 
@@ -246,18 +238,13 @@ def head_model(start: nn.Module, design: str, seed: int, soft: bool = False) -> 
         torch.manual_seed(seed)
         fresh = build(spec["model"], spec["num_classes"], design=None, **spec.get("options", {}))
     model = copy.deepcopy(start)
-    for (parent, name, *_), (fparent, fname, *_) in zip(head_convs(model), head_convs(fresh)):
-        conv = parent[int(name)] if isinstance(parent, (nn.ModuleList, nn.Sequential)) else getattr(parent, name)
-        new = fparent[int(fname)] if isinstance(fparent, (nn.ModuleList, nn.Sequential)) else getattr(fparent, fname)
+    for (conv, *_), (new, *_) in zip(prediction_convs(model), prediction_convs(fresh)):
         conv.load_state_dict(new.state_dict())
     hierarchize(model, design, soft=soft)
     model.hierhead_spec = {**spec, "design": design, "soft": soft}
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for parent, name, *_ in head_convs(model):
-        conv = parent[int(name)] if isinstance(parent, (nn.ModuleList, nn.Sequential)) else getattr(parent, name)
-        for p in conv.parameters():
-            p.requires_grad_(True)
+    model.requires_grad_(False)
+    for conv, *_ in prediction_convs(model):
+        conv.requires_grad_(True)
     return model.eval()
 
 
@@ -373,8 +360,9 @@ class HeadProtocol:
         model = head_model(self.start, run["design"], seed, soft=bool(run.get("soft")))
         r = train_head(model, self.views, pool_of(self.views, images), int(h["steps"]), int(h["batch_size"]),
                        h["optimizer"], h["schedule"], seed)
-        scores = evaluate_head(model, self.test, metric or run["metric"], self.train.classes)
-        self.model, self.scores, self.losses = model, scores, r["losses"]  # the last run's, for reports
+        detections = detect_cached(model, self.test)
+        scores = evaluate(detections, self.test.targets, metric or run["metric"], self.train.classes)
+        self.model, self.detections, self.scores = model, detections, scores  # the last run's, for reports
         return {"train_images": len(images), "steps": r["steps"], "metric": scores["metric"],
                 "mAP": scores.get("mAP", scores.get("AP")), "train_seconds": r["seconds"],
                 "loss": round(r["loss"], 4), "loss_before": round(r["loss_before"], 4)}

@@ -13,8 +13,13 @@ from torchvision.models.detection.ssd import SSD
 from ..anchors import anchor_grid, anchor_shapes, to_torchvision
 from ..design import Design
 from ..layers import HierarchicalConv2d
+from .weights import state_mismatch
 
-__all__ = ["hierarchize", "fold", "head_convs", "level_designs", "load_start"]
+__all__ = ["hierarchize", "fold", "head_convs", "prediction_convs", "level_designs", "load_start"]
+
+
+def _get(parent: nn.Module, name: str) -> nn.Module:
+    return parent[int(name)] if isinstance(parent, (nn.ModuleList, nn.Sequential)) else getattr(parent, name)
 
 
 def _set(parent: nn.Module, name: str, module: nn.Module) -> None:
@@ -48,6 +53,11 @@ def head_convs(model: nn.Module) -> Iterator[tuple[nn.Module, str, int, int, str
         raise TypeError(f"hierarchize: unsupported model {type(model).__name__} (SSD, RetinaNet or FasterRCNN)")
 
 
+def prediction_convs(model: nn.Module) -> list[tuple[nn.Module, int, int, str]]:
+    """(conv, level, outputs per anchor, role) of every final prediction conv, in :func:`head_convs` order."""
+    return [(_get(parent, name), level, k_out, role) for parent, name, level, k_out, role in head_convs(model)]
+
+
 def _generator(model: nn.Module) -> nn.Module:
     return model.rpn.anchor_generator if isinstance(model, FasterRCNN) else model.anchor_generator
 
@@ -77,7 +87,7 @@ def hierarchize(model: nn.Module, design: str | Design, soft: bool = False) -> n
         return model
     targets = list(head_convs(model))
     for parent, name, level, k_out, _ in targets:
-        conv = parent[int(name)] if isinstance(parent, (nn.ModuleList, nn.Sequential)) else getattr(parent, name)
+        conv = _get(parent, name)
         if isinstance(conv, HierarchicalConv2d):
             raise ValueError("hierarchize: model is already hierarchical; fold() it first")
         if level < 0 and any(d.matrix.tolist() != designs[0].matrix.tolist() for d in designs):
@@ -104,12 +114,10 @@ def load_start(model: nn.Module, start: nn.Module) -> nn.Module:
     if theirs != ours:
         raise ValueError(f"start: another anchor grid ({sum(map(len, theirs))} anchors per location set over "
                          f"{len(theirs)} maps, this model {sum(map(len, ours))} over {len(ours)}, or other shapes)")
-    state, own = fold(start).state_dict(), model.state_dict()
-    wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
-    if wrong or set(state) != set(own):
-        k = wrong[0] if wrong else sorted(set(state) ^ set(own))[0]
-        where = f"{tuple(state[k].shape)} there, {tuple(own[k].shape)} here" if wrong else "not in both"
-        raise ValueError(f"start: weights do not match this model ({k}: {where})")
+    state = fold(start).state_dict()
+    mismatch = state_mismatch(model.state_dict(), state)
+    if mismatch:
+        raise ValueError(f"start: weights do not match this model: {mismatch}")
     model.load_state_dict(state, strict=True)
     return model
 
@@ -122,7 +130,7 @@ def fold(model: nn.Module) -> nn.Module:
     """
     folded = copy.deepcopy(model)
     for parent, name, _, _, _ in list(head_convs(folded)):
-        conv = parent[int(name)] if isinstance(parent, (nn.ModuleList, nn.Sequential)) else getattr(parent, name)
+        conv = _get(parent, name)
         if isinstance(conv, HierarchicalConv2d):
             _set(parent, name, conv.fold())
     if isinstance(folded, FasterRCNN):

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["load_state_dict", "load_model_weights", "save"]
+__all__ = ["load_state_dict", "load_model_weights", "save", "state_mismatch"]
 
 
 def load_state_dict(path: str | Path, what: str = "weights") -> dict[str, torch.Tensor]:
@@ -52,6 +52,22 @@ def save(model: nn.Module, path: str | Path) -> Path:
     return path
 
 
+def state_mismatch(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str | None:
+    """How ``state`` fails to load into a model whose state_dict is ``own`` (None: it loads strictly)."""
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
+    parts = []
+    if wrong:
+        k = wrong[0]
+        parts.append(f"{k} is {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the model")
+    if missing:
+        parts.append(f"{len(missing)} tensors missing (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+    return "; ".join(parts) or None
+
+
 def load_model_weights(model: nn.Module, path: str | Path) -> None:
     """Load whole-model weights; a file for another model, classes or design fails naming both sides."""
     path = Path(path)
@@ -64,18 +80,7 @@ def load_model_weights(model: nn.Module, path: str | Path) -> None:
                 if key in saved and saved[key] != spec.get(key):
                     raise ValueError(f"model weights {str(path)!r}: saved for {key}={saved[key]!r}, "
                                      f"this model has {key}={spec.get(key)!r}")
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
-    if missing or unexpected or wrong:
-        parts = []
-        if wrong:
-            k = wrong[0]
-            parts.append(f"{k} is {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the model")
-        if missing:
-            parts.append(f"{len(missing)} tensors missing (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        raise ValueError(f"model weights {str(path)!r}: do not match the model: " + "; ".join(parts))
+    mismatch = state_mismatch(model.state_dict(), state)
+    if mismatch:
+        raise ValueError(f"model weights {str(path)!r}: do not match the model: {mismatch}")
     model.load_state_dict(state, strict=True)
