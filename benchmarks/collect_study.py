@@ -61,6 +61,7 @@ def restore(name: str) -> int:
 def agreement(found: list[dict], design: str) -> str:
     """Markdown: where ``design`` ranks per column (by mean) and how often it is best per (column, seed)."""
     lines, hits, total = [], 0, 0
+    found = [r for r in found if "@" not in r["design"]]  # the six heads recommend chooses from, not the variants
     for f in sorted({r["fraction"] for r in found}):
         col = [r for r in found if r["fraction"] == f]
         seeds = sorted({r["seed"] for r in col})
@@ -91,7 +92,8 @@ def recommended(name: str) -> str | None:
     from hierhead.models import input_size
     from hierhead.recommend import recommend
 
-    path, model = RECOMMEND.get(name, (None, None))
+    key = next((k for k in RECOMMEND if k in name.split("-")), None)  # cards, head-cards-adamw, ...
+    path, model = RECOMMEND.get(key, (None, None))
     if path is None or not path.is_dir():
         return None
     return recommend(open_dataset(path), input_size(model))["design"]

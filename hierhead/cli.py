@@ -81,9 +81,9 @@ def _recommend(args: argparse.Namespace) -> int:
     size = input_size(args.model)  # an unknown model fails before the dataset is read
     r = recommend(_open(args), size)
     print(f"{r['design']}\n{r['reason']}")
-    from .recommend import EVIDENCE
+    from .recommend import AGREEMENT, EVIDENCE
 
-    print(f"This is the paper's reading, not a measurement. {EVIDENCE}\nCompare on your data in minutes: train a "
+    print(f"This is the paper's heuristic, not a measurement. {AGREEMENT}\n{EVIDENCE}\nCompare on your data in minutes: train a "
           f"general head (hierhead train --design '9An{{9}}' ...), then hierhead sweep --data {args.data} --protocol head "
           f"--init CKPT --designs '{r['design']}' --seeds 10 (it always runs 9An{{9}} too).")
     return 0
