@@ -9,14 +9,17 @@
 # (~3.2 GiB for cards). Then `.venv/bin/python benchmarks/collect_study.py` refreshes docs/results.md.
 # Learning rates: benchmarks/head_pilot.py (lowest final training loss of the general head).
 set -e
+#   env: SEEDS (10), FRACTIONS (0.25,1), DESIGNS (below), LR (the optimiser's lr from the pilot)
 SEEDS=${SEEDS:-10}
+FRACTIONS=${FRACTIONS:-0.25,1}
 DATA=${DATA:-../shared/datasets}
-DESIGNS='9An{9,1}Both,9An{9,3}S,9An{9,3}As,9An{9,3,1}S,9An{9,3,1}As'
-DESIGNS="$DESIGNS,9An{9,1}Both@auto,9An{9,3}S@auto,9An{9,3}As@auto,9An{9,3,1}S@auto,9An{9,3,1}As@auto"
-DESIGNS="$DESIGNS,9An{9}@lr3"  # control: the general head at 3x the lr (the units' extra step size, up to 3x)
+ALL='9An{9,1}Both,9An{9,3}S,9An{9,3}As,9An{9,3,1}S,9An{9,3,1}As'
+ALL="$ALL,9An{9,1}Both@auto,9An{9,3}S@auto,9An{9,3}As@auto,9An{9,3,1}S@auto,9An{9,3,1}As@auto"
+ALL="$ALL,9An{9}@lr3"  # control: the general head at 3x the lr (the units' extra step size, up to 3x)
+DESIGNS=${DESIGNS:-$ALL}
 sets=${1:-cards micro}
 opts=${2:-adamw}
-lr_of() { case $1 in adamw) echo 0.003 ;; sgd) echo 0.01 ;; rmsprop) echo 0.001 ;; esac; }
+lr_of() { [ -n "$LR" ] && { echo "$LR"; return; }; case $1 in adamw) echo 0.003 ;; sgd) echo 0.03 ;; rmsprop) echo 0.001 ;; esac; }
 mkdir -p runs/study
 .venv/bin/python benchmarks/collect_study.py --restore $(for s in $sets; do for o in $opts; do echo head-$s-$o; done; done)
 for name in $sets; do
@@ -28,7 +31,7 @@ for name in $sets; do
   for opt in $opts; do
     for i in 0 1; do  # two 1-thread shards share the 2 cores (1.2x one 2-thread process)
     OMP_NUM_THREADS=1 .venv/bin/hierhead sweep --recipe cards-ssdlite --data "$data" --protocol head \
-      --init "runs/start/$name/checkpoints/last.ckpt" --designs "$DESIGNS" --seeds "$SEEDS" --fractions 0.25,1 \
+      --init "runs/start/$name/checkpoints/last.ckpt" --designs "$DESIGNS" --seeds "$SEEDS" --fractions "$FRACTIONS" \
       --out "runs/study/head-$name-$opt" --set head.optimizer.name=$opt --set head.optimizer.lr=$(lr_of $opt) \
       --shard $i/2 $extra > "runs/study/head-$name-$opt.shard$i.log" 2>&1 &
     done

@@ -233,3 +233,47 @@ def test_voc_devkit_union_and_missing_files(tmp_path):
         open_dataset(tmp_path, split="trainval")
     with pytest.warns(UserWarning, match="skipped 1 bad images"):
         assert len(open_dataset(tmp_path, split="trainval", skip_bad=True)) == 2
+
+
+def make_devkit(root, layout):
+    """A VOC devkit: ``{year: {split: [ids]}}``; every id gets a 64x48 image and one dog."""
+    for year, splits in layout.items():
+        base = root / f"VOC{year}" if year else root
+        for d in ("Annotations", "JPEGImages", "ImageSets/Main"):
+            (base / d).mkdir(parents=True, exist_ok=True)
+        for split, ids in splits.items():
+            (base / "ImageSets/Main" / f"{split}.txt").write_text("\n".join(ids) + "\n")
+            for i in ids:
+                Image.new("RGB", (64, 48)).save(base / "JPEGImages" / f"{i}.jpg")
+                (base / "Annotations" / f"{i}.xml").write_text(voc_xml(i, [("dog", (1, 1, 20, 20), False)]))
+    return root
+
+
+def test_voc_splits_by_year_on_the_standard_07_12_layout(tmp_path):
+    """The paper's 07+12 trainval / 07 test on the standard layout: VOC2012 has no test.txt."""
+    from hierhead.engine.data import open_splits
+    from hierhead.engine.recipes import load_recipe
+
+    root = make_devkit(tmp_path / "VOCdevkit", {"2007": {"trainval": ["a1", "a2"], "test": ["t1", "t2", "t3"]},
+                                                 "2012": {"trainval": ["b1", "b2", "b3", "b4"]}})
+    for recipe in ("voc-ssd300", "voc-ssd512"):
+        d = load_recipe(recipe)["data"]
+        train, test = open_splits(root, d["format"], None, d["train_split"], d["val_split"])
+        assert len(train) == 6 and {r.image_id for r in test.records} == {"t1", "t2", "t3"}, recipe
+        assert train.name.endswith("(VOC2007 trainval + VOC2012 trainval)")
+    assert len(open_dataset(root, split="test")) == 3  # a bare name: every year that has it
+    assert len(open_dataset(root, part="test")) == 3 and len(open_dataset(root)) == 6  # parts by split name
+    with pytest.raises(DataError, match=r"VOC2012/ImageSets/Main/test.txt': split file not found"):
+        open_dataset(root, split="2012/test")
+    with pytest.raises(DataError, match=r"VOC split 'val': no val.txt in .*VOC2007/ImageSets/Main or .*VOC2012"):
+        open_dataset(root, split="val")
+    with pytest.raises(DataError, match=r"VOC2010' not found \(years here: 2007, 2012\)"):
+        open_dataset(root, split="2010/trainval")
+
+
+def test_voc_one_year_devkit_layout(tmp_path):
+    """Annotations/, ImageSets/Main/ and JPEGImages/ directly in the root (no VOC20xx folder)."""
+    root = make_devkit(tmp_path / "mine", {"": {"trainval": ["x1", "x2"], "test": ["y1"]}})
+    ds = open_dataset(root)
+    assert ds.format == "voc" and [r.image_id for r in ds.records] == ["x1", "x2"]
+    assert [r.image_id for r in open_dataset(root, part="test").records] == ["y1"]

@@ -183,7 +183,33 @@ def test_ssdlite_takes_any_square_input_and_deploys_at_it(tmp_path):
 def test_size_options_per_architecture():
     from hierhead.models.stock import size_options
 
-    assert size_options("retinanet_resnet50_fpn", (512, 768)) == {"min_size": 512, "max_size": 768}
+    assert size_options("retinanet_resnet50_fpn", (512, 768)) == {"min_size": 512, "max_size": 768,
+                                                                   "fixed_size": [768, 512]}
     assert size_options("ssdlite320_mobilenet_v3", (160, 160)) == {"image_size": 160}
     with pytest.raises(ValueError, match=r"image_size=\[300, 300\]: ssd512_vgg16 takes a fixed input"):
         size_options("ssd512_vgg16", (300, 300))
+
+
+@pytest.mark.parametrize("name,size", [("retinanet_resnet50_fpn_nosubnet", (64, 96)),
+                                       ("fasterrcnn_resnet50_fpn", (96, 96)), ("ssdlite320_mobilenet_v3", (96, 96))])
+def test_train_and_eval_see_the_same_box_geometry(name, size):
+    """A w/h = 2 box reaches the model with the same shape in training (our Resize, then the model's
+    transform) and in evaluation (the model's transform alone): the paper's squash to image_size."""
+    from hierhead.engine.data import train_transforms
+    from hierhead.models.stock import size_options
+    from torchvision import tv_tensors
+
+    model = _build(name, None, **size_options(name, size))
+    image = torch.rand(3, 100, 200)  # h 100, w 200
+    box = torch.tensor([[20.0, 20.0, 60.0, 40.0]])  # w/h = 2 in the image
+    target = {"boxes": tv_tensors.BoundingBoxes(box, format="XYXY", canvas_size=(100, 200)),
+              "labels": torch.tensor([1]), "difficult": torch.tensor([False])}
+    image_t, target_t = train_transforms(size, flip=False, iou_crop=False, photometric=False)(
+        tv_tensors.Image((image * 255).to(torch.uint8)), target)
+    shapes = []
+    for mode, (img, boxes) in (("train", (image_t, target_t["boxes"])), ("eval", (image, box))):
+        model.train(mode == "train")
+        batch, targets = model.transform([img], [{"boxes": boxes.as_subclass(torch.Tensor), "labels": torch.tensor([1])}])
+        b = targets[0]["boxes"][0]
+        shapes.append((tuple(batch.image_sizes[0]), round(float((b[2] - b[0]) / (b[3] - b[1])), 3)))
+    assert shapes[0] == shapes[1] == (size, round(size[1] / size[0], 3)), shapes  # 2 * (w/200) / (h/100)

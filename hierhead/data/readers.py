@@ -239,19 +239,57 @@ def read_voc_folder(root: Path, classes=None, skip_bad=False, verify=True, **_) 
     return DetectionDataset(records, classes, str(root), problems)
 
 
+def _voc_years(root: Path) -> dict[str, Path]:
+    """``{year: folder}`` of a devkit root: its ``VOC20xx`` folders, or the root itself when it is one
+    year's folder (``Annotations/``, ``ImageSets/Main/``, ``JPEGImages/`` directly inside; year "")."""
+    years = {d.name[3:]: d for d in sorted(root.glob("VOC20*")) if d.is_dir()}
+    if not years and (root / "Annotations").is_dir() and (root / "ImageSets" / "Main").is_dir():
+        years = {"": root}
+    if not years:
+        raise DataError(f"{str(root)!r}: no VOC20xx folder and no Annotations/ + ImageSets/Main/ "
+                        f"(expected e.g. {str(root / 'VOC2007')!r})")
+    return years
+
+
+def voc_parts(root: Path, split: str, years=None) -> list[tuple[str, Path]]:
+    """The (year, split file) pairs a split spec names. ``"2007/trainval+2012/trainval"`` names each
+    year's file (a missing one is an error); a bare ``"test"`` reads every year that has that file
+    (VOC2012 has no ``test.txt``: ``test`` on a 07+12 devkit is VOC2007 test, the paper's test set),
+    an error only when no year has it. ``years`` (the old argument) restricts a bare name."""
+    found = _voc_years(root)
+    parts = []
+    for item in (t.strip() for t in split.split("+")):
+        year, _, name = item.rpartition("/")
+        if not name:
+            raise DataError(f"VOC split {split!r}: empty part; expected e.g. 2007/trainval+2012/trainval or test")
+        if year:
+            if year not in found:
+                raise DataError(f"VOC split {split!r}: {str(root / ('VOC' + year))!r} not found "
+                                f"(years here: {', '.join(y for y in found if y) or 'one unnamed year'})")
+            chosen = [year]
+        else:
+            chosen = [y for y in found if years is None or y in {str(v) for v in years}]
+        files = [(y, found[y] / "ImageSets" / "Main" / f"{name}.txt") for y in chosen]
+        if year and not files[0][1].is_file():
+            raise DataError(f"{str(files[0][1])!r}: split file not found")
+        files = [(y, f) for y, f in files if f.is_file()]
+        if not files:
+            where = " or ".join(str(found[y] / "ImageSets" / "Main") for y in chosen) or str(root)
+            raise DataError(f"VOC split {name!r}: no {name}.txt in {where}")
+        parts += [p for p in files if p not in parts]
+    return parts
+
+
 def read_voc(root: Path, split="trainval", years=None, classes=None, skip_bad=False, verify=True,
              **_) -> DetectionDataset:
-    """A PASCAL VOC devkit root (``VOC2007``, ``VOC2012``; several years give their union)."""
+    """A PASCAL VOC devkit root (``VOC2007``, ``VOC2012``, ...; or one year's folder) read by the split
+    spec of :func:`voc_parts`; several years give their union, image ids then ``YEAR_ID``."""
     problems = Problems(skip_bad)
-    years = years or [d.name[3:] for d in sorted(root.glob("VOC20*")) if d.is_dir()]
-    if not years:
-        raise DataError(f"{str(root)!r}: no VOC20xx folder (expected e.g. {str(root / 'VOC2007')!r})")
+    parts = voc_parts(root, split, years)
+    several = len({y for y, _ in parts}) > 1
     entries = []
-    for year in years:
-        base = root / f"VOC{year}"
-        split_file = base / "ImageSets" / "Main" / f"{split}.txt"
-        if not split_file.is_file():
-            raise DataError(f"{str(split_file)!r}: split file not found")
+    for year, split_file in parts:
+        base = split_file.parents[2]
         for line in split_file.read_text().split():
             xml = inside_root(base / "Annotations", f"{line}.xml", str(split_file))
             if not xml.is_file():
@@ -261,9 +299,10 @@ def read_voc(root: Path, split="trainval", years=None, classes=None, skip_bad=Fa
             if parsed is None:
                 continue
             image = inside_root(base / "JPEGImages", f"{line}.jpg", str(xml))
-            entries.append((image, f"{year}_{line}" if len(years) > 1 else line, parsed[1], str(xml)))
+            entries.append((image, f"{year}_{line}" if several else line, parsed[1], str(xml)))
     records, classes = _finish(entries, classes or VOC_CLASSES, problems, verify)
-    return DetectionDataset(records, classes, str(root), problems)
+    name = f"{root} ({' + '.join(f'VOC{y} ' * bool(y) + f.stem for y, f in parts)})"
+    return DetectionDataset(records, classes, name, problems)
 
 
 def read_coco(path: Path, images=None, classes=None, skip_bad=False, verify=True, **_) -> DetectionDataset:
@@ -392,7 +431,7 @@ FORMATS: dict[str, Callable[..., DetectionDataset]] = {
 def _guess(path: Path) -> str:
     if path.suffix == ".json":
         return "coco"
-    if any(path.glob("VOC20*")):
+    if any(path.glob("VOC20*")) or (path / "Annotations").is_dir() and (path / "ImageSets" / "Main").is_dir():
         return "voc"
     if (path / "className2ClassID.txt").is_file():
         return "flickrlogos47"
@@ -416,7 +455,8 @@ def open_dataset(path: str | Path, format: str | None = None, classes: Sequence[
     """Open a dataset in any supported format (guessed from the path when not given).
 
     ``part`` (``train`` or ``test``) picks within a root that holds both: ``synthetic:...`` (the
-    generated anchor-transfer data) or a folder with ``train/`` and ``val|test/`` subfolders."""
+    generated anchor-transfer data), a folder with ``train/`` and ``val|test/`` subfolders, or a VOC
+    devkit (``trainval`` / ``test`` unless ``split=`` names one, see :func:`voc_parts`)."""
     if part not in ("train", "test"):
         raise DataError(f"{str(path)!r}: part={part!r}; choose train or test")
     if str(path).startswith("synthetic:"):
@@ -433,6 +473,8 @@ def open_dataset(path: str | Path, format: str | None = None, classes: Sequence[
         raise DataError(f"{str(path)!r}: a file, not a dataset folder (only COCO data is one .json file)")
     if format not in FORMATS:
         raise DataError(f"format {format!r}: unknown; choose one of {', '.join(FORMATS)}")
+    if format == "voc" and kwargs.get("split") is None:  # a devkit's parts by split name
+        kwargs["split"] = "trainval" if part == "train" else "test"
     ds = FORMATS[format](path, classes=list(classes) if classes else None, skip_bad=skip_bad, **kwargs)
     ds.format = format
     return ds

@@ -39,15 +39,18 @@ RESIZABLE_SSD = {"ssdlite320_mobilenet_v3"}
 
 
 def size_options(model: str, size: tuple[int, int]) -> dict:
-    """The detector options that make ``model`` take ``(h, w)`` inputs (the R-CNN / RetinaNet
-    transform's ``min_size`` / ``max_size``; an SSD's square ``image_size``)."""
+    """The detector options that make ``model`` take ``(h, w)`` inputs: an SSD's square ``image_size``;
+    for RetinaNet / Faster R-CNN the transform's ``fixed_size`` (w, h), so evaluation squashes each image
+    to (h, w) exactly as training's ``Resize`` does (the paper resizes FlickrLogos-47 to 1024 x 1024) and
+    a box's aspect ratio reaches the model the same way in both modes (``min_size`` / ``max_size`` alone
+    would keep the image's aspect ratio at test time only)."""
     if model in INPUT_SIZES:
         if model in RESIZABLE_SSD and size[0] == size[1]:
             return {"image_size": size[0]}
         kind = "a square" if model in RESIZABLE_SSD else "a fixed"
         raise ValueError(f"image_size={list(size)}: {model} takes {kind} input "
                          f"({', '.join(sorted(RESIZABLE_SSD))} takes any square size)")
-    return {"min_size": size[0], "max_size": max(size)}
+    return {"min_size": size[0], "max_size": max(size), "fixed_size": [size[1], size[0]]}
 
 
 def _ssd_generator(anchors: dict) -> DefaultBoxGenerator:
