@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from .design import PRESETS, Design, paper_order, split_names, torchvision_order
@@ -159,7 +160,9 @@ def _train(args: argparse.Namespace) -> int:
         over["data"]["skip_bad"] = True
     result = train(resolve(args.recipe, over), resume=args.resume)
     mAP = f"{result['val_mAP'] * 100:.2f}" if result["val_mAP"] is not None else "n/a"
-    print(f"trained {result['steps']} steps; val mAP {mAP}; last checkpoint {result['last']}"
+    print(f"trained {result['steps']} steps of global batch {result['processes'] * result['batch_per_process']} "
+          f"({result['processes']} process{'es' if result['processes'] > 1 else ''} x {result['batch_per_process']}); "
+          f"val mAP {mAP}; last checkpoint {result['last']}"
           + (f"; best {result['best']}" if result["best"] else ""))
     return 0
 
@@ -389,8 +392,18 @@ def main(argv: list[str] | None = None) -> int:
     p = parser()
     p.add_argument("--verbose", action="store_true", help="show library info lines and warnings")
     args = p.parse_args(argv)
-    if not args.verbose:
-        _quiet_libraries()
+    form = warnings.formatwarning
+    with warnings.catch_warnings():  # restores the filters when main returns (and the format below)
+        if not args.verbose:
+            _quiet_libraries()
+            warnings.formatwarning = lambda message, *_, **__: f"hierhead {args.command}: warning: {message}\n"
+        try:
+            return _run(args)
+        finally:
+            warnings.formatwarning = form
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except (ValueError, OSError) as e:

@@ -150,12 +150,12 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
 def test_two_process_ddp_on_cpu(tmp_path):
     env = {**os.environ, "PL_DISABLE_FORK": "1"}
     cmd = [sys.executable, "-m", "hierhead.cli", "train", "--recipe", "cards-ssdlite", "--data", str(CARDS),
-           "--fraction", "0.05", "--max-steps", "2", "--batch-size", "2", "--out", str(tmp_path / "ddp"),
+           "--fraction", "0.05", "--max-steps", "2", "--batch-size", "4", "--out", str(tmp_path / "ddp"),
            "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu", "--set", "val_every_n_steps=2",
            "--val", str(CARDS / "test"), *QUICK]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "trained 2 steps" in r.stdout
+    assert "trained 2 steps of global batch 4 (2 processes x 2)" in r.stdout  # batch_size is the global batch
     ckpt = torch.load(tmp_path / "ddp/checkpoints/last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 2 and ckpt["hierhead"]["model"] == "ssdlite320_mobilenet_v3"
 
@@ -163,7 +163,13 @@ def test_two_process_ddp_on_cpu(tmp_path):
 def test_recipes_hold_the_paper_values():
     assert set(recipes()) >= {"voc-ssd300", "voc-ssd512", "flickrlogos47-retinanet", "coco-retinanet", "cards-ssdlite"}
     voc = resolve("voc-ssd300")
-    assert voc["batch_size"] == 32 and voc["optimizer"]["name"] == "rmsprop" and voc["optimizer"]["lr"] == 1e-3
+    assert voc["batch_size"] == 32 and voc["optimizer"]["name"] == "tf_rmsprop" and voc["optimizer"]["lr"] == 1e-3
+    assert (voc["optimizer"]["decay"], voc["optimizer"]["eps"], voc["optimizer"]["weight_decay"]) == (0.9, 1.0, 4e-5)
+    assert voc["augment"] == {"flip": True, "iou_crop": True, "zoom_out": False, "photometric": False}  # IV-C
+    assert voc["design"] == "9An{9,3}As" and resolve("voc-ssd512")["design"] == "9An{9,3,1}S"  # Table III val
+    val = resolve("voc-ssd300-val")
+    assert val["max_steps"] == 60000 and val["schedule"]["milestones"] == [30000, 40000, 45000, 50000]
+    assert val["data"]["train_split"] == "2007/train+2012/train" and val["data"]["val_split"] == "2007/val+2012/val"
     assert voc["schedule"]["milestones"] == [60000, 80000, 90000, 100000] and voc["max_steps"] == 120000
     assert voc["schedule"]["gamma"] == pytest.approx(1 / 3, rel=1e-6)
     assert resolve("voc-ssd512")["model"] == "ssd512_vgg16"
@@ -171,6 +177,9 @@ def test_recipes_hold_the_paper_values():
     assert flickr["model"] == "retinanet_resnet50_fpn_nosubnet" and flickr["image_size"] == 1024
     assert flickr["schedule"] == {**flickr["schedule"], "name": "step", "step_size": 25000, "gamma": 0.8}
     assert flickr["batch_size"] == 2 and flickr["max_steps"] == 300000 and flickr["model_kwargs"]["nms_thresh"] == 0.1
+    assert flickr["optimizer"]["name"] == "tf_rmsprop" and flickr["augment"]["photometric"] is False  # "as VOC"
+    assert flickr["model_kwargs"] == {"nms_thresh": 0.1, "fg_iou_thresh": 0.5, "bg_iou_thresh": 0.5, "box_loss": "smooth_l1"}
+    assert all(resolve(r)["paper"] for r in recipes() if r.startswith(("voc", "flickr", "coco")))
     coco = resolve("coco-retinanet")
     assert coco["schedule"]["warmup_steps"] == 1000 and coco["schedule"]["warmup_start_lr"] == 2e-4
     assert coco["optimizer"]["lr"] == 0.01 and coco["schedule"]["milestones"] == [210000, 250000]
@@ -263,3 +272,23 @@ def test_drawn_boxes_threshold_then_best_first():
     assert drawn_boxes(scores, 0.95).tolist() == []
     with pytest.raises(ValueError, match="max_boxes=0: must be >= 1"):
         predict(torch.nn.Identity(), [], "/tmp/unused", [], max_boxes=0)
+
+
+def test_voc_recipe_trains_on_a_standard_07_12_devkit_and_warns_once(tmp_path, capsys):
+    """voc-ssd300 on VOC2007 (trainval + test) + VOC2012 (trainval only): trains on 07+12 trainval,
+    validates on 07 test, and says once that the paper's numbers need a pretrained backbone."""
+    from test_data import make_devkit
+
+    root = make_devkit(tmp_path / "VOCdevkit", {"2007": {"trainval": ["a1", "a2"], "test": ["t1", "t2"]},
+                                                 "2012": {"trainval": ["b1", "b2"]}})
+    from hierhead.engine.trainer import PaperSettingWarning
+
+    with pytest.warns(PaperSettingWarning, match="reproduces the paper's IV-C VOC-SSD300, which fine-tuned an "
+                                                 "ImageNet-pretrained backbone") as caught:
+        code, out, err = _cli(["train", "--recipe", "voc-ssd300", "--data", str(root), "--max-steps", "1",
+                               "--batch-size", "2", "--out", str(tmp_path / "out"), "--set", "val_every_n_steps=1",
+                               *QUICK], capsys)
+    assert code == 0 and "trained 1 steps of global batch 2" in out, err
+    assert sum(w.category is PaperSettingWarning for w in caught) == 1
+    config = (tmp_path / "out" / "config.yaml").read_text()
+    assert "train_split: 2007/trainval+2012/trainval" in config and "val_split: 2007/test" in config

@@ -157,7 +157,7 @@ def _one_step(design: str, opt: dict):
     return layer, before, grad
 
 
-@pytest.mark.parametrize("name", ["sgd", "adamw", "rmsprop"])
+@pytest.mark.parametrize("name", ["sgd", "adamw", "rmsprop", "tf_rmsprop"])
 def test_unit_lr_scale_auto_is_each_units_lr_over_its_anchor_count(name):
     base = {"name": name, "lr": 0.01, "momentum": 0.0, "weight_decay": 0.0}
     layer, before, grad = _one_step("9An{9,3,1}As", {**base, "unit_lr_scale": 1.0})
@@ -172,6 +172,36 @@ def test_unit_lr_scale_auto_is_each_units_lr_over_its_anchor_count(name):
         torch.testing.assert_close(scaled, -0.01 * grad * rows, rtol=1e-5, atol=1e-9)
     with pytest.raises(ValueError, match="unit_lr_scale='half'"):
         _one_step("9An{9,3}S", {**base, "unit_lr_scale": "half"})
+
+
+def test_tf_rmsprop_follows_tensorflows_update_rule():
+    """tf.train.RMSPropOptimizer written out (ms from 1, eps inside the sqrt, lr inside the momentum),
+    over 5 steps with an lr drop after the third, as the paper's milestones do; torch's RMSprop differs."""
+    from hierhead.engine.optim import TFRMSprop
+
+    g = torch.Generator().manual_seed(0)
+    p0 = torch.randn(6, generator=g)
+    grads = [torch.randn(6, generator=g) for _ in range(5)]
+    lrs, decay, momentum, eps, wd = [0.1, 0.1, 0.1, 0.03, 0.03], 0.9, 0.9, 1.0, 0.01
+    p, ms, mom = p0.clone(), torch.ones(6), torch.zeros(6)
+    for lr, grad in zip(lrs, grads):
+        gt = grad + wd * p
+        ms = decay * ms + (1 - decay) * gt ** 2
+        mom = momentum * mom + lr * gt / torch.sqrt(ms + eps)
+        p = p - mom
+    for cls, kwargs in ((TFRMSprop, {"decay": decay}), (torch.optim.RMSprop, {"alpha": decay})):
+        param = torch.nn.Parameter(p0.clone())
+        opt = cls([param], lr=lrs[0], momentum=momentum, eps=eps, weight_decay=wd, **kwargs)
+        for lr, grad in zip(lrs, grads):
+            opt.param_groups[0]["lr"] = lr
+            param.grad = grad.clone()
+            opt.step()
+        if cls is TFRMSprop:
+            torch.testing.assert_close(param.detach(), p, rtol=1e-6, atol=1e-7)
+        else:
+            assert (param.detach() - p).abs().max() > 1e-3  # not the paper's optimiser
+    with pytest.raises(ValueError, match="tf_rmsprop: lr=0.1, decay=1.0"):
+        TFRMSprop([torch.nn.Parameter(p0)], lr=0.1, decay=1.0)
 
 
 def test_sweep_head_and_finetune_protocols(start, tmp_path, capsys):

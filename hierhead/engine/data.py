@@ -223,14 +223,23 @@ class DetectionDataModule(pl.LightningDataModule):
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
+    def per_process_batch(self, world: int) -> int:
+        """``batch_size`` is the global batch (the paper's 32 or 16 whatever the number of GPUs):
+        each of ``world`` processes loads an equal share."""
+        if self.batch_size % world:
+            raise DataError(f"batch_size {self.batch_size} is the global batch: it does not split evenly over "
+                            f"{world} processes; use a multiple of {world}")
+        return self.batch_size // world
+
     def train_dataloader(self) -> DataLoader:
         rank, world = self._rank()
+        per_process = self.per_process_batch(world)
         sampler = EpochSampler(len(self.train_set), self.seed, True, rank, world)
-        if len(sampler) < self.batch_size:
+        if len(sampler) < per_process:
             raise DataError(f"{self.train_set.name}: {len(self.train_set)} training images for batch size "
-                            f"{self.batch_size} x {world} processes: lower the batch size")
+                            f"{self.batch_size}: lower the batch size")
         ds = SeededSamples(self.train_set, train_transforms(self.image_size, **self.augment), self.seed)
-        return self._loader(ds, sampler, self.batch_size, drop_last=True, cls=ResumableLoader)
+        return self._loader(ds, sampler, per_process, drop_last=True, cls=ResumableLoader)
 
     def val_dataloader(self) -> DataLoader:
         if self.val_set is None or len(self.val_set) == 0:

@@ -31,9 +31,53 @@ from torch import nn
 
 from ..layers import HierarchicalConv2d
 
-__all__ = ["make_optimizer", "LRSchedule", "RowScaledSteps", "unit_row_scales", "parse_unit_lr_scale"]
+__all__ = ["make_optimizer", "LRSchedule", "RowScaledSteps", "TFRMSprop", "unit_row_scales", "parse_unit_lr_scale"]
 
-OPTIMIZERS = ("sgd", "rmsprop", "adam", "adamw")
+OPTIMIZERS = ("sgd", "rmsprop", "tf_rmsprop", "adam", "adamw")
+
+
+class TFRMSprop(torch.optim.Optimizer):
+    """RMSprop as TensorFlow 1's ``tf.train.RMSPropOptimizer`` computes it (the paper's VOC and
+    FlickrLogos-47 optimiser, through the TF Object Detection API), per parameter::
+
+        g    = grad + weight_decay * p              (the API's L2 regulariser, coupled)
+        ms   = decay * ms + (1 - decay) * g**2      (ms starts at 1, not 0)
+        mom  = momentum * mom + lr * g / sqrt(ms + eps)
+        p    = p - mom
+
+    Kept by hand because ``torch.optim.RMSprop`` differs in three places: ``sqrt(v) + eps`` instead
+    of ``sqrt(v + eps)``, the mean square starting at 0, and lr applied after the momentum buffer
+    (which changes the step when the lr drops, as at the paper's 60k / 80k / ... milestones).
+    """
+
+    def __init__(self, params, lr: float = 0.001, decay: float = 0.9, momentum: float = 0.9, eps: float = 1.0,
+                 weight_decay: float = 0.0) -> None:
+        if lr < 0 or not 0 <= decay < 1 or momentum < 0 or eps < 0 or weight_decay < 0:
+            raise ValueError(f"tf_rmsprop: lr={lr}, decay={decay}, momentum={momentum}, eps={eps}, "
+                             f"weight_decay={weight_decay}: expected lr, momentum, eps, weight_decay >= 0, 0 <= decay < 1")
+        super().__init__(params, {"lr": lr, "decay": decay, "momentum": momentum, "eps": eps,
+                                  "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad.add(p, alpha=group["weight_decay"]) if group["weight_decay"] else p.grad
+                state = self.state[p]
+                if not state:
+                    state["ms"] = torch.ones_like(p)
+                    state["mom"] = torch.zeros_like(p)
+                ms, mom = state["ms"], state["mom"]
+                ms.mul_(group["decay"]).addcmul_(g, g, value=1 - group["decay"])
+                mom.mul_(group["momentum"]).addcdiv_(g, ms.add(group["eps"]).sqrt_(), value=group["lr"])
+                p.sub_(mom)
+        return loss
 
 
 class LRSchedule:
@@ -112,8 +156,10 @@ def make_optimizer(model: nn.Module, config: dict) -> torch.optim.Optimizer:
 
     Args:
         model: a detector (or any module) whose ``requires_grad`` parameters are trained.
-        config: the recipe's ``optimizer`` section. ``rmsprop`` is PyTorch's RMSprop with the
-            paper's decay 0.9, momentum 0.9 and eps 1.0 (the TF Object Detection API's values).
+        config: the recipe's ``optimizer`` section. ``tf_rmsprop`` is :class:`TFRMSprop` (the
+            paper's optimiser); ``rmsprop`` is PyTorch's RMSprop (eps outside the square root, mean
+            square from 0). Both take ``decay`` (0.9) and ``eps`` (1.0), the TF Object Detection
+            API's values; ``eps`` defaults to 1e-8 for Adam(W).
     """
     cfg = dict(config)
     name, lr = str(cfg.pop("name", "sgd")).lower(), float(cfg.pop("lr"))
@@ -130,12 +176,15 @@ def make_optimizer(model: nn.Module, config: dict) -> torch.optim.Optimizer:
         params = [{"params": trained}]
     if name == "sgd":
         opt = torch.optim.SGD(params, lr=lr, momentum=float(cfg.pop("momentum", 0.9)), weight_decay=decay)
-    elif name == "rmsprop":  # TF Object Detection API's RMSprop settings (paper IV-C)
-        opt = torch.optim.RMSprop(params, lr=lr, momentum=float(cfg.pop("momentum", 0.9)), alpha=0.9,
-                                  eps=float(cfg.pop("eps", 1.0)), weight_decay=decay)
+    elif name in ("rmsprop", "tf_rmsprop"):  # the TF Object Detection API's values (paper IV-C)
+        eps, alpha = float(cfg.pop("eps", None) or 1.0), float(cfg.pop("decay", None) or 0.9)
+        momentum = float(cfg.pop("momentum", 0.9))
+        opt = (torch.optim.RMSprop(params, lr=lr, momentum=momentum, alpha=alpha, eps=eps, weight_decay=decay)
+               if name == "rmsprop" else TFRMSprop(params, lr=lr, decay=alpha, momentum=momentum, eps=eps,
+                                                   weight_decay=decay))
     elif name in ("adam", "adamw"):
         cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
-        opt = cls(params, lr=lr, weight_decay=decay)
+        opt = cls(params, lr=lr, weight_decay=decay, eps=float(cfg.pop("eps", None) or 1e-8))
     else:
         raise ValueError(f"optimizer {name!r}: unknown; choose {', '.join(OPTIMIZERS)}")
     if scale == "auto" and units:

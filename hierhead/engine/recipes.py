@@ -19,6 +19,7 @@ DEFAULTS: dict[str, Any] = {
     "model": "ssdlite320_mobilenet_v3",
     "design": "9An{9,3,1}S",
     "soft": False,
+    "paper": None,  # the paper setting a recipe reproduces (e.g. "IV-C VOC-SSD300"): warns without pretrained weights
     "data": {"path": None, "format": None, "val": None, "train_split": None, "val_split": None,
              "val_fraction": 0.1, "resplit": None, "split_seed": 0, "fraction": 1.0, "skip_bad": False},
     "image_size": None,
@@ -26,7 +27,8 @@ DEFAULTS: dict[str, Any] = {
     "val_batch_size": None,
     "epochs": None,
     "max_steps": 1000,
-    "optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.00004, "unit_lr_scale": 1.0},
+    "optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.00004, "unit_lr_scale": 1.0,
+                  "decay": None, "eps": None},  # decay / eps: RMSprop's (default 0.9 / 1.0); eps also Adam's
     "schedule": {"name": "constant", "milestones": [], "gamma": 0.1, "step_size": 0, "warmup_steps": 0,
                  "warmup_start_lr": None},
     "augment": {"flip": True, "iou_crop": True, "zoom_out": False, "photometric": True},

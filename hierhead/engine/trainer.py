@@ -27,7 +27,7 @@ from ..models.stock import size_options
 from .data import DetectionDataModule, fraction_subset, open_config_splits
 from .module import DetectorModule
 
-__all__ = ["train", "prepare", "AtomicCheckpointIO", "LAST", "BEST"]
+__all__ = ["train", "prepare", "AtomicCheckpointIO", "PaperSettingWarning", "LAST", "BEST"]
 
 LAST, BEST = "last", "best"
 
@@ -44,6 +44,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+
+
+class PaperSettingWarning(UserWarning):
+    """A paper recipe run in a way the paper's numbers do not apply to (e.g. without pretrained weights)."""
 
 
 def _image_size(config: dict) -> tuple[int, int] | None:
@@ -113,8 +117,10 @@ def _join_logs(logs: Path) -> None:
 def train(config: dict, resume: bool = False, callbacks: list | None = None) -> dict:
     """Train with a resolved config; ``resume`` continues from ``out/checkpoints/last.ckpt``.
 
-    Returns ``{"out", "last", "best", "val_mAP", "steps", "train_images", "train_seconds"}`` (seconds of training
-    over every resumed part).
+    Returns ``{"out", "last", "best", "val_mAP", "steps", "train_images", "train_seconds", "processes",
+    "batch_per_process"}`` (seconds of training over every resumed part; ``batch_size`` is the global batch).
+    A paper recipe (``paper`` set) started without pretrained or start weights warns once
+    (:class:`PaperSettingWarning`): the paper fine-tuned ImageNet-pretrained backbones.
     """
     config = copy.deepcopy(config)
     out = Path(config["out"])
@@ -123,6 +129,11 @@ def train(config: dict, resume: bool = False, callbacks: list | None = None) -> 
         raise FileNotFoundError(f"--resume: no checkpoint at {str(last)!r} (nothing to resume)")
     pl.seed_everything(int(config["seed"]), workers=True, verbose=False)
     module, dm = prepare(config)
+    if config.get("paper") and not (config.get("backbone_weights") or config.get("torchvision_weights")
+                                    or config.get("init")):
+        warnings.warn(f"the recipe reproduces the paper's {config['paper']}, which fine-tuned an ImageNet-pretrained "
+                      f"backbone; this run starts from random weights and will not reach the paper's mAP (give "
+                      f"--backbone-weights FILE, torchvision_weights=true or --init CKPT)", PaperSettingWarning)
     if resume:
         _check_resumable(last, module.spec)
     out.mkdir(parents=True, exist_ok=True)
@@ -176,4 +187,5 @@ def train(config: dict, resume: bool = False, callbacks: list | None = None) -> 
     score = trainer.callback_metrics.get("val/mAP")
     return {"out": str(out), "last": str(last), "best": str(best) if best.is_file() else None,
             "val_mAP": float(score) if score is not None else None, "steps": trainer.global_step,
-            "train_images": len(dm.train_set), "train_seconds": round(timer.time_elapsed("train"), 1)}
+            "train_images": len(dm.train_set), "train_seconds": round(timer.time_elapsed("train"), 1),
+            "processes": trainer.world_size, "batch_per_process": dm.per_process_batch(trainer.world_size)}

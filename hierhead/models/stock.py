@@ -113,11 +113,15 @@ def _freeze_bn(body: nn.Module) -> None:
 
 def _retinanet(subnet: bool, num_classes: int, pretrained: bool, generator: nn.Module, options: dict,
                net: None = None) -> nn.Module:
+    box_loss = options.pop("box_loss", "l1")  # torchvision's default; "smooth_l1" is the paper's VOC loss
+    if box_loss not in ("l1", "smooth_l1", "giou", "diou", "ciou"):
+        raise ValueError(f"box_loss={box_loss!r}: unknown; choose l1, smooth_l1, giou, diou or ciou")
     model = retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=num_classes, **options)
     if pretrained:
         _freeze_bn(model.backbone.body)
     model.anchor_generator = generator
     model.head = RetinaNetHead(256, generator.num_anchors_per_location()[0], num_classes)
+    model.head.regression_head._loss_type = box_loss
     if not subnet:  # FlickrLogos-47 setting: predict directly on the FPN levels
         model.head.classification_head.conv = nn.Sequential()
         model.head.regression_head.conv = nn.Sequential()
