@@ -158,10 +158,11 @@ def coco_map(predictions: Sequence[dict], targets: Sequence[dict], num_classes: 
     for img_id, p, t in zip(image_ids, predictions, targets):
         crowd = t.get("iscrowd", t.get("difficult"))
         crowd = _np(crowd, bool).reshape(-1) if crowd is not None else None
+        area = _np(t["area"]).reshape(-1) if t.get("area") is not None else None  # COCO's, else the box's
         for k, (b, lab) in enumerate(zip(_np(t["boxes"]).reshape(-1, 4), _np(t["labels"], np.int64).reshape(-1))):
             w, h = float(b[2] - b[0]), float(b[3] - b[1])
             anns.append({"id": len(anns) + 1, "image_id": img_id, "category_id": cat_ids[lab - 1],
-                         "bbox": [float(b[0]), float(b[1]), w, h], "area": w * h,
+                         "bbox": [float(b[0]), float(b[1]), w, h], "area": float(area[k]) if area is not None else w * h,
                          "iscrowd": int(crowd[k]) if crowd is not None else 0})
         for b, s, lab in zip(_np(p["boxes"]).reshape(-1, 4), _np(p["scores"]).reshape(-1),
                              _np(p["labels"], np.int64).reshape(-1)):

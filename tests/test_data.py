@@ -156,6 +156,34 @@ def test_coco_reader_and_crowd(tmp_path):
         open_dataset(root / "bad.json")
 
 
+def test_coco_area_reaches_the_size_buckets(tmp_path):
+    """APs / APm / APl use the annotation's ``area`` (a segment's pixels), as pycocotools does, not w*h."""
+    from hierhead.metrics import coco_map
+
+    root = tmp_path / "coco"
+    root.mkdir()
+    Image.new("RGB", (100, 100)).save(root / "i.png")
+    data = {"images": [{"id": 1, "file_name": "i.png", "width": 100, "height": 100}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 40, 40], "iscrowd": 0,
+                             "area": 900.0}],  # box 1600 px (medium), segment 900 px (small)
+            "categories": [{"id": 1, "name": "a"}]}
+    (root / "c.json").write_text(json.dumps(data))
+    ds = open_dataset(root / "c.json")
+    t = ds.target(0)
+    assert t["area"].tolist() == [900.0]
+    pred = [{"boxes": torch.tensor([[10.0, 10, 50, 50]]), "scores": torch.tensor([0.9]), "labels": torch.tensor([1])}]
+    r = coco_map(pred, [t], 2)
+    assert (r["APs"], r["APm"]) == (pytest.approx(1.0), -1.0)
+    del t["area"]
+    r = coco_map(pred, [t], 2)
+    assert (r["APs"], r["APm"]) == (-1.0, pytest.approx(1.0))
+    from hierhead.engine.data import train_transforms
+    from torchvision import tv_tensors
+    _, out = train_transforms((64, 64), flip=False, iou_crop=False, photometric=False)(
+        tv_tensors.Image(torch.zeros(3, 100, 100, dtype=torch.uint8)), ds.target(0))
+    assert out["area"].tolist() == [900.0] and len(out["boxes"]) == 1
+
+
 def test_duplicate_image_ids(tmp_path):
     yolo = tmp_path / "y"
     (yolo / "images").mkdir(parents=True)

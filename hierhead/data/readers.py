@@ -104,6 +104,7 @@ class DetectionDataset(torch.utils.data.Dataset):
             "labels": torch.tensor(r.labels, dtype=torch.int64) + 1,
             "difficult": torch.tensor(r.difficult, dtype=torch.bool),
             "image_id": r.image_id,
+            **({"area": torch.tensor(r.areas, dtype=torch.float64)} if r.areas is not None else {}),
         }
 
     def __getitem__(self, i: int):
@@ -126,9 +127,10 @@ class DetectionDataset(torch.utils.data.Dataset):
 def _finish(entries: list[tuple[Path, str, list[tuple[str | int, list[float], bool]], str]],
             classes: Sequence[str] | None, problems: Problems, verify: bool,
             numeric_classes: Sequence[str] | None = None) -> tuple[list[Record], list[str]]:
-    """Turn (image path, id, [(class, xyxy in stored pixels, difficult)], where) into records."""
+    """Turn (image path, id, [(class, xyxy in stored pixels, difficult[, area])], where) into records
+    (an object's optional ``area``, COCO's, is kept in ``Record.areas`` when every object has one)."""
     if classes is None:
-        names = {c for _, _, objs, _ in entries for c, _, _ in objs if isinstance(c, str)}
+        names = {obj[0] for _, _, objs, _ in entries for obj in objs if isinstance(obj[0], str)}
         classes = sorted(names) if numeric_classes is None else list(numeric_classes)
     classes = list(classes)
     index = {c: i for i, c in enumerate(classes)}
@@ -144,7 +146,8 @@ def _finish(entries: list[tuple[Path, str, list[tuple[str | int, list[float], bo
         w, h, orientation = head
         rec = Record(path, image_id, w, h, orientation=orientation)
         sw, sh = (h, w) if orientation in (5, 6, 7, 8) else (w, h)
-        for cls, box, difficult in objs:
+        areas = []
+        for cls, box, difficult, *area in objs:
             if isinstance(cls, int):
                 if not 0 <= cls < len(classes):
                     problems.report("unknown classes", f"{where}: class id {cls} is not in the {len(classes)} classes")
@@ -163,6 +166,9 @@ def _finish(entries: list[tuple[Path, str, list[tuple[str | int, list[float], bo
             rec.boxes.append(box)
             rec.labels.append(label)
             rec.difficult.append(bool(difficult))
+            areas.append(area[0] if area else None)
+        if areas and None not in areas:
+            rec.areas = areas
         records.append(rec)
     return records, classes
 
@@ -330,7 +336,7 @@ def read_coco(path: Path, images=None, classes=None, skip_bad=False, verify=True
         for ann in coco.imgToAnns.get(img_id, []):
             x, y, w, h = (float(v) for v in ann.get("bbox", [math.nan] * 4))
             objs.append((cat_ids.index(ann["category_id"]) if ann["category_id"] in cat_ids else -1,
-                         [x, y, x + w, y + h], bool(ann.get("iscrowd", 0))))
+                         [x, y, x + w, y + h], bool(ann.get("iscrowd", 0)), float(ann.get("area", w * h))))
         try:
             image = inside_root(image_root, str(info["file_name"]), str(path))
         except DataError as e:

@@ -41,6 +41,7 @@ class Record:
     labels: list[int] = field(default_factory=list)  # index into the dataset's class list
     difficult: list[bool] = field(default_factory=list)
     orientation: int = 1  # EXIF orientation of the stored image
+    areas: list[float] | None = None  # COCO's annotation ``area`` (segment pixels), for APs / APm / APl
 
 
 class Problems:

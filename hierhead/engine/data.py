@@ -118,8 +118,9 @@ def eval_transforms() -> T.Compose:
 
 
 def _labels_and_difficult(inputs):
+    """Every per-box tensor SanitizeBoundingBoxes must filter with the boxes (COCO's ``area`` too)."""
     target = inputs[1]
-    return target["labels"], target["difficult"]
+    return (target["labels"], target["difficult"]) + ((target["area"],) if "area" in target else ())
 
 
 class EpochSampler(Sampler):
