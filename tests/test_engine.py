@@ -166,6 +166,7 @@ def test_recipes_hold_the_paper_values():
     assert voc["batch_size"] == 32 and voc["optimizer"]["name"] == "tf_rmsprop" and voc["optimizer"]["lr"] == 1e-3
     assert (voc["optimizer"]["decay"], voc["optimizer"]["eps"], voc["optimizer"]["weight_decay"]) == (0.9, 1.0, 4e-5)
     assert voc["augment"] == {"flip": True, "iou_crop": True, "zoom_out": False, "photometric": False}  # IV-C
+    assert voc["model_kwargs"] == {"nms_thresh": 0.5, "loss": "sigmoid"}
     assert voc["design"] == "9An{9,3}As" and resolve("voc-ssd512")["design"] == "9An{9,3,1}S"  # Table III val
     val = resolve("voc-ssd300-val")
     assert val["max_steps"] == 60000 and val["schedule"]["milestones"] == [30000, 40000, 45000, 50000]

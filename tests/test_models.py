@@ -213,3 +213,55 @@ def test_train_and_eval_see_the_same_box_geometry(name, size):
         b = targets[0]["boxes"][0]
         shapes.append((tuple(batch.image_sizes[0]), round(float((b[2] - b[0]) / (b[3] - b[1])), 3)))
     assert shapes[0] == shapes[1] == (size, round(size[1] / size[0], 3)), shapes  # 2 * (w/200) / (h/100)
+
+
+def test_sigmoid_ssd_loss_and_scores_follow_the_rule_written_out(tmp_path):
+    """loss=sigmoid (the paper's): per-anchor sum of per-class BCE on one-hot targets (background a
+    column), positives + the 3x hardest negatives over the positives; scores sigmoid(logit)."""
+    from hierhead.models.deploy import save_folded
+    from hierhead.models.stock import SigmoidSSD, load
+
+    model = _build("ssdlite320_mobilenet_v3", DESIGN, loss="sigmoid", image_size=96)
+    assert isinstance(model, SigmoidSSD) and model.hierhead_spec["options"]["loss"] == "sigmoid"
+    g = torch.Generator().manual_seed(0)
+    n, c = 12, 3
+    logits, deltas = torch.randn(2, n, c, generator=g), torch.randn(2, n, 4, generator=g)
+    anchors = [torch.tensor([[0.0, 0, 10, 10]]).repeat(n, 1) + torch.arange(n).view(-1, 1) for _ in range(2)]
+    targets = [{"boxes": torch.tensor([[0.0, 0, 10, 10], [5.0, 5, 15, 15]]), "labels": torch.tensor([1, 2])},
+               {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
+    matched = [torch.tensor([0, -1, 1, -1, -1, -1, 0, -1, -1, -1, -1, -1]), torch.full((n,), -1)]
+    losses = model.compute_loss(targets, {"cls_logits": logits, "bbox_regression": deltas}, anchors, matched)
+    total = 0.0
+    for img in range(2):
+        per = []
+        for a in range(n):
+            label = int(targets[img]["labels"][matched[img][a]]) if matched[img][a] >= 0 else 0
+            per.append((label, sum(float(-math.log(torch.sigmoid(x if k == label else -x))) for k, x in
+                                   enumerate(logits[img, a]))))
+        pos = [v for lab, v in per if lab > 0]
+        neg = sorted((v for lab, v in per if lab == 0), reverse=True)[: 3 * len(pos)]
+        total += sum(pos) + sum(neg)
+    assert losses["classification"].item() == pytest.approx(total / 3, rel=1e-5)  # 3 positives
+    model.eval()
+    model.score_thresh = 0.0
+    out = model.postprocess_detections({"cls_logits": logits[:1], "bbox_regression": torch.zeros(1, n, 4)},
+                                       anchors[:1], [(100, 100)])[0]
+    assert out["scores"].max().item() == pytest.approx(torch.sigmoid(logits[0, :, 1:]).max().item())
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, HierarchicalConv2d):
+                m.unit_weight.normal_(std=0.02)
+    save_folded(model, tmp_path)
+    stock = load(tmp_path)
+    assert type(stock) is SigmoidSSD
+    with torch.no_grad():
+        a, b = model(_images()), stock(_images())
+    for x, y in zip(a, b):
+        assert torch.equal(x["labels"], y["labels"]) and len(x["labels"]) > 0
+        torch.testing.assert_close(x["scores"], y["scores"], atol=1e-5, rtol=0)
+    model.train()
+    loss = model(_images(), [{"boxes": torch.tensor([[5.0, 5, 40, 60]]), "labels": torch.tensor([2])}] * 2)
+    sum(loss.values()).backward()  # trains end to end
+    assert all(torch.isfinite(v) for v in loss.values())
+    with pytest.raises(ValueError, match="loss='focal': unknown; choose softmax"):
+        _build("ssdlite320_mobilenet_v3", None, loss="focal")

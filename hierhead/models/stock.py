@@ -17,6 +17,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection import (
     fasterrcnn_resnet50_fpn,
@@ -28,6 +29,7 @@ from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.models.detection.ssd import SSD, SSDHead, _vgg_extractor
 from torchvision.models.detection.ssdlite import SSDLiteHead, _mobilenet_extractor, _normal_init
+from torchvision.ops import batched_nms, clip_boxes_to_image
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 __all__ = ["stock_model", "load", "size_options", "ARCHITECTURES", "INPUT_SIZES"]
@@ -53,6 +55,56 @@ def size_options(model: str, size: tuple[int, int]) -> dict:
     return {"min_size": size[0], "max_size": max(size), "fixed_size": [size[1], size[0]]}
 
 
+class SigmoidSSD(SSD):
+    """SSD classified as the paper does (IV-C, TF Object Detection API): an independent sigmoid per
+    class (background included as a column) instead of torchvision's softmax, with the same hard
+    negative mining (3 negatives per positive, the highest-loss ones) and smooth L1 box loss.
+
+    Kept by hand because torchvision's SSD hard-codes softmax in ``compute_loss`` and
+    ``postprocess_detections``; the head, matching, box coder and NMS are torchvision's. Scores at
+    inference are ``sigmoid(logit)`` per class, so a folded model needs this class too: it lives in
+    this file, which ``hierhead fold`` ships as ``load_model.py``.
+    """
+
+    def compute_loss(self, targets, head_outputs, anchors, matched_idxs):
+        losses = super().compute_loss(targets, head_outputs, anchors, matched_idxs)  # its box loss is the paper's
+        logits = head_outputs["cls_logits"]
+        labels = torch.stack([t["labels"][m.clamp(min=0)] * (m >= 0) if t["labels"].numel() else torch.zeros_like(m)
+                              for t, m in zip(targets, matched_idxs)])
+        per_anchor = F.binary_cross_entropy_with_logits(
+            logits, F.one_hot(labels, logits.size(-1)).to(logits.dtype), reduction="none").sum(-1)
+        positive = labels > 0
+        hardest = per_anchor.masked_fill(positive, -float("inf")).argsort(1, descending=True).argsort(1)
+        negative = hardest < self.neg_to_pos_ratio * positive.sum(1, keepdim=True)
+        losses["classification"] = (per_anchor[positive].sum() + per_anchor[negative].sum()) / max(1, int(positive.sum()))
+        return losses
+
+    def postprocess_detections(self, head_outputs, image_anchors, image_shapes):
+        detections = []
+        for deltas, logits, anchors, shape in zip(head_outputs["bbox_regression"], head_outputs["cls_logits"],
+                                                  image_anchors, image_shapes):
+            boxes = clip_boxes_to_image(self.box_coder.decode_single(deltas, anchors), shape)
+            kept_boxes, kept_scores, kept_labels = [], [], []
+            for label in range(1, logits.size(-1)):  # per class: above the threshold, the top candidates
+                score = torch.sigmoid(logits[:, label])
+                keep = torch.where(score > self.score_thresh)[0]
+                score, order = score[keep].topk(det_utils._topk_min(score[keep], self.topk_candidates, 0))
+                kept_boxes.append(boxes[keep[order]])
+                kept_scores.append(score)
+                kept_labels.append(torch.full_like(order, label))
+            boxes, scores, labels = torch.cat(kept_boxes), torch.cat(kept_scores), torch.cat(kept_labels)
+            keep = batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_img]
+            detections.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
+        return detections
+
+
+def _ssd(loss: str):
+    """The SSD class of the ``loss`` option: ``softmax`` (torchvision's) or ``sigmoid`` (the paper's)."""
+    if loss not in ("softmax", "sigmoid"):
+        raise ValueError(f"loss={loss!r}: unknown; choose softmax (torchvision's SSD) or sigmoid (the paper's)")
+    return SSD if loss == "softmax" else SigmoidSSD
+
+
 def _ssd_generator(anchors: dict) -> DefaultBoxGenerator:
     pairs = anchors["wh_pairs"]
     gen = DefaultBoxGenerator([[] for _ in pairs], scales=[0.0] * (len(pairs) + 1))
@@ -76,7 +128,8 @@ def _ssd_vgg(size: int, num_classes: int, pretrained: bool, generator: nn.Module
     out_channels = det_utils.retrieve_out_channels(backbone, (size, size))
     head = SSDHead(out_channels, _per_location(generator), num_classes)
     defaults = {"image_mean": [0.48235, 0.45882, 0.40784], "image_std": [1.0 / 255.0] * 3}
-    return SSD(backbone, generator, (size, size), num_classes, head=head, **{**defaults, **options})
+    cls = _ssd(options.pop("loss", "softmax"))
+    return cls(backbone, generator, (size, size), num_classes, head=head, **{**defaults, **options})
 
 
 def ssdlite_norm(*args, **kwargs) -> nn.BatchNorm2d:
@@ -99,7 +152,8 @@ def _ssdlite(num_classes: int, pretrained: bool, generator: nn.Module, options: 
     head = SSDLiteHead(out_channels, _per_location(generator), num_classes, norm)
     defaults = {"score_thresh": 0.001, "detections_per_img": 300, "topk_candidates": 300,
                 "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
-    return SSD(backbone, generator, (size, size), num_classes, head=head, **{**defaults, **options})
+    cls = _ssd(options.pop("loss", "softmax"))
+    return cls(backbone, generator, (size, size), num_classes, head=head, **{**defaults, **options})
 
 
 def _freeze_bn(body: nn.Module) -> None:
