@@ -159,22 +159,29 @@ def test_weights_round_trip_and_mismatch(tmp_path):
         build("ssdlite320_mobilenet_v3", 3, design=DESIGN, weights=tmp_path / "junk.pth")
 
 
-def test_ssdlite_takes_any_square_input_and_deploys_at_it(tmp_path):
+def _folded_round_trip(model, folder):
+    """(the model ``hierhead fold`` writes and ``load_model.py`` loads, its detections, ``model``'s),
+    with random units so that folding has something to fold."""
     from hierhead.models.deploy import save_folded
     from hierhead.models.stock import load
 
-    torch.manual_seed(0)
-    model = _build("ssdlite320_mobilenet_v3", "9An{9,3,1}As", image_size=160).eval()
-    assert model.transform.fixed_size == (160, 160) and model.hierhead_spec["options"]["image_size"] == 160
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, HierarchicalConv2d):
                 m.unit_weight.normal_(std=0.02)
-    save_folded(model, tmp_path)
-    stock = load(tmp_path)
-    assert stock.transform.fixed_size == (160, 160) and _count(stock) == _count(_build("ssdlite320_mobilenet_v3", None))
+    save_folded(model, folder)
+    stock = load(folder)
     with torch.no_grad():
-        a, b = model(_images()), stock(_images())
+        return stock, model(_images()), stock(_images())
+
+
+def test_ssdlite_takes_any_square_input_and_deploys_at_it(tmp_path):
+
+    torch.manual_seed(0)
+    model = _build("ssdlite320_mobilenet_v3", "9An{9,3,1}As", image_size=160).eval()
+    assert model.transform.fixed_size == (160, 160) and model.hierhead_spec["options"]["image_size"] == 160
+    stock, a, b = _folded_round_trip(model, tmp_path)
+    assert stock.transform.fixed_size == (160, 160) and _count(stock) == _count(_build("ssdlite320_mobilenet_v3", None))
     for x, y in zip(a, b):
         assert torch.equal(x["labels"], y["labels"])
         torch.testing.assert_close(x["boxes"], y["boxes"], atol=1e-4, rtol=0)
@@ -218,8 +225,7 @@ def test_train_and_eval_see_the_same_box_geometry(name, size):
 def test_sigmoid_ssd_loss_and_scores_follow_the_rule_written_out(tmp_path):
     """loss=sigmoid (the paper's): per-anchor sum of per-class BCE on one-hot targets (background a
     column), positives + the 3x hardest negatives over the positives; scores sigmoid(logit)."""
-    from hierhead.models.deploy import save_folded
-    from hierhead.models.stock import SigmoidSSD, load
+    from hierhead.models.stock import SigmoidSSD
 
     model = _build("ssdlite320_mobilenet_v3", DESIGN, loss="sigmoid", image_size=96)
     assert isinstance(model, SigmoidSSD) and model.hierhead_spec["options"]["loss"] == "sigmoid"
@@ -247,15 +253,8 @@ def test_sigmoid_ssd_loss_and_scores_follow_the_rule_written_out(tmp_path):
     out = model.postprocess_detections({"cls_logits": logits[:1], "bbox_regression": torch.zeros(1, n, 4)},
                                        anchors[:1], [(100, 100)])[0]
     assert out["scores"].max().item() == pytest.approx(torch.sigmoid(logits[0, :, 1:]).max().item())
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, HierarchicalConv2d):
-                m.unit_weight.normal_(std=0.02)
-    save_folded(model, tmp_path)
-    stock = load(tmp_path)
+    stock, a, b = _folded_round_trip(model, tmp_path)
     assert type(stock) is SigmoidSSD
-    with torch.no_grad():
-        a, b = model(_images()), stock(_images())
     for x, y in zip(a, b):
         assert torch.equal(x["labels"], y["labels"]) and len(x["labels"]) > 0
         torch.testing.assert_close(x["scores"], y["scores"], atol=1e-5, rtol=0)
