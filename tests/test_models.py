@@ -176,7 +176,6 @@ def _folded_round_trip(model, folder):
 
 
 def test_ssdlite_takes_any_square_input_and_deploys_at_it(tmp_path):
-
     torch.manual_seed(0)
     model = _build("ssdlite320_mobilenet_v3", "9An{9,3,1}As", image_size=160).eval()
     assert model.transform.fixed_size == (160, 160) and model.hierhead_spec["options"]["image_size"] == 160
