@@ -90,12 +90,26 @@ def _recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def _class_list(text: str | None) -> list[str] | None:
+    """``--classes a,b,c`` -> ["a", "b", "c"] (None when not given); empty or repeated names are errors."""
+    if not text:
+        return None
+    names = [c.strip() for c in text.split(",")]
+    if "" in names or len(set(names)) != len(names):
+        raise ValueError(f"--classes {text!r}: expected distinct, non-empty comma-separated names")
+    return names
+
+
 def _open(args: argparse.Namespace, classes=None, part: str = "train"):
+    """The dataset of ``--data``. ``classes``: a checkpoint's class list, which labels its outputs:
+    ``--classes`` may then only repeat it (in any order), never reorder or rename its labels."""
     from .data import open_dataset
 
-    if getattr(args, "classes", None):
-        classes = [c.strip() for c in args.classes.split(",")]
-    return open_dataset(args.data, format=args.format, classes=classes, skip_bad=args.skip_bad, part=part)
+    given = _class_list(getattr(args, "classes", None))
+    if given and classes and sorted(given) != sorted(classes):
+        raise ValueError(f"--classes {','.join(given)}: the checkpoint was trained on {','.join(classes)}; "
+                         f"its labels follow that list (omit --classes)")
+    return open_dataset(args.data, format=args.format, classes=classes or given, skip_bad=args.skip_bad, part=part)
 
 
 def _stats(args: argparse.Namespace) -> int:
@@ -154,7 +168,8 @@ def _train(args: argparse.Namespace) -> int:
     over.update({k: v for k, v in flags.items() if v is not None})
     if args.epochs is not None and args.max_steps is None:
         over["max_steps"] = None
-    data = {"path": args.data, "format": args.format, "val": args.val, "fraction": args.fraction}
+    data = {"path": args.data, "format": args.format, "val": args.val, "fraction": args.fraction,
+            "classes": _class_list(args.classes)}
     over["data"] = {**over.get("data", {}), **{k: v for k, v in data.items() if v is not None}}
     if args.skip_bad:
         over["data"]["skip_bad"] = True
@@ -384,7 +399,8 @@ def _quiet_libraries() -> None:
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(name).setLevel(logging.WARNING)
     for message in (r".*LeafSpec.*", r".*smaller than the logging interval.*", r".*does not have many workers.*",
-                    r".*Experiment logs directory .* exists and is not empty.*"):
+                    r".*Experiment logs directory .* exists and is not empty.*",
+                r".*Checkpoint directory .* exists and is not empty.*"):  # only on --resume, which is meant
         warnings.filterwarnings("ignore", message=message)
 
 

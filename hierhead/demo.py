@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import statistics
+import shutil
 import time
 from pathlib import Path
 
@@ -91,6 +92,7 @@ def run(out: str | Path = "hierhead-demo", design: str = "9An{9,3,1}As", seeds: 
     t0 = time.perf_counter()
     print(f"1/3 the shared start: {GENERAL} trained {start_steps} steps on {start_data} (every class at every "
           "shape)", flush=True)
+    shutil.rmtree(out / "start", ignore_errors=True)  # the demo's own start, retrained on every run
     start = train(resolve("synthetic-ssdlite", {**base, "data": {"path": start_data}, "design": GENERAL,
                                                  "max_steps": start_steps, "out": str(out / "start")}))
     head_config = resolve("synthetic-ssdlite", {**base, "data": {"path": data}, "init": start["last"],

@@ -305,3 +305,19 @@ def test_voc_one_year_devkit_layout(tmp_path):
     ds = open_dataset(root)
     assert ds.format == "voc" and [r.image_id for r in ds.records] == ["x1", "x2"]
     assert [r.image_id for r in open_dataset(root, part="test").records] == ["y1"]
+
+
+def test_devkit_classes_come_from_its_annotations_and_classes_is_honoured(tmp_path, capsys):
+    """A devkit of other classes is not read with the 20 VOC ones; train --classes reaches the data."""
+    from hierhead.engine.data import open_splits
+
+    root = tmp_path / "parts"
+    for split, ids, cls in (("trainval", ["a", "b"], "bolt"), ("test", ["c"], "nut")):
+        make_devkit(root, {"": {split: ids}})
+        for i in ids:
+            (root / "Annotations" / f"{i}.xml").write_text(voc_xml(i, [(cls, (1, 1, 20, 20), False)]))
+    assert open_dataset(root).classes == ["bolt"]
+    train, test = open_splits(root, "voc", None, "trainval", "test", classes=["nut", "bolt"])
+    assert train.classes == test.classes == ["nut", "bolt"] and train.records[0].labels == [1]
+    assert test.records[0].labels == [0]
+    assert len(open_dataset(make_devkit(tmp_path / "voc", {"2007": {"trainval": ["x"]}})).classes) == 20  # dog: VOC

@@ -124,6 +124,10 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
                                          "out": str(out), "seed": 3, "log_every_n_steps": 1})
 
     train(config(tmp_path / "a"))
+    logged = (tmp_path / "a/logs/metrics.csv").read_text()
+    with pytest.raises(FileExistsError, match=r"holds a run .*--resume continues it; give a new --out"):
+        train(config(tmp_path / "a"))  # without --resume: refused, the earlier run untouched
+    assert (tmp_path / "a/logs/metrics.csv").read_text() == logged
     with pytest.raises(RuntimeError, match="killed"):
         train(config(tmp_path / "b"), callbacks=[Crash()])
     crashed = torch.load(tmp_path / "b/checkpoints/last.ckpt", weights_only=True)
@@ -293,3 +297,33 @@ def test_voc_recipe_trains_on_a_standard_07_12_devkit_and_warns_once(tmp_path, c
     assert sum(w.category is PaperSettingWarning for w in caught) == 1
     config = (tmp_path / "out" / "config.yaml").read_text()
     assert "train_split: 2007/trainval+2012/trainval" in config and "val_split: 2007/test" in config
+
+
+@needs_cards
+def test_checkpoint_labels_and_user_files_are_never_silently_changed(trained, capsys, tmp_path):
+    """eval --classes cannot relabel a checkpoint; predict never writes over its input images."""
+    ckpt = str(trained / "out" / "checkpoints" / "last.ckpt")
+    val = str(trained / "val")
+    _, plain, _ = _cli(["eval", "--checkpoint", ckpt, "--data", val], capsys)
+    names = "ace,jack,king,nine,queen,ten"
+    code, reordered, _ = _cli(["eval", "--checkpoint", ckpt, "--data", val, "--classes", ",".join(reversed(names.split(",")))], capsys)
+    assert code == 0 and reordered == plain  # the checkpoint's order labels its outputs
+    code, _, err = _cli(["eval", "--checkpoint", ckpt, "--data", val, "--classes", "ace,jack"], capsys)
+    assert code == 2 and "the checkpoint was trained on ace,jack,king,nine,queen,ten" in err and err.count("\n") == 1
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    image = next(p for p in (trained / "val").iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    (folder / "a.png").write_bytes(_png_of(image))
+    before = (folder / "a.png").read_bytes()
+    code, _, err = _cli(["predict", "--checkpoint", ckpt, str(folder), "--out", str(folder)], capsys)
+    assert code == 2 and "would overwrite the input image" in err and (folder / "a.png").read_bytes() == before
+    assert not (folder / "detections.json").exists()
+
+
+def _png_of(path: Path) -> bytes:
+    import io
+
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.open(path).convert("RGB").save(buf, "PNG")
+    return buf.getvalue()

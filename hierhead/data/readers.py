@@ -306,7 +306,10 @@ def read_voc(root: Path, split="trainval", years=None, classes=None, skip_bad=Fa
                 continue
             image = inside_root(base / "JPEGImages", f"{line}.jpg", str(xml))
             entries.append((image, f"{year}_{line}" if several else line, parsed[1], str(xml)))
-    records, classes = _finish(entries, classes or VOC_CLASSES, problems, verify)
+    if classes is None:  # the 20 VOC classes for VOC data, else the devkit's own (sorted)
+        found = {obj[0] for _, _, objs, _ in entries for obj in objs}
+        classes = VOC_CLASSES if found <= set(VOC_CLASSES) else sorted(found)
+    records, classes = _finish(entries, classes, problems, verify)
     name = f"{root} ({' + '.join(f'VOC{y} ' * bool(y) + f.stem for y, f in parts)})"
     return DetectionDataset(records, classes, name, problems)
 

@@ -27,13 +27,16 @@ __all__ = ["DetectionDataModule", "open_splits", "train_transforms", "EpochSampl
 
 def open_splits(path: str | Path, format: str | None = None, val: str | Path | None = None,
                 train_split: str | None = None, val_split: str | None = None, val_fraction: float = 0.1,
-                seed: int = 0, skip_bad: bool = False, resplit: float | None = None
-                ) -> tuple[DetectionDataset, DetectionDataset]:
+                seed: int = 0, skip_bad: bool = False, resplit: float | None = None,
+                classes: list[str] | None = None) -> tuple[DetectionDataset, DetectionDataset]:
     """(train, val) datasets: an explicit ``val`` path, the format's named splits, ``train/`` and
     ``val|valid|test/`` subfolders, or else a seeded ``val_fraction`` of the images.
-    ``resplit``: pool both splits and hold out a seeded fraction instead (tiny test sets)."""
+    ``resplit``: pool both splits and hold out a seeded fraction instead (tiny test sets).
+    ``classes``: the class list (its order gives the labels; default: the training split's own);
+    the val split is always read with the training split's classes."""
     if resplit:
-        train, val = open_splits(path, format, val, train_split, val_split, val_fraction, seed, skip_bad)
+        train, val = open_splits(path, format, val, train_split, val_split, val_fraction, seed, skip_bad,
+                                 classes=classes)
         pooled = DetectionDataset(train.records + val.records, train.classes, train.name, train.problems)
         return _split(pooled, resplit, seed)
     if str(path).startswith("synthetic:"):
@@ -42,16 +45,16 @@ def open_splits(path: str | Path, format: str | None = None, val: str | Path | N
     path = Path(path)
     if val is not None:
         path = path / "train" if (path / "train").is_dir() else path
-        train = open_dataset(path, format, skip_bad=skip_bad, **({"split": train_split} if train_split else {}))
+        train = open_dataset(path, format, classes, skip_bad, **({"split": train_split} if train_split else {}))
         return train, open_dataset(val, format, classes=train.classes, skip_bad=skip_bad,
                                    **({"split": val_split} if val_split else {}))
     if train_split and val_split:
-        train = open_dataset(path, format, skip_bad=skip_bad, split=train_split)
+        train = open_dataset(path, format, classes, skip_bad, split=train_split)
         return train, open_dataset(path, format, classes=train.classes, skip_bad=skip_bad, split=val_split)
     if folders := split_folders(path):
-        train = open_dataset(folders[0], format, skip_bad=skip_bad)
+        train = open_dataset(folders[0], format, classes, skip_bad)
         return train, open_dataset(folders[1], format, classes=train.classes, skip_bad=skip_bad)
-    return _split(open_dataset(path, format, skip_bad=skip_bad), val_fraction, seed)
+    return _split(open_dataset(path, format, classes, skip_bad), val_fraction, seed)
 
 
 def _pick(ds: DetectionDataset, n: int, seed: int) -> tuple[DetectionDataset, DetectionDataset]:
@@ -74,7 +77,7 @@ def open_config_splits(config: dict) -> tuple[DetectionDataset, DetectionDataset
         raise DataError("no training data: give --data PATH (or data.path in the recipe)")
     return open_splits(d["path"], d.get("format"), d.get("val"), d.get("train_split"), d.get("val_split"),
                        d.get("val_fraction", 0.1), int(d.get("split_seed") or 0), d.get("skip_bad", False),
-                       d.get("resplit"))
+                       d.get("resplit"), d.get("classes"))
 
 
 def fraction_indices(n: int, fraction: float, seed: int) -> list[int]:

@@ -81,8 +81,9 @@ def predict(model: nn.Module, inputs: Sequence[str | Path], out: str | Path, cla
     if max_boxes is not None and max_boxes < 1:
         raise ValueError(f"max_boxes={max_boxes}: must be >= 1")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     paths = image_paths(inputs)
+    _check_outputs(paths, out)
+    out.mkdir(parents=True, exist_ok=True)
     results, drawn = [], 0
     for i in range(0, len(paths), batch_size):
         chunk = paths[i:i + batch_size]
@@ -109,6 +110,21 @@ def predict(model: nn.Module, inputs: Sequence[str | Path], out: str | Path, cla
             drawn += 1
     (out / "detections.json").write_text(json.dumps(results))
     return {"images": drawn, "detections": len(results), "out": str(out)}
+
+
+def _check_outputs(paths: Sequence[Path], out: Path) -> None:
+    """Refuse, before writing anything, outputs that would replace an input or each other."""
+    inputs = {p.resolve() for p in paths}
+    stems: dict[str, Path] = {}
+    for p in paths:
+        if p.stem in stems:
+            raise ValueError(f"{str(stems[p.stem])!r} and {str(p)!r} would both be drawn to {p.stem}.png in "
+                             f"{str(out)!r}: rename one or predict them separately")
+        stems[p.stem] = p
+    for target in [out / f"{stem}.png" for stem in stems] + [out / "detections.json"]:
+        if target.resolve() in inputs:
+            raise ValueError(f"--out {str(out)!r}: writing {target.name} would overwrite the input image "
+                             f"{str(target)!r}; choose another output folder")
 
 
 def _font() -> str | None:

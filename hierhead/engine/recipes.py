@@ -20,7 +20,7 @@ DEFAULTS: dict[str, Any] = {
     "design": "9An{9,3,1}S",
     "soft": False,
     "paper": None,  # the paper setting a recipe reproduces (e.g. "IV-C VOC-SSD300"): warns without pretrained weights
-    "data": {"path": None, "format": None, "val": None, "train_split": None, "val_split": None,
+    "data": {"path": None, "format": None, "classes": None, "val": None, "train_split": None, "val_split": None,
              "val_fraction": 0.1, "resplit": None, "split_seed": 0, "fraction": 1.0, "skip_bad": False},
     "image_size": None,
     "batch_size": 8,

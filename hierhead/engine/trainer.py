@@ -127,6 +127,9 @@ def train(config: dict, resume: bool = False, callbacks: list | None = None) -> 
     last = out / "checkpoints" / f"{LAST}.ckpt"
     if resume and not last.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint at {str(last)!r} (nothing to resume)")
+    if not resume and last.is_file():  # never replace an earlier run's checkpoints and logs
+        raise FileExistsError(f"--out {str(out)!r} holds a run ({str(last)!r}): --resume continues it; "
+                              f"give a new --out to start another")
     pl.seed_everything(int(config["seed"]), workers=True, verbose=False)
     module, dm = prepare(config)
     if config.get("paper") and not (config.get("backbone_weights") or config.get("torchvision_weights")
