@@ -321,3 +321,57 @@ def test_devkit_classes_come_from_its_annotations_and_classes_is_honoured(tmp_pa
     assert train.classes == test.classes == ["nut", "bolt"] and train.records[0].labels == [1]
     assert test.records[0].labels == [0]
     assert len(open_dataset(make_devkit(tmp_path / "voc", {"2007": {"trainval": ["x"]}})).classes) == 20  # dog: VOC
+
+
+def _coco(tmp_path, images, annotations, categories=({"id": 1, "name": "a"},)):
+    root = tmp_path / "coco"
+    root.mkdir(exist_ok=True)
+    for im in images:
+        if isinstance(im, dict) and isinstance(im.get("file_name"), str):
+            Image.new("RGB", (50, 40)).save(root / im["file_name"])
+    path = root / "c.json"
+    path.write_text(json.dumps({"images": list(images), "annotations": list(annotations),
+                                "categories": list(categories)}))
+    return path
+
+
+@pytest.mark.parametrize("images,annotations,categories,message,skipped", [
+    ([{"id": 1, "file_name": "x.png"}, {"id": 1, "file_name": "y.png"}], [], None,
+     "c.json: image id 1 appears more than once", {"duplicate ids": 1}),
+    ([{"id": 1, "file_name": "x.png"}], [{"id": 9, "image_id": 2, "category_id": 1, "bbox": [1, 1, 5, 5]}], None,
+     "c.json: annotation 9 refers to image id 2, not in 'images'", {"unknown ids": 1}),
+    ([{"id": 1, "file_name": "x.png"}], [{"id": 9, "image_id": 1, "category_id": 7, "bbox": [1, 1, 5, 5]}], None,
+     "c.json: annotation 9 has category id 7, not in 'categories'", {"unknown classes": 1}),
+    ([{"id": 1, "file_name": "x.png"}], [{"id": 9, "image_id": 1, "category_id": 1, "bbox": None}], None,
+     "c.json: annotation 9 has bbox None, not 4 numbers", {"bad boxes": 1}),
+    ([{"id": 1, "file_name": "x.png"}], [{"id": 9, "image_id": 1, "category_id": 1, "bbox": ["1", 1, 5, 5]}], None,
+     "c.json: annotation 9 has bbox ['1', 1, 5, 5], not 4 numbers", {"bad boxes": 1}),
+    ([{"id": 1, "file_name": "x.png"}], [{"id": 9, "image_id": "1", "category_id": 1, "bbox": [1, 1, 5, 5]}], None,
+     "c.json: annotation 9 needs integer 'image_id' and 'category_id'", {"bad annotations": 1}),
+    ([{"id": 1}], [], None, "c.json': image {'id': 1} needs an integer 'id' and a string 'file_name'", None),
+    ([{"id": 1, "file_name": "x.png"}], [], [{"id": 1, "name": "a"}, {"id": 1, "name": "b"}],
+     "c.json': category id 1 / name 'b' appears twice", None),
+])
+def test_coco_hostile_inputs_are_errors_or_counted_skips(tmp_path, images, annotations, categories, message, skipped):
+    """pycocotools' index would keep the last duplicate and drop unknown ids silently: never here."""
+    path = _coco(tmp_path, images, annotations, categories or ({"id": 1, "name": "a"},))
+    with pytest.raises(DataError) as e:
+        open_dataset(path)
+    assert message in str(e.value) and "\n" not in str(e.value)
+    if skipped:
+        with pytest.warns(UserWarning, match="skipped"):
+            ds = open_dataset(path, skip_bad=True)
+        assert ds.skipped == skipped and sum(len(r.boxes) for r in ds.records) == 0
+
+
+def test_coco_missing_lists_and_class_order(tmp_path):
+    path = tmp_path / "n.json"
+    path.write_text(json.dumps({"images": []}))
+    with pytest.raises(DataError, match="n.json': no 'categories' list"):
+        open_dataset(path)
+    path = _coco(tmp_path, [{"id": 1, "file_name": "x.png"}],
+                 [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [1, 1, 5, 5]}],
+                 [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}])
+    assert open_dataset(path).records[0].labels == [1]
+    ds = open_dataset(path, classes=["b", "a"])  # a checkpoint's order labels by name, never by position
+    assert ds.records[0].labels == [0] and ds.coco_ids["categories"] == [2, 1]

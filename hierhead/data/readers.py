@@ -314,8 +314,67 @@ def read_voc(root: Path, split="trainval", years=None, classes=None, skip_bad=Fa
     return DetectionDataset(records, classes, name, problems)
 
 
+def _coco_json(path: Path, problems: Problems) -> dict:
+    """The COCO JSON checked before pycocotools indexes it (its index silently keeps the last of
+    duplicate ids and drops annotations of unknown images): a missing or mistyped field, a duplicate
+    category id or name is a :class:`DataError` naming the file and the id; a duplicate image id
+    (both images and their boxes are ambiguous), an annotation of an unknown image or category or with
+    a bad ``bbox`` is an error, or with ``skip_bad`` a counted skip."""
+    where = str(path)
+    try:
+        data = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{where!r}: malformed COCO JSON ({type(e).__name__}: {e})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{where!r}: expected a JSON object with 'images', 'annotations' and 'categories'")
+    for key in ("images", "categories"):
+        if not isinstance(data.get(key), list):
+            raise DataError(f"{where!r}: no {key!r} list")
+    anns = data.get("annotations", [])
+    if not isinstance(anns, list):
+        raise DataError(f"{where!r}: 'annotations' is not a list")
+    is_id = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+    cats, names = {}, set()
+    for c in data["categories"]:
+        if not isinstance(c, dict) or not is_id(c.get("id")) or not isinstance(c.get("name"), str):
+            raise DataError(f"{where!r}: category {c!r} needs an integer 'id' and a string 'name'")
+        if c["id"] in cats or c["name"] in names:
+            raise DataError(f"{where!r}: category id {c['id']} / name {c['name']!r} appears twice")
+        cats[c["id"]] = c
+        names.add(c["name"])
+    images, dup = {}, set()
+    for im in data["images"]:
+        if not isinstance(im, dict) or not is_id(im.get("id")) or not isinstance(im.get("file_name"), str):
+            raise DataError(f"{where!r}: image {im!r} needs an integer 'id' and a string 'file_name'")
+        if im["id"] in images:
+            dup.add(im["id"])
+        images[im["id"]] = im
+    for i in sorted(dup):
+        problems.report("duplicate ids", f"{where}: image id {i} appears more than once (its boxes are ambiguous)")
+        del images[i]
+    kept = []
+    for k, a in enumerate(anns):
+        aid = a.get("id", f"#{k}") if isinstance(a, dict) else f"#{k}"
+        if not isinstance(a, dict) or not is_id(a.get("image_id")) or not is_id(a.get("category_id")):
+            problems.report("bad annotations", f"{where}: annotation {aid} needs integer 'image_id' and 'category_id'")
+        elif a["image_id"] in dup:
+            continue  # counted with its image
+        elif a["image_id"] not in images:
+            problems.report("unknown ids", f"{where}: annotation {aid} refers to image id {a['image_id']}, not in 'images'")
+        elif a["category_id"] not in cats:
+            problems.report("unknown classes", f"{where}: annotation {aid} has category id {a['category_id']}, "
+                                               f"not in 'categories'")
+        elif not (isinstance(a.get("bbox"), list) and len(a["bbox"]) == 4
+                  and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in a["bbox"])):
+            problems.report("bad boxes", f"{where}: annotation {aid} has bbox {a.get('bbox')!r}, not 4 numbers")
+        else:
+            kept.append(a)
+    return {**data, "images": list(images.values()), "annotations": kept, "categories": list(cats.values())}
+
+
 def read_coco(path: Path, images=None, classes=None, skip_bad=False, verify=True, **_) -> DetectionDataset:
-    """A COCO JSON file read with pycocotools; crowd boxes are kept as ``difficult`` (ignored)."""
+    """A COCO JSON file (checked by :func:`_coco_json`, indexed by pycocotools); crowd boxes are kept
+    as ``difficult`` (ignored); classes default to the categories in id order."""
     import contextlib
     import io
 
@@ -324,11 +383,10 @@ def read_coco(path: Path, images=None, classes=None, skip_bad=False, verify=True
     problems = Problems(skip_bad)
     if not path.is_file():
         raise DataError(f"{str(path)!r}: COCO annotation file not found")
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco = COCO(str(path))
-    except (json.JSONDecodeError, KeyError, TypeError, AssertionError, UnicodeDecodeError) as e:
-        raise DataError(f"{str(path)!r}: malformed COCO JSON ({type(e).__name__}: {e})") from None
+    coco = COCO()
+    coco.dataset = _coco_json(path, problems)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
     image_root = Path(images) if images else path.parent
     cat_ids = sorted(coco.getCatIds())
     names = [coco.cats[c]["name"] for c in cat_ids]
@@ -337,18 +395,19 @@ def read_coco(path: Path, images=None, classes=None, skip_bad=False, verify=True
         info = coco.imgs[img_id]
         objs = []
         for ann in coco.imgToAnns.get(img_id, []):
-            x, y, w, h = (float(v) for v in ann.get("bbox", [math.nan] * 4))
-            objs.append((cat_ids.index(ann["category_id"]) if ann["category_id"] in cat_ids else -1,
-                         [x, y, x + w, y + h], bool(ann.get("iscrowd", 0)), float(ann.get("area", w * h))))
+            x, y, w, h = (float(v) for v in ann["bbox"])
+            objs.append((coco.cats[ann["category_id"]]["name"], [x, y, x + w, y + h], bool(ann.get("iscrowd", 0)),
+                         float(ann.get("area", w * h))))
         try:
-            image = inside_root(image_root, str(info["file_name"]), str(path))
+            image = inside_root(image_root, info["file_name"], str(path))
         except DataError as e:
             problems.report("bad images", str(e))
             continue
         entries.append((image, str(img_id), objs, f"{path}: image {img_id}"))
-    records, classes = _finish(entries, classes, problems, verify, numeric_classes=names)
+    records, classes = _finish(entries, classes or names, problems, verify)
     ds = DetectionDataset(records, classes, str(path), problems)
-    ds.coco_ids = {"images": {str(i): i for i in coco.getImgIds()}, "categories": cat_ids}
+    ds.coco_ids = {"images": {str(i): i for i in coco.getImgIds()},
+                   "categories": [cat_ids[names.index(c)] if c in names else None for c in classes]}
     return ds
 
 
