@@ -102,6 +102,16 @@ def test_eval_predict_fold_export(trained, capsys, tmp_path):
         torch.testing.assert_close(a["boxes"], b["boxes"], atol=1e-4, rtol=0)
         torch.testing.assert_close(a["scores"], b["scores"], atol=1e-5, rtol=0)
 
+    code, out, err = _cli(["export", "--checkpoint", ckpt, "--onnx", str(tmp_path / "new" / "m.onnx")], capsys)
+    assert code == 0 and err == "", err  # a 3-step model passes its check, without library noise; folder made
+    assert (tmp_path / "new" / "m.onnx").is_file() and not list((tmp_path / "new").glob("*.tmp*"))
+    from hierhead.models import deploy
+
+    with pytest.MonkeyPatch.context() as mp:  # a graph that fails its check leaves no file
+        mp.setattr(deploy, "_detections_differ", lambda *a: "3 vs 300 detections")
+        code, _, err = _cli(["export", "--checkpoint", ckpt, "--onnx", str(tmp_path / "bad.onnx")], capsys)
+    assert code == 2 and "3 vs 300 detections" in err and "nothing written" in err and err.count("\n") == 1
+    assert not list(tmp_path.glob("bad.onnx*"))
     code, out, _ = _cli(["export", "--checkpoint", ckpt, "--onnx", str(tmp_path / "m.onnx")], capsys)
     assert code == 0 and "checked with onnxruntime" in out and (tmp_path / "m.onnx").stat().st_size > 1e6
 

@@ -263,3 +263,21 @@ def test_sigmoid_ssd_loss_and_scores_follow_the_rule_written_out(tmp_path):
     assert all(torch.isfinite(v) for v in loss.values())
     with pytest.raises(ValueError, match="loss='focal': unknown; choose softmax"):
         _build("ssdlite320_mobilenet_v3", None, loss="focal")
+
+
+def test_export_check_holds_detections_to_what_ties_allow():
+    """Near-tied scores may let NMS keep another box: counts may differ by a few, scores by a hair;
+    a detection whose score is unique in its class must be found box for box."""
+    from hierhead.models.deploy import _detections_differ
+
+    boxes = torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50], [60, 60, 70, 70]])
+    want = (boxes, torch.tensor([0.9, 0.5, 0.5, 0.2]), torch.tensor([1, 1, 1, 1]))
+    swapped = (boxes[[0, 2, 1, 3]], want[1], want[2])  # the two tied boxes in the other order
+    assert _detections_differ(swapped, want, 0.9) is None
+    tie_moved = (torch.cat([boxes[:1], boxes[1:2] + 5, boxes[2:]]), want[1], want[2])  # a tied box elsewhere
+    assert _detections_differ(tie_moved, want, 0.9) is None
+    moved = (torch.cat([boxes[:1] + 5, boxes[1:]]), want[1], want[2])  # the unambiguous 0.9 box moved
+    assert _detections_differ(moved, want, 0.9) == "only 50% of the 2 unambiguous detections found"
+    assert _detections_differ(tuple(t[:1] for t in want), want, 0.9) == "1 vs 4 detections"
+    rescored = (boxes, torch.tensor([0.9, 0.5, 0.5, 0.1]), want[2])
+    assert _detections_differ(rescored, want, 0.9) == "the detection scores differ"
