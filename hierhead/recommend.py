@@ -27,13 +27,13 @@ __all__ = ["recommend", "design_for", "variation", "SMALL", "EVIDENCE", "AGREEME
 
 #: What our measurements say (docs/results.md, head protocol), printed with every recommendation.
 EVIDENCE = ("Our evidence (docs/results.md, head protocol, 2026-11-26): on the cards dataset no Table I design differed "
-            "from the general head (+0.06 to +0.44 mAP points at 74 training images, 10 seeds; +0.34 to +0.98 at 296, "
-            "5 seeds; every 95 % interval contains 0); on anchor-transfer data, where each "
+            "from the general head (+0.06 to +0.44 mAP points at 74 training images, +0.07 to +0.61 at 296, 10 "
+            "seeds each; every 95 % interval contains 0); on anchor-transfer data, where each "
             "class is trained at one aspect ratio, 9An{9,3,1}As was better (+1.5 mAP [+0.7, +2.2] on all shapes, "
             "+3.4 [+2.0, +4.8] on the unseen ones, 5 seeds).")
 #: How the heuristic fared against our sweeps (benchmarks/collect_study.py, docs/results.md "recommend vs the sweep").
 AGREEMENT = ("How the paper's heuristic agreed with our sweeps: its design was the best of the six heads in 3 of 18 "
-             "(dataset, fraction, seed) cells from scratch on cards and microcontrollers and in 1 of 15 on the head "
+             "(dataset, fraction, seed) cells from scratch on cards and microcontrollers and in 2 of 20 on the head "
              "protocol on cards, about chance (1 in 6).")
 SMALL = 20_000  # objects: VOC07+12 trainval has ~47k, FlickrLogos-47 ~2k, COCO ~860k
 
