@@ -397,7 +397,8 @@ def _quiet_libraries() -> None:
     remarks on torchvision's code while exporting to ONNX (export checks the graph it writes)."""
     import logging
 
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "lightning.pytorch.trainer.connectors.signal_connector"):
         logging.getLogger(name).setLevel(logging.WARNING)
     for message in (r".*LeafSpec.*", r".*smaller than the logging interval.*", r".*does not have many workers.*",
                     r".*Experiment logs directory .* exists and is not empty.*",
@@ -427,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, ArithmeticError) as e:  # bad input, files, a diverging run (non-finite loss)
         print(f"hierhead {args.command}: error: {e}", file=sys.stderr)
         return 2
     except MemoryError as e:
@@ -437,6 +438,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"hierhead {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # one line for users; HIERHEAD_DEBUG=1 shows the traceback
+        if type(e).__name__ == "TrainingStopped":  # SIGTERM: saved, resumable, and not a success
+            print(f"hierhead {args.command}: {e}", file=sys.stderr)
+            return 143
         if type(e).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
             print(f"hierhead {args.command}: error: GPU out of memory; lower --batch-size or use "
                   f"--precision 16-mixed ({str(e).splitlines()[0][:120]})", file=sys.stderr)

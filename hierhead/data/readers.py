@@ -12,8 +12,10 @@ labelImg, CVAT and the VOC devkit write); sizes come from the image, not from th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -24,7 +26,10 @@ from torchvision.transforms.v2 import functional as TF
 
 from .records import DataError, Problems, Record, check_box, inside_root
 
-__all__ = ["DetectionDataset", "open_dataset", "FORMATS", "VOC_CLASSES", "load_image"]
+__all__ = ["DetectionDataset", "open_dataset", "FORMATS", "VOC_CLASSES", "load_image", "IMAGE_BOMBS"]
+
+#: What PIL raises for an image over its pixel limit (the warning is made an error while reading).
+IMAGE_BOMBS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
                "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
@@ -45,6 +50,14 @@ def _orient_box(box: list[float], orientation: int, w: int, h: int) -> list[floa
     return [min(ax, bx), min(ay, by), max(ax, bx), max(ay, by)]
 
 
+@contextlib.contextmanager
+def _bombs_are_errors():
+    """PIL only warns for an image between its pixel limit and twice it: make that an error too."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
+
+
 def _image_header(path: Path, where: str, problems: Problems, verify: bool) -> tuple[int, int, int] | None:
     """(displayed width, height, EXIF orientation) of an image, checking that it decodes."""
     if not path.is_file():
@@ -54,12 +67,12 @@ def _image_header(path: Path, where: str, problems: Problems, verify: bool) -> t
         problems.report("bad images", f"{where}: image file {str(path)!r} is empty")
         return None
     try:
-        with Image.open(path) as img:
+        with _bombs_are_errors(), Image.open(path) as img:
             orientation = int(img.getexif().get(_EXIF_ORIENTATION, 1) or 1)
             w, h = img.size
             if verify:
                 img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, *IMAGE_BOMBS) as e:
         problems.report("bad images", f"{where}: image file {str(path)!r} cannot be decoded ({e})")
         return None
     if orientation in (5, 6, 7, 8):
@@ -68,8 +81,9 @@ def _image_header(path: Path, where: str, problems: Problems, verify: bool) -> t
 
 
 def load_image(path: Path) -> torch.Tensor:
-    """An RGB uint8 tensor (C, H, W) with EXIF orientation applied."""
-    with Image.open(path) as img:
+    """An RGB uint8 tensor (C, H, W) with EXIF orientation applied. An image over PIL's pixel limit
+    (a decompression bomb) raises one of ``IMAGE_BOMBS``, never a warning and a giant allocation."""
+    with _bombs_are_errors(), Image.open(path) as img:
         img = ImageOps.exif_transpose(img)
         if img.mode == "P" and "transparency" in img.info:
             img = img.convert("RGBA")
@@ -111,7 +125,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         r = self.records[i]
         try:
             image = tv_tensors.Image(load_image(r.image_path))
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, *IMAGE_BOMBS) as e:
             raise DataError(f"{self.name}: image file {str(r.image_path)!r} cannot be decoded ({e})") from None
         target = self.target(i)
         if self.transforms is not None:
@@ -297,14 +311,18 @@ def read_voc(root: Path, split="trainval", years=None, classes=None, skip_bad=Fa
     for year, split_file in parts:
         base = split_file.parents[2]
         for line in split_file.read_text().split():
-            xml = inside_root(base / "Annotations", f"{line}.xml", str(split_file))
+            try:
+                xml = inside_root(base / "Annotations", f"{line}.xml", str(split_file))
+                image = inside_root(base / "JPEGImages", f"{line}.jpg", str(split_file))
+            except DataError as e:
+                problems.report("bad annotations", str(e))
+                continue
             if not xml.is_file():
                 problems.report("bad annotations", f"{str(xml)!r}: annotation listed in {split_file.name} is missing")
                 continue
             parsed = _xml_objects(xml, problems)
             if parsed is None:
                 continue
-            image = inside_root(base / "JPEGImages", f"{line}.jpg", str(xml))
             entries.append((image, f"{year}_{line}" if several else line, parsed[1], str(xml)))
     if classes is None:  # the 20 VOC classes for VOC data, else the devkit's own (sorted)
         found = {obj[0] for _, _, objs, _ in entries for obj in objs}

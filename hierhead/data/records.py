@@ -14,6 +14,7 @@ and counted in :attr:`Problems.counts`. An image without objects is kept (backgr
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -85,10 +86,13 @@ def check_box(box: list[float], width: int, height: int, where: str, problems: P
 
 
 def inside_root(root: Path, name: str, where: str) -> Path:
-    """``root / name`` if it stays inside root; absolute paths and ``..`` escapes are refused."""
+    """``root / name`` for a path *written in an annotation file*: it must stay inside ``root`` by
+    name (absolute paths and ``..`` climbing out are refused). The one link policy of every reader:
+    symbolic links that are in the dataset's folders are followed (the user put them there, as in a
+    folder of links to another split); paths that annotation text makes up are not."""
     if Path(name).is_absolute() or "\\" in name and ":" in name:
         raise DataError(f"{where}: path {name!r} is absolute; only paths inside {str(root)!r} are read")
-    path = (root / name).resolve()
-    if not path.is_relative_to(root.resolve()):
+    normal = os.path.normpath(name)
+    if normal == ".." or normal.startswith(".." + os.sep):
         raise DataError(f"{where}: path {name!r} points outside the dataset root {str(root)!r}")
-    return path
+    return root / normal

@@ -9,7 +9,7 @@ from torch import nn
 
 from ..models import build
 
-__all__ = ["load_checkpoint", "load_start_model", "CheckpointError"]
+__all__ = ["load_checkpoint", "load_start_model", "checked_spec", "CheckpointError"]
 
 
 class CheckpointError(ValueError):
@@ -30,10 +30,48 @@ def read_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
+#: Spec options that name files or downloads: a file must never choose what the machine reads or fetches.
+_REFUSED_OPTIONS = {"weights", "weights_backbone", "backbone_weights", "torchvision_weights", "start", "progress",
+                    "pretrained", "pretrained_backbone", "num_classes", "backbone", "anchor_generator", "head"}
+_TEXT_OPTIONS = {"loss", "box_loss"}  # the only options whose value is text
+
+
+def checked_spec(spec, where: str) -> dict:
+    """The model spec of an untrusted file (checkpoint, model file), limited to known keys and plain
+    values: a registered model, an integer class count, option values that are numbers, booleans or
+    lists of numbers (``loss`` / ``box_loss``: text). An option that names weights, a download or
+    a module is refused: the file could otherwise make every command read a path or fetch a URL."""
+    from ..models import names
+
+    def plain(v) -> bool:
+        return isinstance(v, (int, float, bool)) or (isinstance(v, list) and all(isinstance(x, (int, float)) for x in v))
+
+    if not isinstance(spec, dict) or spec.get("model") not in names():
+        raise CheckpointError(f"{where}: unknown model {spec.get('model') if isinstance(spec, dict) else spec!r}")
+    n = spec.get("num_classes")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise CheckpointError(f"{where}: num_classes={n!r} is not an integer >= 2")
+    options = spec.get("options", {})
+    if not isinstance(options, dict):
+        raise CheckpointError(f"{where}: options {options!r} are not a mapping")
+    for key, value in options.items():
+        if key in _REFUSED_OPTIONS or not isinstance(key, str):
+            raise CheckpointError(f"{where}: option {key!r} is not accepted from a file")
+        if not (plain(value) or (key in _TEXT_OPTIONS and isinstance(value, str))):
+            raise CheckpointError(f"{where}: option {key}={value!r} is not a plain number or list of numbers")
+    for key, kind in (("design", str), ("soft", bool), ("pretrained_backbone", bool)):
+        if spec.get(key) is not None and not isinstance(spec[key], kind):
+            raise CheckpointError(f"{where}: {key}={spec[key]!r} is not a {kind.__name__}")
+    classes = spec.get("classes")
+    if classes is not None and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+        raise CheckpointError(f"{where}: classes {classes!r} are not a list of names")
+    return spec
+
+
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
     """(model in eval mode, spec) from a ``hierhead train`` checkpoint."""
     ckpt = read_checkpoint(path)
-    spec = ckpt["hierhead"]
+    spec = checked_spec(ckpt["hierhead"], f"checkpoint {str(path)!r}")
     model = build(spec["model"], spec["num_classes"], design=spec.get("design"), soft=spec.get("soft", False),
                   pretrained_backbone=bool(spec.get("pretrained_backbone")), **spec.get("options", {}))
     state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
@@ -65,6 +103,7 @@ def load_start_model(path: str | Path, spec: dict) -> nn.Module:
             raise CheckpointError(f"--init {str(path)!r}: cannot be read ({_first_sentence(e)})") from None
         if not saved or "model" not in saved or "num_classes" not in saved:
             raise CheckpointError(f"--init {str(path)!r}: not a model file saved by hierhead (no spec in its metadata)")
+        saved = checked_spec(saved, f"--init {str(path)!r}")
         model = build(saved["model"], saved["num_classes"], design=saved.get("design"),
                       pretrained_backbone=bool(saved.get("pretrained_backbone")), weights=path,
                       **saved.get("options", {}))

@@ -11,7 +11,7 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 from torchvision.utils import draw_bounding_boxes
 
-from ..data.readers import IMAGE_EXTS, DetectionDataset, load_image
+from ..data.readers import IMAGE_BOMBS, IMAGE_EXTS, DetectionDataset, load_image
 from ..data.records import DataError
 from ..metrics import evaluate
 
@@ -89,7 +89,7 @@ def predict(model: nn.Module, inputs: Sequence[str | Path], out: str | Path, cla
         chunk = paths[i:i + batch_size]
         try:
             images = [load_image(p) for p in chunk]
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, *IMAGE_BOMBS) as e:
             raise DataError(f"an image in {', '.join(map(str, chunk))} cannot be decoded ({e})") from None
         for path, image, det in zip(chunk, images, run_model(model, images, batch_size)):
             for box, score, label in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist()):

@@ -50,6 +50,15 @@ class DetectorModule(pl.LightningModule):
     def forward(self, images):
         return self.model(images)
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Stop before a non-finite gradient reaches the weights: no checkpoint, ``best`` included,
+        ever holds inf / NaN weights."""
+        bad = [n for n, p in self.model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+        if bad:
+            raise FloatingPointError(f"step {self.global_step}: non-finite gradient in {bad[0]} (and {len(bad) - 1} "
+                                     f"more); lower the lr or set gradient_clip; the checkpoints hold the last good "
+                                     f"weights")
+
     def training_step(self, batch, batch_idx: int):
         images, targets = batch
         targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]

@@ -125,4 +125,12 @@ def parse_overrides(items: list[str]) -> dict:
 def resolve(recipe: str | Path | None = None, overrides: dict | None = None) -> dict:
     """DEFAULTS <- recipe <- overrides, checked for unknown keys."""
     config = _merge(DEFAULTS, load_recipe(recipe)) if recipe else copy.deepcopy(DEFAULTS)
-    return _merge({**config, "recipe": str(recipe) if recipe else None}, overrides or {})
+    config = _merge({**config, "recipe": str(recipe) if recipe else None}, overrides or {})
+    for key in ("max_steps", "epochs", "batch_size", "val_batch_size", "val_every_n_steps", "checkpoint_every_n_steps",
+                "val_every_n_epochs", "log_every_n_steps"):
+        value = config.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{key}={value!r}: expected a whole number >= 1")
+    if config.get("num_workers") is not None and (not isinstance(config["num_workers"], int) or config["num_workers"] < 0):
+        raise ValueError(f"num_workers={config['num_workers']!r}: expected a whole number >= 0")
+    return config

@@ -18,32 +18,56 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 import yaml
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Timer, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, Timer, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ..models import input_size
 from ..models.stock import size_options
 from .data import DetectionDataModule, fraction_subset, open_config_splits
 from .module import DetectorModule
 
-__all__ = ["train", "prepare", "AtomicCheckpointIO", "PaperSettingWarning", "LAST", "BEST"]
+__all__ = ["train", "prepare", "AtomicCheckpointIO", "PaperSettingWarning", "TrainingStopped", "LAST", "BEST"]
 
 LAST, BEST = "last", "best"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """torch.save to ``<file>.tmp`` then rename: a killed run never leaves a half-written checkpoint."""
+    """torch.save to ``<file>.tmp`` then rename: a killed run never leaves a half-written checkpoint,
+    and a failed write (a full disk) removes its ``.tmp`` and says which file it could not write."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options: Any | None = None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
+            tmp.unlink(missing_ok=True)
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+            raise OSError(f"{str(path)!r}: checkpoint not written ({reason}); the previous one is kept") from None
+
+
+class TrainingStopped(RuntimeError):
+    """Training was stopped from outside (SIGTERM: a scheduler's pre-emption); ``last.ckpt`` holds
+    the step it reached and ``--resume`` continues from it."""
+
+
+class _SaveOnSigterm(Callback):
+    """Lightning turns SIGTERM into ``SIGTERMException`` (a ``SystemExit`` with status 0) at the end of
+    the running step: save ``last.ckpt`` there, so a pre-empted run resumes where it stopped."""
+
+    def __init__(self, last: Path) -> None:
+        self.last = last
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException):
+            trainer.save_checkpoint(self.last, weights_only=False)
 
 
 class PaperSettingWarning(UserWarning):
@@ -152,7 +176,7 @@ def train(config: dict, resume: bool = False, callbacks: list | None = None) -> 
     ckpt_last = ModelCheckpoint(dirpath=out / "checkpoints", save_top_k=0, save_last=True,
                                 every_n_train_steps=every or None, enable_version_counter=False)
     timer = Timer()  # its elapsed time travels in the checkpoint, so a resumed run counts all its parts
-    cbs: list = [ckpt_last, LearningRateMonitor("step"), timer]
+    cbs: list = [ckpt_last, LearningRateMonitor("step"), timer, _SaveOnSigterm(last)]
     has_val = dm.val_set is not None and len(dm.val_set) > 0
     if has_val:
         cbs.append(ModelCheckpoint(dirpath=out / "checkpoints", filename=BEST, monitor="val/mAP", mode="max",
@@ -182,7 +206,12 @@ def train(config: dict, resume: bool = False, callbacks: list | None = None) -> 
         plugins=[AtomicCheckpointIO()],
     )
     # a checkpoint is untrusted input: resume reads it with weights_only=True
-    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None, weights_only=True if resume else None)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None,
+                    weights_only=True if resume else None)
+    except SIGTERMException:
+        raise TrainingStopped(f"stopped by SIGTERM at step {trainer.global_step}; {str(last)!r} holds it: "
+                              f"continue with --resume") from None
     trainer.save_checkpoint(last, weights_only=False)  # the full final state (all ranks call it; rank 0 writes)
     if trainer.is_global_zero:
         _join_logs(logs)

@@ -1,0 +1,130 @@
+"""Hostile and faulty inputs, each built small: a one-line error naming the problem, or a counted skip.
+
+docs/reliability.md lists what each case gets; this file keeps it true.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from PIL import Image
+
+from hierhead.cli import main
+from hierhead.data import DataError, open_dataset
+
+SYNTH = "synthetic:classes=2,train=16,test=4,size=64"
+QUIET = ["--set", "num_workers=0", "--set", "progress=false", "--set", "validate=false"]
+
+
+def _cli(args, capsys):
+    code = main(args)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("flag,value", [("--max-steps", "-1"), ("--max-steps", "0"), ("--batch-size", "0"),
+                                        ("--epochs", "-2")])
+def test_counts_below_one_are_refused(flag, value, tmp_path, capsys):
+    code, _, err = _cli(["train", "--data", SYNTH, "--out", str(tmp_path), flag, value], capsys)
+    name = flag[2:].replace("-", "_")
+    assert code == 2 and f"{name}={value}: expected a whole number >= 1" in err and err.count("\n") == 1
+
+
+def test_a_decompression_bomb_is_a_bad_image(tmp_path, monkeypatch):
+    from test_data import make_folder
+
+    root = make_folder(tmp_path / "d", {"a": [("dog", (1, 1, 30, 30), False)], "b": [("cat", (2, 2, 20, 20), False)]})
+    Image.new("RGB", (80, 60)).save(root / "b.png")  # 4,800 pixels: over a 4,000-pixel limit (PIL only warns)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 4000)  # a.png has 3,072
+    with pytest.raises(DataError, match=r"b.png' cannot be decoded \(Image size \(4800 pixels\) exceeds limit"):
+        open_dataset(root)
+    with pytest.warns(UserWarning, match="skipped 1 bad images"):
+        ds = open_dataset(root, skip_bad=True)
+    assert [r.image_id for r in ds.records] == ["a"]
+
+
+def test_a_diverging_run_is_one_line_and_keeps_no_non_finite_weights(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = _cli(["train", "--recipe", "synthetic-ssdlite", "--data", SYNTH, "--out", str(out), "--max-steps",
+                         "6", "--batch-size", "4", "--set", "optimizer.lr=1e12", "--set", "checkpoint_every_n_steps=1",
+                         *QUIET], capsys)
+    assert code == 2 and err.count("\n") == 1 and ("non-finite gradient" in err or "loss is" in err), err
+    for ckpt in (out / "checkpoints").glob("*.ckpt"):
+        state = torch.load(ckpt, weights_only=True)["state_dict"]
+        assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()), ckpt
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_partial_checkpoint(tmp_path, capsys, monkeypatch):
+    import hierhead.engine.trainer as trainer
+
+    def full(*_a, **_k):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(trainer.torch, "save", full)
+    code, _, err = _cli(["train", "--recipe", "synthetic-ssdlite", "--data", SYNTH, "--out", str(tmp_path / "r"),
+                         "--max-steps", "2", "--batch-size", "4", "--set", "checkpoint_every_n_steps=1", *QUIET], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "last.ckpt': checkpoint not written (No space left on device); the previous one is kept" in err
+    assert not list((tmp_path / "r").rglob("*.tmp"))
+
+
+def test_sigterm_saves_and_exits_non_zero_then_resumes(tmp_path):
+    """A scheduler's pre-emption: last.ckpt at the step reached, exit 143 with one line, --resume finishes;
+    a successful run prints nothing on stderr (no library warnings)."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "hierhead", "train", "--recipe", "synthetic-ssdlite", "--data", SYNTH, "--out", str(out),
+           "--max-steps", "400", "--batch-size", "4", "--set", "checkpoint_every_n_steps=1", *QUIET]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    last = out / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 120
+    while not last.is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert err.count("\n") == 1 and "stopped by SIGTERM at step" in err and "continue with --resume" in err, err
+    step = torch.load(last, weights_only=True)["global_step"]
+    assert 0 < step < 400 and f"at step {step};" in err
+    done = subprocess.run(cmd[:cmd.index("--max-steps")] + ["--max-steps", str(step + 2), "--batch-size", "4",
+                                                            "--set", "checkpoint_every_n_steps=1", *QUIET, "--resume"],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "default"})
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert torch.load(last, weights_only=True)["global_step"] == step + 2
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"torchvision_weights": True}, "option 'torchvision_weights' is not accepted from a file"),
+    ({"backbone_weights": "/etc/passwd"}, "option 'backbone_weights' is not accepted from a file"),
+    ({"nms_thresh": "/etc/passwd"}, "option nms_thresh='/etc/passwd' is not a plain number"),
+])
+def test_a_checkpoint_cannot_choose_what_the_machine_reads_or_fetches(options, message, tmp_path, capsys):
+    spec = {"model": "ssdlite320_mobilenet_v3", "num_classes": 3, "design": "9An{9}", "options": options}
+    torch.save({"hierhead": spec, "state_dict": {}}, tmp_path / "evil.ckpt")
+    code, _, err = _cli(["eval", "--checkpoint", str(tmp_path / "evil.ckpt"), "--data", SYNTH], capsys)
+    assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_one_link_policy_for_every_reader(tmp_path):
+    """Links placed in the dataset's folders are followed; paths made up by annotation text must stay inside."""
+    from test_data import make_devkit, make_folder
+
+    elsewhere = make_folder(tmp_path / "elsewhere", {"x": [("dog", (1, 1, 30, 30), False)]})
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name in ("x.png", "x.xml"):
+        (mine / name).symlink_to(elsewhere / name)
+    assert [r.image_id for r in open_dataset(mine).records] == ["x"]  # the folder reader follows links
+    root = make_devkit(tmp_path / "kit", {"2007": {"trainval": ["a1"]}})
+    (root / "VOC2007/JPEGImages/a1.jpg").unlink()
+    (root / "VOC2007/JPEGImages/a1.jpg").symlink_to(elsewhere / "x.png")
+    assert len(open_dataset(root)) == 1  # so does the devkit reader
+    (root / "VOC2007/ImageSets/Main/trainval.txt").write_text("a1\n../../../elsewhere/x\n")
+    with pytest.raises(DataError, match="points outside the dataset root"):
+        open_dataset(root)
+    with pytest.warns(UserWarning, match="skipped 1 bad annotations"):
+        assert len(open_dataset(root, skip_bad=True)) == 1
