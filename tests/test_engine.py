@@ -328,6 +328,9 @@ def test_checkpoint_labels_and_user_files_are_never_silently_changed(trained, ca
     code, _, err = _cli(["predict", "--checkpoint", ckpt, str(folder), "--out", str(folder)], capsys)
     assert code == 2 and "would overwrite the input image" in err and (folder / "a.png").read_bytes() == before
     assert not (folder / "detections.json").exists()
+    code, out, err = _cli(["predict", "--checkpoint", ckpt, str(folder), "--out", str(tmp_path / "p"), "--score", "2"],
+                          capsys)
+    assert code == 0 and err == "" and "1 annotated images" in out  # nothing to draw is not a warning
 
 
 def _png_of(path: Path) -> bytes:

@@ -105,7 +105,7 @@ def predict(model: nn.Module, inputs: Sequence[str | Path], out: str | Path, cla
                                   interpolation=TF.InterpolationMode.NEAREST)
             width = max(2, round(max(image.shape[1:]) / 300))
             canvas = draw_bounding_boxes(image, det["boxes"][keep] * zoom, labels=names, colors="red", width=width,
-                                         font=_font(), font_size=max(12, width * 7))
+                                         font=_font(), font_size=max(12, width * 7)) if len(names) else image
             TF.to_pil_image(canvas).save(out / f"{path.stem}.png")
             drawn += 1
     (out / "detections.json").write_text(json.dumps(results))
