@@ -128,3 +128,16 @@ def test_one_link_policy_for_every_reader(tmp_path):
         open_dataset(root)
     with pytest.warns(UserWarning, match="skipped 1 bad annotations"):
         assert len(open_dataset(root, skip_bad=True)) == 1
+
+
+def test_train_classes_reach_the_data_and_the_checkpoint(tmp_path, capsys):
+    """--classes was once ignored by train: a devkit of bolts and nuts was read with the 20 VOC classes."""
+    from test_data import make_devkit, voc_xml
+
+    root = make_devkit(tmp_path / "kit", {"": {"trainval": ["a", "b", "c", "d"]}})  # 3 train, 1 held out
+    for i, cls in (("a", "bolt"), ("b", "nut"), ("c", "nut"), ("d", "bolt")):
+        (root / "Annotations" / f"{i}.xml").write_text(voc_xml(i, [(cls, (1, 1, 30, 30), False)]))
+    code, _, err = _cli(["train", "--data", str(root), "--classes", "nut,bolt", "--out", str(tmp_path / "r"),
+                         "--max-steps", "1", "--batch-size", "2", "--set", "image_size=96", *QUIET], capsys)
+    assert code == 0, err
+    assert torch.load(tmp_path / "r/checkpoints/last.ckpt", weights_only=True)["hierhead"]["classes"] == ["nut", "bolt"]
