@@ -39,7 +39,7 @@ def trained(tmp_path_factory) -> Path:
             (val / f.name).symlink_to(f)
     if not CARDS.is_dir():
         pytest.skip("../shared/datasets/cards not present")
-    code = main(["train", "--recipe", "cards-ssdlite", "--data", str(CARDS / "train"), "--val", str(val),
+    code = main(["train", "--recipe", "cards-ssdlite", "--design", "9An{9,3,1}S", "--data", str(CARDS / "train"), "--val", str(val),
                  "--max-steps", "3", "--batch-size", "2", "--out", str(root / "out"),
                  "--set", "val_every_n_steps=3", "--set", "checkpoint_every_n_steps=2", *QUICK])
     assert code == 0
@@ -128,7 +128,7 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
                 raise RuntimeError("killed")
 
     def config(out):
-        return resolve("cards-ssdlite", {"data": {"path": str(CARDS), "fraction": 0.1}, "max_steps": 6,
+        return resolve("cards-ssdlite", {"data": {"path": str(CARDS), "fraction": 0.1}, "max_steps": 6, "design": "9An{9,3,1}S",
                                          "batch_size": 2, "checkpoint_every_n_steps": 3, "val_every_n_steps": None,
                                          "deterministic": True, "num_workers": 0, "progress": False,
                                          "out": str(out), "seed": 3, "log_every_n_steps": 1})
