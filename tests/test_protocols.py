@@ -200,6 +200,10 @@ def test_tf_rmsprop_follows_tensorflows_update_rule():
             torch.testing.assert_close(param.detach(), p, rtol=1e-6, atol=1e-7)
         else:
             assert (param.detach() - p).abs().max() > 1e-3  # not the paper's optimiser
+    from hierhead.engine.optim import make_optimizer
+
+    opt = make_optimizer(torch.nn.Linear(2, 2), {"name": "tf_rmsprop", "lr": 0.1, "eps": 0.0, "decay": None})
+    assert (opt.param_groups[0]["eps"], opt.param_groups[0]["decay"]) == (0.0, 0.9)  # a given 0 is kept, None: default
     with pytest.raises(ValueError, match="tf_rmsprop: lr=0.1, decay=1.0"):
         TFRMSprop([torch.nn.Parameter(p0)], lr=0.1, decay=1.0)
 

@@ -259,11 +259,16 @@ def read_voc_folder(root: Path, classes=None, skip_bad=False, verify=True, **_) 
     return DetectionDataset(records, classes, str(root), problems)
 
 
+def _is_voc_year(path: Path) -> bool:
+    """One year's devkit folder: ``Annotations/`` and ``ImageSets/Main/`` directly inside."""
+    return (path / "Annotations").is_dir() and (path / "ImageSets" / "Main").is_dir()
+
+
 def _voc_years(root: Path) -> dict[str, Path]:
     """``{year: folder}`` of a devkit root: its ``VOC20xx`` folders, or the root itself when it is one
     year's folder (``Annotations/``, ``ImageSets/Main/``, ``JPEGImages/`` directly inside; year "")."""
     years = {d.name[3:]: d for d in sorted(root.glob("VOC20*")) if d.is_dir()}
-    if not years and (root / "Annotations").is_dir() and (root / "ImageSets" / "Main").is_dir():
+    if not years and _is_voc_year(root):
         years = {"": root}
     if not years:
         raise DataError(f"{str(root)!r}: no VOC20xx folder and no Annotations/ + ImageSets/Main/ "
@@ -517,7 +522,7 @@ FORMATS: dict[str, Callable[..., DetectionDataset]] = {
 def _guess(path: Path) -> str:
     if path.suffix == ".json":
         return "coco"
-    if any(path.glob("VOC20*")) or (path / "Annotations").is_dir() and (path / "ImageSets" / "Main").is_dir():
+    if any(path.glob("VOC20*")) or _is_voc_year(path):
         return "voc"
     if (path / "className2ClassID.txt").is_file():
         return "flickrlogos47"

@@ -53,8 +53,9 @@ class DetectorModule(pl.LightningModule):
     def on_before_optimizer_step(self, optimizer) -> None:
         """Stop before a non-finite gradient reaches the weights: no checkpoint, ``best`` included,
         ever holds inf / NaN weights."""
-        bad = [n for n, p in self.model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
-        if bad:
+        grads = [(n, p.grad) for n, p in self.model.named_parameters() if p.grad is not None]
+        if grads and not torch.stack([torch.isfinite(g).all() for _, g in grads]).all():  # one device sync a step
+            bad = [n for n, g in grads if not torch.isfinite(g).all()]
             raise FloatingPointError(f"step {self.global_step}: non-finite gradient in {bad[0]} (and {len(bad) - 1} "
                                      f"more); lower the lr or set gradient_clip; the checkpoints hold the last good "
                                      f"weights")

@@ -150,6 +150,12 @@ def parse_unit_lr_scale(value) -> float | str:
     return scale
 
 
+def _given(cfg: dict, key: str, default: float) -> float:
+    """``cfg[key]`` as a float, ``default`` where it is absent or None (a given 0 stays 0)."""
+    value = cfg.pop(key, None)
+    return default if value is None else float(value)
+
+
 def make_optimizer(model: nn.Module, config: dict) -> torch.optim.Optimizer:
     """The optimiser of ``config`` (``name``, ``lr``, ``weight_decay``, ``momentum``, ``eps``,
     ``unit_lr_scale``) over ``model``'s trainable parameters.
@@ -177,14 +183,13 @@ def make_optimizer(model: nn.Module, config: dict) -> torch.optim.Optimizer:
     if name == "sgd":
         opt = torch.optim.SGD(params, lr=lr, momentum=float(cfg.pop("momentum", 0.9)), weight_decay=decay)
     elif name in ("rmsprop", "tf_rmsprop"):  # the TF Object Detection API's values (paper IV-C)
-        eps, alpha = float(cfg.pop("eps", None) or 1.0), float(cfg.pop("decay", None) or 0.9)
-        momentum = float(cfg.pop("momentum", 0.9))
+        eps, alpha, momentum = _given(cfg, "eps", 1.0), _given(cfg, "decay", 0.9), _given(cfg, "momentum", 0.9)
         opt = (torch.optim.RMSprop(params, lr=lr, momentum=momentum, alpha=alpha, eps=eps, weight_decay=decay)
                if name == "rmsprop" else TFRMSprop(params, lr=lr, decay=alpha, momentum=momentum, eps=eps,
                                                    weight_decay=decay))
     elif name in ("adam", "adamw"):
         cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
-        opt = cls(params, lr=lr, weight_decay=decay, eps=float(cfg.pop("eps", None) or 1e-8))
+        opt = cls(params, lr=lr, weight_decay=decay, eps=_given(cfg, "eps", 1e-8))
     else:
         raise ValueError(f"optimizer {name!r}: unknown; choose {', '.join(OPTIMIZERS)}")
     if scale == "auto" and units:
