@@ -23,7 +23,8 @@ import sys
 import shutil
 from pathlib import Path
 
-from hierhead.engine.sweep import run_dir, table
+from hierhead.comparison import table
+from hierhead.engine.sweep import run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC, STORE, RUNS = ROOT / "docs" / "results.md", ROOT / "docs" / "results", ROOT / "runs" / "study"

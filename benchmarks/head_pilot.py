@@ -31,7 +31,7 @@ def main() -> None:
     args = p.parse_args()
     over = parse_overrides(args.set)
     config = resolve(args.recipe, {**over, "init": args.init, "data": {**over.get("data", {}), "path": args.data}})
-    protocol = HeadProtocol(config)
+    protocol = HeadProtocol(config, log=print)
     from hierhead.engine.data import fraction_indices
     pool = pool_of(protocol.views, fraction_indices(len(protocol.train), args.fraction, 0))
     h = config["head"]

@@ -50,14 +50,14 @@ shards "$RUNS/probe" --designs '9An{9}' --seeds "$P" --fractions 1 --max-steps "
 PROBE_WALL=$(now)
 read -r RATE OVERHEAD < <(python3 - "$RUNS/probe" "$PROBE_STEPS" "$PROBE_WALL" <<'EOF'
 import csv, pathlib, statistics, sys, yaml
-# the steady rate: the logged images/s after the first 20 steps (start-up and CUDA warm-up excluded)
+# the steady rate: the logged images/s (one GPU) after the first 20 steps (start-up and CUDA warm-up excluded)
 rates = []
 for run in pathlib.Path(sys.argv[1]).glob("runs/*/*/*"):
     if not (run / "result.json").is_file():
         continue
     batch = yaml.safe_load((run / "config.yaml").read_text())["batch_size"]
-    img_s = [float(r["img_s"]) for r in csv.DictReader(open(run / "logs" / "metrics.csv"))
-             if r.get("img_s") and int(r["step"]) >= 20]
+    img_s = [float(r["train/device/samples_per_sec"]) for r in csv.DictReader(open(run / "logs" / "metrics.csv"))
+             if r.get("train/device/samples_per_sec") and int(r["step"]) >= 20]
     if img_s:
         rates.append(statistics.median(img_s) / batch)
 if not rates:

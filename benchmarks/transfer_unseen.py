@@ -20,7 +20,7 @@ import yaml
 
 from hierhead.data.synthetic import open_synthetic, unseen_only
 from hierhead.engine.checkpoint import load_checkpoint
-from hierhead.engine.infer import evaluate_model
+from hierhead.engine.infer import mean_ap_of_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS, STORE = ROOT / "runs" / "study", ROOT / "docs" / "results"
@@ -38,7 +38,7 @@ def unseen_rows(name: str) -> tuple[list[dict], int]:
         if data not in splits:  # the runs of one study share their data: mark it once
             splits[data] = unseen_only(*open_synthetic(data))
         model, _ = load_checkpoint(ckpt)
-        scores = evaluate_model(model, splits[data], "voc07")
+        scores = mean_ap_of_model(model, splits[data], "voc07")
         rows.append({**json.loads(result.read_text()), "mAP": scores["mAP"]})
     return rows, missing
 

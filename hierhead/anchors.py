@@ -34,7 +34,7 @@ class PaperBoxGenerator(DefaultBoxGenerator):
     """SSD default boxes on the paper's 3 x 3 grid per location (Section IV-A, Eq. 3).
 
     Same tiling and clipping as torchvision's ``DefaultBoxGenerator``; only the (w, h) pairs
-    of a location differ. :func:`to_torchvision` turns it into a stock generator.
+    of a location differ. :meth:`fold` (:func:`to_torchvision`) turns it into a stock generator.
     """
 
     def __init__(
@@ -65,6 +65,10 @@ class PaperBoxGenerator(DefaultBoxGenerator):
 
     def num_anchors_per_location(self) -> list[int]:
         return [len(self.ratios) * len(self.size_factors)] * len(self.aspect_ratios)
+
+    def fold(self) -> DefaultBoxGenerator:
+        """The stock generator of the same boxes (what :func:`hierhead.models.fold` deploys)."""
+        return to_torchvision(self)
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(maps={len(self.aspect_ratios)}, scales={self.scales[:-1]}, "

@@ -123,28 +123,27 @@ def _stats(args: argparse.Namespace) -> int:
         anchors = None
         if args.model:
             from .anchors import pixel_shapes
-            from .models import build
-            from .models.convert import _generator
+            from .models import anchor_generator_of, build
 
-            anchors = pixel_shapes(_generator(build(args.model, num_classes=2, design=None)), size or 300)
+            anchors = pixel_shapes(anchor_generator_of(build(args.model, num_classes=2, design=None)), size or 300)
         path = plot_shapes(ds, args.plot, size, anchors, title=f"{ds.name}" + (f" vs {args.model} anchors" if args.model else ""))
         print(f"plot written to {path}", file=sys.stderr)
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_predictions
+    from .predictions import mean_ap_of_file
     from .metrics import format_table, to_json
 
     if args.checkpoint:
-        from .engine.infer import evaluate_model
+        from .engine.infer import mean_ap_of_model
 
         model, spec = _checkpoint(args.checkpoint)
-        ds = _open(args, spec.get("classes"), "test")
-        result = evaluate_model(model, ds, args.metric)
+        ds = _open(args, spec.classes, "test")
+        result = mean_ap_of_model(model, ds, args.metric)
     elif args.predictions:
         ds = _open(args, None, "test")
-        result = evaluate_predictions(ds, args.predictions, args.metric)
+        result = mean_ap_of_file(ds, args.predictions, args.metric)
     else:
         raise ValueError("give --checkpoint CKPT (run the model) or --predictions FILE (COCO results)")
     print(f"{ds.name}: {len(ds)} images", file=sys.stderr)
@@ -192,7 +191,7 @@ def _predict(args: argparse.Namespace) -> int:
     from .engine.infer import predict
 
     model, spec = _checkpoint(args.checkpoint)
-    r = predict(model, args.images, args.out, spec.get("classes") or [], args.score, max_boxes=args.max_boxes)
+    r = predict(model, args.images, args.out, spec.classes or [], args.score, max_boxes=args.max_boxes)
     print(f"{r['images']} annotated images and detections.json ({r['detections']} detections) in {r['out']}")
     return 0
 
@@ -201,8 +200,8 @@ def _fold(args: argparse.Namespace) -> int:
     from .models.deploy import SNIPPET, save_folded
 
     model, spec = _checkpoint(args.checkpoint)
-    folded = save_folded(model, args.out, {"classes": spec.get("classes"), "image_size": spec.get("image_size")})
-    print(f"folded {spec['model']} ({spec.get('design')}) -> stock torchvision weights in "
+    folded = save_folded(model, args.out)
+    print(f"folded {spec.model} ({spec.design}) -> stock torchvision weights in "
           f"{args.out}/model.safetensors (spec: model.json). Load it without hierhead:\n\n{SNIPPET}")
     count = [sum(p.numel() for p in m.parameters()) for m in (model, folded)]
     print(f"\nparameters: training {count[0]:,}, deployed {count[1]:,}", file=sys.stderr)
@@ -213,7 +212,7 @@ def _export(args: argparse.Namespace) -> int:
     from .models.deploy import export_onnx
 
     model, spec = _checkpoint(args.checkpoint)
-    size = spec.get("image_size") or [args.image_size, args.image_size]
+    size = spec.image_size or [args.image_size, args.image_size]
     r = export_onnx(model, args.onnx, tuple(size), check=not args.no_check)
     check = (f"checked with onnxruntime: prediction convs equal to {r['raw_error']:.0e} (relative), "
              f"{r['detections']} detections, {r['matched'] * 100:.0f} % identical"
@@ -305,9 +304,8 @@ def _add_deploy_parsers(sub) -> None:
     ex.set_defaults(func=_export)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hierhead", description="Hierarchical detection heads (Agarwal & Jurie 2021).")
-    sub = p.add_subparsers(dest="command", required=True)
+def _add_designs_parser(sub) -> None:
+    """``hierhead designs``."""
     d = sub.add_parser("designs", help="list preset designs or print one design's matrix M",
                        epilog=EPILOG_DESIGNS, formatter_class=argparse.RawDescriptionHelpFormatter)
     d.add_argument("name", nargs="?", help="a design name such as '9An{9,3,1}As' or a .json/.txt file with M")
@@ -317,6 +315,10 @@ def parser() -> argparse.ArgumentParser:
                    help="anchor order inside a location: torchvision (size fastest) or paper (ratio fastest)")
     d.add_argument("--json", action="store_true", help="print JSON")
     d.set_defaults(func=_designs)
+
+
+def _add_stats_parser(sub) -> None:
+    """``hierhead stats``."""
     st = sub.add_parser("stats", help="dataset statistics as in the paper's Table II",
                         epilog="examples:\n  hierhead stats --data ../shared/datasets/cards/train\n"
                                "  hierhead stats --data DIR --image-size 512 --json\n"
@@ -328,6 +330,10 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--plot", help="write a PNG of box width/height (log axes)")
     st.add_argument("--model", help="overlay this model's anchor shapes on the plot")
     st.set_defaults(func=_stats)
+
+
+def _add_eval_parser(sub) -> None:
+    """``hierhead eval``."""
     ev = sub.add_parser("eval", help="evaluate a checkpoint or a COCO-results file (VOC07 / VOC12 / COCO)",
                         epilog="examples:\n  hierhead eval --checkpoint runs/cards/checkpoints/best.ckpt "
                                "--data ../shared/datasets/cards/test\n"
@@ -342,9 +348,10 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--metric", choices=["voc07", "voc12", "coco"], default="voc07")
     ev.add_argument("--json", help="write the result as JSON here")
     ev.set_defaults(func=_eval)
-    _add_train_parser(sub)
-    _add_deploy_parsers(sub)
-    raw = argparse.RawDescriptionHelpFormatter
+
+
+def _add_sweep_parser(sub) -> None:
+    """``hierhead sweep``."""
     sw = sub.add_parser("sweep", help="train and evaluate designs x seeds x training-set fractions (resumable)",
                         epilog="examples:\n  hierhead sweep --recipe cards-ssdlite --data ../shared/datasets/cards "
                                "--designs all --seeds 3 --fractions 0.25,0.5,1 --out runs/sweep-cards\n"
@@ -354,7 +361,7 @@ def parser() -> argparse.ArgumentParser:
                                "--init runs/start/cards/checkpoints/last.ckpt --seeds 10 --fractions 0.25,1 "
                                "--out runs/head-cards\n\n"
                                "Run it again after a stop: finished runs are skipped, an unfinished one resumes.",
-                        formatter_class=raw)
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     sw.add_argument("--recipe", required=True)
     sw.add_argument("--data", required=True, help="dataset path or synthetic:...")
     sw.add_argument("--designs", default="all", help="'all' (Table I) or a comma-separated list; 9An{9} is always run")
@@ -370,15 +377,23 @@ def parser() -> argparse.ArgumentParser:
     sw.add_argument("--shard", metavar="I/N", help="run every N-th job from the I-th (0-based): N processes "
                     "or GPUs share one sweep folder")
     sw.set_defaults(func=_sweep)
+
+
+def _add_recommend_parser(sub) -> None:
+    """``hierhead recommend``."""
     rc = sub.add_parser("recommend", help="recommend a design from the dataset's Table II statistics",
                         epilog="examples:\n  hierhead recommend --data ../shared/datasets/cards/train "
-                               "--model ssdlite320_mobilenet_v3", formatter_class=raw)
+                               "--model ssdlite320_mobilenet_v3", formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_data_args(rc)
     rc.add_argument("--model", default="ssd300_vgg16", help="the detector (its input size is used)")
     rc.set_defaults(func=_recommend)
+
+
+def _add_demo_parser(sub) -> None:
+    """``hierhead demo``."""
     demo = sub.add_parser("demo", help="does the head help? general vs hierarchical under the head protocol, "
                           "several seeds, with the interval; folded and compared", epilog="examples:\n  hierhead demo\n"
-                          "  hierhead demo --seeds 10 --design '9An{9,3}As'", formatter_class=raw)
+                          "  hierhead demo --seeds 10 --design '9An{9,3}As'", formatter_class=argparse.RawDescriptionHelpFormatter)
     demo.add_argument("--out", default="hierhead-demo")
     demo.add_argument("--design", help="the hierarchical design (default 9An{9,3,1}As)")
     demo.add_argument("--seeds", type=int, help="paired seeds of the head protocol (default 5)")
@@ -388,6 +403,14 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--image-size", type=int, help="square input size of the SSDLite (default 160)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(func=_demo)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hierhead", description="Hierarchical detection heads (Agarwal & Jurie 2021).")
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (_add_designs_parser, _add_stats_parser, _add_eval_parser, _add_train_parser, _add_deploy_parsers,
+                _add_sweep_parser, _add_recommend_parser, _add_demo_parser):
+        add(sub)
     return p
 
 

@@ -22,11 +22,12 @@ from pathlib import Path
 
 import torch
 
+from .comparison import interval_text, paired_interval
+from .design import GENERAL
 from .engine import resolve, train
 from .engine.head import HeadProtocol
 from .engine.infer import drawn_boxes, run_model
-from .engine.sweep import GENERAL, paired_interval
-from .metrics import evaluate
+from .metrics import mean_ap
 from .models import fold
 from .models.deploy import match_fraction
 
@@ -47,11 +48,6 @@ def _latency(model: torch.nn.Module, image: torch.Tensor, repeats: int = 7) -> f
         run_model(model, [image])
         times.append(time.perf_counter() - t)
     return statistics.median(times)
-
-
-def _interval(diffs: list[float]) -> str:
-    mean, lo, hi = paired_interval(diffs)
-    return f"{mean:+.2f} [{lo:+.2f}, {hi:+.2f}]" if len(diffs) > 1 else f"{mean:+.2f}"
 
 
 def _verdict(diffs: list[float]) -> str:
@@ -99,7 +95,7 @@ def run(out: str | Path = "hierhead-demo", design: str = "9An{9,3,1}As", seeds: 
                                                 "head": {"steps": steps, "views": 2}})
     print(f"2/3 the head protocol on {data} (each class trained at one aspect ratio, tested at all): "
           f"{GENERAL} vs {design}, {seeds} seeds, {steps} steps each", flush=True)
-    protocol = HeadProtocol(head_config, log=lambda m: None)
+    protocol = HeadProtocol(head_config)
     train_set, test_set = open_synthetic(data)
     unseen = unseen_only(train_set, test_set)
     classes = train_set.classes
@@ -109,7 +105,7 @@ def run(out: str | Path = "hierhead-demo", design: str = "9An{9,3,1}As", seeds: 
     for seed in range(seeds):
         for d in (GENERAL, design):
             row = protocol.run({**head_config, "design": d, "seed": seed})
-            hidden = evaluate(protocol.detections, [unseen.target(i) for i in range(len(unseen))], "voc07", classes)
+            hidden = mean_ap(protocol.detections, [unseen.target(i) for i in range(len(unseen))], "voc07", classes)
             results[d].append({"mAP": row["mAP"] * 100, "AP": {c: v * 100 for c, v in protocol.scores["AP"].items()},
                                "unseen": hidden["mAP"] * 100})
             if seed == 0:
@@ -138,7 +134,7 @@ def run(out: str | Path = "hierhead-demo", design: str = "9An{9,3,1}As", seeds: 
         f"{_count(general):,} | {lat_general * 1e3:.0f} |",
         f"| hierarchical {design} (folded) | {mean[design]:.2f} | {mean_unseen[design]:.2f} | {_count(hier):,} | "
         f"{_count(folded):,} | {lat_folded * 1e3:.0f} |",
-        f"| difference | {_interval(diffs)} | {_interval(diffs_unseen)} | | | |", "",
+        f"| difference | {interval_text(diffs)} | {interval_text(diffs_unseen)} | | | |", "",
         f"All shapes: {_verdict(diffs)}. Unseen shapes: {_verdict(diffs_unseen)}.",
         f"Folded detections identical to the hierarchical model's: {same}. At deploy the hierarchical head costs "
         "nothing: the same parameters and the same latency as the general head.",

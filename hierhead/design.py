@@ -27,10 +27,12 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["Design", "PRESETS", "torchvision_order", "paper_order", "split_names", "PAPER_RATIOS"]
+__all__ = ["Design", "GENERAL", "PRESETS", "torchvision_order", "paper_order", "split_names", "PAPER_RATIOS"]
 
 #: The paper's aspect ratios (Section IV-A), as height / width like torchvision.
 PAPER_RATIOS: tuple[float, ...] = (1.0, 0.5, 2.0)
+#: The general head (Table I): every anchor its own classifier and regressor, no units; a stock head.
+GENERAL = "9An{9}"
 
 #: The designs of Table I plus the general head, for a 3 sizes x 3 ratios grid.
 PRESETS: tuple[str, ...] = (
@@ -116,7 +118,6 @@ class Design:
         counts = [int(c) for c in m.group(3).split(",")[1:]]
         kind = m.group(4)
         n = len(anchors)
-        sizes = sorted({s for s, _ in anchors})
         ratio_ids = sorted({r for _, r in anchors})
         if lead != n or top != n:
             raise ValueError(f"design {spec!r}: these anchors number {n} per location, expected '{n}An{{{n}...}}'")
@@ -133,26 +134,7 @@ class Design:
         if len(counts) > 2 or (len(counts) == 2 and counts[1] != 1):
             raise ValueError(f"design {spec!r}: expected at most one middle level and a global level of 1 unit")
         rv = _ratios(ratios, ratio_ids)
-        if kind == "As":
-            rows = [tuple(int(s == i) for s, _ in anchors) for i in sizes]
-            expected, what = len(sizes), "sizes"
-        elif kind == "S":
-            rows = [tuple(int(r == i) for _, r in anchors) for i in ratio_ids]
-            expected, what = len(ratio_ids), "aspect ratios"
-        elif kind == "AsS":
-            rows = [tuple(int(s == i) for s, _ in anchors) for i in sizes]
-            rows += [tuple(int(r == i) for _, r in anchors) for i in ratio_ids]
-            expected, what = len(sizes) + len(ratio_ids), "sizes + aspect ratios"
-        else:  # Or
-            if rv is None:
-                raise ValueError(f"design {spec!r}: 'Or' needs the h/w value of each ratio index (ratios=...)")
-            rows = [
-                tuple(int(rv[r] > 1 + 1e-6) for _, r in anchors),
-                tuple(int(rv[r] < 1 - 1e-6) for _, r in anchors),
-            ]
-            expected, what = 2, "orientations (vertical, horizontal)"
-            if not all(any(row) for row in rows):
-                raise ValueError(f"design {spec!r}: 'Or' needs anchors with h/w > 1 and with h/w < 1, ratios are {rv}")
+        rows, expected, what = _middle_units(spec, kind, anchors, rv)
         if counts[0] != expected:
             raise ValueError(
                 f"design {spec!r}: these anchors have {expected} {what}, so the middle level of '{kind}' "
@@ -269,6 +251,29 @@ class Design:
     def __str__(self) -> str:
         return self.table()
 
+
+
+def _middle_units(spec: str, kind: str, anchors: tuple[tuple[int, int], ...],
+                  rv: tuple[float, ...] | None) -> tuple[list[tuple[int, ...]], int, str]:
+    """The middle level of a design name (Table I): (rows of M, how many units the name must give,
+    what they are per). ``As``: one unit per size; ``S``: one per aspect ratio; ``AsS``: both; ``Or``:
+    vertical and horizontal anchors (needs ``rv``, the h/w of each ratio index)."""
+    sizes = sorted({s for s, _ in anchors})
+    ratio_ids = sorted({r for _, r in anchors})
+    if kind == "As":
+        return [tuple(int(s == i) for s, _ in anchors) for i in sizes], len(sizes), "sizes"
+    if kind == "S":
+        return [tuple(int(r == i) for _, r in anchors) for i in ratio_ids], len(ratio_ids), "aspect ratios"
+    if kind == "AsS":
+        rows = [tuple(int(s == i) for s, _ in anchors) for i in sizes]
+        rows += [tuple(int(r == i) for _, r in anchors) for i in ratio_ids]
+        return rows, len(sizes) + len(ratio_ids), "sizes + aspect ratios"
+    if rv is None:  # Or
+        raise ValueError(f"design {spec!r}: 'Or' needs the h/w value of each ratio index (ratios=...)")
+    rows = [tuple(int(rv[r] > 1 + 1e-6) for _, r in anchors), tuple(int(rv[r] < 1 - 1e-6) for _, r in anchors)]
+    if not all(any(row) for row in rows):
+        raise ValueError(f"design {spec!r}: 'Or' needs anchors with h/w > 1 and with h/w < 1, ratios are {rv}")
+    return rows, 2, "orientations (vertical, horizontal)"
 
 def _ratios(ratios: Sequence[float] | None, ratio_ids: list[int]) -> tuple[float, ...] | None:
     """The h / w value of every ratio index, defaulting to the paper's when there are three."""

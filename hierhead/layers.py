@@ -36,6 +36,15 @@ class HierarchicalConv2d(nn.Module):
 
     ``soft=True`` makes M a learnable real-valued gate matrix initialised from the design
     (the paper's future work, Section V); it is still linear, so it still folds.
+
+    Args:
+        in_channels: C, the channels of the feature map.
+        design: the :class:`Design` (its M joins units to anchors; A anchors, J units).
+        num_outputs_per_anchor: K (classes for a classifier, 4 for a box regressor).
+        kernel_size, stride, padding, dilation: as ``nn.Conv2d`` (padding default: ``kernel_size // 2``).
+        std: the std of every composed W'_a (None: ``nn.Conv2d``'s default).
+        bias: every composed bias b'_a (e.g. the focal-loss prior).
+        soft: learn M (real-valued) instead of keeping the design's 0/1 matrix.
     """
 
     def __init__(

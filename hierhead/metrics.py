@@ -16,6 +16,10 @@ inclusive-pixel ``x2 - x1 + 1`` widths; ``pixel_offset=0`` treats boxes as conti
 The greedy matching is vectorised exactly: a detection's best ground truth does not depend on
 earlier matches, so a detection is a true positive iff it is the first (in score order) to
 reach that non-difficult box above the threshold.
+
+VOC AP is kept by hand because no library here computes it: pycocotools and torchmetrics'
+``MeanAveragePrecision`` compute COCO's 101-point AP over IoU 0.5:0.95 with ``iscrowd``, not the
+devkit's 11-point / envelope AP with ``difficult`` boxes and inclusive pixels. COCO AP is pycocotools'.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["voc_ap", "voc_map", "coco_map", "evaluate", "format_table", "to_json"]
+__all__ = ["voc_ap", "voc_map", "coco_map", "mean_ap", "format_table", "to_json"]
 
 
 def _np(x, dtype=np.float64) -> np.ndarray:
@@ -58,7 +62,33 @@ def voc_map(predictions: Sequence[dict], targets: Sequence[dict], num_classes: i
     non-difficult ground truth are left out of the mean (their AP is NaN), as in the devkit."""
     if len(predictions) != len(targets):
         raise ValueError(f"{len(predictions)} predictions for {len(targets)} images")
-    # flatten ground truth and detections with their image index
+    (g_img, g_box, g_lab, g_dif), (d_img, d_box, d_lab, d_sco) = _flatten(predictions, targets)
+    if num_classes is None:
+        num_classes = int(max(g_lab.max(initial=0), d_lab.max(initial=0))) + 1
+    aps, counts = {}, {}
+    for c in range(1, num_classes):
+        name = class_names[c - 1] if class_names else str(c)
+        gm, dm = g_lab == c, d_lab == c
+        npos = int((~g_dif[gm]).sum())
+        counts[name] = npos
+        order = np.argsort(-d_sco[dm], kind="stable")
+        tp, fp = _match(d_img[dm][order], d_box[dm][order], g_img[gm], g_box[gm], g_dif[gm], len(predictions),
+                        iou_threshold, pixel_offset)
+        if npos == 0:
+            aps[name] = float("nan")
+            continue
+        ctp, cfp = np.cumsum(tp), np.cumsum(fp)
+        recall = ctp / npos
+        precision = ctp / np.maximum(ctp + cfp, np.finfo(np.float64).eps)
+        aps[name] = voc_ap(recall, precision, use_07)
+    valid = [v for v in aps.values() if v == v]
+    return {"mAP": float(np.mean(valid)) if valid else float("nan"), "AP": aps, "num_gt": counts,
+            "metric": "voc07" if use_07 else "voc12"}
+
+
+def _flatten(predictions: Sequence[dict], targets: Sequence[dict]) -> tuple[tuple, tuple]:
+    """Ground truth (image, box, label, difficult) and detections (image, box, label, score) of every
+    image, concatenated."""
     g_img, g_box, g_lab, g_dif = [], [], [], []
     d_img, d_box, d_lab, d_sco = [], [], [], []
     for i, (p, t) in enumerate(zip(predictions, targets)):
@@ -73,72 +103,55 @@ def voc_map(predictions: Sequence[dict], targets: Sequence[dict], num_classes: i
         d_box.append(pb)
         d_lab.append(_np(p["labels"], np.int64).reshape(-1))
         d_sco.append(_np(p["scores"]).reshape(-1))
-    g_img, g_box, g_lab, g_dif = (np.concatenate(a) for a in (g_img, g_box, g_lab, g_dif))
-    d_img, d_box, d_lab, d_sco = (np.concatenate(a) for a in (d_img, d_box, d_lab, d_sco))
-    if num_classes is None:
-        num_classes = int(max(g_lab.max(initial=0), d_lab.max(initial=0))) + 1
-    labels = range(1, num_classes)
-    aps, counts = {}, {}
-    for c in labels:
-        name = class_names[c - 1] if class_names else str(c)
-        gm = g_lab == c
-        gi, gb, gd = g_img[gm], g_box[gm], g_dif[gm]
-        npos = int((~gd).sum())
-        counts[name] = npos
-        dm = d_lab == c
-        di, db, ds = d_img[dm], d_box[dm], d_sco[dm]
-        order = np.argsort(-ds, kind="stable")
-        di, db = di[order], db[order]
-        nd = len(di)
-        tp, fp = np.zeros(nd), np.zeros(nd)
-        if nd:
-            # ground truth of each image, padded to G columns
-            g_order = np.argsort(gi, kind="stable")
-            gi_s, gb_s, gd_s = gi[g_order], gb[g_order], gd[g_order]
-            n_img = len(predictions)
-            per_img = np.bincount(gi_s, minlength=n_img)
-            start = np.concatenate(([0], np.cumsum(per_img)[:-1]))
-            width = int(per_img.max(initial=0))
-            if width == 0:
-                fp[:] = 1
-            else:
-                slot = np.arange(width)
-                idx = start[di][:, None] + slot[None, :]  # (D, G) positions into the sorted gt
-                valid = slot[None, :] < per_img[di][:, None]
-                idx = np.where(valid, idx, 0)
-                gbx = gb_s[idx]  # (D, G, 4)
-                ixmin = np.maximum(gbx[..., 0], db[:, None, 0])
-                iymin = np.maximum(gbx[..., 1], db[:, None, 1])
-                ixmax = np.minimum(gbx[..., 2], db[:, None, 2])
-                iymax = np.minimum(gbx[..., 3], db[:, None, 3])
-                iw = np.maximum(ixmax - ixmin + pixel_offset, 0.0)
-                ih = np.maximum(iymax - iymin + pixel_offset, 0.0)
-                inter = iw * ih
-                area_d = (db[:, 2] - db[:, 0] + pixel_offset) * (db[:, 3] - db[:, 1] + pixel_offset)
-                area_g = (gbx[..., 2] - gbx[..., 0] + pixel_offset) * (gbx[..., 3] - gbx[..., 1] + pixel_offset)
-                iou = np.where(valid, inter / (area_d[:, None] + area_g - inter), -np.inf)
-                jmax = iou.argmax(1)  # first maximum, as the devkit
-                ovmax = iou[np.arange(nd), jmax]
-                hit = ovmax > iou_threshold
-                gt_pos = idx[np.arange(nd), jmax]
-                difficult = hit & gd_s[gt_pos]
-                candidate = hit & ~difficult
-                first = np.zeros(nd, bool)
-                cand_idx = np.nonzero(candidate)[0]
-                _, first_pos = np.unique(gt_pos[cand_idx], return_index=True)
-                first[cand_idx[first_pos]] = True
-                tp[first] = 1
-                fp[~hit | (candidate & ~first)] = 1
-        if npos == 0:
-            aps[name] = float("nan")
-            continue
-        ctp, cfp = np.cumsum(tp), np.cumsum(fp)
-        recall = ctp / npos
-        precision = ctp / np.maximum(ctp + cfp, np.finfo(np.float64).eps)
-        aps[name] = voc_ap(recall, precision, use_07)
-    valid = [v for v in aps.values() if v == v]
-    return {"mAP": float(np.mean(valid)) if valid else float("nan"), "AP": aps, "num_gt": counts,
-            "metric": "voc07" if use_07 else "voc12"}
+    return (tuple(np.concatenate(a) for a in (g_img, g_box, g_lab, g_dif)),
+            tuple(np.concatenate(a) for a in (d_img, d_box, d_lab, d_sco)))
+
+
+def _match(di: np.ndarray, db: np.ndarray, gi: np.ndarray, gb: np.ndarray, gd: np.ndarray, n_img: int,
+           iou_threshold: float, pixel_offset: float) -> tuple[np.ndarray, np.ndarray]:
+    """(true positive, false positive) flags of one class's detections, given in decreasing score
+    order, by the devkit's greedy matching (vectorised: see the module docstring)."""
+    nd = len(di)
+    tp, fp = np.zeros(nd), np.zeros(nd)
+    if not nd:
+        return tp, fp
+    # ground truth of each image, padded to G columns
+    g_order = np.argsort(gi, kind="stable")
+    gb_s, gd_s = gb[g_order], gd[g_order]
+    per_img = np.bincount(gi[g_order], minlength=n_img)
+    start = np.concatenate(([0], np.cumsum(per_img)[:-1]))
+    width = int(per_img.max(initial=0))
+    if width == 0:
+        fp[:] = 1
+        return tp, fp
+    slot = np.arange(width)
+    idx = start[di][:, None] + slot[None, :]  # (D, G) positions into the sorted gt
+    valid = slot[None, :] < per_img[di][:, None]
+    idx = np.where(valid, idx, 0)
+    gbx = gb_s[idx]  # (D, G, 4)
+    ixmin = np.maximum(gbx[..., 0], db[:, None, 0])
+    iymin = np.maximum(gbx[..., 1], db[:, None, 1])
+    ixmax = np.minimum(gbx[..., 2], db[:, None, 2])
+    iymax = np.minimum(gbx[..., 3], db[:, None, 3])
+    iw = np.maximum(ixmax - ixmin + pixel_offset, 0.0)
+    ih = np.maximum(iymax - iymin + pixel_offset, 0.0)
+    inter = iw * ih
+    area_d = (db[:, 2] - db[:, 0] + pixel_offset) * (db[:, 3] - db[:, 1] + pixel_offset)
+    area_g = (gbx[..., 2] - gbx[..., 0] + pixel_offset) * (gbx[..., 3] - gbx[..., 1] + pixel_offset)
+    iou = np.where(valid, inter / (area_d[:, None] + area_g - inter), -np.inf)
+    jmax = iou.argmax(1)  # first maximum, as the devkit
+    ovmax = iou[np.arange(nd), jmax]
+    hit = ovmax > iou_threshold
+    gt_pos = idx[np.arange(nd), jmax]
+    difficult = hit & gd_s[gt_pos]
+    candidate = hit & ~difficult
+    first = np.zeros(nd, bool)
+    cand_idx = np.nonzero(candidate)[0]
+    _, first_pos = np.unique(gt_pos[cand_idx], return_index=True)
+    first[cand_idx[first_pos]] = True
+    tp[first] = 1
+    fp[~hit | (candidate & ~first)] = 1
+    return tp, fp
 
 
 def coco_map(predictions: Sequence[dict], targets: Sequence[dict], num_classes: int | None = None,
@@ -194,7 +207,7 @@ def coco_map(predictions: Sequence[dict], targets: Sequence[dict], num_classes: 
     return out
 
 
-def evaluate(predictions: Sequence[dict], targets: Sequence[dict], metric: str = "voc07",
+def mean_ap(predictions: Sequence[dict], targets: Sequence[dict], metric: str = "voc07",
              class_names: Sequence[str] | None = None, image_ids: Sequence[int] | None = None,
              category_ids: Sequence[int] | None = None) -> dict:
     """VOC07 (11-point), VOC12 (area) or COCO metrics; labels are 1 + class index."""

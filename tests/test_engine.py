@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import re
 import subprocess
@@ -57,8 +58,8 @@ def test_train_writes_checkpoints_config_and_logs(trained):
     assert "val/mAP" in metrics and "train/loss" in metrics
     assert list((out / "logs" / "tensorboard").glob("events.out.tfevents.*"))
     model, spec = load_checkpoint(out / "checkpoints" / "last.ckpt")
-    assert spec["classes"] == ["ace", "jack", "king", "nine", "queen", "ten"]
-    assert spec["design"] == "9An{9,3,1}S" and spec["num_classes"] == 7 and spec["image_size"] == [320, 320]
+    assert spec.classes == ["ace", "jack", "king", "nine", "queen", "ten"]
+    assert spec.design == "9An{9,3,1}S" and spec.num_classes == 7 and spec.image_size == [320, 320]
     assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
 
 
@@ -159,6 +160,42 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
         return [(r["step"], r["train/loss"]) for r in rows if r.get("train/loss")]
     assert losses("a") == losses("b") and len(losses("a")) == 6 and not list((tmp_path / "b/logs").glob("*.part*"))
 
+    # a checkpoint written before the spec became Lightning hyper-parameters and the schedule torch's
+    # schedulers (spec under "hierhead", a LambdaLR state) resumes to the same weights
+    (tmp_path / "c/checkpoints").mkdir(parents=True)
+    _write_legacy(crashed, tmp_path / "c/checkpoints/last.ckpt")
+    train(config(tmp_path / "c"), resume=True)
+    c = torch.load(tmp_path / "c/checkpoints/last.ckpt", weights_only=True)
+    assert c["global_step"] == 6 and c["hyper_parameters"]["spec"]["design"] == "9An{9,3,1}S"
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], c["state_dict"][k]), k
+
+
+def _write_legacy(ckpt: dict, path: Path) -> None:
+    """``ckpt`` in the layout hierhead wrote before it used save_hyperparameters and torch's schedulers
+    (read off a checkpoint of that version): the spec and the training settings flat under
+    ``hierhead``; a LambdaLR state whose lr_lambdas hold the LRSchedule's attributes; the optimiser's
+    lr what that LambdaLR set."""
+    import copy
+
+    old = copy.deepcopy(ckpt)
+    h = old.pop("hyper_parameters")
+    schedule = h["schedule"]
+    old["hierhead"] = {**{k: v for k, v in h["spec"].items() if k not in ("anchors", "folded")},
+                       **{k: h[k] for k in ("optimizer", "schedule", "total_steps", "metric")}}
+    steps, lr = old["global_step"], h["optimizer"]["lr"]
+    start = schedule["warmup_start_lr"] / lr
+    factor = start + (1 - start) * steps / schedule["warmup_steps"]  # cards-ssdlite: still warming up at step 3
+    assert steps < schedule["warmup_steps"]
+    old["lr_schedulers"] = [{"base_lrs": [lr], "last_epoch": steps, "_step_count": steps + 1, "_is_initial": False,
+                             "_get_lr_called_within_step": False, "_last_lr": [lr * factor],
+                             "lr_lambdas": [{"name": schedule["name"], "milestones": [], "gamma": 0.1, "step_size": 0,
+                                             "total": h["total_steps"], "warmup": schedule["warmup_steps"],
+                                             "warmup_start": start}]}]
+    for group in old["optimizer_states"][0]["param_groups"]:
+        group["lr"] = lr * factor
+    torch.save(old, path)
+
 
 @needs_cards
 def test_two_process_ddp_on_cpu(tmp_path):
@@ -171,7 +208,7 @@ def test_two_process_ddp_on_cpu(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "trained 2 steps of global batch 4 (2 processes x 2)" in r.stdout  # batch_size is the global batch
     ckpt = torch.load(tmp_path / "ddp/checkpoints/last.ckpt", weights_only=True)
-    assert ckpt["global_step"] == 2 and ckpt["hierhead"]["model"] == "ssdlite320_mobilenet_v3"
+    assert ckpt["global_step"] == 2 and ckpt["hyper_parameters"]["spec"]["model"] == "ssdlite320_mobilenet_v3"
 
 
 def test_recipes_hold_the_paper_values():
@@ -201,13 +238,47 @@ def test_recipes_hold_the_paper_values():
     assert coco["max_steps"] == 270000 and coco["batch_size"] == 16
 
 
-def test_lr_schedules():
-    from hierhead.engine.module import LRSchedule
+def _rates(schedule: dict, total: int, lrs=(0.01, 0.0025)) -> list[list[float]]:
+    """Each parameter group's lr at steps 0..total-1 under lr_scheduler (stepped once per step)."""
+    from hierhead.engine.optim import lr_scheduler
 
-    s = LRSchedule("multistep", lr=0.01, milestones=[10, 20], gamma=0.1, warmup_steps=5, warmup_start_lr=0.0002)
-    assert s(0) == pytest.approx(0.02) and s(5) == 1 and s(10) == pytest.approx(0.1) and s(25) == pytest.approx(0.01)
-    e = LRSchedule("step", lr=1e-4, step_size=25000, gamma=0.8)
-    assert e(24999) == 1 and e(50000) == pytest.approx(0.64)
+    groups = [{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": lr} for lr in lrs]
+    opt = torch.optim.SGD(groups, lr=lrs[0])
+    sched, out = lr_scheduler(opt, total_steps=total, **schedule), []
+    for _ in range(total):
+        out.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_lr_schedules_are_torchs_with_the_papers_step_counting():
+    # the factor the recipes mean, written out: warm-up from warmup_start_lr, milestones counted from step 0
+    def factor(step, name, warmup=0, start=0.001, milestones=(), gamma=0.1, step_size=0, total=100):
+        if step < warmup:
+            return start + (1 - start) * step / warmup
+        if name == "multistep":
+            return gamma ** sum(step >= m for m in milestones)
+        if name == "step":
+            return gamma ** (step // step_size)
+        if name == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+        return 1.0
+
+    cases = [({"name": "multistep", "milestones": [10, 20, 3], "warmup_steps": 5, "warmup_start_lr": 0.0002},
+              {"name": "multistep", "warmup": 5, "start": 0.02, "milestones": [10, 20, 3]}),
+             ({"name": "step", "step_size": 25, "gamma": 0.8, "warmup_steps": 10},
+              {"name": "step", "warmup": 10, "step_size": 25, "gamma": 0.8}),
+             ({"name": "cosine", "warmup_steps": 20, "warmup_start_lr": 1e-5},
+              {"name": "cosine", "warmup": 20, "start": 1e-3}),
+             ({"name": "cosine"}, {"name": "cosine"}), ({"name": "constant", "warmup_steps": 7}, {"name": "constant",
+                                                                                             "warmup": 7})]
+    for schedule, want in cases:
+        for step, got in enumerate(_rates(schedule, 100)):
+            f = factor(step, **want)
+            assert got == pytest.approx([0.01 * f, 0.0025 * f], rel=1e-9, abs=1e-15), (schedule, step)
+    with pytest.raises(ValueError, match="schedule 'linear': unknown"):
+        _rates({"name": "linear"}, 3)
 
 
 def test_unit_lr_scale_gives_the_units_their_own_lr():

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from hierhead.cli import main
+from hierhead.comparison import paired_interval, table
 from hierhead.data import open_dataset
 from hierhead.data.synthetic import open_synthetic, parse_spec, shape_of, unseen_only
-from hierhead.engine.sweep import paired_interval, table
 
 CARDS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cards"
 

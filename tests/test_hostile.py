@@ -104,9 +104,10 @@ def test_sigterm_saves_and_exits_non_zero_then_resumes(tmp_path):
 ])
 def test_a_checkpoint_cannot_choose_what_the_machine_reads_or_fetches(options, message, tmp_path, capsys):
     spec = {"model": "ssdlite320_mobilenet_v3", "num_classes": 3, "design": "9An{9}", "options": options}
-    torch.save({"hierhead": spec, "state_dict": {}}, tmp_path / "evil.ckpt")
-    code, _, err = _cli(["eval", "--checkpoint", str(tmp_path / "evil.ckpt"), "--data", SYNTH], capsys)
-    assert code == 2 and message in err and err.count("\n") == 1
+    for layout in ({"hyper_parameters": {"spec": spec}}, {"hierhead": spec}):  # today's, and before save_hyperparameters
+        torch.save({**layout, "state_dict": {}}, tmp_path / "evil.ckpt")
+        code, _, err = _cli(["eval", "--checkpoint", str(tmp_path / "evil.ckpt"), "--data", SYNTH], capsys)
+        assert code == 2 and message in err and err.count("\n") == 1
 
 
 def test_one_link_policy_for_every_reader(tmp_path):
@@ -140,4 +141,4 @@ def test_train_classes_reach_the_data_and_the_checkpoint(tmp_path, capsys):
     code, _, err = _cli(["train", "--data", str(root), "--classes", "nut,bolt", "--out", str(tmp_path / "r"),
                          "--max-steps", "1", "--batch-size", "2", "--set", "image_size=96", *QUIET], capsys)
     assert code == 0, err
-    assert torch.load(tmp_path / "r/checkpoints/last.ckpt", weights_only=True)["hierhead"]["classes"] == ["nut", "bolt"]
+    assert torch.load(tmp_path / "r/checkpoints/last.ckpt", weights_only=True)["hyper_parameters"]["spec"]["classes"] == ["nut", "bolt"]

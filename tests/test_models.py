@@ -5,9 +5,7 @@ import torch
 
 from hierhead import HierarchicalConv2d
 from hierhead.anchors import anchor_shapes, ssd_scales
-from hierhead.models import build, fold, hierarchize, level_designs, names, save
-from hierhead.models.builders import spec_of
-from hierhead.models.convert import _generator
+from hierhead.models import anchor_generator_of, build, fold, hierarchize, level_designs, names, save, spec_of
 
 SMALL = {  # keep the two-stage / RetinaNet inputs tiny; SSDs resize to their fixed size
     "retinanet_resnet50_fpn": {"min_size": 128, "max_size": 128, "score_thresh": 0.0},
@@ -69,7 +67,7 @@ def test_folded_and_stock_models_detect_identically(built):
     folded = fold(model).eval()
     assert type(folded) is type(model)
     assert not any(isinstance(m, HierarchicalConv2d) for m in folded.modules())
-    assert type(_generator(folded)).__module__.startswith("torchvision.")
+    assert type(anchor_generator_of(folded)).__module__.startswith("torchvision.")
     stock = _build(name, design=None).eval()
     stock.load_state_dict(folded.state_dict(), strict=True)
     assert _count(folded) == _count(stock)  # (c) exactly the general head's size
@@ -85,7 +83,7 @@ def test_folded_and_stock_models_detect_identically(built):
 
 def test_anchors_satisfy_the_design(built):
     name, model = built
-    gen = _generator(model)
+    gen = anchor_generator_of(model)
     for design in ("9An{9,3}As", "9An{9,3}S", "9An{9,2}Or"):
         for level, (d, shapes) in enumerate(zip(level_designs(model, design), anchor_shapes(gen))):
             assert len(shapes) == 9
@@ -146,7 +144,7 @@ def test_weights_round_trip_and_mismatch(tmp_path):
     again = build("ssdlite320_mobilenet_v3", 3, design=DESIGN, weights=path)
     for (k, v), w in zip(model.state_dict().items(), again.state_dict().values()):
         assert torch.equal(v, w), k
-    assert spec_of(again)["design"] == DESIGN
+    assert spec_of(again).design == DESIGN
     with pytest.raises(ValueError, match=r"saved for design='9An\{9,3,1\}S', this model has design='9An\{9,1\}Both'"):
         build("ssdlite320_mobilenet_v3", 3, design="9An{9,1}Both", weights=path)
     with pytest.raises(ValueError, match="saved for num_classes=3, this model has num_classes=5"):
@@ -178,7 +176,7 @@ def _folded_round_trip(model, folder):
 def test_ssdlite_takes_any_square_input_and_deploys_at_it(tmp_path):
     torch.manual_seed(0)
     model = _build("ssdlite320_mobilenet_v3", "9An{9,3,1}As", image_size=160).eval()
-    assert model.transform.fixed_size == (160, 160) and model.hierhead_spec["options"]["image_size"] == 160
+    assert model.transform.fixed_size == (160, 160) and model.hierhead_spec.options["image_size"] == 160
     stock, a, b = _folded_round_trip(model, tmp_path)
     assert stock.transform.fixed_size == (160, 160) and _count(stock) == _count(_build("ssdlite320_mobilenet_v3", None))
     for x, y in zip(a, b):
@@ -227,7 +225,7 @@ def test_sigmoid_ssd_loss_and_scores_follow_the_rule_written_out(tmp_path):
     from hierhead.models.stock import SigmoidSSD
 
     model = _build("ssdlite320_mobilenet_v3", DESIGN, loss="sigmoid", image_size=96)
-    assert isinstance(model, SigmoidSSD) and model.hierhead_spec["options"]["loss"] == "sigmoid"
+    assert isinstance(model, SigmoidSSD) and model.hierhead_spec.options["loss"] == "sigmoid"
     g = torch.Generator().manual_seed(0)
     n, c = 12, 3
     logits, deltas = torch.randn(2, n, c, generator=g), torch.randn(2, n, 4, generator=g)
@@ -281,3 +279,56 @@ def test_export_check_holds_detections_to_what_ties_allow():
     assert _detections_differ(tuple(t[:1] for t in want), want, 0.9) == "1 vs 4 detections"
     rescored = (boxes, torch.tensor([0.9, 0.5, 0.5, 0.1]), want[2])
     assert _detections_differ(rescored, want, 0.9) == "the detection scores differ"
+
+
+def test_private_torchvision_names_are_pinned():
+    """hierhead and the deployed load_model.py lean on names torchvision keeps private; a release that
+    renames one, or changes what it computes, fails here rather than in a user's deployment."""
+    from torchvision.models.detection import _utils as det_utils
+    from torchvision.models.detection.image_list import ImageList
+    from torchvision.models.detection.ssd import _vgg_extractor  # noqa: F401  (stock.ssd300_vgg16 / ssd512_vgg16)
+    from torchvision.models.detection.ssdlite import _mobilenet_extractor, _normal_init  # noqa: F401  (SSDLite)
+
+    from hierhead.anchors import PaperBoxGenerator, retinanet_anchor_generator
+    from hierhead.models import stock
+
+    paper = PaperBoxGenerator(6)
+    torch.testing.assert_close(paper._wh_pairs[0][:4], torch.tensor([[0.2, 0.2], [0.1591073, 0.1591073],
+                                                                     [0.1265757, 0.1265757], [0.2828427, 0.1414214]]))
+    images = ImageList(torch.zeros(1, 3, 300, 300), [(300, 300)])
+    features = [torch.zeros(1, 1, s, s) for s in (19, 10, 5, 3, 2, 1)]
+    anchors = paper(images, features)[0]
+    assert anchors.shape == (4500, 4)  # 9 per location over 19^2 + 10^2 + 5^2 + 3^2 + 2^2 + 1 locations
+    assert anchors[0].tolist() == pytest.approx([-22.105265, -22.105265, 37.894737, 37.894737], abs=1e-4)
+    assert anchors[-1].tolist() == pytest.approx([86.229462, 22.458931, 213.770538, 277.541077], abs=1e-4)
+    # load_model.py rebuilds the generator from model.json's pairs through the private _wh_pairs: same boxes
+    rebuilt = stock._ssd_generator({"wh_pairs": [p.tolist() for p in paper._wh_pairs]})
+    assert torch.equal(rebuilt(images, features)[0], anchors)
+    grid = retinanet_anchor_generator()
+    assert grid.cell_anchors[0][:3].tolist() == [[-16, -16, 16, 16], [-13, -13, 13, 13], [-10, -10, 10, 10]]
+    assert grid.cell_anchors[4][-1].tolist() == [-115, -229, 115, 229]
+    assert det_utils._topk_min(torch.arange(5.0), 3, 0) == 3  # SigmoidSSD's top-k per class
+    model = build("retinanet_resnet50_fpn", 3, design=None, box_loss="smooth_l1")
+    assert model.head.regression_head._loss_type == "smooth_l1"  # the box_loss option sets it
+
+
+def test_registry_refuses_a_duplicate_and_fold_needs_no_architecture():
+    from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
+
+    from hierhead.anchors import PaperBoxGenerator
+    from hierhead.design import Design
+    from hierhead.models import architecture
+
+    with pytest.raises(ValueError, match="model 'ssd300_vgg16': already registered"):
+        architecture("ssd300_vgg16", backbone="vgg16", anchors="ssd", maps=6)(lambda *a, **k: None)
+    assert names() == sorted(["ssd300_vgg16", "ssd512_vgg16", "ssdlite320_mobilenet_v3", "retinanet_resnet50_fpn",
+                              "retinanet_resnet50_fpn_nosubnet", "fasterrcnn_resnet50_fpn"])
+    # any module tree: every HierarchicalConv2d and hierhead anchor generator is swapped for its stock form
+    layer = HierarchicalConv2d(8, Design.parse("9An{9,3,1}S"), 4)
+    torch.nn.init.normal_(layer.unit_weight)
+    tree = torch.nn.ModuleDict({"head": torch.nn.Sequential(torch.nn.ReLU(), layer), "anchors": PaperBoxGenerator(2)})
+    folded = fold(tree)
+    assert type(folded["head"][1]) is torch.nn.Conv2d and type(folded["anchors"]) is DefaultBoxGenerator
+    assert isinstance(tree["head"][1], HierarchicalConv2d)  # the original is untouched
+    x = torch.randn(2, 8, 5, 5)
+    torch.testing.assert_close(folded["head"](x), tree["head"](x), atol=1e-5, rtol=1e-5)

@@ -11,8 +11,8 @@ from hierhead.cli import main
 from hierhead.engine import load_checkpoint, resolve, train
 from hierhead.engine.checkpoint import load_start_model
 from hierhead.engine.data import open_config_splits
-from hierhead.engine.head import LiveViews, cache_test, cache_views, evaluate_head, head_model, pool_of, train_head
-from hierhead.engine.infer import evaluate_model, run_model
+from hierhead.engine.head import LiveViews, cache_test, cache_views, head_model, mean_ap_of_head, pool_of, train_head
+from hierhead.engine.infer import mean_ap_of_model, run_model
 from hierhead.engine.module import DetectorModule
 from hierhead.engine.optim import make_optimizer
 from hierhead.layers import HierarchicalConv2d
@@ -60,7 +60,7 @@ def test_init_starts_every_design_at_the_start_detections(start):
     expected = run_model(reference, images)
     assert sum(len(d["boxes"]) for d in expected) > 0
     for design in ("9An{9}", "9An{9,3,1}As", "9An{9,1}Both"):
-        spec_d = {**spec, "design": design}
+        spec_d = spec.replace(design=design)
         module = DetectorModule(spec_d, {"name": "sgd", "lr": 0.01}, init=ckpt)
         layers = [m for m in module.model.modules() if isinstance(m, HierarchicalConv2d)]
         assert (len(layers) > 0) == (design != "9An{9}")
@@ -77,7 +77,7 @@ def test_init_refuses_another_class_list_model_or_anchor_grid(start, tmp_path, c
     assert len(err.strip().splitlines()) == 1
     spec = load_checkpoint(ckpt)[1]
     with pytest.raises(ValueError, match="trained with model='ssdlite320_mobilenet_v3'"):
-        load_start_model(ckpt, {**spec, "model": "ssd300_vgg16"})
+        load_start_model(ckpt, spec.replace(model="ssd300_vgg16"))
     trained, _ = load_checkpoint(ckpt)
     other = build("ssdlite320_mobilenet_v3", 4, design=None, image_size=SIZE)
     with pytest.raises(ValueError, match="weights do not match"):
@@ -135,8 +135,8 @@ def test_cached_run_equals_uncached_run_and_cached_eval_equals_the_model(start):
     assert r1["loss"] == pytest.approx(r2["loss"], rel=1e-5)
     for p1, p2 in zip(m1.parameters(), m2.parameters()):
         torch.testing.assert_close(p1, p2, rtol=1e-5, atol=1e-6)
-    scores = evaluate_head(m1, cache_test(trained, test), "voc07", train_set.classes)
-    assert scores["mAP"] == pytest.approx(evaluate_model(m1, test, "voc07")["mAP"], abs=1e-9)
+    scores = mean_ap_of_head(m1, cache_test(trained, test), "voc07", train_set.classes)
+    assert scores["mAP"] == pytest.approx(mean_ap_of_model(m1, test, "voc07")["mAP"], abs=1e-9)
 
 
 def _one_step(design: str, opt: dict):

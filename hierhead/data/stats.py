@@ -25,10 +25,11 @@ def resized_boxes(ds: DetectionDataset, image_size: int | None) -> np.ndarray:
 
 
 def table_two(ds: DetectionDataset, image_size: int | None = 300) -> dict:
-    """Images, classes, objects, objects per image; vertical / square / horizontal (w/h < 0.75,
-    0.75-1.5, > 1.5) and small / medium / large (area < 32^2, 32^2-96^2, > 96^2) after resizing."""
+    """Images, classes, objects, objects per image; vertical / square / horizontal (aspect ratio h/w, as
+    everywhere in hierhead: > 4/3, 2/3-4/3, < 2/3, i.e. Table II's w/h < 0.75, 0.75-1.5, > 1.5) and
+    small / medium / large (area < 32^2, 32^2-96^2, > 96^2) after resizing."""
     wh = resized_boxes(ds, image_size)
-    ratio = wh[:, 0] / wh[:, 1]
+    w, h = wh[:, 0], wh[:, 1]  # the buckets compared without dividing, so a box on a bound is where Table II puts it
     area = wh[:, 0] * wh[:, 1]
     per_class = Counter(int(c) for c in wh[:, 2])
     n_img = len(ds)
@@ -40,9 +41,9 @@ def table_two(ds: DetectionDataset, image_size: int | None = 300) -> dict:
         "objects": int(len(wh)),
         "objects_per_image": float(len(wh) / n_img) if n_img else 0.0,
         "image_size": image_size,
-        "vertical": int((ratio < 0.75).sum()),
-        "square": int(((ratio >= 0.75) & (ratio <= 1.5)).sum()),
-        "horizontal": int((ratio > 1.5).sum()),
+        "vertical": int((w < 0.75 * h).sum()),  # h/w > 4/3: taller than wide
+        "square": int(((w >= 0.75 * h) & (w <= 1.5 * h)).sum()),
+        "horizontal": int((w > 1.5 * h).sum()),  # h/w < 2/3: wider than tall
         "small": int((area < 32**2).sum()),
         "medium": int(((area >= 32**2) & (area <= 96**2)).sum()),
         "large": int((area > 96**2).sum()),
@@ -58,7 +59,7 @@ def format_stats(s: dict) -> str:
         f"{'Horizontal':>10s} | {'Small':>6s} {'Medium':>7s} {'Large':>6s}",
         f"{s['images']:7d} {s['num_classes']:6d} {s['objects']:7d} {s['objects_per_image']:8.2f} | "
         f"{s['vertical']:8d} {s['square']:7d} {s['horizontal']:10d} | {s['small']:6d} {s['medium']:7d} {s['large']:6d}",
-        f"(aspect ratio w/h: vertical < 0.75 <= square <= 1.5 < horizontal; size {size}: "
+        f"(aspect ratio h/w: vertical > 4/3 >= square >= 2/3 > horizontal; size {size}: "
         f"small < 32^2 <= medium <= 96^2 < large)",
         "",
         "per class:",

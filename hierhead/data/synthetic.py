@@ -31,29 +31,30 @@ from pathlib import Path
 from xml.etree.ElementTree import Element, SubElement, tostring
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
+from torchvision.ops import box_iou
 
-from .readers import DetectionDataset, open_dataset
+from ..design import PAPER_RATIOS
+from .readers import DetectionDataset, read_voc_folder
 from .records import DataError
 
-__all__ = ["SyntheticSpec", "parse_spec", "generate", "open_synthetic", "shape_of", "unseen_only", "SHAPES", "SIZES",
-           "RATIOS"]
+__all__ = ["parse_spec", "generate", "open_synthetic", "shape_of", "unseen_only", "SHAPES", "SIZES", "SPEC_DEFAULTS"]
 
 SHAPES = ("ellipse", "rectangle", "triangle", "diamond", "cross", "ring")
 SIZES = (0.16, 0.3, 0.55)  # sqrt(area) / image side
-RATIOS = (1.0, 0.5, 2.0)  # h / w, the paper's order
-DEFAULTS = {"mode": "ratio", "classes": 4, "train": 300, "test": 150, "size": 320, "seed": 0, "palette": "random"}
+SPEC_DEFAULTS = {"mode": "ratio", "classes": 4, "train": 300, "test": 150, "size": 320, "seed": 0, "palette": "random"}
 WORDS = {"mode": ("ratio", "size", "all"), "palette": ("random", "class")}
 
 
 def parse_spec(text: str) -> dict:
     """``synthetic:key=value,...`` -> settings (unknown keys and bad values are errors)."""
     body = text.split(":", 1)[1] if text.startswith("synthetic:") else text
-    spec = dict(DEFAULTS)
+    spec = dict(SPEC_DEFAULTS)
     for part in filter(None, body.split(",")):
         key, _, value = part.partition("=")
-        if key not in DEFAULTS:
-            raise DataError(f"{text!r}: unknown key {key!r}; known: {', '.join(DEFAULTS)}")
+        if key not in SPEC_DEFAULTS:
+            raise DataError(f"{text!r}: unknown key {key!r}; known: {', '.join(SPEC_DEFAULTS)}")
         try:
             spec[key] = value if key in WORDS else int(value)
         except ValueError:
@@ -123,25 +124,19 @@ def _image(rng: np.random.Generator, spec: dict, split: str) -> tuple[Image.Imag
         shapes = _allowed(cls, spec["mode"], split)
         s, r = shapes[int(rng.integers(0, len(shapes)))]
         side = SIZES[s] * n * rng.uniform(0.9, 1.1)
-        w, h = side / math.sqrt(RATIOS[r]), side * math.sqrt(RATIOS[r])
+        w, h = side / math.sqrt(PAPER_RATIOS[r]), side * math.sqrt(PAPER_RATIOS[r])
         w, h = int(min(w, n - 2)), int(min(h, n - 2))
         for _try in range(20):
             x, y = int(rng.integers(0, n - w)), int(rng.integers(0, n - h))
             box = [x, y, x + w, y + h]
-            if all(_iou(box, b) < 0.1 for _, b in objects):
+            if not objects or box_iou(torch.tensor([box], dtype=torch.float64),
+                                      torch.tensor([b for _, b in objects], dtype=torch.float64)).max() < 0.1:
                 break
         else:
             continue
         img.paste(Image.fromarray(_texture(rng, w, h, cls, spec["palette"])), (x, y), _mask(SHAPES[cls % len(SHAPES)], w, h))
         objects.append((cls, box))
     return img, objects
-
-
-def _iou(a: list[int], b: list[int]) -> float:
-    iw = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def _xml(name: str, n: int, objects: list[tuple[int, list[int]]]) -> bytes:
@@ -190,14 +185,16 @@ def open_synthetic(text: str) -> tuple[DetectionDataset, DetectionDataset]:
     spec = parse_spec(text)
     root = generate(spec, cache_dir(spec))
     classes = [f"class{c}" for c in range(spec["classes"])]
-    return (open_dataset(root / "train", "voc-folder", classes=classes),
-            open_dataset(root / "test", "voc-folder", classes=classes))
+    parts = read_voc_folder(root / "train", classes=classes), read_voc_folder(root / "test", classes=classes)
+    for ds in parts:
+        ds.format = "voc-folder"
+    return parts
 
 
 def shape_of(box: Sequence[float], image_side: int) -> tuple[int, int]:
-    """(size index, ratio index) of a generated box: the nearest of SIZES x RATIOS."""
+    """(size index, ratio index) of a generated box: the nearest of SIZES x PAPER_RATIOS (h / w)."""
     w, h = box[2] - box[0], box[3] - box[1]
-    ratio = min(range(3), key=lambda r: abs(math.log((h / w) / RATIOS[r])))
+    ratio = min(range(3), key=lambda r: abs(math.log((h / w) / PAPER_RATIOS[r])))
     size = min(range(3), key=lambda s: abs(math.sqrt(w * h) / image_side - SIZES[s]))
     return size, ratio
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..models import build
+from ..models import ModelSpec, build_from_spec
 
-__all__ = ["load_checkpoint", "load_start_model", "checked_spec", "CheckpointError"]
+__all__ = ["load_checkpoint", "load_start_model", "checked_spec", "saved_spec", "CheckpointError"]
 
 
 class CheckpointError(ValueError):
@@ -25,9 +25,18 @@ def read_checkpoint(path: str | Path) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle, zip and weights-only errors alike
         raise CheckpointError(f"checkpoint {str(path)!r}: cannot be read ({_first_sentence(e)})") from None
-    if not isinstance(ckpt, dict) or "hierhead" not in ckpt or "state_dict" not in ckpt:
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or saved_spec(ckpt) is None:
         raise CheckpointError(f"checkpoint {str(path)!r}: not a hierhead training checkpoint (no model spec)")
     return ckpt
+
+
+def saved_spec(ckpt: dict):
+    """The model spec a checkpoint holds, unchecked: its hyper-parameters' ``spec``, or (written before
+    hierhead used Lightning's hyper-parameters) the ``hierhead`` entry; None if neither."""
+    hparams = ckpt.get("hyper_parameters")
+    if isinstance(hparams, dict) and "spec" in hparams:
+        return hparams["spec"]
+    return ckpt.get("hierhead")
 
 
 #: Spec options that name files or downloads: a file must never choose what the machine reads or fetches.
@@ -36,7 +45,7 @@ _REFUSED_OPTIONS = {"weights", "weights_backbone", "backbone_weights", "torchvis
 _TEXT_OPTIONS = {"loss", "box_loss"}  # the only options whose value is text
 
 
-def checked_spec(spec, where: str) -> dict:
+def checked_spec(spec, where: str) -> ModelSpec:
     """The model spec of an untrusted file (checkpoint, model file), limited to known keys and plain
     values: a registered model, an integer class count, option values that are numbers, booleans or
     lists of numbers (``loss`` / ``box_loss``: text). An option that names weights, a download or
@@ -65,26 +74,29 @@ def checked_spec(spec, where: str) -> dict:
     classes = spec.get("classes")
     if classes is not None and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
         raise CheckpointError(f"{where}: classes {classes!r} are not a list of names")
-    return spec
+    size = spec.get("image_size")
+    if size is not None and not (isinstance(size, list) and len(size) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+        raise CheckpointError(f"{where}: image_size {size!r} is not [height, width]")
+    spec = ModelSpec.from_dict(spec)
+    return spec.replace(anchors=None, folded=False)  # a checkpoint holds the trainable model
 
 
-def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
-    """(model in eval mode, spec) from a ``hierhead train`` checkpoint."""
+def load_checkpoint(path: str | Path) -> tuple[nn.Module, ModelSpec]:
+    """(model in eval mode, its spec) from a ``hierhead train`` checkpoint."""
     ckpt = read_checkpoint(path)
-    spec = checked_spec(ckpt["hierhead"], f"checkpoint {str(path)!r}")
-    model = build(spec["model"], spec["num_classes"], design=spec.get("design"), soft=spec.get("soft", False),
-                  pretrained_backbone=bool(spec.get("pretrained_backbone")), **spec.get("options", {}))
+    spec = checked_spec(saved_spec(ckpt), f"checkpoint {str(path)!r}")
+    model = build_from_spec(spec)
     state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     missing = set(model.state_dict()) - set(state)
     if missing:
-        raise CheckpointError(f"checkpoint {str(path)!r}: weights do not match model {spec['model']!r} "
-                              f"with design {spec.get('design')!r} (e.g. {sorted(missing)[0]} missing)")
+        raise CheckpointError(f"checkpoint {str(path)!r}: weights do not match model {spec.model!r} "
+                              f"with design {spec.design!r} (e.g. {sorted(missing)[0]} missing)")
     model.load_state_dict(state, strict=True)
-    model.hierhead_spec = {**model.hierhead_spec, "classes": spec.get("classes"), "image_size": spec.get("image_size")}
-    return model.eval(), spec
+    return model.eval(), model.hierhead_spec
 
 
-def load_start_model(path: str | Path, spec: dict) -> nn.Module:
+def load_start_model(path: str | Path, spec: ModelSpec) -> nn.Module:
     """The start of an ``--init`` run: a trained model of ``spec``'s detector and classes.
 
     ``path``: a ``hierhead train`` checkpoint, or a whole-model ``.safetensors`` written by
@@ -104,16 +116,14 @@ def load_start_model(path: str | Path, spec: dict) -> nn.Module:
         if not saved or "model" not in saved or "num_classes" not in saved:
             raise CheckpointError(f"--init {str(path)!r}: not a model file saved by hierhead (no spec in its metadata)")
         saved = checked_spec(saved, f"--init {str(path)!r}")
-        model = build(saved["model"], saved["num_classes"], design=saved.get("design"),
-                      pretrained_backbone=bool(saved.get("pretrained_backbone")), weights=path,
-                      **saved.get("options", {}))
+        model = build_from_spec(saved, weights=path)
     else:
         model, saved = load_checkpoint(path)
-    checks = [("model", saved.get("model"), spec.get("model"))]
-    if saved.get("classes") is not None:
-        checks.append(("classes", saved.get("classes"), spec.get("classes")))
+    checks = [("model", saved.model, spec.model)]
+    if saved.classes is not None:
+        checks.append(("classes", saved.classes, spec.classes))
     else:
-        checks.append(("num_classes", saved.get("num_classes"), spec.get("num_classes")))
+        checks.append(("num_classes", saved.num_classes, spec.num_classes))
     for key, theirs, ours in checks:
         if theirs != ours:
             raise CheckpointError(f"--init {str(path)!r}: trained with {key}={theirs!r}, this run has {key}={ours!r}")

@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader, Sampler
 from torchvision import tv_tensors
 from torchvision.transforms import v2 as T
 
-from ..data.readers import DetectionDataset, open_dataset, split_folders
+from ..data.readers import DetectionDataset
+from ..data.sources import open_dataset, split_folders
 from ..data.records import DataError
 
 __all__ = ["DetectionDataModule", "open_splits", "train_transforms", "EpochSampler", "collate"]

@@ -35,13 +35,14 @@ from torchvision.models.detection.ssd import SSD
 from torchvision.ops import box_iou
 
 from ..data.readers import DetectionDataset
-from ..metrics import evaluate
-from ..models import build, hierarchize, prediction_convs
+from ..metrics import mean_ap
+from ..design import GENERAL
+from ..models import ModelSpec, build_from_spec, hierarchize, prediction_convs
 from .data import SeededSamples, eval_transforms, train_transforms
-from .optim import LRSchedule, make_optimizer
+from .optim import lr_scheduler, make_optimizer
 
 __all__ = ["FeatureCache", "cache_views", "cache_test", "stored", "LiveViews", "head_model", "head_outputs",
-           "train_head", "detect_cached", "evaluate_head", "pool_of", "HeadProtocol"]
+           "train_head", "detect_cached", "mean_ap_of_head", "pool_of", "HeadProtocol"]
 
 
 def _check(model: nn.Module) -> None:
@@ -236,12 +237,12 @@ def head_model(start: nn.Module, design: str, seed: int, soft: bool = False) -> 
     spec = start.hierhead_spec
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        fresh = build(spec["model"], spec["num_classes"], design=None, **spec.get("options", {}))
+        fresh = build_from_spec(spec.replace(design=GENERAL, soft=False))
     model = copy.deepcopy(start)
     for (conv, *_), (new, *_) in zip(prediction_convs(model), prediction_convs(fresh)):
         conv.load_state_dict(new.state_dict())
     hierarchize(model, design, soft=soft)
-    model.hierhead_spec = {**spec, "design": design, "soft": soft}
+    model.hierhead_spec = spec.replace(design=design, soft=soft)
     model.requires_grad_(False)
     for conv, *_ in prediction_convs(model):
         conv.requires_grad_(True)
@@ -260,7 +261,7 @@ def train_head(model: nn.Module, source, pool: list[int], steps: int, batch_size
             permutation of ``pool`` (the last incomplete batch of an epoch is dropped).
         batch_size: views per step (capped at the pool's size).
         optimizer: the recipe's ``optimizer`` section (:func:`~hierhead.engine.optim.make_optimizer`).
-        schedule: the ``schedule`` section (:class:`~hierhead.engine.optim.LRSchedule`).
+        schedule: the ``schedule`` section (:func:`~hierhead.engine.optim.lr_scheduler`).
         seed: draws the batch order.
 
     Returns ``{"steps", "loss", "loss_before", "seconds", "losses"}``: the mean training loss over
@@ -271,8 +272,7 @@ def train_head(model: nn.Module, source, pool: list[int], steps: int, batch_size
         raise ValueError(f"steps={steps}: needs at least 1")
     batch_size = min(batch_size, len(pool))
     opt = make_optimizer(model, optimizer)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, LRSchedule(lr=float(optimizer["lr"]), total_steps=steps, **(schedule or {})))
+    sched = lr_scheduler(opt, total_steps=steps, **(schedule or {}))
     generator = torch.Generator().manual_seed(1_000_003 * seed + 17)
     order: list[int] = []
     losses: list[float] = []
@@ -310,9 +310,9 @@ def detect_cached(model: nn.Module, cache: FeatureCache, batch_size: int = 16) -
     return out
 
 
-def evaluate_head(model: nn.Module, cache: FeatureCache, metric: str, classes: list[str]) -> dict:
+def mean_ap_of_head(model: nn.Module, cache: FeatureCache, metric: str, classes: list[str]) -> dict:
     """The metric of ``model`` on the cached evaluation images (see :func:`cache_test`)."""
-    return evaluate(detect_cached(model, cache), cache.targets, metric, classes)
+    return mean_ap(detect_cached(model, cache), cache.targets, metric, classes)
 
 
 def pool_of(cache, images: list[int]) -> list[int]:
@@ -329,15 +329,15 @@ class HeadProtocol:
         log: where the one-line cache report goes.
     """
 
-    def __init__(self, config: dict, log=print) -> None:
+    def __init__(self, config: dict, log=None) -> None:
         from .checkpoint import load_start_model
         from .data import open_config_splits
         from .trainer import _image_size
 
         self.train, test = open_config_splits(config)
-        spec = {"model": config["model"], "classes": self.train.classes, "num_classes": len(self.train.classes) + 1}
+        spec = ModelSpec(model=config["model"], num_classes=len(self.train.classes) + 1, classes=self.train.classes)
         self.start = load_start_model(config["init"], spec)
-        self.start.hierhead_spec = {**self.start.hierhead_spec, "classes": self.train.classes}
+        self.start.hierhead_spec = self.start.hierhead_spec.replace(classes=self.train.classes)
         t0 = time.perf_counter()
         h = config["head"]
         init = Path(config["init"]).resolve()
@@ -347,7 +347,7 @@ class HeadProtocol:
                             lambda: cache_views(self.start, self.train, int(h["views"]), _image_size(config),
                                                 config["augment"]))
         self.test = stored({**key, "test": True}, lambda: cache_test(self.start, test))
-        log(f"head protocol: {len(self.views)} views of {len(self.train)} training images and {len(test)} test "
+        (log or (lambda _: None))(f"head protocol: {len(self.views)} views of {len(self.train)} training images and {len(test)} test "
             f"images ready in {time.perf_counter() - t0:.0f} s ({(self.views.nbytes + self.test.nbytes) / 2**30:.2f} "
             "GiB in memory)")
 
@@ -361,7 +361,7 @@ class HeadProtocol:
         r = train_head(model, self.views, pool_of(self.views, images), int(h["steps"]), int(h["batch_size"]),
                        h["optimizer"], h["schedule"], seed)
         detections = detect_cached(model, self.test)
-        scores = evaluate(detections, self.test.targets, metric or run["metric"], self.train.classes)
+        scores = mean_ap(detections, self.test.targets, metric or run["metric"], self.train.classes)
         self.model, self.detections, self.scores = model, detections, scores  # the last run's, for reports
         return {"train_images": len(images), "steps": r["steps"], "metric": scores["metric"],
                 "mAP": scores.get("mAP", scores.get("AP")), "train_seconds": r["seconds"],

@@ -13,9 +13,9 @@ from torchvision.utils import draw_bounding_boxes
 
 from ..data.readers import IMAGE_BOMBS, IMAGE_EXTS, DetectionDataset, load_image
 from ..data.records import DataError
-from ..metrics import evaluate
+from ..metrics import mean_ap
 
-__all__ = ["run_model", "evaluate_model", "image_paths", "predict"]
+__all__ = ["run_model", "mean_ap_of_model", "image_paths", "predict", "coco_results", "draw_detections", "drawn_boxes"]
 
 
 @torch.inference_mode()
@@ -38,12 +38,12 @@ def run_model(model: nn.Module, images: Iterable[torch.Tensor], batch_size: int 
     return out
 
 
-def evaluate_model(model: nn.Module, ds: DetectionDataset, metric: str = "voc07", batch_size: int = 4) -> dict:
+def mean_ap_of_model(model: nn.Module, ds: DetectionDataset, metric: str = "voc07", batch_size: int = 4) -> dict:
     """VOC07 / VOC12 / COCO metric of ``model`` on ``ds`` (boxes in the images' own pixels)."""
     if len(ds) == 0:
         raise DataError(f"{ds.name}: the dataset is empty")
     preds = run_model(model, (ds[i][0] for i in range(len(ds))), batch_size)  # the reader's decode errors
-    return evaluate(preds, [ds.target(i) for i in range(len(ds))], metric, ds.classes)
+    return mean_ap(preds, [ds.target(i) for i in range(len(ds))], metric, ds.classes)
 
 
 def image_paths(inputs: Sequence[str | Path]) -> list[Path]:
@@ -92,24 +92,38 @@ def predict(model: nn.Module, inputs: Sequence[str | Path], out: str | Path, cla
         except (OSError, ValueError, *IMAGE_BOMBS) as e:
             raise DataError(f"an image in {', '.join(map(str, chunk))} cannot be decoded ({e})") from None
         for path, image, det in zip(chunk, images, run_model(model, images, batch_size)):
-            for box, score, label in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist()):
-                x1, y1, x2, y2 = box
-                results.append({"image_id": path.stem, "category_id": int(label),
-                                "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                                "score": round(float(score), 5)})
-            keep = drawn_boxes(det["scores"], score_thresh, max_boxes)
-            names = [f"{_name(classes, int(l))} {s:.2f}" for l, s in zip(det["labels"][keep], det["scores"][keep])]
-            zoom = max(1, round(480 / max(image.shape[1:])))  # small images are drawn enlarged, labels legible
-            if zoom > 1:
-                image = TF.resize(image, [image.shape[1] * zoom, image.shape[2] * zoom],
-                                  interpolation=TF.InterpolationMode.NEAREST)
-            width = max(2, round(max(image.shape[1:]) / 300))
-            canvas = draw_bounding_boxes(image, det["boxes"][keep] * zoom, labels=names, colors="red", width=width,
-                                         font=_font(), font_size=max(12, width * 7)) if len(names) else image
-            TF.to_pil_image(canvas).save(out / f"{path.stem}.png")
+            results += coco_results(det, path.stem)
+            draw_detections(image, det, classes, score_thresh, max_boxes).save(out / f"{path.stem}.png")
             drawn += 1
     (out / "detections.json").write_text(json.dumps(results))
     return {"images": drawn, "detections": len(results), "out": str(out)}
+
+
+def coco_results(det: dict, image_id: str) -> list[dict]:
+    """One image's detections as COCO results rows (``bbox`` = [x, y, w, h] pixels, ``category_id`` =
+    the model's label: 1 + class index)."""
+    rows = []
+    for (x1, y1, x2, y2), score, label in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist()):
+        rows.append({"image_id": image_id, "category_id": int(label),
+                     "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                     "score": round(float(score), 5)})
+    return rows
+
+
+def draw_detections(image: torch.Tensor, det: dict, classes: Sequence[str], score_thresh: float,
+                    max_boxes: int | None = None):
+    """A PIL image of ``image`` with its boxes above ``score_thresh`` (the ``max_boxes`` best), each
+    labelled with class name and score; small images are drawn enlarged so the labels stay legible."""
+    keep = drawn_boxes(det["scores"], score_thresh, max_boxes)
+    names = [f"{_name(classes, int(label))} {s:.2f}" for label, s in zip(det["labels"][keep], det["scores"][keep])]
+    zoom = max(1, round(480 / max(image.shape[1:])))
+    if zoom > 1:
+        image = TF.resize(image, [image.shape[1] * zoom, image.shape[2] * zoom],
+                          interpolation=TF.InterpolationMode.NEAREST)
+    width = max(2, round(max(image.shape[1:]) / 300))
+    canvas = draw_bounding_boxes(image, det["boxes"][keep] * zoom, labels=names, colors="red", width=width,
+                                 font=_font(), font_size=max(12, width * 7)) if len(names) else image
+    return TF.to_pil_image(canvas)
 
 
 def _check_outputs(paths: Sequence[Path], out: Path) -> None:

@@ -6,26 +6,42 @@ mining at 3:1 and positives at IoU > 0.5, RetinaNet's focal loss (alpha 0.25, ga
 
 from __future__ import annotations
 
-import time
-
 import lightning.pytorch as pl
 import torch
 
-from ..metrics import evaluate
-from ..models import build
-from .optim import LRSchedule, make_optimizer
+from ..metrics import mean_ap
+from ..models import ModelSpec, build_from_spec
+from .optim import lr_scheduler, make_optimizer
 
-__all__ = ["DetectorModule", "LRSchedule"]
+__all__ = ["DetectorModule"]
 
 
 class DetectorModule(pl.LightningModule):
-    """Trains ``build(spec["model"], ...)``; the spec travels in every checkpoint (``hierhead``)."""
+    """Trains the detector of a :class:`~hierhead.models.ModelSpec`.
 
-    def __init__(self, spec: dict, optimizer: dict | None = None, schedule: dict | None = None,
+    The spec and the training settings are the module's hyper-parameters (``save_hyperparameters``),
+    so they travel in every checkpoint (``hyper_parameters``); a checkpoint written before that
+    (the spec under a ``hierhead`` key, a ``LambdaLR`` schedule) is converted when it is resumed.
+
+    Args:
+        spec: the model (a :class:`ModelSpec` or its dict).
+        optimizer: the recipe's ``optimizer`` section (:func:`~hierhead.engine.optim.make_optimizer`).
+        schedule: the ``schedule`` section (:func:`~hierhead.engine.optim.lr_scheduler`).
+        total_steps: the run's optimiser steps (the cosine's end).
+        metric: validation metric, ``voc07`` / ``voc12`` / ``coco``.
+        backbone_weights, torchvision_weights: as :func:`hierhead.models.build`.
+        channels_last: NHWC convolutions (faster on CPU; the same function).
+        init: a trained checkpoint every design starts from (units at 0).
+    """
+
+    #: No FLOP count: Lightning's ThroughputMonitor then logs samples/s only (without a warning).
+    flops_per_batch = None
+
+    def __init__(self, spec: ModelSpec | dict, optimizer: dict | None = None, schedule: dict | None = None,
                  total_steps: int = 0, metric: str = "voc07", backbone_weights: str | None = None,
                  torchvision_weights: bool = False, channels_last: bool = False, init: str | None = None) -> None:
         super().__init__()
-        self.spec = dict(spec)
+        spec = spec if isinstance(spec, ModelSpec) else ModelSpec.from_dict(spec)
         self.optimizer_cfg = dict(optimizer or {"name": "sgd", "lr": 0.01})
         self.schedule_cfg = dict(schedule or {})
         self.total_steps, self.metric = total_steps, metric
@@ -34,18 +50,18 @@ class DetectorModule(pl.LightningModule):
             from .checkpoint import CheckpointError, load_start_model
             start = load_start_model(init, spec)
         try:
-            self.model = build(spec["model"], spec["num_classes"], design=spec.get("design"),
-                               soft=spec.get("soft", False), backbone_weights=backbone_weights,
-                               torchvision_weights=torchvision_weights, start=start, **spec.get("options", {}))
+            self.model = build_from_spec(spec, backbone_weights=backbone_weights,
+                                         torchvision_weights=torchvision_weights, start=start)
         except ValueError as e:
             if start is None:
                 raise
             raise CheckpointError(f"--init {str(init)!r}: {e}") from None
-        self.spec["pretrained_backbone"] = self.model.hierhead_spec["pretrained_backbone"]
+        self.spec = self.model.hierhead_spec
+        self.save_hyperparameters({"spec": self.spec.to_dict(), "optimizer": self.optimizer_cfg,
+                                   "schedule": self.schedule_cfg, "total_steps": total_steps, "metric": metric})
         if channels_last:  # NHWC convolutions: 1.39x faster CPU training steps (docs/benchmarks.md); same function
             self.model.to(memory_format=torch.channels_last)
         self._val: list = []
-        self._last = None
 
     def forward(self, images):
         return self.model(images)
@@ -72,10 +88,6 @@ class DetectorModule(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         for k, v in losses.items():
             self.log(f"train/{k}", v, batch_size=n)
-        now = time.perf_counter()
-        if self._last is not None:
-            self.log("img_s", n * self.trainer.world_size / (now - self._last), prog_bar=True, batch_size=n)
-        self._last = now
         return loss
 
     def on_validation_epoch_start(self) -> None:
@@ -96,18 +108,34 @@ class DetectorModule(pl.LightningModule):
         self._val = []
         if not pairs or self.trainer.sanity_checking:
             return
-        result = evaluate([p for p, _ in pairs], [t for _, t in pairs], self.metric, self.spec.get("classes"))
+        result = mean_ap([p for p, _ in pairs], [t for _, t in pairs], self.metric, self.spec.classes)
         key = "AP" if self.metric == "coco" else "mAP"
         self.log("val/mAP", float(result[key]), prog_bar=True, sync_dist=False)
-        self._last = None
 
     def configure_optimizers(self):
         opt = make_optimizer(self.model, self.optimizer_cfg)
-        lr = float(self.optimizer_cfg["lr"])
-        sched = LRSchedule(lr=lr, total_steps=self.total_steps, **self.schedule_cfg)
-        return {"optimizer": opt,
-                "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, sched), "interval": "step"}}
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": self._scheduler(opt), "interval": "step"}}
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["hierhead"] = {**self.spec, "optimizer": self.optimizer_cfg, "schedule": self.schedule_cfg,
-                                  "total_steps": self.total_steps, "metric": self.metric}
+    def _scheduler(self, opt: torch.optim.Optimizer):
+        return lr_scheduler(opt, total_steps=self.total_steps, **self.schedule_cfg)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Resume a checkpoint written before the spec became hyper-parameters (``hierhead`` key) and the
+        schedule torch's schedulers (a ``LambdaLR`` state): the schedule's state becomes that of this
+        run's scheduler after the same number of steps, the optimiser's rates its rates there."""
+        if "hierhead" not in checkpoint or "hyper_parameters" in checkpoint:
+            return
+        legacy = checkpoint.pop("hierhead")
+        checkpoint["hyper_parameters"] = {"spec": ModelSpec.from_dict(legacy).to_dict(),
+                                          **{k: legacy[k] for k in ("optimizer", "schedule", "total_steps", "metric")}}
+        for i, old in enumerate(checkpoint.get("lr_schedulers", [])):
+            if "lr_lambdas" not in old:
+                continue
+            opt = make_optimizer(self.model, self.optimizer_cfg)
+            sched = self._scheduler(opt)
+            for _ in range(int(old["last_epoch"])):
+                opt.step()  # no gradients: the weights do not move, only the schedule
+                sched.step()
+            checkpoint["lr_schedulers"][i] = sched.state_dict()
+            for group, saved in zip(opt.param_groups, checkpoint["optimizer_states"][i]["param_groups"]):
+                saved["lr"] = group["lr"]

@@ -24,14 +24,12 @@ optimiser step hooks.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from ..layers import HierarchicalConv2d
 
-__all__ = ["make_optimizer", "LRSchedule", "RowScaledSteps", "TFRMSprop", "unit_row_scales", "parse_unit_lr_scale"]
+__all__ = ["make_optimizer", "lr_scheduler", "SCHEDULES", "RowScaledSteps", "TFRMSprop", "unit_row_scales", "parse_unit_lr_scale"]
 
 OPTIMIZERS = ("sgd", "rmsprop", "tf_rmsprop", "adam", "adamw")
 
@@ -80,31 +78,49 @@ class TFRMSprop(torch.optim.Optimizer):
         return loss
 
 
-class LRSchedule:
-    """lr factor at a step: linear warm-up, then multistep / step (exponential every k) / cosine / constant."""
+SCHEDULES = ("constant", "multistep", "step", "cosine")
 
-    def __init__(self, name: str = "constant", lr: float = 1.0, milestones=(), gamma: float = 0.1,
-                 step_size: int = 0, total_steps: int = 0, warmup_steps: int = 0,
-                 warmup_start_lr: float | None = None) -> None:
-        if name not in ("constant", "multistep", "step", "cosine"):
-            raise ValueError(f"schedule {name!r}: unknown; choose constant, multistep, step or cosine")
-        if name == "step" and step_size <= 0:
-            raise ValueError("schedule 'step' needs step_size > 0")
-        self.name, self.milestones, self.gamma, self.step_size = name, sorted(milestones), gamma, step_size
-        self.total, self.warmup = total_steps, warmup_steps
-        self.warmup_start = (warmup_start_lr / lr) if warmup_start_lr is not None else 0.001
 
-    def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return self.warmup_start + (1 - self.warmup_start) * step / self.warmup
-        if self.name == "multistep":
-            return self.gamma ** sum(step >= m for m in self.milestones)
-        if self.name == "step":
-            return self.gamma ** (step // self.step_size)
-        if self.name == "cosine" and self.total > self.warmup:
-            t = min(1.0, (step - self.warmup) / (self.total - self.warmup))
-            return 0.5 * (1 + math.cos(math.pi * t))
-        return 1.0
+def lr_scheduler(optimizer: torch.optim.Optimizer, name: str = "constant", total_steps: int = 0,
+                 milestones=(), gamma: float = 0.1, step_size: int = 0, warmup_steps: int = 0,
+                 warmup_start_lr: float | None = None) -> torch.optim.lr_scheduler.LRScheduler:
+    """The recipe's ``schedule`` as torch's schedulers, stepped once per optimiser step.
+
+    A linear warm-up (``LinearLR``) from ``warmup_start_lr`` (default 0.001 x lr) to lr over
+    ``warmup_steps``, then under ``SequentialLR``: ``constant``; ``multistep`` (x ``gamma`` at each
+    of ``milestones``); ``step`` (x ``gamma`` every ``step_size`` steps); ``cosine`` (to 0 at
+    ``total_steps``). Milestones and step sizes count from step 0, warm-up included, as the
+    paper's schedules do, so both are ``MultiStepLR`` milestones shifted by the warm-up (torch's
+    ``StepLR`` would count from the end of the warm-up). Every parameter group (the units' own
+    lr, ``unit_lr_scale``) is scaled by the same factors.
+
+    Args:
+        optimizer: its groups' ``lr`` are the peak rates.
+        name: one of ``constant``, ``multistep``, ``step``, ``cosine``.
+        total_steps: the run's length (the cosine's end; the last ``step`` milestone).
+        milestones, gamma, step_size, warmup_steps, warmup_start_lr: as above.
+    """
+    from torch.optim import lr_scheduler as sched
+
+    if name not in SCHEDULES:
+        raise ValueError(f"schedule {name!r}: unknown; choose {', '.join(SCHEDULES)}")
+    if name == "step" and step_size <= 0:
+        raise ValueError("schedule 'step' needs step_size > 0")
+    warmup = int(warmup_steps)
+    if name == "step":
+        milestones = range(step_size, max(total_steps, step_size) + 1, step_size)
+    if name in ("multistep", "step"):
+        main = sched.MultiStepLR(optimizer, sorted(int(m) - warmup for m in milestones), gamma)
+    elif name == "cosine" and total_steps > warmup:
+        main = sched.CosineAnnealingLR(optimizer, T_max=total_steps - warmup)
+    else:
+        main = sched.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    if warmup <= 0:
+        return main
+    lr = float(optimizer.param_groups[0]["lr"])
+    start = warmup_start_lr / lr if warmup_start_lr is not None else 0.001
+    ramp = sched.LinearLR(optimizer, start_factor=start, end_factor=1.0, total_iters=warmup)
+    return sched.SequentialLR(optimizer, [ramp, main], milestones=[warmup])
 
 
 def unit_row_scales(layer: HierarchicalConv2d) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,4 +1,5 @@
-"""Sweeps: every design x seed x training-set fraction, resumable, summarised like Tables III-V.
+"""Sweeps: every design x seed x training-set fraction, resumable, summarised like Tables III-V
+(the tables, intervals and plots: :mod:`hierhead.comparison`).
 
 Each run trains with the recipe, then its *last* checkpoint is evaluated on the test split
 (no model selection on the test set). A finished run leaves ``result.json``; a killed sweep
@@ -13,33 +14,16 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 from pathlib import Path
 from typing import Sequence
 
-from ..design import PRESETS, Design
+from ..comparison import plot, table
+from ..design import GENERAL, PRESETS, Design
 from .optim import parse_unit_lr_scale
 from .recipes import resolve
 
-__all__ = ["sweep", "jobs", "summarise", "paired_interval", "slug", "GENERAL", "PROTOCOLS"]
-
-GENERAL = "9An{9}"
-# two-sided 95 % Student t quantiles for 1..30 degrees of freedom
-_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-
-
-def paired_interval(diffs: Sequence[float]) -> tuple[float, float, float]:
-    """(mean, low, high): the 95 % t interval of paired differences (nan bounds for one pair)."""
-    n = len(diffs)
-    mean = sum(diffs) / n
-    if n < 2:
-        return mean, math.nan, math.nan
-    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
-    half = (_T95[n - 2] if n - 1 <= len(_T95) else 1.96) * sd / math.sqrt(n)
-    return mean, mean - half, mean + half
-
+__all__ = ["sweep", "jobs", "summarise", "slug", "run_dir", "PROTOCOLS"]
 
 def slug(design: str) -> str:
     """A design name as a folder name: 9An{9,3,1}As -> 9An_9-3-1As."""
@@ -104,7 +88,7 @@ def _optimizer_change(section: dict, change: dict) -> dict:
 
 def sweep(recipe: str, data: str, designs: Sequence[str] | str = "all", seeds: int = 3,
           fractions: Sequence[float] = (1.0,), out: str | Path = "runs/sweep", overrides: dict | None = None,
-          metric: str | None = None, log=print, shard: tuple[int, int] = (0, 1), protocol: str = "scratch",
+          metric: str | None = None, log=None, shard: tuple[int, int] = (0, 1), protocol: str = "scratch",
           init: str | Path | None = None) -> list[dict]:
     """Train and evaluate every (fraction, design, seed); returns all rows (finished ones are reused).
 
@@ -115,16 +99,23 @@ def sweep(recipe: str, data: str, designs: Sequence[str] | str = "all", seeds: i
         seeds: seeds 0..seeds-1; a seed draws the subset, the init and the batch order.
         fractions: fractions of the training split.
         out: the sweep folder (resumable: finished runs are skipped).
+        overrides: nested recipe overrides (:func:`~hierhead.engine.parse_overrides` of ``--set``).
+        metric: the test metric (default: the recipe's).
+        log: a function given each progress line (e.g. ``print``); None: silent.
         protocol: ``scratch`` (the recipe from its own init), ``finetune`` (the whole detector from
             ``init``) or ``head`` (only the prediction convs, from ``init``'s frozen features, see
             :mod:`hierhead.engine.head`; settings in the recipe's ``head`` section).
         init: the start checkpoint of ``finetune`` and ``head``.
         shard: ``(i, n)`` runs every n-th job from the i-th: n processes (GPUs, machines with a
             shared folder) split one sweep; each rewrites the summary from all finished runs.
+
+    Returns:
+        one row per finished run (design, seed, fraction, protocol, metric, mAP, ...), as in ``results.csv``.
     """
     from .data import open_config_splits
 
     out = Path(out)
+    log = log or (lambda _: None)
     index, count = shard
     if not 0 <= index < count:
         raise ValueError(f"shard {index}/{count}: needs 0 <= i < n")
@@ -189,14 +180,14 @@ def _trained_run(run: dict, folder: Path, metric: str | None) -> dict:
     """A scratch or finetune run: Lightning training, then the last checkpoint on the test split."""
     from .checkpoint import load_checkpoint
     from .data import open_config_splits
-    from .infer import evaluate_model
+    from .infer import mean_ap_of_model
     from .trainer import train
 
     resume = (folder / "checkpoints" / "last.ckpt").is_file()
     result = train(run, resume=resume)
     model, _ = load_checkpoint(result["last"])
     _, test = open_config_splits(run)
-    scores = evaluate_model(model, test, metric or run["metric"])
+    scores = mean_ap_of_model(model, test, metric or run["metric"])
     return {"train_images": result.get("train_images"), "steps": result["steps"], "metric": scores["metric"],
             "mAP": scores.get("mAP", scores.get("AP")), "train_seconds": result["train_seconds"]}
 
@@ -223,110 +214,3 @@ def summarise(out: str | Path) -> list[dict]:
         os.replace(out / f"{name}{tag}", out / name)
     os.replace(out / f"results{tag}.png", out / "results.png")
     return rows
-
-
-def _cells(rows: list[dict]) -> tuple[list[str], list[float], dict]:
-    designs = list(dict.fromkeys([GENERAL] + [r["design"] for r in rows]))
-    designs = [d for d in designs if any(r["design"] == d for r in rows)]
-    fractions = sorted({r["fraction"] for r in rows})
-    by = {}
-    for r in rows:
-        by.setdefault((r["design"], r["fraction"]), {})[r["seed"]] = r["mAP"] * 100
-    return designs, fractions, by
-
-
-def _paired(pairs: list[float]) -> str:
-    """A paired difference to the general head: mean [95 % interval], pairs ahead."""
-    dm, lo, hi = paired_interval(pairs)
-    text = f"{dm:+.2f} [{lo:+.2f}, {hi:+.2f}]" if not math.isnan(lo) else f"{dm:+.2f}"
-    return f"{text}, ahead {sum(p > 0 for p in pairs)}/{len(pairs)}"
-
-
-def table(rows: list[dict]) -> str:
-    """Markdown: rows = designs, columns = fractions; mean +- std, paired difference to the general head.
-
-    With several fractions, a last column pools every (fraction, seed) pair of a design.
-    """
-    designs, fractions, by = _cells(rows)
-    metric = rows[0]["metric"]
-    pooled = len(fractions) > 1
-    head = "| Configuration | " + " | ".join(f"{f * 100:g} % of train" for f in fractions) + \
-        (" | all pairs |" if pooled else " |")
-    lines = [f"{metric} mAP (%) on the test split: mean +- std over seeds; below it, the paired difference "
-             f"to {GENERAL} (same seed and subset) with its 95 % t interval, and in how many of those pairs the "
-             f"design is ahead" + ("; the last column pools the pairs of every column" if pooled else "") +
-             ". Best mean per column in bold.", "",
-             head, "|---" * (len(fractions) + 1 + pooled) + "|"]
-    best = {f: max(designs, key=lambda d: _mean(by.get((d, f), {}))) for f in fractions}
-    verdict: dict[str, list[str]] = {"better": [], "worse": [], "undecided": []}
-    for d in designs:
-        cells, everything = [], []
-        for f in fractions:
-            vals = by.get((d, f), {})
-            if not vals:
-                cells.append("")
-                continue
-            m, s = _mean(vals), _std(vals)
-            cell = f"{m:.2f} +- {s:.2f} (n={len(vals)})"
-            if best[f] == d:
-                cell = f"**{cell}**"
-            base = by.get((GENERAL, f), {})
-            pairs = [vals[k] - base[k] for k in vals if k in base]
-            if d != GENERAL and pairs:
-                cell += f"<br>{_paired(pairs)}"
-                everything += pairs
-            cells.append(cell)
-        if pooled:
-            cells.append(_paired(everything) if everything else "")
-        lines.append(f"| {d} | " + " | ".join(cells) + " |")
-        if everything:
-            _, lo, hi = paired_interval(everything)
-            verdict["better" if lo > 0 else "worse" if hi < 0 else "undecided"].append(d)
-    if any(verdict.values()):
-        n = sum(map(len, verdict.values()))
-        lines += ["", f"Verdict from the 95 % intervals ({'all pairs' if pooled else 'paired differences'}; "
-                      f"{n} comparison{'s' * (n > 1)}, uncorrected): better than {GENERAL}: "
-                      f"{', '.join(verdict['better']) or 'none'}; worse: {', '.join(verdict['worse']) or 'none'}; "
-                      f"undecided (interval contains 0, or a single pair): {', '.join(verdict['undecided']) or 'none'}."]
-    return "\n".join(lines) + "\n"
-
-
-def _mean(vals: dict) -> float:
-    return sum(vals.values()) / len(vals) if vals else -math.inf
-
-
-def _std(vals: dict) -> float:
-    if len(vals) < 2:
-        return 0.0
-    m = _mean(vals)
-    return math.sqrt(sum((v - m) ** 2 for v in vals.values()) / (len(vals) - 1))
-
-
-def plot(rows: list[dict], path: str | Path) -> Path:
-    """The metric against training-set size, one line per design, error bars = std over seeds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    designs, fractions, by = _cells(rows)
-    sizes = {r["fraction"]: r.get("train_images") or r["fraction"] for r in rows}
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for k, d in enumerate(designs):
-        xs = [f for f in fractions if by.get((d, f))]
-        ax.errorbar([sizes[f] * (1 + 0.012 * (k - len(designs) / 2)) for f in xs], [_mean(by[(d, f)]) for f in xs],
-                    yerr=[_std(by[(d, f)]) for f in xs], marker="o", capsize=3, label=d,
-                    linewidth=2.4 if d == GENERAL else 1.4, color="black" if d == GENERAL else None)
-    xs_all = [sizes[f] for f in fractions]
-    ax.set_xscale("log")
-    ax.set_xlim(min(xs_all) / 1.6, max(xs_all) * 1.6)
-    ax.set_xticks(xs_all, [f"{x:g}" for x in xs_all])
-    ax.minorticks_off()
-    ax.set_xlabel("training images" if all(r.get("train_images") for r in rows) else "fraction of the training set")
-    ax.set_ylabel(f"{rows[0]['metric']} mAP (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)

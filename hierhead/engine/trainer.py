@@ -18,12 +18,14 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 import yaml
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, Timer, TQDMProgressBar
+from lightning.pytorch.callbacks import (Callback, LearningRateMonitor, ModelCheckpoint, ThroughputMonitor, Timer,
+                                         TQDMProgressBar)
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from ..models import input_size
+from ..design import GENERAL
+from ..models import ModelSpec, input_size
 from ..models.stock import size_options
 from .data import DetectionDataModule, fraction_subset, open_config_splits
 from .module import DetectorModule
@@ -95,9 +97,9 @@ def prepare(config: dict) -> tuple[DetectorModule, DetectionDataModule]:
     options = dict(config.get("model_kwargs") or {})
     if config.get("image_size") is not None:
         options = {**size_options(config["model"], size), **options}
-    spec = {"model": config["model"], "num_classes": len(train_set.classes) + 1, "classes": train_set.classes,
-            "design": config["design"], "soft": bool(config.get("soft")), "options": options,
-            "image_size": list(size) if size else None}
+    spec = ModelSpec(model=config["model"], num_classes=len(train_set.classes) + 1, classes=train_set.classes,
+                     design=config["design"] or GENERAL, soft=bool(config.get("soft")), options=options,
+                     image_size=list(size) if size else None)
     total = int(config["max_steps"]) if config.get("max_steps") and not config.get("epochs") else \
         int(config["epochs"] or 1) * max(1, len(train_set) // int(config["batch_size"]))
     module = DetectorModule(spec, config["optimizer"], config["schedule"], total, config["metric"],
@@ -106,15 +108,55 @@ def prepare(config: dict) -> tuple[DetectorModule, DetectionDataModule]:
     return module, dm
 
 
-def _check_resumable(path: Path, spec: dict) -> None:
-    """A checkpoint of another model, design or class list cannot be resumed: say which differs."""
-    from .checkpoint import read_checkpoint
+def _lightning_trainer(config: dict, out: Path, has_val: bool, callbacks: list) -> pl.Trainer:
+    """Lightning's Trainer for a resolved config: last / best checkpoints, lr, throughput and SIGTERM
+    callbacks, CSV + TensorBoard logs under ``out``, atomic checkpoint writes."""
+    step_based = not config.get("epochs")
+    every = config.get("checkpoint_every_n_steps")
+    ckpt_last = ModelCheckpoint(dirpath=out / "checkpoints", save_top_k=0, save_last=True,
+                                every_n_train_steps=every or None, enable_version_counter=False)
+    # images/s per process (train/device/samples_per_sec, over the last 10 steps, validation time excluded)
+    throughput = ThroughputMonitor(batch_size_fn=lambda batch: len(batch[0]), window_size=10)
+    last = out / "checkpoints" / f"{LAST}.ckpt"
+    cbs: list = [ckpt_last, LearningRateMonitor("step"), throughput, _SaveOnSigterm(last)]
+    if has_val:
+        cbs.append(ModelCheckpoint(dirpath=out / "checkpoints", filename=BEST, monitor="val/mAP", mode="max",
+                                   save_top_k=1, enable_version_counter=False, auto_insert_metric_name=False))
+    if config.get("progress", True):
+        cbs.append(TQDMProgressBar(refresh_rate=1))
+    cbs += callbacks
+    val_steps = config.get("val_every_n_steps")
+    return pl.Trainer(
+        default_root_dir=out,
+        accelerator=config["accelerator"], devices=config["devices"], num_nodes=config["num_nodes"],
+        strategy=config["strategy"], precision=config["precision"],
+        max_steps=int(config["max_steps"]) if step_based else -1,
+        max_epochs=None if step_based else int(config["epochs"]),
+        val_check_interval=int(val_steps) if (val_steps and has_val) else None,
+        check_val_every_n_epoch=None if (val_steps or not has_val) else int(config["val_every_n_epochs"]),
+        limit_val_batches=None if has_val else 0,
+        num_sanity_val_steps=0,
+        gradient_clip_val=config.get("gradient_clip"),
+        deterministic=bool(config.get("deterministic")) or None,
+        callbacks=cbs,
+        logger=[CSVLogger(out, name="logs", version=""), TensorBoardLogger(out / "logs", name="tensorboard", version="")],
+        log_every_n_steps=int(config.get("log_every_n_steps", 10)),
+        enable_progress_bar=bool(config.get("progress", True)),
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        plugins=[AtomicCheckpointIO()],
+    )
 
-    saved = read_checkpoint(path)["hierhead"]
+
+def _check_resumable(path: Path, spec: ModelSpec) -> None:
+    """A checkpoint of another model, design or class list cannot be resumed: say which differs."""
+    from .checkpoint import read_checkpoint, saved_spec
+
+    saved = ModelSpec.from_dict(saved_spec(read_checkpoint(path)))
     for key in ("model", "design", "classes"):
-        if saved.get(key) != spec.get(key):
-            raise ValueError(f"--resume: {str(path)!r} was trained with {key}={saved.get(key)!r}, "
-                             f"this run has {key}={spec.get(key)!r}")
+        if getattr(saved, key) != getattr(spec, key):
+            raise ValueError(f"--resume: {str(path)!r} was trained with {key}={getattr(saved, key)!r}, "
+                             f"this run has {key}={getattr(spec, key)!r}")
 
 
 def _join_logs(logs: Path) -> None:
@@ -139,12 +181,22 @@ def _join_logs(logs: Path) -> None:
 
 
 def train(config: dict, resume: bool = False, callbacks: list | None = None) -> dict:
-    """Train with a resolved config; ``resume`` continues from ``out/checkpoints/last.ckpt``.
+    """Train one detector with Lightning: checkpoints, logs and the final weights under ``config["out"]``.
 
-    Returns ``{"out", "last", "best", "val_mAP", "steps", "train_images", "train_seconds", "processes",
-    "batch_per_process"}`` (seconds of training over every resumed part; ``batch_size`` is the global batch).
     A paper recipe (``paper`` set) started without pretrained or start weights warns once
     (:class:`PaperSettingWarning`): the paper fine-tuned ImageNet-pretrained backbones.
+
+    Args:
+        config: a resolved config (:func:`~hierhead.engine.resolve`: a recipe with overrides).
+        resume: continue from ``out/checkpoints/last.ckpt`` (weights, optimiser, schedule, data
+            order and timer: the result equals an uninterrupted run); without it, an ``out`` that
+            holds a run is refused.
+        callbacks: extra Lightning callbacks.
+
+    Returns:
+        ``{"out", "last", "best", "val_mAP", "steps", "train_images", "train_seconds", "processes",
+        "batch_per_process"}`` (seconds of training over every resumed part; ``batch_size`` is the
+        global batch).
     """
     config = copy.deepcopy(config)
     out = Path(config["out"])
@@ -171,40 +223,9 @@ def train(config: dict, resume: bool = False, callbacks: list | None = None) -> 
         (logs / "metrics.csv").rename(logs / f"metrics.part{len(list(logs.glob('metrics.part*.csv')))}.csv")
         warnings.filterwarnings("ignore", message="Experiment logs directory .* will be deleted")  # handled
 
-    step_based = not config.get("epochs")
-    every = config.get("checkpoint_every_n_steps")
-    ckpt_last = ModelCheckpoint(dirpath=out / "checkpoints", save_top_k=0, save_last=True,
-                                every_n_train_steps=every or None, enable_version_counter=False)
-    timer = Timer()  # its elapsed time travels in the checkpoint, so a resumed run counts all its parts
-    cbs: list = [ckpt_last, LearningRateMonitor("step"), timer, _SaveOnSigterm(last)]
     has_val = dm.val_set is not None and len(dm.val_set) > 0
-    if has_val:
-        cbs.append(ModelCheckpoint(dirpath=out / "checkpoints", filename=BEST, monitor="val/mAP", mode="max",
-                                   save_top_k=1, enable_version_counter=False, auto_insert_metric_name=False))
-    if config.get("progress", True):
-        cbs.append(TQDMProgressBar(refresh_rate=1))
-    cbs += callbacks or []
-    val_steps = config.get("val_every_n_steps")
-    trainer = pl.Trainer(
-        default_root_dir=out,
-        accelerator=config["accelerator"], devices=config["devices"], num_nodes=config["num_nodes"],
-        strategy=config["strategy"], precision=config["precision"],
-        max_steps=int(config["max_steps"]) if step_based else -1,
-        max_epochs=None if step_based else int(config["epochs"]),
-        val_check_interval=int(val_steps) if (val_steps and has_val) else None,
-        check_val_every_n_epoch=None if (val_steps or not has_val) else int(config["val_every_n_epochs"]),
-        limit_val_batches=None if has_val else 0,
-        num_sanity_val_steps=0,
-        gradient_clip_val=config.get("gradient_clip"),
-        deterministic=bool(config.get("deterministic")) or None,
-        callbacks=cbs,
-        logger=[CSVLogger(out, name="logs", version=""), TensorBoardLogger(out / "logs", name="tensorboard", version="")],
-        log_every_n_steps=int(config.get("log_every_n_steps", 10)),
-        enable_progress_bar=bool(config.get("progress", True)),
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-        plugins=[AtomicCheckpointIO()],
-    )
+    timer = Timer()  # its elapsed time travels in the checkpoint, so a resumed run counts all its parts
+    trainer = _lightning_trainer(config, out, has_val, [timer, *(callbacks or [])])
     # a checkpoint is untrusted input: resume reads it with weights_only=True
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None,

@@ -6,16 +6,18 @@ import copy
 from typing import Iterator
 
 from torch import nn
+from torchvision.models.detection.anchor_utils import AnchorGenerator, DefaultBoxGenerator
 from torchvision.models.detection.faster_rcnn import FasterRCNN
 from torchvision.models.detection.retinanet import RetinaNet
 from torchvision.models.detection.ssd import SSD
 
-from ..anchors import anchor_grid, anchor_shapes, to_torchvision
+from ..anchors import anchor_grid, anchor_shapes
 from ..design import Design
 from ..layers import HierarchicalConv2d
 from .weights import state_mismatch
 
-__all__ = ["hierarchize", "fold", "head_convs", "prediction_convs", "level_designs", "load_start"]
+__all__ = ["hierarchize", "fold", "head_convs", "prediction_convs", "level_designs", "load_start",
+           "anchor_generator_of"]
 
 
 def _get(parent: nn.Module, name: str) -> nn.Module:
@@ -58,13 +60,18 @@ def prediction_convs(model: nn.Module) -> list[tuple[nn.Module, int, int, str]]:
     return [(_get(parent, name), level, k_out, role) for parent, name, level, k_out, role in head_convs(model)]
 
 
-def _generator(model: nn.Module) -> nn.Module:
-    return model.rpn.anchor_generator if isinstance(model, FasterRCNN) else model.anchor_generator
+def anchor_generator_of(model: nn.Module) -> nn.Module:
+    """The one anchor generator in ``model`` (torchvision's ``AnchorGenerator`` / ``DefaultBoxGenerator``
+    or a subclass), wherever the detector keeps it (``anchor_generator``, ``rpn.anchor_generator``)."""
+    found = [m for m in model.modules() if isinstance(m, (AnchorGenerator, DefaultBoxGenerator))]
+    if len(found) != 1:
+        raise TypeError(f"{type(model).__name__}: expected one anchor generator, found {len(found)}")
+    return found[0]
 
 
 def level_designs(model: nn.Module, design: str | Design) -> list[Design]:
     """The design built for each feature map's own anchors (size, ratio) of ``model``."""
-    gen = _generator(model)
+    gen = anchor_generator_of(model)
     designs = []
     for grid, shapes in zip(anchor_grid(gen), anchor_shapes(gen)):
         ratios = {r: h / w for (_, r), (w, h) in zip(grid, shapes)}
@@ -81,6 +88,15 @@ def hierarchize(model: nn.Module, design: str | Design, soft: bool = False) -> n
 
     Each conv keeps its weights (``from_conv``), so the model computes what it computed
     before; classifier and regressor get units of their own. A general design is a no-op.
+
+    Args:
+        model: a torchvision SSD / SSDLite, RetinaNet or Faster R-CNN (its RPN) with plain convs.
+        design: a Table I name (built per feature map from that map's anchor sizes and ratios)
+            or a :class:`Design` (rebuilt on each map's anchor grid).
+        soft: a learnable real-valued M initialised from the design (the paper's future work).
+
+    Returns:
+        ``model``, changed in place.
     """
     designs = level_designs(model, design)
     if designs[0].is_general:
@@ -110,7 +126,7 @@ def load_start(model: nn.Module, start: nn.Module) -> nn.Module:
     """
     if type(start) is not type(model):
         raise ValueError(f"start: a {type(start).__name__}, this model is a {type(model).__name__}")
-    theirs, ours = anchor_shapes(_generator(start)), anchor_shapes(_generator(model))
+    theirs, ours = anchor_shapes(anchor_generator_of(start)), anchor_shapes(anchor_generator_of(model))
     if theirs != ours:
         raise ValueError(f"start: another anchor grid ({sum(map(len, theirs))} anchors per location set over "
                          f"{len(theirs)} maps, this model {sum(map(len, ours))} over {len(ours)}, or other shapes)")
@@ -125,18 +141,24 @@ def load_start(model: nn.Module, start: nn.Module) -> nn.Module:
 def fold(model: nn.Module) -> nn.Module:
     """A copy of ``model`` of the same torchvision class with plain ``nn.Conv2d`` heads (Section III-B.c).
 
-    Its ``state_dict()`` loads with ``strict=True`` into the stock model with the same backbone,
-    classes and anchors; its anchor generator is a stock torchvision one.
+    A walk over the modules, knowing no architecture (as RepVGG's deploy conversion): every module
+    that can fold itself (a ``fold()`` method: :class:`HierarchicalConv2d` -> ``nn.Conv2d`` holding
+    W', :class:`~hierhead.anchors.PaperBoxGenerator` -> torchvision's ``DefaultBoxGenerator`` with the
+    same boxes) is replaced by what it returns. The copy's ``state_dict()`` loads with ``strict=True``
+    into the stock model with the same backbone, classes and anchors.
+
+    Args:
+        model: a detector from :func:`hierhead.models.build` (any design), or any module.
+
+    Returns:
+        the folded copy; ``model`` is untouched.
     """
     folded = copy.deepcopy(model)
-    for parent, name, _, _, _ in list(head_convs(folded)):
-        conv = _get(parent, name)
-        if isinstance(conv, HierarchicalConv2d):
-            _set(parent, name, conv.fold())
-    if isinstance(folded, FasterRCNN):
-        folded.rpn.anchor_generator = to_torchvision(folded.rpn.anchor_generator)
-    else:
-        folded.anchor_generator = to_torchvision(folded.anchor_generator)
-    if hasattr(folded, "hierhead_spec"):
-        folded.hierhead_spec = {**folded.hierhead_spec, "folded": True}
+    for parent in list(folded.modules()):
+        for name, child in list(parent.named_children()):
+            if callable(getattr(type(child), "fold", None)):
+                setattr(parent, name, child.fold())
+    spec = getattr(folded, "hierhead_spec", None)
+    if spec is not None:
+        folded.hierhead_spec = spec.replace(folded=True)
     return folded

@@ -15,7 +15,8 @@ from torch import nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator, DefaultBoxGenerator
 
 from . import stock
-from .convert import _generator, fold
+from .convert import anchor_generator_of, fold
+from .spec import ModelSpec
 from .weights import save
 
 __all__ = ["deploy_spec", "save_folded", "export_onnx", "ExportCheckError", "check_image", "match_fraction", "SNIPPET"]
@@ -32,32 +33,34 @@ model = stock_model(json.load(open("model.json")))
 model.load_state_dict(load_file("model.safetensors")); model.eval()"""
 
 
-def deploy_spec(model: nn.Module) -> dict:
-    """What :func:`stock.stock_model` needs to rebuild ``model``'s architecture and anchors."""
-    spec = dict(getattr(model, "hierhead_spec", None) or {})
-    if "model" not in spec:
+def deploy_spec(model: nn.Module) -> ModelSpec:
+    """What :func:`stock.stock_model` needs to rebuild ``model``'s architecture and anchors: its spec
+    with the anchors written out (``_wh_pairs`` is torchvision's private list of an SSD's boxes,
+    pinned by tests/test_models.py::test_private_torchvision_names_are_pinned)."""
+    spec = getattr(model, "hierhead_spec", None)
+    if not isinstance(spec, ModelSpec):
         raise ValueError("model was not built by hierhead.models.build (no spec)")
-    gen = _generator(model)
+    gen = anchor_generator_of(model)
     if isinstance(gen, DefaultBoxGenerator):
         anchors = {"wh_pairs": [p.tolist() for p in gen._wh_pairs]}
     elif isinstance(gen, AnchorGenerator):
         anchors = {"sizes": [list(s) for s in gen.sizes], "aspect_ratios": [list(r) for r in gen.aspect_ratios]}
     else:
         raise TypeError(f"unsupported anchor generator {type(gen).__name__}")
-    return {**spec, "anchors": anchors}
+    return spec.replace(anchors=anchors)
 
 
-def save_folded(model: nn.Module, out: str | Path, extra: dict | None = None) -> nn.Module:
-    """Fold ``model``, write ``model.safetensors``, ``model.json`` and ``load_model.py`` to ``out``,
-    and return the folded model."""
+def save_folded(model: nn.Module, out: str | Path) -> nn.Module:
+    """Fold ``model``, write ``model.safetensors``, ``model.json`` (its :class:`ModelSpec` with the anchors,
+    classes and image size) and ``load_model.py`` to ``out``, and return the folded model."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     folded = fold(model)
-    spec = {**deploy_spec(folded), **(extra or {})}
+    spec = deploy_spec(folded)
     folded.hierhead_spec = spec
     save(folded, out / "model.safetensors")
     tmp = out / "model.json.tmp"
-    tmp.write_text(json.dumps(spec, indent=2))
+    tmp.write_text(json.dumps(spec.to_dict(), indent=2))
     tmp.replace(out / "model.json")
     shutil.copyfile(stock.__file__, out / "load_model.py")
     return folded

@@ -13,16 +13,15 @@ detector's keyword arguments (``nms_thresh``, ``min_size``, ...).
 from __future__ import annotations
 
 import json
-from functools import partial
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.detection import (
-    fasterrcnn_resnet50_fpn,
-    retinanet_resnet50_fpn,
-)
+from torchvision.models.detection import fasterrcnn_resnet50_fpn as torchvision_fasterrcnn
+from torchvision.models.detection import retinanet_resnet50_fpn as torchvision_retinanet
 from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.anchor_utils import AnchorGenerator, DefaultBoxGenerator
 from torchvision.models.detection.retinanet import RetinaNetHead
@@ -32,12 +31,55 @@ from torchvision.models.detection.ssdlite import SSDLiteHead, _mobilenet_extract
 from torchvision.ops import batched_nms, clip_boxes_to_image
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-__all__ = ["stock_model", "load", "size_options", "ARCHITECTURES", "INPUT_SIZES"]
+__all__ = ["stock_model", "load", "size_options", "architecture", "Architecture", "ARCHITECTURES"]
 
-#: The SSDs' default square input (ssdlite320 takes any other through ``image_size``).
-INPUT_SIZES = {"ssd300_vgg16": 300, "ssd512_vgg16": 512, "ssdlite320_mobilenet_v3": 320}
-#: SSDs whose input size is set by ``image_size`` (any square); the others are fixed.
-RESIZABLE_SSD = {"ssdlite320_mobilenet_v3"}
+
+@dataclass(frozen=True)
+class Architecture:
+    """Everything hierhead knows about one detector, in one place (registered by :func:`architecture`).
+
+    Attributes:
+        name: the registry name (``ssd300_vgg16``).
+        make: ``make(num_classes, pretrained, generator, options, net=None)`` -> the torchvision detector.
+        backbone: the classification network the backbone is cut from (``vgg16``,
+            ``mobilenet_v3_large``, ``resnet50``): what ``backbone_weights`` must hold.
+        anchors: ``"ssd"`` (relative (w, h) pairs per feature map, ``DefaultBoxGenerator``) or ``"grid"``
+            (sizes x aspect ratios per FPN level, ``AnchorGenerator``).
+        maps: the SSD's feature maps (one anchor set per map, Eq. 3); None for an FPN detector.
+        input_size: the SSD's default square input; None where the detector resizes by itself.
+        resizable: True where ``image_size`` sets any square input (SSDLite).
+        options: the detector keyword arguments hierhead uses by default (``nms_thresh``).
+        doc: one line for ``hierhead models``.
+    """
+
+    name: str
+    make: Callable[..., nn.Module]
+    backbone: str
+    anchors: str
+    maps: int | None = None
+    input_size: int | None = None
+    resizable: bool = False
+    options: dict = field(default_factory=dict)
+    doc: str = ""
+
+
+#: The registered detectors by name (filled by :func:`architecture`; a duplicate name is an error).
+ARCHITECTURES: dict[str, Architecture] = {}
+
+
+def architecture(name: str, *, backbone: str, anchors: str, maps: int | None = None, input_size: int | None = None,
+                 resizable: bool = False, options: dict | None = None):
+    """Register the decorated constructor as detector ``name`` with its facts (see :class:`Architecture`)."""
+    if anchors not in ("ssd", "grid"):
+        raise ValueError(f"model {name!r}: anchors={anchors!r}; choose ssd or grid")
+
+    def wrap(make: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in ARCHITECTURES:
+            raise ValueError(f"model {name!r}: already registered")
+        doc = " ".join((make.__doc__ or "").split())
+        ARCHITECTURES[name] = Architecture(name, make, backbone, anchors, maps, input_size, resizable, dict(options or {}), doc)
+        return make
+    return wrap
 
 
 def size_options(model: str, size: tuple[int, int]) -> dict:
@@ -46,12 +88,14 @@ def size_options(model: str, size: tuple[int, int]) -> dict:
     to (h, w) exactly as training's ``Resize`` does (the paper resizes FlickrLogos-47 to 1024 x 1024) and
     a box's aspect ratio reaches the model the same way in both modes (``min_size`` / ``max_size`` alone
     would keep the image's aspect ratio at test time only)."""
-    if model in INPUT_SIZES:
-        if model in RESIZABLE_SSD and size[0] == size[1]:
+    arch = ARCHITECTURES[model]
+    if arch.input_size is not None:
+        if arch.resizable and size[0] == size[1]:
             return {"image_size": size[0]}
-        kind = "a square" if model in RESIZABLE_SSD else "a fixed"
-        raise ValueError(f"image_size={list(size)}: {model} takes {kind} input "
-                         f"({', '.join(sorted(RESIZABLE_SSD))} takes any square size)")
+        kind = "a square" if arch.resizable else "a fixed"
+        resizable = sorted(a.name for a in ARCHITECTURES.values() if a.resizable)
+        raise ValueError(f"image_size={list(size)}: {model} takes {kind} input ({', '.join(resizable)} takes any "
+                         f"square size)")
     return {"min_size": size[0], "max_size": max(size), "fixed_size": [size[1], size[0]]}
 
 
@@ -106,6 +150,8 @@ def _ssd(loss: str):
 
 
 def _ssd_generator(anchors: dict) -> DefaultBoxGenerator:
+    """A stock generator of the given (w, h) pairs per map: ``_wh_pairs`` is torchvision's private list of
+    them (pinned by tests/test_models.py::test_private_torchvision_names_are_pinned)."""
     pairs = anchors["wh_pairs"]
     gen = DefaultBoxGenerator([[] for _ in pairs], scales=[0.0] * (len(pairs) + 1))
     gen._wh_pairs = [torch.tensor(level, dtype=torch.float32) for level in pairs]
@@ -132,17 +178,34 @@ def _ssd_vgg(size: int, num_classes: int, pretrained: bool, generator: nn.Module
     return cls(backbone, generator, (size, size), num_classes, head=head, **{**defaults, **options})
 
 
+@architecture("ssd300_vgg16", backbone="vgg16", anchors="ssd", maps=6, input_size=300, options={"nms_thresh": 0.5})
+def ssd300_vgg16(num_classes: int, pretrained: bool, generator: nn.Module, options: dict,
+                 net: nn.Module | None = None) -> nn.Module:
+    """SSD300 on VGG16 (the paper's VOC SSD used Inception-V2, which torchvision lacks)."""
+    return _ssd_vgg(300, num_classes, pretrained, generator, options, net)
+
+
+@architecture("ssd512_vgg16", backbone="vgg16", anchors="ssd", maps=7, input_size=512, options={"nms_thresh": 0.5})
+def ssd512_vgg16(num_classes: int, pretrained: bool, generator: nn.Module, options: dict,
+                 net: nn.Module | None = None) -> nn.Module:
+    """SSD512 on VGG16, seven feature maps."""
+    return _ssd_vgg(512, num_classes, pretrained, generator, options, net)
+
+
 def ssdlite_norm(*args, **kwargs) -> nn.BatchNorm2d:
     """torchvision's SSDLite batch norm (eps 0.001, momentum 0.03)."""
     return nn.BatchNorm2d(*args, **{"eps": 0.001, "momentum": 0.03, **kwargs})
 
 
-def _ssdlite(num_classes: int, pretrained: bool, generator: nn.Module, options: dict,
-             net: nn.Module | None = None) -> nn.Module:
+@architecture("ssdlite320_mobilenet_v3", backbone="mobilenet_v3_large", anchors="ssd", maps=6, input_size=320, resizable=True,
+              options={"nms_thresh": 0.5})
+def ssdlite320_mobilenet_v3(num_classes: int, pretrained: bool, generator: nn.Module, options: dict,
+                            net: nn.Module | None = None) -> nn.Module:
+    """SSDLite320 on MobileNetV3-Large (as torchvision builds it): CPU-sized."""
     from torchvision.models import mobilenet_v3_large
 
     norm = ssdlite_norm
-    size = int(options.pop("image_size", INPUT_SIZES["ssdlite320_mobilenet_v3"]))  # any square input
+    size = int(options.pop("image_size", 320))  # any square input
     if net is None:
         net = mobilenet_v3_large(norm_layer=norm, reduced_tail=not pretrained)
         if not pretrained:
@@ -165,12 +228,11 @@ def _freeze_bn(body: nn.Module) -> None:
             _freeze_bn(m)
 
 
-def _retinanet(subnet: bool, num_classes: int, pretrained: bool, generator: nn.Module, options: dict,
-               net: None = None) -> nn.Module:
+def _retinanet(subnet: bool, num_classes: int, pretrained: bool, generator: nn.Module, options: dict) -> nn.Module:
     box_loss = options.pop("box_loss", "l1")  # torchvision's default; "smooth_l1" is the paper's VOC loss
     if box_loss not in ("l1", "smooth_l1", "giou", "diou", "ciou"):
         raise ValueError(f"box_loss={box_loss!r}: unknown; choose l1, smooth_l1, giou, diou or ciou")
-    model = retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=num_classes, **options)
+    model = torchvision_retinanet(weights=None, weights_backbone=None, num_classes=num_classes, **options)
     if pretrained:
         _freeze_bn(model.backbone.body)
     model.anchor_generator = generator
@@ -182,24 +244,30 @@ def _retinanet(subnet: bool, num_classes: int, pretrained: bool, generator: nn.M
     return model
 
 
-def _fasterrcnn(num_classes: int, pretrained: bool, generator: nn.Module, options: dict,
-                net: None = None) -> nn.Module:
-    model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=num_classes, **options)
+@architecture("retinanet_resnet50_fpn", backbone="resnet50", anchors="grid", options={"nms_thresh": 0.5})
+def retinanet_resnet50_fpn(num_classes: int, pretrained: bool, generator: nn.Module, options: dict,
+                           net: None = None) -> nn.Module:
+    """RetinaNet R50-FPN, 4-conv subnet, focal loss alpha 0.25 gamma 2 (paper's COCO setting)."""
+    return _retinanet(True, num_classes, pretrained, generator, options)
+
+
+@architecture("retinanet_resnet50_fpn_nosubnet", backbone="resnet50", anchors="grid", options={"nms_thresh": 0.1})  # FlickrLogos-47's
+def retinanet_resnet50_fpn_nosubnet(num_classes: int, pretrained: bool, generator: nn.Module, options: dict,
+                                    net: None = None) -> nn.Module:
+    """RetinaNet R50-FPN, prediction convs directly on P3-P7 (FlickrLogos-47 setting)."""
+    return _retinanet(False, num_classes, pretrained, generator, options)
+
+
+@architecture("fasterrcnn_resnet50_fpn", backbone="resnet50", anchors="grid")
+def fasterrcnn_resnet50_fpn(num_classes: int, pretrained: bool, generator: nn.Module, options: dict,
+                            net: None = None) -> nn.Module:
+    """Faster R-CNN R50-FPN whose RPN predicts on the paper's 3 x 3 grid (III-B.b)."""
+    model = torchvision_fasterrcnn(weights=None, weights_backbone=None, num_classes=num_classes, **options)
     if pretrained:
         _freeze_bn(model.backbone.body)
     model.rpn.anchor_generator = generator
     model.rpn.head = RPNHead(256, generator.num_anchors_per_location()[0])
     return model
-
-
-ARCHITECTURES = {
-    "ssd300_vgg16": (partial(_ssd_vgg, INPUT_SIZES["ssd300_vgg16"]), _ssd_generator),
-    "ssd512_vgg16": (partial(_ssd_vgg, INPUT_SIZES["ssd512_vgg16"]), _ssd_generator),
-    "ssdlite320_mobilenet_v3": (_ssdlite, _ssd_generator),
-    "retinanet_resnet50_fpn": (partial(_retinanet, True), _grid_generator),
-    "retinanet_resnet50_fpn_nosubnet": (partial(_retinanet, False), _grid_generator),
-    "fasterrcnn_resnet50_fpn": (_fasterrcnn, _grid_generator),
-}
 
 
 def stock_model(spec: dict, generator: nn.Module | None = None, net: nn.Module | None = None) -> nn.Module:
@@ -208,10 +276,11 @@ def stock_model(spec: dict, generator: nn.Module | None = None, net: nn.Module |
     name = spec["model"]
     if name not in ARCHITECTURES:
         raise ValueError(f"model {name!r}: unknown; choose one of {', '.join(sorted(ARCHITECTURES))}")
-    make, make_generator = ARCHITECTURES[name]
-    generator = generator if generator is not None else make_generator(spec["anchors"])
-    return make(num_classes=int(spec["num_classes"]), pretrained=bool(spec.get("pretrained_backbone", False)),
-                generator=generator, options=dict(spec.get("options", {})), net=net)
+    arch = ARCHITECTURES[name]
+    if generator is None:
+        generator = _ssd_generator(spec["anchors"]) if arch.anchors == "ssd" else _grid_generator(spec["anchors"])
+    return arch.make(num_classes=int(spec["num_classes"]), pretrained=bool(spec.get("pretrained_backbone", False)),
+                     generator=generator, options=dict(spec.get("options", {})), net=net)
 
 
 def load(folder: str | Path) -> nn.Module:

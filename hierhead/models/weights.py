@@ -44,10 +44,10 @@ def save(model: nn.Module, path: str | Path) -> Path:
     from safetensors.torch import save_file
 
     path = Path(path)
-    spec = getattr(model, "hierhead_spec", {})
+    spec = getattr(model, "hierhead_spec", None)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata={"hierhead_spec": json.dumps(spec)})
+    save_file(state, str(tmp), metadata={"hierhead_spec": json.dumps(spec.to_dict() if spec is not None else {})})
     tmp.replace(path)
     return path
 
@@ -77,9 +77,9 @@ def load_model_weights(model: nn.Module, path: str | Path) -> None:
         saved = _file_spec(path)
         if saved:
             for key in ("model", "num_classes", "design"):
-                if key in saved and saved[key] != spec.get(key):
+                if key in saved and saved[key] != getattr(spec, key):
                     raise ValueError(f"model weights {str(path)!r}: saved for {key}={saved[key]!r}, "
-                                     f"this model has {key}={spec.get(key)!r}")
+                                     f"this model has {key}={getattr(spec, key)!r}")
     mismatch = state_mismatch(model.state_dict(), state)
     if mismatch:
         raise ValueError(f"model weights {str(path)!r}: do not match the model: {mismatch}")

@@ -9,9 +9,9 @@ import torch
 
 from .data.readers import DetectionDataset
 from .data.records import DataError
-from .metrics import evaluate
+from .metrics import mean_ap
 
-__all__ = ["evaluate_predictions", "load_predictions"]
+__all__ = ["mean_ap_of_file", "load_predictions"]
 
 
 def load_predictions(path: str | Path, ds: DetectionDataset) -> list[dict]:
@@ -51,10 +51,10 @@ def load_predictions(path: str | Path, ds: DetectionDataset) -> list[dict]:
              "labels": torch.tensor(p["labels"], dtype=torch.int64)} for p in per]
 
 
-def evaluate_predictions(ds: DetectionDataset, predictions: str | Path, metric: str = "voc07") -> dict:
+def mean_ap_of_file(ds: DetectionDataset, predictions: str | Path, metric: str = "voc07") -> dict:
     """VOC07 (11-point), VOC12 (area) or COCO metrics of a predictions file on ``ds``."""
     preds = load_predictions(predictions, ds)
     targets = [ds.target(i) for i in range(len(ds))]
     coco = getattr(ds, "coco_ids", None) if metric == "coco" else None
     ids = [coco["images"][r.image_id] for r in ds.records] if coco else None
-    return evaluate(preds, targets, metric, ds.classes, image_ids=ids, category_ids=coco["categories"] if coco else None)
+    return mean_ap(preds, targets, metric, ds.classes, image_ids=ids, category_ids=coco["categories"] if coco else None)
