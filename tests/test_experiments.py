@@ -103,9 +103,10 @@ def test_paired_interval_and_table():
 
 
 def test_sweep_is_resumable_and_writes_its_tables(tmp_path, capsys):
-    args = ["sweep", "--recipe", "cards-ssdlite", "--data", "synthetic:classes=2,train=8,test=4",
+    args = ["sweep", "--recipe", "cards-ssdlite", "--data", "synthetic:classes=2,train=8,test=4,size=64",
             "--designs", "9An{9,3,1}As", "--seeds", "2", "--fractions", "0.5,1", "--max-steps", "1",
-            "--out", str(tmp_path), "--set", "batch_size=2", "--set", "num_workers=0", "--set", "progress=false"]
+            "--out", str(tmp_path), "--set", "batch_size=2", "--set", "num_workers=0", "--set", "progress=false",
+            "--set", "image_size=128"]  # small images: the test is about the sweep, not the detector
     assert main(args) == 0
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
     assert len(rows) == 8
@@ -127,9 +128,9 @@ def test_sweep_is_resumable_and_writes_its_tables(tmp_path, capsys):
 
 
 def test_sweep_shards_split_the_jobs(tmp_path, capsys):
-    args = ["sweep", "--recipe", "cards-ssdlite", "--data", "synthetic:classes=2,train=4,test=2",
+    args = ["sweep", "--recipe", "cards-ssdlite", "--data", "synthetic:classes=2,train=4,test=2,size=64",
             "--designs", "9An{9,3}S", "--seeds", "1", "--max-steps", "1", "--out", str(tmp_path),
-            "--set", "batch_size=2", "--set", "num_workers=0", "--set", "progress=false"]
+            "--set", "batch_size=2", "--set", "num_workers=0", "--set", "progress=false", "--set", "image_size=128"]
     assert main([*args, "--shard", "1/2"]) == 0
     assert [p.parent.parent.name for p in tmp_path.glob("runs/*/*/seed0/result.json")] == ["9An_9-3S"]
     assert main([*args, "--shard", "0/2"]) == 0
