@@ -29,7 +29,8 @@ __all__ = ["recommend", "design_for", "variation", "SMALL", "EVIDENCE", "AGREEME
 EVIDENCE = ("Our evidence (docs/results.md, head protocol, 2026-11-26): on the cards dataset no Table I design differed "
             "from the general head (+0.06 to +0.44 mAP points at 74 training images, +0.07 to +0.61 at 296, 10 "
             "seeds each; every 95 % interval contains 0); on microcontrollers every design was worse (-2.2 to -4.1 "
-            "at 104 training images, every interval excluding 0); on anchor-transfer data, where each "
+            "at 104 training images, every interval excluding 0; -0.6 to -1.5 at 26, 20 seeds, three of five "
+            "intervals excluding 0); on anchor-transfer data, where each "
             "class is trained at one aspect ratio, 9An{9,3,1}As was better (+1.5 mAP [+0.7, +2.2] on all shapes, "
             "+3.4 [+2.0, +4.8] on the unseen ones, 5 seeds).")
 #: How the heuristic fared against our sweeps (benchmarks/collect_study.py, docs/results.md "recommend vs the sweep").

@@ -25,6 +25,7 @@ import colorsys
 import hashlib
 import math
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -156,12 +157,17 @@ def _xml(name: str, n: int, objects: list[tuple[int, list[int]]]) -> bytes:
 
 
 def generate(spec: dict, root: str | Path) -> Path:
-    """Write ``train/`` and ``test/`` VOC folders for ``spec`` under ``root`` (skipped if complete)."""
+    """Write ``train/`` and ``test/`` VOC folders for ``spec`` under ``root`` (skipped if complete).
+
+    Written aside and renamed into place, so that processes sharing the cache (two sweeps, parallel
+    tests) never read a half-written dataset: the first to finish wins, the others discard theirs."""
     root = Path(root)
     if (root / "done").is_file():
         return root
+    tmp = root.parent / f".{root.name}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
     for split in ("train", "test"):
-        folder = root / split
+        folder = tmp / split
         folder.mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng([spec["seed"], 0 if split == "train" else 1])
         for i in range(spec[split]):
@@ -169,7 +175,15 @@ def generate(spec: dict, root: str | Path) -> Path:
             name = f"{split}_{i:05d}"
             img.save(folder / f"{name}.png")
             (folder / f"{name}.xml").write_bytes(_xml(f"{name}.png", spec["size"], objects))
-    (root / "done").write_text("ok\n")
+    (tmp / "done").write_text("ok\n")
+    if root.is_dir() and not (root / "done").is_file():
+        shutil.rmtree(root, ignore_errors=True)  # left by an interrupted older version
+    try:
+        os.replace(tmp, root)
+    except OSError:  # another process put a complete copy there first
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (root / "done").is_file():
+            raise
     return root
 
 
