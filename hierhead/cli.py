@@ -123,9 +123,9 @@ def _stats(args: argparse.Namespace) -> int:
         anchors = None
         if args.model:
             from .anchors import pixel_shapes
-            from .models import anchor_generator_of, build
+            from .models.builders import paper_anchors
 
-            anchors = pixel_shapes(anchor_generator_of(build(args.model, num_classes=2, design=None)), size or 300)
+            anchors = pixel_shapes(paper_anchors(args.model), size or 300)  # no detector built for its anchors
         path = plot_shapes(ds, args.plot, size, anchors, title=f"{ds.name}" + (f" vs {args.model} anchors" if args.model else ""))
         print(f"plot written to {path}", file=sys.stderr)
     return 0

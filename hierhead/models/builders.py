@@ -20,7 +20,7 @@ from .spec import ModelSpec
 from .stock import ARCHITECTURES, Architecture, ssdlite_norm, stock_model
 from .weights import load_state_dict
 
-__all__ = ["build", "build_from_spec", "names", "input_size", "spec_of"]
+__all__ = ["build", "build_from_spec", "names", "input_size", "spec_of", "paper_anchors"]
 
 
 def names() -> list[str]:
@@ -82,7 +82,7 @@ def build(
     spec = ModelSpec(model=name, num_classes=num_classes, pretrained_backbone=pretrained,
                      options={**arch.options, **options})
     net = _classification_net(arch, backbone_weights, torchvision_weights)
-    model = stock_model(spec.to_dict(), generator=paper_anchors(arch), net=net)
+    model = stock_model(spec.to_dict(), generator=paper_anchors(name), net=net)
     if given and net is None:
         _load_resnet_body(model.backbone.body, backbone_weights)
     if start is not None:
@@ -107,8 +107,10 @@ def build_from_spec(spec: ModelSpec, **kwargs: Any) -> nn.Module:
     return model
 
 
-def paper_anchors(arch: Architecture) -> nn.Module:
-    """The paper's 3 x 3 anchor grid (Section IV-A): Eq. 3 per SSD map, or sizes 32..512 on the FPN."""
+def paper_anchors(name: str) -> nn.Module:
+    """A registered model's anchor generator on the paper's 3 x 3 grid (Section IV-A): Eq. 3 per SSD
+    map, or sizes 32..512 on the FPN. What :func:`build` gives the model, without building it."""
+    arch = _architecture(name)
     return PaperBoxGenerator(arch.maps) if arch.anchors == "ssd" else retinanet_anchor_generator()
 
 
