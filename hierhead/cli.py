@@ -173,6 +173,8 @@ def _train(args: argparse.Namespace) -> int:
     if args.skip_bad:
         over["data"]["skip_bad"] = True
     result = train(resolve(args.recipe, over), resume=args.resume)
+    if result["rank"] != 0:  # under DDP every process returns here; one summary
+        return 0
     mAP = f"{result['val_mAP'] * 100:.2f}" if result["val_mAP"] is not None else "n/a"
     print(f"trained {result['steps']} steps of global batch {result['processes'] * result['batch_per_process']} "
           f"({result['processes']} process{'es' if result['processes'] > 1 else ''} x {result['batch_per_process']}); "
@@ -222,12 +224,12 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    from .data import FORMATS
+    from .data import FORMAT_NAMES
 
     p.add_argument("--data", required=required,
                    help="dataset folder, COCO .json or synthetic:...; of a root with train/ and val|test/ "
                         "subfolders, eval reads the held-out one, stats and recommend train/")
-    p.add_argument("--format", choices=list(FORMATS), help="dataset format (guessed when omitted)")
+    p.add_argument("--format", choices=FORMAT_NAMES, help="dataset format (guessed when omitted)")
     p.add_argument("--classes", help="comma-separated class list (default: from the dataset, sorted)")
     p.add_argument("--skip-bad", action="store_true", help="skip and count bad files / boxes instead of failing")
 
@@ -414,7 +416,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _quiet_libraries() -> None:
+def _quiet_libraries(command: str) -> None:
     """Hide library chatter that says nothing to a user (``--verbose`` shows it): Lightning's
     info lines and tips, known warnings about its own internals or tiny runs, and the tracer's
     remarks on torchvision's code while exporting to ONNX (export checks the graph it writes)."""
@@ -426,11 +428,14 @@ def _quiet_libraries() -> None:
     for message in (r".*LeafSpec.*", r".*smaller than the logging interval.*", r".*does not have many workers.*",
                     r".*Experiment logs directory .* exists and is not empty.*",
                     r".*Checkpoint directory .* exists and is not empty.*",  # only on --resume, which is meant
-                    r"To copy construct from a tensor.*", r".*torch.jit.script. is deprecated.*"):
+                    r"To copy construct from a tensor.*", r".*torch.jit.script. is deprecated.*",
+                    # DDP: every rank computes val/mAP from all ranks' gathered detections, the same value
+                    r".*sync_dist=True.* when logging on epoch level in distributed setting.*"):
         warnings.filterwarnings("ignore", message=message)
-    from torch.jit import TracerWarning
+    if command == "export":  # only export needs torch.jit; `hierhead designs` starts without torch
+        from torch.jit import TracerWarning
 
-    warnings.filterwarnings("ignore", category=TracerWarning)
+        warnings.filterwarnings("ignore", category=TracerWarning)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -440,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     form = warnings.formatwarning
     with warnings.catch_warnings():  # restores the filters when main returns (and the format below)
         if not args.verbose:
-            _quiet_libraries()
+            _quiet_libraries(args.command)
             warnings.formatwarning = lambda message, *_, **__: f"hierhead {args.command}: warning: {message}\n"
         try:
             return _run(args)

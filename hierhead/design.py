@@ -23,9 +23,10 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import torch
+if TYPE_CHECKING:  # torch is imported where M becomes a tensor: `hierhead designs` starts without it
+    import torch
 
 __all__ = ["Design", "GENERAL", "PRESETS", "torchvision_order", "paper_order", "split_names", "PAPER_RATIOS"]
 
@@ -154,7 +155,7 @@ class Design:
         num_ratios: int = 3,
     ) -> "Design":
         """A custom design from a nested list (or tensor) M of shape J x |A|."""
-        if isinstance(matrix, torch.Tensor):
+        if hasattr(matrix, "tolist"):  # a tensor or an array
             matrix = matrix.tolist()
         if anchors is None:
             anchors = torchvision_order(num_sizes, num_ratios)
@@ -191,6 +192,8 @@ class Design:
     @property
     def matrix(self) -> torch.Tensor:
         """M as a float tensor of shape (J, |A|)."""
+        import torch
+
         return torch.tensor(self.rows, dtype=torch.float32).reshape(len(self.rows), len(self.anchors))
 
     @property

@@ -201,15 +201,25 @@ def _write_legacy(ckpt: dict, path: Path) -> None:
 @needs_cards
 def test_two_process_ddp_on_cpu(tmp_path):
     env = {**os.environ, "PL_DISABLE_FORK": "1"}
+    val = tmp_path / "val"  # 9 images: the two ranks' shares differ in size, the gathered mAP covers all
+    val.mkdir()
+    for xml in sorted((CARDS / "test").glob("*.xml"))[:9]:
+        for f in (CARDS / "test").glob(xml.stem + ".*"):
+            (val / f.name).symlink_to(f)
     cmd = [sys.executable, "-m", "hierhead.cli", "train", "--recipe", "cards-ssdlite", "--data", str(CARDS),
            "--fraction", "0.05", "--max-steps", "2", "--batch-size", "4", "--out", str(tmp_path / "ddp"),
            "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu", "--set", "val_every_n_steps=2",
-           "--val", str(CARDS / "test"), *QUICK]
+           "--val", str(val), "--set", "image_size=160", *QUICK]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "trained 2 steps of global batch 4 (2 processes x 2)" in r.stdout  # batch_size is the global batch
+    assert "sync_dist" not in r.stderr, r.stderr  # the gathered val/mAP is the same on every rank
+    assert r.stdout.count("trained 2 steps of global batch 4 (2 processes x 2)") == 1  # rank 0 says it, once
     ckpt = torch.load(tmp_path / "ddp/checkpoints/last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 2 and ckpt["hyper_parameters"]["spec"]["model"] == "ssdlite320_mobilenet_v3"
+    logged = [float(r["val/mAP"]) for r in csv.DictReader((tmp_path / "ddp/logs/metrics.csv").open()) if r.get("val/mAP")]
+    assert main(["eval", "--checkpoint", str(tmp_path / "ddp/checkpoints/last.ckpt"), "--data", str(val),
+                 "--json", str(tmp_path / "r.json")]) == 0  # one process, every image: the mAP DDP logged
+    assert logged == [pytest.approx(json.loads((tmp_path / "r.json").read_text())["mAP"], abs=1e-6)]
 
 
 def test_recipes_hold_the_paper_values():

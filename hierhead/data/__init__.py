@@ -1,8 +1,9 @@
 """Datasets: readers for every supported format, box rules, statistics (Table II)."""
 
-from .readers import VOC_CLASSES, DetectionDataset, load_image
-from .records import CLIP_TOLERANCE, DataError, Record
-from .sources import FORMATS, open_dataset
+from .._lazy import lazy_names
+from .records import CLIP_TOLERANCE, FORMAT_NAMES, DataError, Record
 
-__all__ = ["open_dataset", "DetectionDataset", "FORMATS", "VOC_CLASSES", "DataError", "Record", "CLIP_TOLERANCE",
-           "load_image"]
+__all__ = ["open_dataset", "DetectionDataset", "FORMATS", "FORMAT_NAMES", "VOC_CLASSES", "DataError", "Record",
+           "CLIP_TOLERANCE", "load_image"]
+__getattr__ = lazy_names(__name__, {"VOC_CLASSES": "readers", "DetectionDataset": "readers", "load_image": "readers",
+                                    "FORMATS": "sources", "open_dataset": "sources"})

@@ -20,10 +20,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["DataError", "Record", "Problems", "CLIP_TOLERANCE", "check_box", "inside_root"]
+__all__ = ["DataError", "Record", "Problems", "CLIP_TOLERANCE", "FORMAT_NAMES", "check_box", "inside_root"]
 
 #: Fraction of the image side a box may reach beyond the border and still be clipped.
 CLIP_TOLERANCE = 0.1
+FORMAT_NAMES = ("voc-folder", "voc", "coco", "flickrlogos47", "yolo")  # readers: sources.FORMATS
 
 
 class DataError(ValueError):

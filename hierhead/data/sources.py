@@ -7,18 +7,13 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .readers import DetectionDataset, _is_voc_year, read_coco, read_flickrlogos47, read_voc, read_voc_folder, read_yolo
-from .records import DataError
+from .records import FORMAT_NAMES, DataError
 from .synthetic import open_synthetic
 
 __all__ = ["open_dataset", "split_folders", "FORMATS", "HELD_OUT"]
 
-FORMATS: dict[str, Callable[..., DetectionDataset]] = {
-    "voc-folder": read_voc_folder,
-    "voc": read_voc,
-    "coco": read_coco,
-    "flickrlogos47": read_flickrlogos47,
-    "yolo": read_yolo,
-}
+FORMATS: dict[str, Callable[..., DetectionDataset]] = dict(zip(
+    FORMAT_NAMES, (read_voc_folder, read_voc, read_coco, read_flickrlogos47, read_yolo), strict=True))
 
 
 def _guess(path: Path) -> str:

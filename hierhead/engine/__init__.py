@@ -1,13 +1,9 @@
 """Training on PyTorch Lightning: module, data module, recipes, checkpoints."""
 
-from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+from .._lazy import lazy_names
 from .recipes import DEFAULTS, load_recipe, parse_overrides, recipes, resolve
 
 __all__ = ["CheckpointError", "load_checkpoint", "read_checkpoint", "DEFAULTS", "load_recipe", "parse_overrides",
            "recipes", "resolve", "train"]
-
-
-def train(config: dict, resume: bool = False, callbacks: list | None = None) -> dict:
-    """See :func:`hierhead.engine.trainer.train` (imported lazily: Lightning is slow to import)."""
-    from .trainer import train as _train
-    return _train(config, resume=resume, callbacks=callbacks)
+__getattr__ = lazy_names(__name__, {"CheckpointError": "checkpoint", "load_checkpoint": "checkpoint",
+                                    "read_checkpoint": "checkpoint", "train": "trainer"})

@@ -104,7 +104,9 @@ class DetectorModule(pl.LightningModule):
         if self.trainer.world_size > 1:  # every rank evaluated a share of the images
             gathered = [None] * self.trainer.world_size
             torch.distributed.all_gather_object(gathered, pairs)
-            pairs = [p for part in gathered for p in part]
+            # rank r held images r, r + world, ... (EpochSampler without shuffle): interleaving restores
+            # the dataset's order, so tied scores rank as in a one-process eval and the mAPs agree
+            pairs = [part[i] for i in range(len(gathered[0])) for part in gathered if i < len(part)]
         self._val = []
         if not pairs or self.trainer.sanity_checking:
             return

@@ -195,8 +195,8 @@ def train(config: dict, resume: bool = False, callbacks: list | None = None) -> 
 
     Returns:
         ``{"out", "last", "best", "val_mAP", "steps", "train_images", "train_seconds", "processes",
-        "batch_per_process"}`` (seconds of training over every resumed part; ``batch_size`` is the
-        global batch).
+        "rank", "batch_per_process"}`` (seconds of training over every resumed part; ``rank`` this
+        process's global rank; ``batch_size`` is the global batch).
     """
     config = copy.deepcopy(config)
     out = Path(config["out"])
@@ -241,4 +241,5 @@ def train(config: dict, resume: bool = False, callbacks: list | None = None) -> 
     return {"out": str(out), "last": str(last), "best": str(best) if best.is_file() else None,
             "val_mAP": float(score) if score is not None else None, "steps": trainer.global_step,
             "train_images": len(dm.train_set), "train_seconds": round(timer.time_elapsed("train"), 1),
-            "processes": trainer.world_size, "batch_per_process": dm.per_process_batch(trainer.world_size)}
+            "processes": trainer.world_size, "rank": trainer.global_rank,
+            "batch_per_process": dm.per_process_batch(trainer.world_size)}
