@@ -23,13 +23,16 @@ def _cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HIERHEAD_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
+SIDE = 160  # small images: the shapes are fractions of the side
+
+
 def _shape(box):
-    return shape_of(box, 320)
+    return shape_of(box, SIDE)
 
 
 @pytest.mark.parametrize("mode", ["ratio", "size", "all"])
 def test_synthetic_train_restricts_shapes_and_test_covers_all(mode):
-    train, test = open_synthetic(f"synthetic:mode={mode},classes=3,train=60,test=60,seed=1")
+    train, test = open_synthetic(f"synthetic:mode={mode},classes=3,train=60,test=60,size={SIDE},seed=1")
     assert len(train) == 60 and len(test) == 60 and train.classes == ["class0", "class1", "class2"]
     seen = {(c, _shape(b)) for r in train.records for c, b in zip(r.labels, r.boxes)}
     for c, (s, r) in seen:
@@ -44,13 +47,13 @@ def test_synthetic_train_restricts_shapes_and_test_covers_all(mode):
 
 
 def test_unseen_only_keeps_just_the_untrained_class_shapes():
-    train, test = open_synthetic("synthetic:mode=ratio,classes=3,train=60,test=30,seed=1")
+    train, test = open_synthetic(f"synthetic:mode=ratio,classes=3,train=60,test=60,size={SIDE},seed=1")  # as above
     unseen = unseen_only(train, test)
     objects = [(c, _shape(b), d) for r in unseen.records for c, b, d in zip(r.labels, r.boxes, r.difficult)]
     assert [r.boxes for r in unseen.records] == [r.boxes for r in test.records] and not any(test.records[0].difficult)
     assert all(d == (s[1] == c % 3) for c, s, d in objects)  # ratio mode: class c trained at ratio c only
     assert 0 < sum(d for *_, d in objects) < len(objects)
-    _, every = open_synthetic("synthetic:mode=all,classes=3,train=60,test=30,seed=1")
+    _, every = open_synthetic(f"synthetic:mode=all,classes=3,train=60,test=60,size={SIDE},seed=1")
     assert all(all(r.difficult) for r in unseen_only(every, every).records)
 
 

@@ -44,7 +44,8 @@ def built(request):
 def test_every_builder_trains(built):
     name, model = built
     model.train()
-    losses = model(_images(), _targets())
+    n = 1 if "vgg" in name else 2  # VGG at 300 / 512 px: one image
+    losses = model(_images(n), _targets()[:n])
     assert losses and all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
     layers = [m for m in model.modules() if isinstance(m, HierarchicalConv2d)]
