@@ -40,7 +40,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     keys = ("design", "seeds", "start_steps", "steps", "data", "image_size")
     given = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
-    r = run(args.out, progress=not args.no_progress, **given)  # defaults live in hierhead.demo.run
+    r = run(args.out, progress=not args.no_progress, log=lambda line: print(line, flush=True),
+            **given)  # defaults live in hierhead.demo.run
     return 0 if r["same_detections"] else 1
 
 

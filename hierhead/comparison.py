@@ -67,35 +67,44 @@ def table(rows: list[dict]) -> str:
     best = {f: max(designs, key=lambda d: _mean(by.get((d, f), {}))) for f in fractions}
     verdict: dict[str, list[str]] = {"better": [], "worse": [], "undecided": []}
     for d in designs:
-        cells, everything = [], []
-        for f in fractions:
-            vals = by.get((d, f), {})
-            if not vals:
-                cells.append("")
-                continue
-            m, s = _mean(vals), _std(vals)
-            cell = f"{m:.2f} +- {s:.2f} (n={len(vals)})"
-            if best[f] == d:
-                cell = f"**{cell}**"
-            base = by.get((GENERAL, f), {})
-            pairs = [vals[k] - base[k] for k in vals if k in base]
-            if d != GENERAL and pairs:
-                cell += f"<br>{_paired(pairs)}"
-                everything += pairs
-            cells.append(cell)
-        if pooled:
-            cells.append(_paired(everything) if everything else "")
-        lines.append(f"| {d} | " + " | ".join(cells) + " |")
-        if everything:
-            _, lo, hi = paired_interval(everything)
+        line, pairs = _design_row(d, fractions, by, best, pooled)
+        lines.append(line)
+        if pairs:
+            _, lo, hi = paired_interval(pairs)
             verdict["better" if lo > 0 else "worse" if hi < 0 else "undecided"].append(d)
     if any(verdict.values()):
-        n = sum(map(len, verdict.values()))
-        lines += ["", f"Verdict from the 95 % intervals ({'all pairs' if pooled else 'paired differences'}; "
-                      f"{n} comparison{'s' * (n > 1)}, uncorrected): better than {GENERAL}: "
-                      f"{', '.join(verdict['better']) or 'none'}; worse: {', '.join(verdict['worse']) or 'none'}; "
-                      f"undecided (interval contains 0, or a single pair): {', '.join(verdict['undecided']) or 'none'}."]
+        lines += ["", _verdict_line(verdict, pooled)]
     return "\n".join(lines) + "\n"
+
+
+def _design_row(d: str, fractions: list, by: dict, best: dict, pooled: bool) -> tuple[str, list[float]]:
+    """A design's table row and its paired differences to the general head over every column."""
+    cells, everything = [], []
+    for f in fractions:
+        vals = by.get((d, f), {})
+        if not vals:
+            cells.append("")
+            continue
+        cell = f"{_mean(vals):.2f} +- {_std(vals):.2f} (n={len(vals)})"
+        if best[f] == d:
+            cell = f"**{cell}**"
+        base = by.get((GENERAL, f), {})
+        pairs = [vals[k] - base[k] for k in vals if k in base]
+        if d != GENERAL and pairs:
+            cell += f"<br>{_paired(pairs)}"
+            everything += pairs
+        cells.append(cell)
+    if pooled:
+        cells.append(_paired(everything) if everything else "")
+    return f"| {d} | " + " | ".join(cells) + " |", everything
+
+
+def _verdict_line(verdict: dict[str, list[str]], pooled: bool) -> str:
+    n = sum(map(len, verdict.values()))
+    return (f"Verdict from the 95 % intervals ({'all pairs' if pooled else 'paired differences'}; "
+            f"{n} comparison{'s' * (n > 1)}, uncorrected): better than {GENERAL}: "
+            f"{', '.join(verdict['better']) or 'none'}; worse: {', '.join(verdict['worse']) or 'none'}; "
+            f"undecided (interval contains 0, or a single pair): {', '.join(verdict['undecided']) or 'none'}.")
 
 
 def _mean(vals: dict) -> float:

@@ -62,8 +62,8 @@ def _verdict(diffs: list[float]) -> str:
 
 
 def run(out: str | Path = "hierhead-demo", design: str = "9An{9,3,1}As", seeds: int = 5, start_steps: int = 300,
-        steps: int = 150, data: str = DATA, image_size: int = 160, progress: bool = True) -> dict:
-    """Run the demo; returns the numbers it prints.
+        steps: int = 150, data: str = DATA, image_size: int = 160, progress: bool = True, log=None) -> dict:
+    """Run the demo; returns its numbers (the table is also written to ``out/results.md``).
 
     Args:
         out: output folder (start checkpoint, pictures, ``results.md``).
@@ -74,82 +74,111 @@ def run(out: str | Path = "hierhead-demo", design: str = "9An{9,3,1}As", seeds: 
         data: the anchor-transfer dataset; the start trains on the same spec with ``mode=all``.
         image_size: square input size of the SSDLite.
         progress: progress bars for the start's training and the head runs.
+        log: a function given each step's line and the table (e.g. ``print``); None: silent.
     """
-    from tqdm.auto import tqdm
-
-    from .data.synthetic import open_synthetic, parse_spec, unseen_only
-
+    log = log or (lambda _: None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails before any training
-    spec = parse_spec(data)
-    start_data = "synthetic:" + ",".join(f"{k}={v}" for k, v in {**spec, "mode": "all"}.items())
     base = {"image_size": image_size, "validate": False, "progress": progress, "checkpoint_every_n_steps": None,
             "num_workers": 0}
     t0 = time.perf_counter()
-    print(f"1/3 the shared start: {GENERAL} trained {start_steps} steps on {start_data} (every class at every "
-          "shape)", flush=True)
-    shutil.rmtree(out / "start", ignore_errors=True)  # the demo's own start, retrained on every run
-    start = train(resolve("synthetic-ssdlite", {**base, "data": {"path": start_data}, "design": GENERAL,
-                                                 "max_steps": start_steps, "out": str(out / "start")}))
-    head_config = resolve("synthetic-ssdlite", {**base, "data": {"path": data}, "init": start["last"],
+    start = _train_start(out, data, start_steps, base, log)
+    log(f"2/3 the head protocol on {data} (each class trained at one aspect ratio, tested at all): "
+        f"{GENERAL} vs {design}, {seeds} seeds, {steps} steps each")
+    head_config = resolve("synthetic-ssdlite", {**base, "data": {"path": data}, "init": start,
                                                 "head": {"steps": steps, "views": 2}})
-    print(f"2/3 the head protocol on {data} (each class trained at one aspect ratio, tested at all): "
-          f"{GENERAL} vs {design}, {seeds} seeds, {steps} steps each", flush=True)
+    results, models, test_set = _head_runs(head_config, data, design, seeds, progress)
+    log(f"3/3 fold, check and draw ({time.perf_counter() - t0:.0f} s so far)")
+    general, hier = models[GENERAL], models[design]
+    images = [test_set[i][0] for i in range(min(8, len(test_set)))]
+    deployed = _deploy(general, hier, images)
+    table = _table(results, design, deployed)
+    log("\n" + table)
+    classes = test_set.classes
+    plot = _plot_ap(results, (GENERAL, design), classes, out / "per_class_ap.png")
+    side = _side_by_side(general, hier, images[:4], classes, (GENERAL, design), out / "side_by_side.png")
+    (out / "results.md").write_text(table + "\n")
+    log(f"\npictures: {side} (same test images, seed 0), {plot}; table in {out / 'results.md'}; "
+        f"{time.perf_counter() - t0:.0f} s in all")
+    return {"mAP": _means(results, "mAP"), "unseen": _means(results, "unseen"),
+            "diff": paired_interval(_diffs(results, design, "mAP")), "same_detections": deployed["same"],
+            "params": deployed["params"], "latency": deployed["latency"]}
+
+
+def _train_start(out: Path, data: str, steps: int, base: dict, log) -> str:
+    """Step 1: the general head trained from scratch with every class at every shape; its last checkpoint."""
+    from .data.synthetic import parse_spec
+
+    start_data = "synthetic:" + ",".join(f"{k}={v}" for k, v in {**parse_spec(data), "mode": "all"}.items())
+    log(f"1/3 the shared start: {GENERAL} trained {steps} steps on {start_data} (every class at every shape)")
+    shutil.rmtree(out / "start", ignore_errors=True)  # the demo's own start, retrained on every run
+    return train(resolve("synthetic-ssdlite", {**base, "data": {"path": start_data}, "design": GENERAL,
+                                               "max_steps": steps, "out": str(out / "start")}))["last"]
+
+
+def _head_runs(head_config: dict, data: str, design: str, seeds: int, progress: bool):
+    """Step 2: both heads at every seed on the same cached features. Returns per-design rows (mAP,
+    per-class AP, mAP on unseen shapes; in %), the seed-0 models, and the test set."""
+    from tqdm.auto import tqdm
+
+    from .data.synthetic import open_synthetic, unseen_only
+
     protocol = HeadProtocol(head_config)
     train_set, test_set = open_synthetic(data)
     unseen = unseen_only(train_set, test_set)
-    classes = train_set.classes
+    unseen_targets = [unseen.target(i) for i in range(len(unseen))]
     results: dict[str, list[dict]] = {GENERAL: [], design: []}
     models: dict[str, torch.nn.Module] = {}
     bar = tqdm(total=2 * seeds, desc="head runs", disable=not progress, leave=False)
     for seed in range(seeds):
         for d in (GENERAL, design):
             row = protocol.run({**head_config, "design": d, "seed": seed})
-            hidden = mean_ap(protocol.detections, [unseen.target(i) for i in range(len(unseen))], "voc07", classes)
+            hidden = mean_ap(protocol.detections, unseen_targets, "voc07", train_set.classes)
             results[d].append({"mAP": row["mAP"] * 100, "AP": {c: v * 100 for c, v in protocol.scores["AP"].items()},
                                "unseen": hidden["mAP"] * 100})
             if seed == 0:
                 models[d] = protocol.model
             bar.update()
     bar.close()
-    print(f"3/3 fold, check and draw ({time.perf_counter() - t0:.0f} s so far)", flush=True)
-    hier = models[design]
+    return results, models, test_set
+
+
+def _deploy(general: torch.nn.Module, hier: torch.nn.Module, images: list) -> dict:
+    """Step 3: the folded model detects what the hierarchical one does; parameters and latency."""
     folded = fold(hier).eval()
-    images = [test_set[i][0] for i in range(min(8, len(test_set)))]
     a, b = run_model(hier, images), run_model(folded, images)
     same = all(match_fraction(*[(d["boxes"], d["scores"], d["labels"]) for d in (x, y)]) == 1.0 for x, y in zip(a, b))
-    general = models[GENERAL]
-    lat_general, lat_folded = _latency(general, images[0]), _latency(folded, images[0])
+    return {"same": same, "params": {"general": _count(general), "train": _count(hier), "folded": _count(folded)},
+            "latency": {"general": _latency(general, images[0]), "folded": _latency(folded, images[0])}}
 
-    diffs = [h["mAP"] - g["mAP"] for g, h in zip(results[GENERAL], results[design])]
-    diffs_unseen = [h["unseen"] - g["unseen"] for g, h in zip(results[GENERAL], results[design])]
-    mean = {d: statistics.mean(r["mAP"] for r in results[d]) for d in results}
-    mean_unseen = {d: statistics.mean(r["unseen"] for r in results[d]) for d in results}
-    lines = [
-        f"Head protocol, {seeds} seeds, VOC07 mAP (%) on all test shapes and on the shapes each class was never "
-        "trained at; difference = hierarchical - general, paired by seed, with its 95 % t interval.", "",
+
+def _means(results: dict, key: str) -> dict[str, float]:
+    return {d: statistics.mean(r[key] for r in rows) for d, rows in results.items()}
+
+
+def _diffs(results: dict, design: str, key: str) -> list[float]:
+    """hierarchical - general, paired by seed."""
+    return [h[key] - g[key] for g, h in zip(results[GENERAL], results[design])]
+
+
+def _table(results: dict, design: str, deployed: dict) -> str:
+    mean, unseen = _means(results, "mAP"), _means(results, "unseen")
+    diffs, diffs_unseen = _diffs(results, design, "mAP"), _diffs(results, design, "unseen")
+    params, latency = deployed["params"], deployed["latency"]
+    return "\n".join([
+        f"Head protocol, {len(results[GENERAL])} seeds, VOC07 mAP (%) on all test shapes and on the shapes each class "
+        "was never trained at; difference = hierarchical - general, paired by seed, with its 95 % t interval.", "",
         "| head | mAP all shapes | mAP unseen shapes | parameters (train) | parameters (deploy) | latency (ms) |",
         "|---|---|---|---|---|---|",
-        f"| general {GENERAL} | {mean[GENERAL]:.2f} | {mean_unseen[GENERAL]:.2f} | {_count(general):,} | "
-        f"{_count(general):,} | {lat_general * 1e3:.0f} |",
-        f"| hierarchical {design} (folded) | {mean[design]:.2f} | {mean_unseen[design]:.2f} | {_count(hier):,} | "
-        f"{_count(folded):,} | {lat_folded * 1e3:.0f} |",
+        f"| general {GENERAL} | {mean[GENERAL]:.2f} | {unseen[GENERAL]:.2f} | {params['general']:,} | "
+        f"{params['general']:,} | {latency['general'] * 1e3:.0f} |",
+        f"| hierarchical {design} (folded) | {mean[design]:.2f} | {unseen[design]:.2f} | {params['train']:,} | "
+        f"{params['folded']:,} | {latency['folded'] * 1e3:.0f} |",
         f"| difference | {interval_text(diffs)} | {interval_text(diffs_unseen)} | | | |", "",
         f"All shapes: {_verdict(diffs)}. Unseen shapes: {_verdict(diffs_unseen)}.",
-        f"Folded detections identical to the hierarchical model's: {same}. At deploy the hierarchical head costs "
-        "nothing: the same parameters and the same latency as the general head.",
-    ]
-    table = "\n".join(lines)
-    print()
-    print(table)
-    plot = _plot_ap(results, (GENERAL, design), classes, out / "per_class_ap.png")
-    side = _side_by_side(general, hier, images[:4], classes, (GENERAL, design), out / "side_by_side.png")
-    (out / "results.md").write_text(table + "\n")
-    print(f"\npictures: {side} (same test images, seed 0), {plot}; table in {out / 'results.md'}; "
-          f"{time.perf_counter() - t0:.0f} s in all")
-    return {"mAP": mean, "unseen": mean_unseen, "diff": paired_interval(diffs), "same_detections": same,
-            "params": {"general": _count(general), "train": _count(hier), "folded": _count(folded)},
-            "latency": {"general": lat_general, "folded": lat_folded}}
+        f"Folded detections identical to the hierarchical model's: {deployed['same']}. At deploy the hierarchical "
+        "head costs nothing: the same parameters and the same latency as the general head.",
+    ])
 
 
 def _plot_ap(results: dict, designs: tuple[str, str], classes: list[str], path: Path) -> Path:

@@ -24,7 +24,6 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from ..design import GENERAL
 from ..models import ModelSpec, input_size
 from ..models.stock import size_options
 from .data import DetectionDataModule, fraction_subset, open_config_splits
@@ -98,7 +97,7 @@ def prepare(config: dict) -> tuple[DetectorModule, DetectionDataModule]:
     if config.get("image_size") is not None:
         options = {**size_options(config["model"], size), **options}
     spec = ModelSpec(model=config["model"], num_classes=len(train_set.classes) + 1, classes=train_set.classes,
-                     design=config["design"] or GENERAL, soft=bool(config.get("soft")), options=options,
+                     design=config["design"], soft=bool(config.get("soft")), options=options,
                      image_size=list(size) if size else None)
     total = int(config["max_steps"]) if config.get("max_steps") and not config.get("epochs") else \
         int(config["epochs"] or 1) * max(1, len(train_set) // int(config["batch_size"]))

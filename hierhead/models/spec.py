@@ -49,10 +49,11 @@ class ModelSpec:
         """The spec of a dict written by :meth:`to_dict` (or by an older hierhead: unknown keys, such as
         a checkpoint's training settings, are ignored; ``design: null`` is the general head)."""
         known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        if values.get("design") is None:
-            values["design"] = GENERAL
-        return cls(**values)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def __post_init__(self) -> None:
+        if self.design is None:  # "no design" (a recipe's or an old file's null) is the general head
+            object.__setattr__(self, "design", GENERAL)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values, the same keys as the dataclass."""
