@@ -33,8 +33,9 @@ EVIDENCE = ("Our evidence (docs/results.md, head protocol, 2026-11-26): on the c
             "intervals excluding 0); on anchor-transfer data, where each "
             "class is trained at one aspect ratio, 9An{9,3,1}As was better (+1.5 mAP [+0.7, +2.2] on all shapes, "
             "+3.4 [+2.0, +4.8] on the unseen ones, 5 seeds). On cards the optimiser sets the sign: under SGD the "
-            "designs lose 1-4 points, under an under-stepping RMSprop they gain 2-4, as much as the general head "
-            "gains from 3x the lr: compare designs only after tuning the lr.")
+            "designs lose 1-4 points (0.6-1.9 with each design's lr tuned; none better), under an under-stepping "
+            "RMSprop they gain 2-4, as much as the general head gains from 3x the lr: compare designs only after "
+            "tuning the lr.")
 #: How the heuristic fared against our sweeps (benchmarks/collect_study.py, docs/results.md "recommend vs the sweep").
 AGREEMENT = ("How the paper's heuristic agreed with our sweeps: its design was the best of the six heads in 3 of 18 "
              "(dataset, fraction, seed) cells from scratch on cards and microcontrollers and in 2 of 20 on the head "
