@@ -34,6 +34,8 @@ from .models.deploy import match_fraction
 __all__ = ["run"]
 
 DATA = "synthetic:mode=ratio,classes=3,train=240,test=60,size=160,palette=class"
+#: What class c was trained at in each synthetic mode: c mod 3 indexes SIZES / PAPER_RATIOS (1, 1/2, 2 as h / w).
+TRAINED_AT = {"ratio": ("aspect ratio", ("square", "wide", "tall")), "size": ("size", ("small", "medium", "large"))}
 
 
 def _count(model: torch.nn.Module) -> int:
@@ -83,7 +85,7 @@ def run(out: str | Path = "hierhead-demo", design: str = "9An{9,3,1}As", seeds: 
             "num_workers": 0}
     t0 = time.perf_counter()
     start = _train_start(out, data, start_steps, base, log)
-    log(f"2/3 the head protocol on {data} (each class trained at one aspect ratio, tested at all): "
+    log(f"2/3 the head protocol on {data} ({_split_text(data)}): "
         f"{GENERAL} vs {design}, {seeds} seeds, {steps} steps each")
     head_config = resolve("synthetic-ssdlite", {**base, "data": {"path": data}, "init": start,
                                                 "head": {"steps": steps, "views": 2}})
@@ -95,7 +97,8 @@ def run(out: str | Path = "hierhead-demo", design: str = "9An{9,3,1}As", seeds: 
     table = _table(results, design, deployed)
     log("\n" + table)
     classes = test_set.classes
-    plot = _plot_ap(results, (GENERAL, design), classes, out / "per_class_ap.png")
+    plot = _plot_ap(results, (GENERAL, design), classes, class_labels(data, classes), _split_text(data),
+                    out / "per_class_ap.png")
     side = _side_by_side(general, hier, images[:4], classes, (GENERAL, design), out / "side_by_side.png")
     (out / "results.md").write_text(table + "\n")
     log(f"\npictures: {side} (same test images, seed 0), {plot}; table in {out / 'results.md'}; "
@@ -181,7 +184,27 @@ def _table(results: dict, design: str, deployed: dict) -> str:
     ])
 
 
-def _plot_ap(results: dict, designs: tuple[str, str], classes: list[str], path: Path) -> Path:
+def _split_text(data: str) -> str:
+    from .data.synthetic import parse_spec
+
+    mode = parse_spec(data)["mode"]
+    return f"each class trained at one {TRAINED_AT[mode][0]}, tested at all" if mode in TRAINED_AT else \
+        "every class trained and tested at every shape"
+
+
+def class_labels(data: str, classes: list[str]) -> list[str]:
+    """Each class's name and what the synthetic ``data`` trained it at (``mode=ratio``: its aspect
+    ratio, ``mode=size``: its size, ``mode=all``: the name alone)."""
+    from .data.synthetic import parse_spec
+
+    mode = parse_spec(data)["mode"]
+    if mode not in TRAINED_AT:
+        return list(classes)
+    return [f"{c}\n(trained {TRAINED_AT[mode][1][i % 3]} only)" for i, c in enumerate(classes)]
+
+
+def _plot_ap(results: dict, designs: tuple[str, str], classes: list[str], labels: list[str], split: str,
+             path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -198,10 +221,9 @@ def _plot_ap(results: dict, designs: tuple[str, str], classes: list[str], path: 
             errs.append(0.0 if len(vals) < 2 else (hi - lo) / 2)
         ax.bar([i + (k - 0.5) * width for i in range(len(classes))], means, width, yerr=errs, capsize=3,
                label=f"{d}: mAP {statistics.mean(r['mAP'] for r in results[d]):.1f}")
-    ax.set_xticks(range(len(classes)), [f"{c}\n(trained {['square', 'wide', 'tall'][i % 3]} only)"
-                                        for i, c in enumerate(classes)], fontsize=8)
+    ax.set_xticks(range(len(labels)), labels, fontsize=8)
     ax.set_ylabel("AP (%) on all shapes, 95 % interval")
-    ax.set_title(f"Head protocol, {len(results[designs[0]])} seeds: classes seen at one aspect ratio", fontsize=10)
+    ax.set_title(f"Head protocol, {len(results[designs[0]])} seeds: {split}", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

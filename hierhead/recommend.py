@@ -32,7 +32,8 @@ EVIDENCE = ("Our evidence (docs/results.md, head protocol, 2026-11-26): on the c
             "at 104 training images, every interval excluding 0; -0.6 to -1.5 at 26, 20 seeds, three of five "
             "intervals excluding 0); on anchor-transfer data, where each "
             "class is trained at one aspect ratio, 9An{9,3,1}As was better (+1.5 mAP [+0.7, +2.2] on all shapes, "
-            "+3.4 [+2.0, +4.8] on the unseen ones, 5 seeds). On cards the optimiser sets the sign: under SGD the "
+            "+3.4 [+2.0, +4.8] on the unseen ones, 5 seeds); classes trained at one size gained nothing (10 seeds). "
+            "On cards the optimiser sets the sign: under SGD the "
             "designs lose 1-4 points (0.6-1.9 with each design's lr tuned; none better), under an under-stepping "
             "RMSprop they gain 2-4, as much as the general head gains from 3x the lr: compare designs only after "
             "tuning the lr.")

@@ -233,6 +233,18 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert (tmp_path / "results.md").read_text().count("|") > 20
 
 
+def test_demo_labels_say_what_each_class_was_trained_at():
+    from hierhead.demo import class_labels
+
+    names = ["class0", "class1", "class2", "class3"]
+    assert class_labels("synthetic:mode=ratio", names) == [
+        "class0\n(trained square only)", "class1\n(trained wide only)", "class2\n(trained tall only)",
+        "class3\n(trained square only)"]
+    assert class_labels("synthetic:mode=size,classes=3", names[:3]) == [
+        "class0\n(trained small only)", "class1\n(trained medium only)", "class2\n(trained large only)"]
+    assert class_labels("synthetic:mode=all", names) == names
+
+
 def test_open_dataset_takes_a_synthetic_spec():
     spec = "synthetic:mode=ratio,classes=2,train=6,test=3,seed=5"
     train, test = open_synthetic(spec)
