@@ -1,6 +1,6 @@
 #!/bin/sh
 # The mechanism test of docs/results.md ("Mechanism: which sharing transfers"), resumable: a finished
-# run (its results.md) is skipped. Section III-A predicts a design helps a class on the anchor shapes
+# run (its results.csv) is skipped; each run's rows are copied to docs/results/mechanism-*.csv. Section III-A predicts a design helps a class on the anchor shapes
 # it never had in training only if its units join those shapes to the trained ones: on `mode=ratio`
 # data (each class trained at one aspect ratio) the `As` designs (units across the ratios of one size)
 # should transfer and the `S` designs (units across the sizes of one ratio) should not; on `mode=size`
@@ -8,14 +8,17 @@
 # general head vs the design, scored on all test shapes and on each class's unseen ones).
 #   SEEDS (10)   sh benchmarks/study_mechanism.sh
 set -e
+mkdir -p runs/mech
 SEEDS=${SEEDS:-10}
 SPEC='classes=3,train=240,test=60,size=160,palette=class'
 for mode in ratio size; do
   for design in '9An{9,3}As' '9An{9,3}S'; do
     name=$(echo "$mode-$design" | tr -d '{}' | tr ',' '-')
     out="runs/mech/$name"
-    [ -f "$out/results.md" ] && continue
-    .venv/bin/hierhead demo --out "$out" --seeds "$SEEDS" --design "$design" \
-      --data "synthetic:mode=$mode,$SPEC" --no-progress > "runs/mech/$name.log" 2>&1
+    if [ ! -f "$out/results.csv" ]; then
+      .venv/bin/hierhead demo --out "$out" --seeds "$SEEDS" --design "$design" \
+        --data "synthetic:mode=$mode,$SPEC" --no-progress > "runs/mech/$name.log" 2>&1
+    fi
+    cp "$out/results.csv" "docs/results/mechanism-$name.csv"  # every (design, seed) row, committed
   done
 done

@@ -231,6 +231,11 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert "All shapes: " in out and "Unseen shapes: " in out
     assert (tmp_path / "per_class_ap.png").is_file() and (tmp_path / "side_by_side.png").is_file()
     assert (tmp_path / "results.md").read_text().count("|") > 20
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))  # every (design, seed), paired by seed
+    assert [(r["design"], r["seed"]) for r in rows] == [("9An{9}", "0"), ("9An{9}", "1"), ("9An{9,3,1}As", "0"),
+                                                        ("9An{9,3,1}As", "1")]
+    mean = sum(float(r["mAP"]) for r in rows[2:]) / 2 - sum(float(r["mAP"]) for r in rows[:2]) / 2
+    assert f"| difference | {mean:+.2f} [" in out and set(rows[0]) >= {"unseen_mAP", "AP:class0", "AP:class1"}
 
 
 def test_demo_labels_say_what_each_class_was_trained_at():
