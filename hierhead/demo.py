@@ -79,14 +79,17 @@ def run(out: str | Path = "hierhead-demo", design: str = "9An{9,3,1}As", seeds: 
         progress: progress bars for the start's training and the head runs.
         log: a function given each step's line and the table (e.g. ``print``); None: silent.
     """
+    from .data.synthetic import parse_spec
+
     log = log or (lambda _: None)
+    spec = parse_spec(data)  # a bad spec fails before any training
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails before any training
     base = {"image_size": image_size, "validate": False, "progress": progress, "checkpoint_every_n_steps": None,
             "num_workers": 0}
     t0 = time.perf_counter()
-    start = _train_start(out, data, start_steps, base, log)
-    log(f"2/3 the head protocol on {data} ({_split_text(data)}): "
+    start = _train_start(out, spec, start_steps, base, log)
+    log(f"2/3 the head protocol on {data} ({_split_text(spec['mode'])}): "
         f"{GENERAL} vs {design}, {seeds} seeds, {steps} steps each")
     head_config = resolve("synthetic-ssdlite", {**base, "data": {"path": data}, "init": start,
                                                 "head": {"steps": steps, "views": 2}})
@@ -98,7 +101,7 @@ def run(out: str | Path = "hierhead-demo", design: str = "9An{9,3,1}As", seeds: 
     table = _table(results, design, deployed)
     log("\n" + table)
     classes = test_set.classes
-    plot = _plot_ap(results, (GENERAL, design), classes, class_labels(data, classes), _split_text(data),
+    plot = _plot_ap(results, (GENERAL, design), classes, class_labels(spec["mode"], classes), _split_text(spec["mode"]),
                     out / "per_class_ap.png")
     side = _side_by_side(general, hier, images[:4], classes, (GENERAL, design), out / "side_by_side.png")
     (out / "results.md").write_text(table + "\n")
@@ -111,11 +114,9 @@ def run(out: str | Path = "hierhead-demo", design: str = "9An{9,3,1}As", seeds: 
             "params": deployed["params"], "latency": deployed["latency"]}
 
 
-def _train_start(out: Path, data: str, steps: int, base: dict, log) -> str:
+def _train_start(out: Path, spec: dict, steps: int, base: dict, log) -> str:
     """Step 1: the general head trained from scratch with every class at every shape; its last checkpoint."""
-    from .data.synthetic import parse_spec
-
-    start_data = "synthetic:" + ",".join(f"{k}={v}" for k, v in {**parse_spec(data), "mode": "all"}.items())
+    start_data = "synthetic:" + ",".join(f"{k}={v}" for k, v in {**spec, "mode": "all"}.items())
     log(f"1/3 the shared start: {GENERAL} trained {steps} steps on {start_data} (every class at every shape)")
     shutil.rmtree(out / "start", ignore_errors=True)  # the demo's own start, retrained on every run
     return train(resolve("synthetic-ssdlite", {**base, "data": {"path": start_data}, "design": GENERAL,
@@ -199,20 +200,14 @@ def _table(results: dict, design: str, deployed: dict) -> str:
     ])
 
 
-def _split_text(data: str) -> str:
-    from .data.synthetic import parse_spec
-
-    mode = parse_spec(data)["mode"]
+def _split_text(mode: str) -> str:
     return f"each class trained at one {TRAINED_AT[mode][0]}, tested at all" if mode in TRAINED_AT else \
         "every class trained and tested at every shape"
 
 
-def class_labels(data: str, classes: list[str]) -> list[str]:
-    """Each class's name and what the synthetic ``data`` trained it at (``mode=ratio``: its aspect
-    ratio, ``mode=size``: its size, ``mode=all``: the name alone)."""
-    from .data.synthetic import parse_spec
-
-    mode = parse_spec(data)["mode"]
+def class_labels(mode: str, classes: list[str]) -> list[str]:
+    """Each class's name and what synthetic data of ``mode`` trained it at (``ratio``: its aspect
+    ratio, ``size``: its size, ``all``: the name alone)."""
     if mode not in TRAINED_AT:
         return list(classes)
     return [f"{c}\n(trained {TRAINED_AT[mode][1][i % 3]} only)" for i, c in enumerate(classes)]

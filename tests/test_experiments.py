@@ -242,12 +242,12 @@ def test_demo_labels_say_what_each_class_was_trained_at():
     from hierhead.demo import class_labels
 
     names = ["class0", "class1", "class2", "class3"]
-    assert class_labels("synthetic:mode=ratio", names) == [
+    assert class_labels("ratio", names) == [
         "class0\n(trained square only)", "class1\n(trained wide only)", "class2\n(trained tall only)",
         "class3\n(trained square only)"]
-    assert class_labels("synthetic:mode=size,classes=3", names[:3]) == [
+    assert class_labels("size", names[:3]) == [
         "class0\n(trained small only)", "class1\n(trained medium only)", "class2\n(trained large only)"]
-    assert class_labels("synthetic:mode=all", names) == names
+    assert class_labels("all", names) == names
 
 
 def test_open_dataset_takes_a_synthetic_spec():
