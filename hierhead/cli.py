@@ -113,10 +113,29 @@ def _open(args: argparse.Namespace, classes=None, part: str = "train"):
     return open_dataset(args.data, format=args.format, classes=classes or given, skip_bad=args.skip_bad, part=part)
 
 
+def _never_over_inputs(flag: str, out: str | Path, inputs: list, dataset=None) -> None:
+    """A command never writes over or into its own inputs: ``out`` (a file it writes, or its output folder)
+    may not be an input file, lie inside an input folder, or lie in a folder holding the dataset's images
+    (a plot written there would become a dataset image). One rule for every command; nothing is written."""
+    target = Path(out).resolve()
+    sources = [Path(str(p)).resolve() for p in inputs if p and not str(p).startswith("synthetic:")]
+    if dataset is not None:
+        sources += sorted({r.image_path.resolve().parent for r in dataset.records})
+    for source in sources:
+        if target == source or source in target.parents or (source.is_file() and target in source.parents):
+            raise ValueError(f"{flag} {str(out)!r}: would write over or into this command's input {str(source)!r} "
+                             f"(inputs are never replaced); choose a path outside it")
+
+
 def _stats(args: argparse.Namespace) -> int:
     from .data.stats import format_stats, plot_shapes, table_two
 
     ds = _open(args)
+    if args.plot:
+        _never_over_inputs("--plot", args.plot, [args.data], ds)
+    if args.image_size is None:  # the model's own input size (an SSDLite's 320), else the paper's SSD300
+        from .models import input_size
+        args.image_size = (input_size(args.model) if args.model else None) or 300
     size = args.image_size or None
     s = table_two(ds, size)
     print(json.dumps(s, indent=2) if args.json else format_stats(s))
@@ -141,9 +160,11 @@ def _eval(args: argparse.Namespace) -> int:
 
         model, spec = _checkpoint(args.checkpoint)
         ds = _open(args, spec.classes, "test")
+        _eval_json_outside_inputs(args, ds)
         result = mean_ap_of_model(model, ds, args.metric)
     elif args.predictions:
         ds = _open(args, None, "test")
+        _eval_json_outside_inputs(args, ds)
         result = mean_ap_of_file(ds, args.predictions, args.metric)
     else:
         raise ValueError("give --checkpoint CKPT (run the model) or --predictions FILE (COCO results)")
@@ -153,6 +174,11 @@ def _eval(args: argparse.Namespace) -> int:
         with open(args.json, "w") as f:
             f.write(to_json(result))
     return 0
+
+
+def _eval_json_outside_inputs(args: argparse.Namespace, ds) -> None:
+    if args.json:
+        _never_over_inputs("--json", args.json, [args.data, args.checkpoint, args.predictions], ds)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -173,7 +199,10 @@ def _train(args: argparse.Namespace) -> int:
     over["data"] = {**over.get("data", {}), **{k: v for k, v in data.items() if v is not None}}
     if args.skip_bad:
         over["data"]["skip_bad"] = True
-    result = train(resolve(args.recipe, over), resume=args.resume)
+    config = resolve(args.recipe, over)
+    _never_over_inputs("--out", config["out"], [config["data"]["path"], config["data"].get("val"), config.get("init"),
+                                                config.get("backbone_weights")])
+    result = train(config, resume=args.resume)
     if result["rank"] != 0:  # under DDP every process returns here; one summary
         return 0
     mAP = f"{result['val_mAP'] * 100:.2f}" if result["val_mAP"] is not None else "n/a"
@@ -202,6 +231,8 @@ def _predict(args: argparse.Namespace) -> int:
 def _fold(args: argparse.Namespace) -> int:
     from .models.deploy import SNIPPET, save_folded
 
+    for name in ("model.safetensors", "model.json", "load_model.py"):
+        _never_over_inputs("--out", Path(args.out) / name, [args.checkpoint])
     model, spec = _checkpoint(args.checkpoint)
     folded = save_folded(model, args.out)
     print(f"folded {spec.model} ({spec.design}) -> stock torchvision weights in "
@@ -214,6 +245,7 @@ def _fold(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from .models.deploy import export_onnx
 
+    _never_over_inputs("--onnx", args.onnx, [args.checkpoint])
     model, spec = _checkpoint(args.checkpoint)
     size = spec.image_size or [args.image_size, args.image_size]
     r = export_onnx(model, args.onnx, tuple(size), check=not args.no_check)
@@ -328,7 +360,8 @@ def _add_stats_parser(sub) -> None:
                                "  hierhead stats --data DIR --plot shapes.png --model ssd300_vgg16",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_data_args(st)
-    st.add_argument("--image-size", type=int, default=300, help="resize to this square size first (0: keep)")
+    st.add_argument("--image-size", type=int, help="resize to this square size first (0: keep; default: the "
+                    "--model's input size, else 300)")
     st.add_argument("--json", action="store_true", help="print JSON (includes 'classes')")
     st.add_argument("--plot", help="write a PNG of box width/height (log axes)")
     st.add_argument("--model", help="overlay this model's anchor shapes on the plot")

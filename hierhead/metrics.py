@@ -226,7 +226,9 @@ def format_table(result: dict) -> str:
     for name, ap in per.items():
         lines.append(f"{name:24s} {ap * 100:7.2f}" if ap == ap else f"{name:24s} {'n/a':>7s}")
     if result.get("metric") == "coco":
-        lines.append("  ".join(f"{k} {result[k] * 100:.2f}" for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")))
+        # pycocotools reports -1 for a size bucket without boxes: n/a, as a class without boxes above
+        lines.append("  ".join(f"{k} {result[k] * 100:.2f}" if result[k] >= 0 else f"{k} n/a"
+                               for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")))
     else:
         lines.append(f"{'mAP (' + result['metric'] + ')':24s} {result['mAP'] * 100:7.2f}")
     return "\n".join(lines)

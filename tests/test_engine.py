@@ -86,8 +86,8 @@ def test_eval_predict_fold_export(trained, capsys, tmp_path):
     spec = json.loads((tmp_path / "deploy" / "model.json").read_text())
     assert spec["classes"][0] == "ace" and len(spec["anchors"]["wh_pairs"]) == 6
 
-    # the folded model loads with torch + torchvision only, and detects what the checkpoint detects
-    script = ("import sys, json, torch; sys.modules['hierhead'] = None\n"
+    # the folded model loads with torch + torchvision only (no hierhead, no timm), and detects what the checkpoint detects
+    script = ("import sys, json, torch; sys.modules['hierhead'] = None; sys.modules['timm'] = None\n"
               "from load_model import load\n"
               "m = load('.'); torch.manual_seed(0); x = [torch.rand(3, 240, 330), torch.rand(3, 320, 320)]\n"
               "with torch.no_grad(): out = m(x)\n"
@@ -328,7 +328,8 @@ def test_overrides_and_unknown_keys():
     (["train", "--data", str(CARDS), "--model", "ssd300_vgg16", "--set", "image_size=200", "--set", "num_workers=0"],
      "ssd300_vgg16 takes a fixed input"),
     (["train", "--data", str(CARDS), "--set", "image_size=[200,320]", "--set", "num_workers=0"],
-     "ssdlite320_mobilenet_v3 takes a square input"),
+     "ssdlite320_efficientnet_lite0 takes a square input"),
+    (["train", "--data", str(CARDS), "--set", "image_size=abc"], "image_size='abc': expected a whole number >= 1"),
     (["train", "--data", str(CARDS), "--out", "/tmp/hierhead-none", "--resume"], "nothing to resume"),
     (["eval", "--checkpoint", "/no/such.ckpt", "--data", str(CARDS / "test")], "file not found"),
     (["predict", "--checkpoint", "/no/such.ckpt", "x.jpg", "--out", "/tmp/p"], "file not found"),

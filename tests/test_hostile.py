@@ -142,3 +142,43 @@ def test_train_classes_reach_the_data_and_the_checkpoint(tmp_path, capsys):
                          "--max-steps", "1", "--batch-size", "2", "--set", "image_size=96", *QUIET], capsys)
     assert code == 0, err
     assert torch.load(tmp_path / "r/checkpoints/last.ckpt", weights_only=True)["hyper_parameters"]["spec"]["classes"] == ["nut", "bolt"]
+
+
+def test_a_16_bit_greyscale_png_keeps_its_values(tmp_path):
+    """PIL's convert("RGB") clips 16-bit values to 255: such a PNG read as pure white, silently."""
+    import numpy as np
+
+    from hierhead.data.readers import load_image
+
+    values = np.linspace(20817, 61680, 48 * 64).reshape(48, 64).astype(np.uint16)
+    Image.fromarray(values).save(tmp_path / "gray16.png")
+    image = load_image(tmp_path / "gray16.png")
+    assert image.shape == (3, 48, 64) and int(image.min()) == round(20817 / 257) and int(image.max()) == 240
+    assert torch.equal(image[0], image[2]) and len(image[0].unique()) > 100  # grey, its gradient kept
+
+
+def test_no_command_writes_over_or_into_its_inputs(tmp_path, capsys):
+    """export --onnx my.ckpt replaced the checkpoint, stats --plot DATA/x.png a dataset image, eval --json
+    DATA/x.xml an annotation, all with exit 0: one rule now refuses each, and nothing is written."""
+    from test_data import make_folder
+
+    data = make_folder(tmp_path / "data", {f"img{i}": [("a", (5, 5, 30, 30), False)] for i in range(3)})
+    image = data / "img0.png"
+    xml = image.with_suffix(".xml")
+    before = {p: p.read_bytes() for p in data.iterdir()}
+    ckpt = tmp_path / "my.ckpt"
+    ckpt.write_bytes(b"a checkpoint")
+    for args, flag in ((["export", "--checkpoint", str(ckpt), "--onnx", str(ckpt)], "--onnx"),
+                       (["fold", "--checkpoint", str(ckpt), "--out", str(tmp_path)], "--out"),  # next to it: fine
+                       (["stats", "--data", str(data), "--plot", str(image)], "--plot"),
+                       (["stats", "--data", str(data), "--plot", str(data / "new.png")], "--plot"),
+                       (["eval", "--data", str(data), "--predictions", str(tmp_path / "p.json"), "--json", str(xml)],
+                        "--json"),
+                       (["train", "--data", str(data), "--out", str(data / "run")], "--out")):
+        code, _, err = _cli(args, capsys)
+        if args[0] == "fold":  # the checkpoint is refused as unreadable: the output folder was allowed
+            assert code == 2 and "my.ckpt" in err and "cannot be read" in err
+            continue
+        assert code == 2 and f"{flag} " in err and "inputs are never replaced" in err and err.count("\n") == 1, err
+    assert ckpt.read_bytes() == b"a checkpoint"
+    assert {p: p.read_bytes() for p in data.iterdir()} == before

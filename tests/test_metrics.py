@@ -147,3 +147,13 @@ def test_accepts_tensors():
     p = [{"boxes": torch.tensor([[0.0, 0, 9, 9]]), "scores": torch.tensor([0.9]), "labels": torch.tensor([1])}]
     t = [{"boxes": torch.tensor([[0.0, 0, 9, 9]]), "labels": torch.tensor([1])}]
     assert voc_map(p, t)["mAP"] == pytest.approx(1.0) and coco_map(p, t)["AP50"] == pytest.approx(1.0)
+
+
+def test_coco_table_says_n_a_for_a_size_without_boxes():
+    from hierhead.metrics import format_table
+
+    boxes = torch.tensor([[0.0, 0.0, 200.0, 200.0]])  # one large box: no small or medium ones
+    p = [{"boxes": boxes, "scores": torch.tensor([0.9]), "labels": torch.tensor([1])}]
+    t = [{"boxes": boxes, "labels": torch.tensor([1])}]
+    table = format_table(coco_map(p, t))
+    assert "APs n/a" in table and "APm n/a" in table and "-100" not in table and "APl 100.00" in table

@@ -289,6 +289,7 @@ def test_private_torchvision_names_are_pinned():
     from torchvision.models.detection.image_list import ImageList
     from torchvision.models.detection.ssd import _vgg_extractor  # noqa: F401  (stock.ssd300_vgg16 / ssd512_vgg16)
     from torchvision.models.detection.ssdlite import _mobilenet_extractor, _normal_init  # noqa: F401  (SSDLite)
+    from torchvision.models.detection.ssdlite import _extra_block  # noqa: F401  (SSDLite on timm backbones)
 
     from hierhead.anchors import PaperBoxGenerator, retinanet_anchor_generator
     from hierhead.models import stock
@@ -323,7 +324,8 @@ def test_registry_refuses_a_duplicate_and_fold_needs_no_architecture():
     with pytest.raises(ValueError, match="model 'ssd300_vgg16': already registered"):
         architecture("ssd300_vgg16", backbone="vgg16", anchors="ssd", maps=6)(lambda *a, **k: None)
     assert names() == sorted(["ssd300_vgg16", "ssd512_vgg16", "ssdlite320_mobilenet_v3", "retinanet_resnet50_fpn",
-                              "retinanet_resnet50_fpn_nosubnet", "fasterrcnn_resnet50_fpn"])
+                              "retinanet_resnet50_fpn_nosubnet", "fasterrcnn_resnet50_fpn",
+                              "ssdlite320_efficientnet_lite0", "ssdlite_timm"])
     # any module tree: every HierarchicalConv2d and hierhead anchor generator is swapped for its stock form
     layer = HierarchicalConv2d(8, Design.parse("9An{9,3,1}S"), 4)
     torch.nn.init.normal_(layer.unit_weight)

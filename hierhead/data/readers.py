@@ -81,13 +81,27 @@ def _image_header(path: Path, where: str, problems: Problems, verify: bool) -> t
     return w, h, orientation
 
 
+def _high_depth_to_8bit(img: Image.Image) -> Image.Image:
+    """A 16-bit (or 32-bit integer / float) greyscale image scaled to 8 bits: PIL's ``convert("RGB")``
+    clips every value above 255 to white, so a 16-bit PNG would read as a blank image. Integer modes
+    are taken as 16-bit (0-65535, PNG's and TIFF's depth), float modes as 0-1."""
+    import numpy as np
+
+    values = np.asarray(img, dtype=np.float64)
+    scale = 255.0 if img.mode == "F" else 255.0 / 65535.0
+    return Image.fromarray(np.round(np.clip(values * scale, 0, 255)).astype(np.uint8), "L")
+
+
 def load_image(path: Path) -> torch.Tensor:
-    """An RGB uint8 tensor (C, H, W) with EXIF orientation applied. An image over PIL's pixel limit
-    (a decompression bomb) raises one of ``IMAGE_BOMBS``, never a warning and a giant allocation."""
+    """An RGB uint8 tensor (C, H, W) with EXIF orientation applied; 16-bit greyscale is scaled to 8 bits
+    (:func:`_high_depth_to_8bit`). An image over PIL's pixel limit (a decompression bomb) raises one of
+    ``IMAGE_BOMBS``, never a warning and a giant allocation."""
     with _bombs_are_errors(), Image.open(path) as img:
         img = ImageOps.exif_transpose(img)
         if img.mode == "P" and "transparency" in img.info:
             img = img.convert("RGBA")
+        if img.mode.startswith("I") or img.mode == "F":
+            img = _high_depth_to_8bit(img)
         img = img.convert("RGB")
         return TF.pil_to_tensor(img)
 

@@ -41,8 +41,10 @@ def saved_spec(ckpt: dict):
 
 #: Spec options that name files or downloads: a file must never choose what the machine reads or fetches.
 _REFUSED_OPTIONS = {"weights", "weights_backbone", "backbone_weights", "torchvision_weights", "start", "progress",
-                    "pretrained", "pretrained_backbone", "num_classes", "backbone", "anchor_generator", "head"}
-_TEXT_OPTIONS = {"loss", "box_loss"}  # the only options whose value is text
+                    "pretrained", "pretrained_backbone", "num_classes", "anchor_generator", "head"}
+# the only options whose value is text; ``backbone`` (a timm model name) is built only if timm's own registry
+# lists it (hierhead.models.stock.timm_body), without weights: it never makes a command read or fetch
+_TEXT_OPTIONS = {"loss", "box_loss", "backbone"}
 
 
 def checked_spec(spec, where: str) -> ModelSpec:

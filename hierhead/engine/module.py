@@ -11,7 +11,8 @@ import torch
 
 from ..metrics import mean_ap
 from ..models import ModelSpec, build_from_spec
-from .optim import lr_scheduler, make_optimizer
+from ..models.builders import backbone_body
+from .optim import lr_scheduler, make_optimizer, parse_backbone_lr_scale
 
 __all__ = ["DetectorModule"]
 
@@ -49,6 +50,9 @@ class DetectorModule(pl.LightningModule):
         if init:  # every design starts as exactly the trained model at `init` (units at 0)
             from .checkpoint import CheckpointError, load_start_model
             start = load_start_model(init, spec)
+        if start is not None:  # the start's backbone architecture (frozen batch norm or not), its weights
+            spec = spec.replace(pretrained_backbone=start.hierhead_spec.pretrained_backbone)
+            backbone_weights, torchvision_weights = None, False
         try:
             self.model = build_from_spec(spec, backbone_weights=backbone_weights,
                                          torchvision_weights=torchvision_weights, start=start)
@@ -59,6 +63,8 @@ class DetectorModule(pl.LightningModule):
         self.spec = self.model.hierhead_spec
         self.save_hyperparameters({"spec": self.spec.to_dict(), "optimizer": self.optimizer_cfg,
                                    "schedule": self.schedule_cfg, "total_steps": total_steps, "metric": metric})
+        if parse_backbone_lr_scale(self.optimizer_cfg.get("backbone_lr_scale", 1.0)) == 0:  # frozen: no gradients
+            backbone_body(self.model).requires_grad_(False)
         if channels_last:  # NHWC convolutions: 1.39x faster CPU training steps (docs/benchmarks.md); same function
             self.model.to(memory_format=torch.channels_last)
         self._val: list = []

@@ -29,7 +29,8 @@ from torch import nn
 
 from ..layers import HierarchicalConv2d
 
-__all__ = ["make_optimizer", "lr_scheduler", "SCHEDULES", "RowScaledSteps", "TFRMSprop", "unit_row_scales", "parse_unit_lr_scale"]
+__all__ = ["make_optimizer", "lr_scheduler", "SCHEDULES", "RowScaledSteps", "TFRMSprop", "unit_row_scales", "parse_unit_lr_scale",
+           "parse_backbone_lr_scale"]
 
 OPTIMIZERS = ("sgd", "rmsprop", "tf_rmsprop", "adam", "adamw")
 
@@ -166,6 +167,17 @@ def parse_unit_lr_scale(value) -> float | str:
     return scale
 
 
+def parse_backbone_lr_scale(value) -> float:
+    """``optimizer.backbone_lr_scale`` checked: a number >= 0 (0 freezes the backbone body)."""
+    try:
+        scale = float(value)
+    except (TypeError, ValueError):
+        scale = -1.0
+    if isinstance(value, bool) or not scale >= 0:
+        raise ValueError(f"optimizer.backbone_lr_scale={value!r}: expected a number >= 0 (0 freezes the backbone)")
+    return scale
+
+
 def _given(cfg: dict, key: str, default: float) -> float:
     """``cfg[key]`` as a float, ``default`` where it is absent or None (a given 0 stays 0)."""
     value = cfg.pop(key, None)
@@ -174,7 +186,11 @@ def _given(cfg: dict, key: str, default: float) -> float:
 
 def make_optimizer(model: nn.Module, config: dict) -> torch.optim.Optimizer:
     """The optimiser of ``config`` (``name``, ``lr``, ``weight_decay``, ``momentum``, ``eps``,
-    ``unit_lr_scale``) over ``model``'s trainable parameters.
+    ``unit_lr_scale``, ``backbone_lr_scale``) over ``model``'s trainable parameters.
+
+    ``backbone_lr_scale`` (fine-tuning an ImageNet backbone): the backbone body's parameters
+    (:func:`~hierhead.models.builders.backbone_body`) train at ``scale x lr`` in a group of their own;
+    at 0 they are left out (:class:`~hierhead.engine.module.DetectorModule` also stops their gradients).
 
     Args:
         model: a detector (or any module) whose ``requires_grad`` parameters are trained.
@@ -187,15 +203,26 @@ def make_optimizer(model: nn.Module, config: dict) -> torch.optim.Optimizer:
     name, lr = str(cfg.pop("name", "sgd")).lower(), float(cfg.pop("lr"))
     decay = float(cfg.pop("weight_decay", 0.0))
     scale = parse_unit_lr_scale(cfg.pop("unit_lr_scale", 1.0))
+    body_scale = parse_backbone_lr_scale(cfg.pop("backbone_lr_scale", 1.0))
     layers = [m for m in model.modules() if isinstance(m, HierarchicalConv2d)]
     unit_ids = {id(p) for m in layers for p in (m.unit_weight, m.unit_bias)}
-    trained = [p for p in model.parameters() if p.requires_grad]
+    body_ids = set()
+    if body_scale != 1.0 and hasattr(model, "backbone"):  # a detector (the head protocol passes its head alone)
+        from ..models.builders import backbone_body
+        body_ids = {id(p) for p in backbone_body(model).parameters()}
+    trained = [p for p in model.parameters() if p.requires_grad and not (body_scale == 0 and id(p) in body_ids)]
     units = [p for p in trained if id(p) in unit_ids]
-    # one group at scale 1 (the paper's single lr; also what checkpoints from before the option hold)
+    body = [p for p in trained if id(p) in body_ids]
+    # one group at scale 1 (the paper's single lr; also what checkpoints from before the options hold); the
+    # first group is always at lr (the warm-up's start is a fraction of it)
+    rest = [p for p in trained if id(p) not in unit_ids and id(p) not in body_ids]
+    params = [{"params": rest}]
     if units and scale not in (1.0, "auto"):
-        params = [{"params": [p for p in trained if id(p) not in unit_ids]}, {"params": units, "lr": lr * scale}]
+        params.append({"params": units, "lr": lr * scale})
     else:
-        params = [{"params": trained}]
+        rest.extend(units)
+    if body:
+        params.append({"params": body, "lr": lr * body_scale})
     if name == "sgd":
         opt = torch.optim.SGD(params, lr=lr, momentum=float(cfg.pop("momentum", 0.9)), weight_decay=decay)
     elif name in ("rmsprop", "tf_rmsprop"):  # the TF Object Detection API's values (paper IV-C)

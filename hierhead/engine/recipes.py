@@ -16,7 +16,7 @@ import yaml
 __all__ = ["DEFAULTS", "recipes", "load_recipe", "resolve", "parse_overrides"]
 
 DEFAULTS: dict[str, Any] = {
-    "model": "ssdlite320_mobilenet_v3",
+    "model": "ssdlite320_efficientnet_lite0",  # ImageNet backbone shipped with hierhead: fine-tuned, never from scratch
     "design": "9An{9}",  # the general head: no design helped on our real small datasets (docs/results.md)
     "soft": False,
     "paper": None,  # the paper setting a recipe reproduces (e.g. "IV-C VOC-SSD300"): warns without pretrained weights
@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "epochs": None,
     "max_steps": 1000,
     "optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.00004, "unit_lr_scale": 1.0,
+                  "backbone_lr_scale": 1.0,  # the backbone body's lr = this x lr; 0 freezes it
                   "decay": None, "eps": None},  # decay / eps: RMSprop's (default 0.9 / 1.0); eps also Adam's
     "schedule": {"name": "constant", "milestones": [], "gamma": 0.1, "step_size": 0, "warmup_steps": 0,
                  "warmup_start_lr": None},
@@ -40,6 +41,9 @@ DEFAULTS: dict[str, Any] = {
                            "unit_lr_scale": 1.0},
              "schedule": {"name": "cosine", "milestones": [], "gamma": 0.1, "step_size": 0, "warmup_steps": 20,
                           "warmup_start_lr": 0.00001}},
+    # null: the ImageNet weights that ship with hierhead where the model has them (EfficientNet-Lite0), else
+    # none; true: require ImageNet weights (shipped, --backbone-weights or torchvision_weights); false: scratch
+    "pretrained_backbone": None,
     "backbone_weights": None,
     "init": None,
     "torchvision_weights": False,
@@ -131,6 +135,10 @@ def resolve(recipe: str | Path | None = None, overrides: dict | None = None) -> 
         value = config.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{key}={value!r}: expected a whole number >= 1")
+    size = config.get("image_size")
+    sizes = size if isinstance(size, list) and len(size) == 2 else [size]
+    if size is not None and not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sizes):
+        raise ValueError(f"image_size={size!r}: expected a whole number >= 1 (a square side) or [height, width]")
     if config.get("num_workers") is not None and (not isinstance(config["num_workers"], int) or config["num_workers"] < 0):
         raise ValueError(f"num_workers={config['num_workers']!r}: expected a whole number >= 0")
     return config

@@ -29,7 +29,7 @@ from ..models.stock import size_options
 from .data import DetectionDataModule, fraction_subset, open_config_splits
 from .module import DetectorModule
 
-__all__ = ["train", "prepare", "AtomicCheckpointIO", "PaperSettingWarning", "TrainingStopped", "LAST", "BEST"]
+__all__ = ["train", "prepare", "backbone_weights", "AtomicCheckpointIO", "PaperSettingWarning", "TrainingStopped", "LAST", "BEST"]
 
 LAST, BEST = "last", "best"
 
@@ -84,6 +84,31 @@ def _image_size(config: dict) -> tuple[int, int] | None:
     return (int(size), int(size)) if isinstance(size, (int, float)) else (int(size[0]), int(size[1]))
 
 
+def backbone_weights(config: dict) -> str | None:
+    """The backbone weights file a run starts from: ``backbone_weights`` if given, else (unless
+    ``pretrained_backbone: false``, a download or an ``--init`` start) the ImageNet weights shipped with
+    hierhead for the model's backbone; ``pretrained_backbone: true`` without any is an error."""
+    given, wanted = config.get("backbone_weights"), config.get("pretrained_backbone")
+    if given or config.get("torchvision_weights"):
+        if wanted is False:
+            raise ValueError("pretrained_backbone=false: contradicts the backbone_weights / torchvision_weights given")
+        return given
+    if config.get("init"):  # the start holds the weights (and decides the backbone's architecture)
+        return None
+    if wanted is False:
+        return None
+    from ..models.builders import timm_backbone
+    from ..models.pretrained import PACKAGED, packaged_weights
+
+    name = timm_backbone(config["model"], config.get("model_kwargs"))
+    if name in PACKAGED:
+        return str(packaged_weights(name))
+    if wanted:
+        raise ValueError(f"pretrained_backbone=true: no ImageNet weights ship for {config['model']!r} "
+                         f"(hierhead ships them for {', '.join(PACKAGED)}); give --backbone-weights FILE")
+    return None
+
+
 def prepare(config: dict) -> tuple[DetectorModule, DetectionDataModule]:
     """The module and data module of a resolved config (datasets opened and checked here)."""
     data = config["data"]
@@ -102,7 +127,7 @@ def prepare(config: dict) -> tuple[DetectorModule, DetectionDataModule]:
     total = int(config["max_steps"]) if config.get("max_steps") and not config.get("epochs") else \
         int(config["epochs"] or 1) * max(1, len(train_set) // int(config["batch_size"]))
     module = DetectorModule(spec, config["optimizer"], config["schedule"], total, config["metric"],
-                            config.get("backbone_weights"), bool(config.get("torchvision_weights")),
+                            backbone_weights(config), bool(config.get("torchvision_weights")),
                             bool(config.get("channels_last")), config.get("init"))
     return module, dm
 
@@ -207,7 +232,7 @@ def train(config: dict, resume: bool = False, callbacks: list | None = None) -> 
                               f"give a new --out to start another")
     pl.seed_everything(int(config["seed"]), workers=True, verbose=False)
     module, dm = prepare(config)
-    if config.get("paper") and not (config.get("backbone_weights") or config.get("torchvision_weights")
+    if config.get("paper") and not (backbone_weights(config) or config.get("torchvision_weights")
                                     or config.get("init")):
         warnings.warn(f"the recipe reproduces the paper's {config['paper']}, which fine-tuned an ImageNet-pretrained "
                       f"backbone; this run starts from random weights and will not reach the paper's mAP (give "

@@ -20,7 +20,8 @@ from .spec import ModelSpec
 from .stock import ARCHITECTURES, Architecture, ssdlite_norm, stock_model
 from .weights import load_state_dict
 
-__all__ = ["build", "build_from_spec", "names", "input_size", "spec_of", "paper_anchors"]
+__all__ = ["build", "build_from_spec", "names", "input_size", "spec_of", "paper_anchors", "timm_backbone",
+           "backbone_body"]
 
 
 def names() -> list[str]:
@@ -58,9 +59,12 @@ def build(
         num_classes: classes including background (at least 2).
         design: a Table I name like ``9An{9,3,1}S`` or a :class:`Design` for the final cls and box
             convs; ``None`` or the general head gives a stock head.
-        backbone_weights: a local classification-network state_dict (.pth / .safetensors).
+        backbone_weights: a local classification-network state_dict (.pth / .safetensors); for a timm
+            backbone in timm's naming or, for EfficientNet-Lite0, the shipped package's
+            (:func:`~.pretrained.packaged_weights` gives that file).
         weights: a local whole-model file saved by :func:`hierhead.models.save`.
-        torchvision_weights: download torchvision's ImageNet backbone (needs the network).
+        torchvision_weights: download the named ImageNet backbone: torchvision's, or timm's from its
+            model hub for a timm backbone (needs the network; never used by tests or recipes).
         soft: a learnable real-valued M initialised from the design (the paper's future work).
         start: a trained detector of the same model, classes and anchors (any design: it is folded)
             whose weights are loaded before the head is made hierarchical; the units then start at 0,
@@ -81,7 +85,7 @@ def build(
     pretrained = given if pretrained_backbone is None else bool(pretrained_backbone)
     spec = ModelSpec(model=name, num_classes=num_classes, pretrained_backbone=pretrained,
                      options={**arch.options, **options})
-    net = _classification_net(arch, backbone_weights, torchvision_weights)
+    net = _classification_net(arch, backbone_weights, torchvision_weights, spec.options)
     model = stock_model(spec.to_dict(), generator=paper_anchors(name), net=net)
     if given and net is None:
         _load_resnet_body(model.backbone.body, backbone_weights)
@@ -114,11 +118,27 @@ def paper_anchors(name: str) -> nn.Module:
     return PaperBoxGenerator(arch.maps) if arch.anchors == "ssd" else retinanet_anchor_generator()
 
 
-def _classification_net(arch: Architecture, path: str | Path | None, torchvision_weights: bool) -> nn.Module | None:
-    """The SSD backbone's classification network with local or (on request) torchvision weights
+def timm_backbone(name: str, options: dict | None = None) -> str | None:
+    """The timm network a registered model's backbone is (None: not a timm-backbone model)."""
+    arch = _architecture(name)
+    return str((options or {}).get("backbone") or arch.options.get("backbone") or arch.backbone) if arch.timm else None
+
+
+def _classification_net(arch: Architecture, path: str | Path | None, torchvision_weights: bool,
+                        options: dict) -> nn.Module | None:
+    """The SSD backbone's classification network with local or (on request) torchvision / timm-hub weights
     (None when training from scratch: the architecture then makes its own)."""
     if path is None and not torchvision_weights:
         return None
+    if arch.timm:
+        from .pretrained import load_timm_body
+        from .stock import timm_body
+
+        name = timm_backbone(arch.name, options)
+        if path is None:  # timm's model hub (network)
+            import timm
+            return timm.create_model(name, pretrained=True, features_only=True, out_indices=(-2, -1))
+        return load_timm_body(timm_body(name), path, name)
     from torchvision.models import (MobileNet_V3_Large_Weights, VGG16_Weights, mobilenet_v3_large, vgg16)
 
     if arch.backbone == "vgg16":
@@ -144,6 +164,13 @@ def _load_resnet_body(body: nn.Module, path: str | Path | None) -> None:
     if missing:
         raise ValueError(f"backbone weights {str(path)!r}: not a ResNet-50 state_dict (missing {missing[0]})")
     body.load_state_dict({k: state[k] for k in own}, strict=True)
+
+
+def backbone_body(model: nn.Module) -> nn.Module:
+    """The part of a built detector cut from the classification network (what ImageNet weights fill):
+    ``backbone.body`` (timm bodies, ResNet-50 FPN bodies) or ``backbone.features`` (VGG16, MobileNetV3)."""
+    backbone = model.backbone
+    return backbone.body if hasattr(backbone, "body") else backbone.features
 
 
 def spec_of(model: nn.Module) -> ModelSpec:

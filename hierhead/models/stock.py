@@ -1,8 +1,8 @@
 """Plain torchvision construction of every registered detector from a JSON spec.
 
-This module imports nothing but torch and torchvision: ``hierhead fold`` copies it beside the
-folded weights as ``load_model.py``, so a deployed model needs no hierhead (Section III-B.c:
-the folded head is the general head). ``hierhead.models.build`` uses it for the architecture.
+This module imports nothing but torch and torchvision (and timm, only inside the builders of the
+timm-backbone detectors): ``hierhead fold`` copies it beside the folded weights as ``load_model.py``,
+so a deployed model needs no hierhead (Section III-B.c: the folded head is the general head). ``hierhead.models.build`` uses it for the architecture.
 
 spec: ``{"model", "num_classes", "pretrained_backbone", "anchors", "options"}`` where anchors are
 ``{"wh_pairs": [[[w, h], ...] per level]}`` (SSD, relative sizes) or ``{"sizes": [[...] per
@@ -13,6 +13,7 @@ detector's keyword arguments (``nms_thresh``, ``min_size``, ...).
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -27,7 +28,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator, DefaultBo
 from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.models.detection.ssd import SSD, SSDHead, _vgg_extractor
-from torchvision.models.detection.ssdlite import SSDLiteHead, _mobilenet_extractor, _normal_init
+from torchvision.models.detection.ssdlite import SSDLiteHead, _extra_block, _mobilenet_extractor, _normal_init
 from torchvision.ops import batched_nms, clip_boxes_to_image
 from torchvision.ops.misc import FrozenBatchNorm2d
 
@@ -42,7 +43,8 @@ class Architecture:
         name: the registry name (``ssd300_vgg16``).
         make: ``make(num_classes, pretrained, generator, options, net=None)`` -> the torchvision detector.
         backbone: the classification network the backbone is cut from (``vgg16``,
-            ``mobilenet_v3_large``, ``resnet50``): what ``backbone_weights`` must hold.
+            ``mobilenet_v3_large``, ``resnet50``, a timm name such as ``tf_efficientnet_lite0``): what
+            ``backbone_weights`` must hold; for a timm detector, the default of its ``backbone`` option.
         anchors: ``"ssd"`` (relative (w, h) pairs per feature map, ``DefaultBoxGenerator``) or ``"grid"``
             (sizes x aspect ratios per FPN level, ``AnchorGenerator``).
         maps: the SSD's feature maps (one anchor set per map, Eq. 3); None for an FPN detector.
@@ -50,6 +52,7 @@ class Architecture:
         resizable: True where ``image_size`` sets any square input (SSDLite).
         options: the detector keyword arguments hierhead uses by default (``nms_thresh``).
         doc: one line for ``hierhead models``.
+        timm: the backbone is a timm network (named by the ``backbone`` option, default ``backbone``).
     """
 
     name: str
@@ -61,6 +64,7 @@ class Architecture:
     resizable: bool = False
     options: dict = field(default_factory=dict)
     doc: str = ""
+    timm: bool = False
 
 
 #: The registered detectors by name (filled by :func:`architecture`; a duplicate name is an error).
@@ -68,7 +72,7 @@ ARCHITECTURES: dict[str, Architecture] = {}
 
 
 def architecture(name: str, *, backbone: str, anchors: str, maps: int | None = None, input_size: int | None = None,
-                 resizable: bool = False, options: dict | None = None):
+                 resizable: bool = False, options: dict | None = None, timm: bool = False):
     """Register the decorated constructor as detector ``name`` with its facts (see :class:`Architecture`)."""
     if anchors not in ("ssd", "grid"):
         raise ValueError(f"model {name!r}: anchors={anchors!r}; choose ssd or grid")
@@ -77,7 +81,8 @@ def architecture(name: str, *, backbone: str, anchors: str, maps: int | None = N
         if name in ARCHITECTURES:
             raise ValueError(f"model {name!r}: already registered")
         doc = " ".join((make.__doc__ or "").split())
-        ARCHITECTURES[name] = Architecture(name, make, backbone, anchors, maps, input_size, resizable, dict(options or {}), doc)
+        ARCHITECTURES[name] = Architecture(name, make, backbone, anchors, maps, input_size, resizable,
+                                           dict(options or {}), doc, timm)
         return make
     return wrap
 
@@ -217,6 +222,79 @@ def ssdlite320_mobilenet_v3(num_classes: int, pretrained: bool, generator: nn.Mo
                 "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
     cls = _ssd(options.pop("loss", "softmax"))
     return cls(backbone, generator, (size, size), num_classes, head=head, **{**defaults, **options})
+
+
+def timm_body(name: str) -> nn.Module:
+    """timm's ``name`` as a feature extractor of its two deepest maps (strides 16 and 32, as torchvision's
+    SSDLite takes from MobileNetV3), random weights. Only names in timm's own registry are built: a
+    ``hf-hub:`` name would fetch a config from the network even without weights."""
+    import timm
+
+    if name not in timm.list_models():
+        raise ValueError(f"backbone {name!r}: not a timm model name (see timm.list_models())")
+    return timm.create_model(name, features_only=True, out_indices=(-2, -1))
+
+
+class TimmSSDLiteFeatures(nn.Module):
+    """SSDLite's six feature maps on a timm body: its two deepest maps, then torchvision's four SSDLite
+    extra blocks on the deepest (512, 256, 256, 128 channels), as torchvision builds SSDLite on MobileNetV3."""
+
+    def __init__(self, body: nn.Module, norm_layer: Callable[..., nn.Module]) -> None:
+        super().__init__()
+        self.body = body
+        last = body.feature_info.channels()[-1]
+        self.extra = nn.ModuleList([_extra_block(a, b, norm_layer) for a, b in
+                                    ((last, 512), (512, 256), (256, 256), (256, 128))])
+        _normal_init(self.extra)
+        self.out_channels = [*body.feature_info.channels(), 512, 256, 256, 128]
+
+    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+        maps = list(self.body(x))
+        for block in self.extra:
+            maps.append(block(maps[-1]))
+        return OrderedDict((str(i), m) for i, m in enumerate(maps))
+
+
+def _ssdlite_timm(name: str, num_classes: int, pretrained: bool, generator: nn.Module, options: dict,
+                  net: nn.Module | None) -> nn.Module:
+    """SSDLite on timm's ``name``; a pretrained body gets timm's frozen batch norm (as torchvision's
+    pretrained bodies), and the input is normalised with the mean / std timm trained it with."""
+    import timm
+    from timm.layers import freeze_batch_norm_2d
+
+    size = int(options.pop("image_size", 320))  # any square input
+    body = net if net is not None else timm_body(name)
+    if pretrained:
+        body = freeze_batch_norm_2d(body)
+    backbone = TimmSSDLiteFeatures(body, ssdlite_norm)
+    head = SSDLiteHead(backbone.out_channels, _per_location(generator), num_classes, ssdlite_norm)
+    cfg = timm.get_pretrained_cfg(name)
+    mean, std = (list(cfg.mean), list(cfg.std)) if cfg is not None else ([0.5] * 3, [0.5] * 3)
+    defaults = {"score_thresh": 0.001, "detections_per_img": 300, "topk_candidates": 300,
+                "image_mean": mean, "image_std": std}
+    cls = _ssd(options.pop("loss", "softmax"))
+    return cls(backbone, generator, (size, size), num_classes, head=head, **{**defaults, **options})
+
+
+@architecture("ssdlite320_efficientnet_lite0", backbone="tf_efficientnet_lite0", anchors="ssd", maps=6, input_size=320,
+              resizable=True, options={"nms_thresh": 0.5}, timm=True)
+def ssdlite320_efficientnet_lite0(num_classes: int, pretrained: bool, generator: nn.Module, options: dict,
+                                  net: nn.Module | None = None) -> nn.Module:
+    """SSDLite320 on timm's EfficientNet-Lite0 (ImageNet weights ship with hierhead): the default."""
+    name = options.pop("backbone", "tf_efficientnet_lite0")
+    if name != "tf_efficientnet_lite0":
+        raise ValueError(f"backbone {name!r}: ssdlite320_efficientnet_lite0 is EfficientNet-Lite0; "
+                         f"use --model ssdlite_timm --set model_kwargs.backbone={name}")
+    return _ssdlite_timm(name, num_classes, pretrained, generator, options, net)
+
+
+@architecture("ssdlite_timm", backbone="resnet18", anchors="ssd", maps=6, input_size=320, resizable=True,
+              options={"nms_thresh": 0.5, "backbone": "resnet18"}, timm=True)
+def ssdlite_timm(num_classes: int, pretrained: bool, generator: nn.Module, options: dict,
+                 net: nn.Module | None = None) -> nn.Module:
+    """SSDLite320 on any timm backbone (``model_kwargs.backbone``, default resnet18)."""
+    name = options.pop("backbone", "resnet18")
+    return _ssdlite_timm(name, num_classes, pretrained, generator, options, net)
 
 
 def _freeze_bn(body: nn.Module) -> None:

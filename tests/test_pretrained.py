@@ -1,0 +1,183 @@
+"""ImageNet backbones offline: the shipped EfficientNet-Lite0 weights, their mapping onto timm, the
+pretrained default, timm-backbone detectors folded and loaded without hierhead, fine-tuning's lr groups."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from hierhead.layers import HierarchicalConv2d
+from hierhead.models import build
+from hierhead.models.builders import backbone_body
+from hierhead.models.pretrained import packaged_weights, timm_state_dict
+
+LITE0 = "ssdlite320_efficientnet_lite0"
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    path = packaged_weights("tf_efficientnet_lite0")
+    return path, torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_mapped_timm_network_computes_the_reference_logits(shipped):
+    """The package's own reference implementation (efficientnet_pytorch naming) and timm's network with
+    the mapped weights give the same ImageNet logits: a wrong mapping (two tensors swapped, a block
+    shifted) changes them."""
+    import timm
+    from efficientnet_lite_pytorch import EfficientNet
+
+    path, state = shipped
+    reference = EfficientNet.from_name("efficientnet-lite0")
+    reference.load_state_dict(state)
+    net = timm.create_model("tf_efficientnet_lite0")
+    net.load_state_dict(timm_state_dict(state, "tf_efficientnet_lite0", "test"))
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 224, 224) * 2 - 1  # the weights' preprocessing: mean = std = 0.5
+    with torch.no_grad():
+        want, got = reference.eval()(x), net.eval()(x)
+    assert want.shape == (2, 1000)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+
+
+def test_the_default_detector_holds_exactly_the_shipped_backbone(shipped):
+    from hierhead.engine import resolve
+    from hierhead.engine.module import DetectorModule
+    from hierhead.engine.trainer import backbone_weights
+    from hierhead.models import ModelSpec
+
+    path, state = shipped
+    config = resolve(None, {})
+    assert config["model"] == LITE0 and backbone_weights(config) == str(path)
+    module = DetectorModule(ModelSpec(model=LITE0, num_classes=3), backbone_weights=backbone_weights(config))
+    body = backbone_body(module.model)
+    assert module.model.hierhead_spec.pretrained_backbone
+    # the file's tensors in the file's order are timm's full network's in its order (checked above against the
+    # reference); the detector's body must hold each of them exactly
+    import timm
+
+    order = dict(zip(timm.create_model("tf_efficientnet_lite0").state_dict(), state.values()))
+    own = body.state_dict()
+    assert len(own) == 240 and all(torch.equal(own[k], order[k]) for k in own)
+    frozen = [type(m).__name__ for m in body.modules() if "BatchNorm" in type(m).__name__]
+    assert frozen and all(n.startswith("Frozen") for n in frozen)  # frozen batch norm, as torchvision's bodies
+
+    scratch = resolve(None, {"pretrained_backbone": False})
+    assert backbone_weights(scratch) is None
+    fresh = DetectorModule(ModelSpec(model=LITE0, num_classes=3), backbone_weights=backbone_weights(scratch)).model
+    assert not fresh.hierhead_spec.pretrained_backbone
+    assert not torch.equal(backbone_body(fresh).state_dict()["conv_stem.weight"], own["conv_stem.weight"])
+    assert not any(type(m).__name__.startswith("Frozen") for m in backbone_body(fresh).modules())
+    with pytest.raises(ValueError, match="pretrained_backbone=true: no ImageNet weights ship for 'ssdlite320_mobilenet_v3'"):
+        backbone_weights(resolve(None, {"model": "ssdlite320_mobilenet_v3", "pretrained_backbone": True}))
+    assert backbone_weights(resolve(None, {"model": "ssdlite320_mobilenet_v3"})) is None  # none ships: scratch
+
+
+def test_a_weights_file_of_another_network_is_one_line_naming_the_tensor(shipped, tmp_path):
+    import timm
+
+    path, state = shipped
+    timm.create_model("resnet18")  # another network in timm's naming
+    torch.save(timm.create_model("resnet18").state_dict(), tmp_path / "resnet18.pth")
+    with pytest.raises(ValueError, match=r"resnet18.pth'.*not tf_efficientnet_lite0's weights .*first missing tensor "
+                                         r"conv_stem.weight"):
+        build(LITE0, 3, backbone_weights=tmp_path / "resnet18.pth")
+    wider = dict(state)  # the package's naming, one block of another width (e.g. another Lite variant)
+    wider["_blocks.3._expand_conv.weight"] = torch.zeros(48, 24, 1, 1)
+    torch.save(wider, tmp_path / "wider.pth")
+    with pytest.raises(ValueError, match=r"tensor 54 _blocks.3._expand_conv.weight \(48, 24, 1, 1\) maps to "
+                                         r"blocks.2.0.conv_pw.weight, tf_efficientnet_lite0 has "
+                                         r"blocks.2.0.conv_pw.weight \(144, 24, 1, 1\) there"):
+        build(LITE0, 3, backbone_weights=tmp_path / "wider.pth")
+    shifted = {k: v for k, v in state.items() if not k.startswith("_blocks.0.")}  # a block missing
+    torch.save(shifted, tmp_path / "shifted.pth")
+    with pytest.raises(ValueError, match=r"tensor 6 _blocks.1._expand_conv.weight .* maps to blocks.1.0.conv_pw.weight, "
+                                         r"tf_efficientnet_lite0 has blocks.0.0.conv_dw.weight"):
+        build(LITE0, 3, backbone_weights=tmp_path / "shifted.pth")
+    # timm's own naming (e.g. a file saved from timm) loads as it is
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in timm_state_dict(state, "tf_efficientnet_lite0", "test").items()},
+              str(tmp_path / "timm.safetensors"))
+    a = build(LITE0, 3, backbone_weights=tmp_path / "timm.safetensors")
+    b = build(LITE0, 3, backbone_weights=path)
+    assert all(torch.equal(x, y) for x, y in zip(backbone_body(a).state_dict().values(),
+                                                 backbone_body(b).state_dict().values()))
+
+
+def test_cli_refuses_a_wrong_backbone_file_in_one_line(tmp_path, capsys):
+    from hierhead.cli import main
+
+    torch.save({"conv1.weight": torch.zeros(3)}, tmp_path / "w.pth")
+    data = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cards" / "train"
+    if not data.is_dir():
+        pytest.skip("../shared/datasets/cards not present")
+    code = main(["train", "--data", str(data), "--backbone-weights", str(tmp_path / "w.pth"),
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "w.pth'" in err and "not tf_efficientnet_lite0's weights" in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("name,options", [(LITE0, {}), ("ssdlite_timm", {"backbone": "resnet10t"})])
+def test_timm_detector_folds_and_loads_without_hierhead(name, options, shipped, tmp_path):
+    """fold writes the same three files for a timm backbone; load_model.py (torch, torchvision, timm)
+    gives the same detections in a process where hierhead cannot be imported."""
+    from hierhead.models.deploy import save_folded
+
+    torch.manual_seed(0)
+    weights = shipped[0] if name == LITE0 else None
+    model = build(name, 4, design="9An{9,3,1}S", backbone_weights=weights, image_size=160, **options).eval()
+    for m in model.modules():
+        if isinstance(m, HierarchicalConv2d):
+            torch.nn.init.normal_(m.unit_weight, std=0.05)
+    save_folded(model, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["load_model.py", "model.json", "model.safetensors"]
+    spec = json.loads((tmp_path / "model.json").read_text())
+    assert spec["model"] == name and spec["options"]["image_size"] == 160
+    assert spec["pretrained_backbone"] == (weights is not None)
+    script = ("import sys, torch; sys.modules['hierhead'] = None\n"
+              "from load_model import load\n"
+              "m = load('.'); torch.manual_seed(0); x = [torch.rand(3, 200, 260)]\n"
+              "with torch.no_grad(): out = m(x)\n"
+              "torch.save([dict(d) for d in out], 'out.pt')\n")
+    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, check=True)
+    deployed = torch.load(tmp_path / "out.pt", weights_only=True)[0]
+    torch.manual_seed(0)
+    with torch.no_grad():
+        ours = model([torch.rand(3, 200, 260)])[0]
+    assert len(ours["boxes"]) > 0
+    assert torch.equal(ours["labels"], deployed["labels"])
+    torch.testing.assert_close(ours["boxes"], deployed["boxes"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(ours["scores"], deployed["scores"], atol=1e-5, rtol=0)
+
+
+def test_an_unknown_timm_name_is_refused_without_fetching():
+    with pytest.raises(ValueError, match="backbone 'hf-hub:someone/net': not a timm model name"):
+        build("ssdlite_timm", 3, backbone="hf-hub:someone/net")
+    with pytest.raises(ValueError, match="use --model ssdlite_timm --set model_kwargs.backbone=resnet18"):
+        build(LITE0, 3, backbone="resnet18")
+
+
+def test_backbone_lr_scale_groups_and_freezing():
+    from hierhead.engine.module import DetectorModule
+    from hierhead.engine.optim import make_optimizer
+    from hierhead.models import ModelSpec
+
+    spec = ModelSpec(model=LITE0, num_classes=3, design="9An{9,3,1}S", options={"image_size": 128})
+    model = build(LITE0, 3, design="9An{9,3,1}S", image_size=128)
+    body = {id(p) for p in backbone_body(model).parameters()}
+    opt = make_optimizer(model, {"name": "adamw", "lr": 0.01, "backbone_lr_scale": 0.1, "unit_lr_scale": 0.5})
+    lrs = [(g["lr"], {id(p) for p in g["params"]}) for g in opt.param_groups]
+    assert [lr for lr, _ in lrs] == pytest.approx([0.01, 0.005, 0.001]) and lrs[2][1] == body
+    assert sum(len(ids) for _, ids in lrs) == sum(1 for _ in model.parameters())
+    frozen = DetectorModule(spec, {"name": "adamw", "lr": 0.01, "backbone_lr_scale": 0})
+    assert not any(p.requires_grad for p in backbone_body(frozen.model).parameters())
+    opt = frozen.configure_optimizers()["optimizer"]
+    frozen_body = {id(p) for p in backbone_body(frozen.model).parameters()}
+    assert len(opt.param_groups) == 1 and not frozen_body & {id(p) for p in opt.param_groups[0]["params"]}
+    with pytest.raises(ValueError, match=r"optimizer.backbone_lr_scale=-1: expected a number >= 0"):
+        make_optimizer(model, {"name": "sgd", "lr": 0.01, "backbone_lr_scale": -1})
