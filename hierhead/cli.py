@@ -223,8 +223,14 @@ def _predict(args: argparse.Namespace) -> int:
     from .engine.infer import predict
 
     model, spec = _checkpoint(args.checkpoint)
-    r = predict(model, args.images, args.out, spec.classes or [], args.score, max_boxes=args.max_boxes)
-    print(f"{r['images']} annotated images and detections.json ({r['detections']} detections) in {r['out']}")
+    r = predict(model, args.images, args.out, spec.classes or [], args.score, max_boxes=args.max_boxes,
+                skip_bad=args.skip_bad)
+    top = f"{r['top_score']:.4f}" if r["top_score"] is not None else "none"
+    print(f"{r['images']} annotated images ({r['boxes_drawn']} boxes drawn at score >= {args.score:g}; top score "
+          f"{top}) and detections.json ({r['detections']} detections, every score) in {r['out']}")
+    if r["skipped"]:
+        print(f"skipped {len(r['skipped'])} image(s) that cannot be decoded (--skip-bad): {', '.join(r['skipped'])}",
+              file=sys.stderr)
     return 0
 
 
@@ -322,6 +328,7 @@ def _add_deploy_parsers(sub) -> None:
     pr.add_argument("--out", required=True, help="output folder")
     pr.add_argument("--score", type=float, default=0.3, help="draw boxes scoring at least this (JSON has all)")
     pr.add_argument("--max-boxes", type=int, help="draw at most this many boxes per image, the best (default all)")
+    pr.add_argument("--skip-bad", action="store_true", help="skip and count images that cannot be decoded")
     pr.set_defaults(func=_predict)
     fo = sub.add_parser("fold", help="fold the hierarchical head: stock torchvision weights + JSON spec",
                         epilog="examples:\n  hierhead fold --checkpoint runs/cards/checkpoints/best.ckpt --out deploy/",
@@ -496,8 +503,8 @@ def _run(args: argparse.Namespace) -> int:
     except MemoryError as e:
         print(f"hierhead {args.command}: error: out of memory ({e}); lower --batch-size", file=sys.stderr)
         return 3
-    except KeyboardInterrupt:
-        print(f"hierhead {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:  # train says at which step it stopped and what holds it
+        print(f"hierhead {args.command}: {e or 'interrupted'}", file=sys.stderr)
         return 130
     except Exception as e:  # one line for users; HIERHEAD_DEBUG=1 shows the traceback
         if type(e).__name__ == "TrainingStopped":  # SIGTERM: saved, resumable, and not a success

@@ -414,6 +414,14 @@ def test_checkpoint_labels_and_user_files_are_never_silently_changed(trained, ca
     code, out, err = _cli(["predict", "--checkpoint", ckpt, str(folder), "--out", str(tmp_path / "p"), "--score", "2"],
                           capsys)
     assert code == 0 and err == "" and "1 annotated images" in out  # nothing to draw is not a warning
+    assert "(0 boxes drawn at score >= 2; top score 0." in out  # says why nothing was drawn
+    (folder / "b.png").write_bytes(before[: len(before) // 2])  # a truncated image
+    code, _, err = _cli(["predict", "--checkpoint", ckpt, str(folder), "--out", str(tmp_path / "q")], capsys)
+    assert code == 2 and "b.png' cannot be decoded" in err and "--skip-bad skips it" in err and err.count("\n") == 1
+    code, out, err = _cli(["predict", "--checkpoint", ckpt, str(folder), "--out", str(tmp_path / "q"), "--skip-bad"],
+                          capsys)
+    assert code == 0 and "1 annotated images" in out and "skipped 1 image(s)" in err and "b.png" in err
+    assert (tmp_path / "q" / "detections.json").is_file() and not (tmp_path / "q" / "b.png").exists()
 
 
 def _png_of(path: Path) -> bytes:

@@ -182,3 +182,77 @@ def test_no_command_writes_over_or_into_its_inputs(tmp_path, capsys):
         assert code == 2 and f"{flag} " in err and "inputs are never replaced" in err and err.count("\n") == 1, err
     assert ckpt.read_bytes() == b"a checkpoint"
     assert {p: p.read_bytes() for p in data.iterdir()} == before
+
+
+def test_stats_with_a_model_resizes_to_that_models_input(tmp_path, capsys):
+    import json
+
+    from test_data import make_folder
+
+    data = make_folder(tmp_path / "data", {"img0": [("a", (5, 5, 30, 30), False)]})
+    code, out, _ = _cli(["stats", "--data", str(data), "--json", "--model", "ssdlite320_efficientnet_lite0",
+                         "--plot", str(tmp_path / "shapes.png")], capsys)
+    assert code == 0 and json.loads(out)["image_size"] == 320 and (tmp_path / "shapes.png").is_file()
+    code, out, _ = _cli(["stats", "--data", str(data), "--json"], capsys)
+    assert code == 0 and json.loads(out)["image_size"] == 300  # no model: the paper's SSD300
+
+
+def test_saved_weights_get_the_mode_of_any_other_file(tmp_path):
+    import stat
+
+    from hierhead.models import build, save
+
+    save(build("ssdlite320_mobilenet_v3", 2, image_size=64), tmp_path / "m.safetensors")
+    (tmp_path / "other.txt").write_text("x")
+    mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
+    assert mode(tmp_path / "m.safetensors") == mode(tmp_path / "other.txt")
+
+
+def test_a_second_train_into_a_running_out_is_refused(tmp_path, capsys):
+    """Two trains started into one --out a second apart both passed the "holds a run" check."""
+    import fcntl
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with open(out / ".train.lock", "w") as held:  # what a running train holds
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        code, _, err = _cli(["train", "--data", SYNTH, "--out", str(out), "--max-steps", "1", *QUIET], capsys)
+    assert code == 2 and "another hierhead train is running in it" in err and err.count("\n") == 1
+    assert [p.name for p in out.iterdir()] == [".train.lock"]  # nothing of the refused run
+    code, _, err = _cli(["train", "--data", "/no/such/dir", "--out", str(tmp_path / "new")], capsys)
+    assert code == 2 and not (tmp_path / "new").exists()  # a refused run leaves no folder behind
+
+
+def test_resume_with_other_settings_is_refused_naming_them(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--data", SYNTH, "--out", str(out), "--max-steps", "1", "--model", "ssdlite320_mobilenet_v3",
+            "--set", "image_size=64", *QUIET]
+    assert _cli(args, capsys)[0] == 0
+    before = (out / "config.yaml").read_text()
+    code, _, err = _cli(args + ["--resume", "--set", "optimizer.lr=0.5", "--set", "image_size=96"], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "image_size 64 -> 96" in err and "optimizer.lr 0.01 -> 0.5" in err
+    assert (out / "config.yaml").read_text() == before  # what is recorded is what ran
+    code, _, err = _cli([a if a != "1" else "2" for a in args] + ["--resume"], capsys)  # a longer run: allowed
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("sig,code,said", [(signal.SIGINT, 130, "interrupted (Ctrl-C) at step"),
+                                           (signal.SIGTERM, 143, "stopped by SIGTERM at step")])
+def test_a_signal_to_the_process_group_saves_the_step_reached(sig, code, said, tmp_path):
+    """Ctrl-C in a terminal and SLURM's / systemd's SIGTERM reach the whole process group, data loader
+    workers included: Ctrl-C exited 1 saving nothing, SIGTERM crashed on a killed worker."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "hierhead", "train", "--recipe", "synthetic-ssdlite", "--data", SYNTH, "--out", str(out),
+           "--max-steps", "400", "--batch-size", "4", "--set", "checkpoint_every_n_steps=1", "--set", "num_workers=2",
+           "--set", "progress=false", "--set", "validate=false"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    last = out / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 120
+    while not last.is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code and err.count("\n") == 1 and said in err and "--resume" in err, err
+    step = torch.load(last, weights_only=True)["global_step"]
+    assert 0 < step < 400 and f"at step {step};" in err

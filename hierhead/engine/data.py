@@ -10,6 +10,9 @@ number of workers.
 
 from __future__ import annotations
 
+import os
+import signal
+from functools import partial
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -159,6 +162,20 @@ class EpochSampler(Sampler):
         return len(self.order())
 
 
+def worker_init(worker_id: int, rank: int = 0) -> None:
+    """A loader worker's start: Lightning's per-worker seeding (what it adds itself to a loader without a
+    ``worker_init_fn`` when ``seed_everything(workers=True)`` ran), and SIGTERM / SIGINT ignored. A signal
+    sent to the process group (SLURM's and systemd's SIGTERM, a terminal's Ctrl-C) reaches the workers
+    too; killed by it, they crashed the run ("DataLoader worker is killed by signal") before the main
+    process could stop at the step's end and save. Workers still end with the main process (PyTorch's
+    watchdog)."""
+    if int(os.environ.get("PL_SEED_WORKERS", 0)):
+        from lightning.fabric.utilities.seed import pl_worker_init_function
+        pl_worker_init_function(worker_id, rank=rank)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class ResumableLoader(DataLoader):
     """A DataLoader over an :class:`EpochSampler` that Lightning checkpoints (epoch, batches seen)."""
 
@@ -221,8 +238,8 @@ class DetectionDataModule(pl.LightningDataModule):
 
     def _loader(self, ds, sampler, batch_size: int, drop_last: bool, cls=DataLoader) -> DataLoader:
         return cls(ds, batch_size=batch_size, sampler=sampler, num_workers=self.num_workers,
-                          collate_fn=collate, drop_last=drop_last, persistent_workers=False,
-                          pin_memory=torch.cuda.is_available())
+                   collate_fn=collate, drop_last=drop_last, persistent_workers=False,
+                   pin_memory=torch.cuda.is_available(), worker_init_fn=partial(worker_init, rank=self._rank()[0]))
 
     def _rank(self) -> tuple[int, int]:
         trainer = self.trainer

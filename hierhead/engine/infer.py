@@ -74,29 +74,43 @@ def drawn_boxes(scores: torch.Tensor, score_thresh: float, max_boxes: int | None
 
 
 def predict(model: nn.Module, inputs: Sequence[str | Path], out: str | Path, classes: Sequence[str],
-            score_thresh: float = 0.3, batch_size: int = 4, max_boxes: int | None = None) -> dict:
+            score_thresh: float = 0.3, batch_size: int = 4, max_boxes: int | None = None,
+            skip_bad: bool = False) -> dict:
     """Annotated PNGs (class name and score per box above ``score_thresh``, at most the ``max_boxes``
     best) and ``detections.json`` (COCO results: image_id = file stem, category_id = 1 + class
-    index, every detection)."""
+    index, every detection). An image that cannot be decoded is an error naming it, or with
+    ``skip_bad`` a counted skip (``skipped``).
+
+    Returns:
+        ``{"images", "detections", "boxes_drawn", "top_score", "skipped", "out"}``.
+    """
     if max_boxes is not None and max_boxes < 1:
         raise ValueError(f"max_boxes={max_boxes}: must be >= 1")
     out = Path(out)
     paths = image_paths(inputs)
     _check_outputs(paths, out)
     out.mkdir(parents=True, exist_ok=True)
-    results, drawn = [], 0
+    results, drawn, boxes, top, skipped = [], 0, 0, None, []
     for i in range(0, len(paths), batch_size):
-        chunk = paths[i:i + batch_size]
-        try:
-            images = [load_image(p) for p in chunk]
-        except (OSError, ValueError, *IMAGE_BOMBS) as e:
-            raise DataError(f"an image in {', '.join(map(str, chunk))} cannot be decoded ({e})") from None
-        for path, image, det in zip(chunk, images, run_model(model, images, batch_size)):
+        chunk, images = [], []
+        for path in paths[i:i + batch_size]:
+            try:
+                images.append(load_image(path))
+                chunk.append(path)
+            except (OSError, ValueError, *IMAGE_BOMBS) as e:
+                if not skip_bad:
+                    raise DataError(f"image {str(path)!r} cannot be decoded ({e}); --skip-bad skips it") from None
+                skipped.append(str(path))
+        for path, image, det in zip(chunk, images, run_model(model, images, batch_size) if images else []):
             results += coco_results(det, path.stem)
+            boxes += len(drawn_boxes(det["scores"], score_thresh, max_boxes))
+            if len(det["scores"]):
+                top = max(top or 0.0, float(det["scores"].max()))
             draw_detections(image, det, classes, score_thresh, max_boxes).save(out / f"{path.stem}.png")
             drawn += 1
     (out / "detections.json").write_text(json.dumps(results))
-    return {"images": drawn, "detections": len(results), "out": str(out)}
+    return {"images": drawn, "detections": len(results), "boxes_drawn": boxes, "top_score": top,
+            "skipped": skipped, "out": str(out)}
 
 
 def coco_results(det: dict, image_id: str) -> list[dict]:

@@ -8,9 +8,12 @@ torchrun or SLURM, Lightning reads the rank from the environment.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import os
+import signal
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,7 @@ from ..models.stock import size_options
 from .data import DetectionDataModule, fraction_subset, open_config_splits
 from .module import DetectorModule
 
-__all__ = ["train", "prepare", "backbone_weights", "AtomicCheckpointIO", "PaperSettingWarning", "TrainingStopped", "LAST", "BEST"]
+__all__ = ["train", "prepare", "backbone_weights", "AtomicCheckpointIO", "PaperSettingWarning", "TrainingStopped", "TrainingInterrupted", "LAST", "BEST"]
 
 LAST, BEST = "last", "best"
 
@@ -69,6 +72,38 @@ class _SaveOnSigterm(Callback):
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException):
             trainer.save_checkpoint(self.last, weights_only=False)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT): training stopped at the end of the running step, ``last.ckpt`` holds it."""
+
+
+class _StopOnInterrupt(Callback):
+    """Ctrl-C stops at the end of the running step instead of wherever it lands (Lightning's own handling
+    exits 1 and saves nothing; a step cut in the middle of the optimiser's update is not a state to save):
+    the first SIGINT sets a flag that ends the fit at the step's end (``should_stop``), so the run's final
+    save writes ``last.ckpt`` there; a second SIGINT stops at once."""
+
+    def __init__(self) -> None:
+        self.interrupted = False
+        self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        self.interrupted = True
+        signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
+        if self.interrupted:
+            trainer.should_stop = True
+
+    def restore(self) -> None:
+        if self._previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 class PaperSettingWarning(UserWarning):
@@ -183,6 +218,41 @@ def _check_resumable(path: Path, spec: ModelSpec) -> None:
                              f"this run has {key}={getattr(spec, key)!r}")
 
 
+#: Settings a resumed run may change: its length and where / how it runs; every other one decides what is
+#: learned, and the checkpoint's optimiser and schedule hold the values it started with.
+RESUMABLE_CHANGES = {"max_steps", "epochs", "out", "progress", "num_workers", "accelerator", "devices", "num_nodes",
+                     "strategy", "val_every_n_steps", "val_every_n_epochs", "checkpoint_every_n_steps",
+                     "log_every_n_steps", "val_batch_size", "validate", "recipe", "data.skip_bad"}
+
+
+def _flat(config: dict, where: str = "") -> dict:
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and key != "model_kwargs":
+            out.update(_flat(value, f"{where}{key}."))
+        else:
+            out[f"{where}{key}"] = value
+    return out
+
+
+def _check_same_settings(saved_path: Path, config: dict) -> None:
+    """``--resume`` with settings that differ from the run's ``config.yaml`` (other than
+    :data:`RESUMABLE_CHANGES`) is refused, naming each: they would be recorded without having run
+    (the optimiser and schedule come back from the checkpoint; the image size would change mid-run)."""
+    if not saved_path.is_file():
+        return
+    saved, now = _flat(yaml.safe_load(saved_path.read_text()) or {}), _flat(config)
+    for flat in (saved, now):  # the same data, however the path is spelled
+        for key in ("data.path", "data.val", "init", "backbone_weights"):
+            if isinstance(flat.get(key), str) and not flat[key].startswith("synthetic:"):
+                flat[key] = str(Path(flat[key]).resolve())
+    changed = [f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(saved) | set(now))
+               if k not in RESUMABLE_CHANGES and k in saved and saved.get(k) != now.get(k)]
+    if changed:
+        raise ValueError(f"--resume: settings differ from {str(saved_path)!r}: {', '.join(changed)}; resume with the "
+                         f"run's settings (only its length, max_steps / epochs, and where it runs may change)")
+
+
 def _join_logs(logs: Path) -> None:
     """One metrics.csv across resumes: each earlier part keeps its rows before the next part's first step."""
     parts = sorted(logs.glob("metrics.part*.csv"), key=lambda p: int(p.stem[len("metrics.part"):]))
@@ -224,6 +294,39 @@ def train(config: dict, resume: bool = False, callbacks: list | None = None) -> 
     """
     config = copy.deepcopy(config)
     out = Path(config["out"])
+    with _run_lock(out):
+        return _train(config, out, resume, callbacks)
+
+
+@contextlib.contextmanager
+def _run_lock(out: Path):
+    """One ``train`` per run folder: an exclusive ``flock`` on ``OUT/.train.lock`` held for the whole run,
+    taken before the "holds a run" check (two processes started a second apart both passed that check
+    and wrote over each other). The OS drops the lock when the process ends, however it ends. DDP ranks
+    other than global 0 (``RANK`` / ``LOCAL_RANK`` / ``NODE_RANK`` set and not 0) share rank 0's run."""
+    import fcntl
+
+    if any(os.environ.get(k, "0") != "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK")):
+        yield
+        return
+    made = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    lock = out / ".train.lock"
+    try:
+        with open(lock, "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise FileExistsError(f"--out {str(out)!r}: another hierhead train is running in it; wait for it to "
+                                      f"end or give a new --out") from None
+            yield
+    finally:
+        if made and [p.name for p in out.iterdir()] == [lock.name]:  # refused before writing: leave no folder
+            lock.unlink()
+            out.rmdir()
+
+
+def _train(config: dict, out: Path, resume: bool, callbacks: list | None) -> dict:
     last = out / "checkpoints" / f"{LAST}.ckpt"
     if resume and not last.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint at {str(last)!r} (nothing to resume)")
@@ -239,6 +342,7 @@ def train(config: dict, resume: bool = False, callbacks: list | None = None) -> 
                       f"--backbone-weights FILE, torchvision_weights=true or --init CKPT)", PaperSettingWarning)
     if resume:
         _check_resumable(last, module.spec)
+        _check_same_settings(out / "config.yaml", config)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
@@ -249,7 +353,8 @@ def train(config: dict, resume: bool = False, callbacks: list | None = None) -> 
 
     has_val = dm.val_set is not None and len(dm.val_set) > 0
     timer = Timer()  # its elapsed time travels in the checkpoint, so a resumed run counts all its parts
-    trainer = _lightning_trainer(config, out, has_val, [timer, *(callbacks or [])])
+    interrupt = _StopOnInterrupt()
+    trainer = _lightning_trainer(config, out, has_val, [timer, interrupt, *(callbacks or [])])
     # a checkpoint is untrusted input: resume reads it with weights_only=True
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None,
@@ -257,7 +362,12 @@ def train(config: dict, resume: bool = False, callbacks: list | None = None) -> 
     except SIGTERMException:
         raise TrainingStopped(f"stopped by SIGTERM at step {trainer.global_step}; {str(last)!r} holds it: "
                               f"continue with --resume") from None
+    finally:
+        interrupt.restore()
     trainer.save_checkpoint(last, weights_only=False)  # the full final state (all ranks call it; rank 0 writes)
+    if interrupt.interrupted:
+        raise TrainingInterrupted(f"interrupted (Ctrl-C) at step {trainer.global_step}; {str(last)!r} holds it: "
+                                  f"continue with --resume")
     if trainer.is_global_zero:
         _join_logs(logs)
     best = out / "checkpoints" / f"{BEST}.ckpt"

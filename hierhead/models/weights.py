@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -30,6 +31,13 @@ def load_state_dict(path: str | Path, what: str = "weights") -> dict[str, torch.
     return state
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it, then restoring it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _file_spec(path: Path) -> dict | None:
     if path.suffix == ".safetensors":
         from safetensors import safe_open
@@ -48,6 +56,7 @@ def save(model: nn.Module, path: str | Path) -> Path:
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata={"hierhead_spec": json.dumps(spec.to_dict() if spec is not None else {})})
+    os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates its file 0600: the mode of any file written here
     tmp.replace(path)
     return path
 
