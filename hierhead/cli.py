@@ -202,7 +202,7 @@ def _train(args: argparse.Namespace) -> int:
     config = resolve(args.recipe, over)
     _never_over_inputs("--out", config["out"], [config["data"]["path"], config["data"].get("val"), config.get("init"),
                                                 config.get("backbone_weights")])
-    result = train(config, resume=args.resume)
+    result = train(config, resume=args.resume, log=lambda line: print(line, flush=True))
     if result["rank"] != 0:  # under DDP every process returns here; one summary
         return 0
     mAP = f"{result['val_mAP'] * 100:.2f}" if result["val_mAP"] is not None else "n/a"

@@ -256,3 +256,25 @@ def test_a_signal_to_the_process_group_saves_the_step_reached(sig, code, said, t
     assert proc.returncode == code and err.count("\n") == 1 and said in err and "--resume" in err, err
     step = torch.load(last, weights_only=True)["global_step"]
     assert 0 < step < 400 and f"at step {step};" in err
+
+
+def test_a_refused_box_says_how_to_skip_it(tmp_path, capsys):
+    from test_data import make_folder
+
+    data = make_folder(tmp_path / "data", {"img0": [("a", (5, 5, 30, 30), False)],
+                                           "img1": [("a", (10, 10, 10, 20), False)]})  # zero width
+    code, _, err = _cli(["stats", "--data", str(data)], capsys)
+    assert code == 2 and "img1" in err and "--skip-bad skips and counts such bad boxes" in err and err.count("\n") == 1
+    code, out, _ = _cli(["stats", "--data", str(data), "--skip-bad"], capsys)
+    assert code == 0
+
+
+def test_train_says_what_it_trains_and_validates_on(tmp_path, capsys):
+    from test_data import make_folder
+
+    data = make_folder(tmp_path / "data", {f"img{i}": [("a", (5, 5, 30, 30), False)] for i in range(10)})
+    code, out, _ = _cli(["train", "--data", str(data), "--out", str(tmp_path / "r"), "--max-steps", "1",
+                         "--model", "ssdlite320_mobilenet_v3", "--set", "image_size=64", *QUIET[:4]], capsys)
+    first = out.splitlines()[0]
+    assert code == 0 and first.startswith("training ssdlite320_mobilenet_v3 (9An{9}, from random weights) on 9 images")
+    assert "validating on 1 images of" in first and "a seeded 10% held out for validation, split_seed 0" in first

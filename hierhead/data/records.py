@@ -55,8 +55,8 @@ class Problems:
         self.examples: dict[str, str] = {}
 
     def report(self, kind: str, message: str) -> None:
-        if not self.skip_bad:
-            raise DataError(message)
+        if not self.skip_bad:  # every refusal says how to go on without the file or box
+            raise DataError(f"{message}; --skip-bad skips and counts such {kind}")
         self.counts[kind] += 1
         self.examples.setdefault(kind, message)
 

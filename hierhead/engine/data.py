@@ -71,6 +71,8 @@ def _split(full: DetectionDataset, val_fraction: float, seed: int) -> tuple[Dete
     if not 0 < val_fraction < 1:
         raise DataError(f"{full.name}: val fraction {val_fraction} is not in (0, 1)")
     val, train = _pick(full, max(1, round(len(full) * val_fraction)), seed)
+    val.name = f"{full.name} (a seeded {val_fraction:.0%} held out for validation, split_seed {seed})"
+    train.name = f"{full.name} (the rest, {1 - val_fraction:.0%})"
     return train, val
 
 

@@ -16,7 +16,7 @@ import signal
 import threading
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import lightning.pytorch as pl
 import torch
@@ -274,7 +274,8 @@ def _join_logs(logs: Path) -> None:
         p.unlink()
 
 
-def train(config: dict, resume: bool = False, callbacks: list | None = None) -> dict:
+def train(config: dict, resume: bool = False, callbacks: list | None = None,
+          log: Callable[[str], None] | None = None) -> dict:
     """Train one detector with Lightning: checkpoints, logs and the final weights under ``config["out"]``.
 
     A paper recipe (``paper`` set) started without pretrained or start weights warns once
@@ -286,6 +287,7 @@ def train(config: dict, resume: bool = False, callbacks: list | None = None) -> 
             order and timer: the result equals an uninterrupted run); without it, an ``out`` that
             holds a run is refused.
         callbacks: extra Lightning callbacks.
+        log: called once with what the run trains and validates on, before training (the CLI prints it).
 
     Returns:
         ``{"out", "last", "best", "val_mAP", "steps", "train_images", "train_seconds", "processes",
@@ -295,7 +297,12 @@ def train(config: dict, resume: bool = False, callbacks: list | None = None) -> 
     config = copy.deepcopy(config)
     out = Path(config["out"])
     with _run_lock(out):
-        return _train(config, out, resume, callbacks)
+        return _train(config, out, resume, callbacks, log)
+
+
+def _other_rank() -> bool:
+    """A DDP process other than global rank 0 (its rank variables set, not 0), before the Trainer knows it."""
+    return any(os.environ.get(k, "0") != "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
 @contextlib.contextmanager
@@ -306,7 +313,7 @@ def _run_lock(out: Path):
     other than global 0 (``RANK`` / ``LOCAL_RANK`` / ``NODE_RANK`` set and not 0) share rank 0's run."""
     import fcntl
 
-    if any(os.environ.get(k, "0") != "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK")):
+    if _other_rank():
         yield
         return
     made = not out.exists()
@@ -326,7 +333,7 @@ def _run_lock(out: Path):
             out.rmdir()
 
 
-def _train(config: dict, out: Path, resume: bool, callbacks: list | None) -> dict:
+def _train(config: dict, out: Path, resume: bool, callbacks: list | None, log: Callable[[str], None] | None) -> dict:
     last = out / "checkpoints" / f"{LAST}.ckpt"
     if resume and not last.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint at {str(last)!r} (nothing to resume)")
@@ -352,6 +359,13 @@ def _train(config: dict, out: Path, resume: bool, callbacks: list | None) -> dic
         warnings.filterwarnings("ignore", message="Experiment logs directory .* will be deleted")  # handled
 
     has_val = dm.val_set is not None and len(dm.val_set) > 0
+    if log is not None and not _other_rank():
+        val = f"validating on {len(dm.val_set)} images of {dm.val_set.name}" if has_val else "no validation"
+        weights = backbone_weights(config)
+        start = (f"from --init {config['init']}" if config.get("init") else
+                 f"backbone from {Path(weights).name}" if weights else "from random weights")
+        log(f"training {config['model']} ({config['design']}, {start}) on {len(dm.train_set)} images of "
+            f"{dm.train_set.name}; {val}")
     timer = Timer()  # its elapsed time travels in the checkpoint, so a resumed run counts all its parts
     interrupt = _StopOnInterrupt()
     trainer = _lightning_trainer(config, out, has_val, [timer, interrupt, *(callbacks or [])])
