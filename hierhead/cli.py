@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -85,9 +86,12 @@ def _recommend(args: argparse.Namespace) -> int:
     print(f"{r['design']}\n{r['reason']}")
     from .recommend import AGREEMENT, EVIDENCE
 
-    print(f"This is the paper's heuristic, not a measurement. {AGREEMENT}\n{EVIDENCE}\nCompare on your data in minutes: train a "
-          f"general head (hierhead train --design '9An{{9}}' ...), then hierhead sweep --data {args.data} --protocol head "
-          f"--init CKPT --designs '{r['design']}' --seeds 10 (it always runs 9An{{9}} too).")
+    data = shlex.quote(str(args.data))
+    print(f"This is the paper's heuristic, not a measurement. {AGREEMENT}\n{EVIDENCE}\nCompare on your data in minutes "
+          f"(the sweep always runs the general head 9An{{9}} too):\n"
+          f"  hierhead train --data {data} --model {args.model} --design '9An{{9}}' --out runs/start\n"
+          f"  hierhead sweep --data {data} --set model={args.model} --protocol head "
+          f"--init runs/start/checkpoints/last.ckpt --designs '{r['design']}' --seeds 10 --out runs/head")
     return 0
 
 
@@ -405,7 +409,7 @@ def _add_sweep_parser(sub) -> None:
                                "--out runs/head-cards\n\n"
                                "Run it again after a stop: finished runs are skipped, an unfinished one resumes.",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    sw.add_argument("--recipe", required=True)
+    sw.add_argument("--recipe", help="recipe name or YAML file (default: the built-in defaults)")
     sw.add_argument("--data", required=True, help="dataset path or synthetic:...")
     sw.add_argument("--designs", default="all", help="'all' (Table I) or a comma-separated list; 9An{9} is always run")
     sw.add_argument("--seeds", type=int, default=3)

@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -166,7 +167,14 @@ def test_recommend_on_cards(capsys):
     assert "vary more across sizes" in out[1] and "527 training objects" in out[2]
     assert "paper's heuristic, not a measurement" in out[3] and "agreed with our sweeps" in out[3]
     assert out[4].startswith("Our evidence")
-    assert "--protocol head" in out[5] and "--designs '9An{9,3,1}S'" in out[5]
+    commands = [shlex.split(line) for line in out if line.startswith("  hierhead ")]
+    assert [c[1] for c in commands] == ["train", "sweep"]
+    assert "--protocol head" in out[-1] and "--designs '9An{9,3,1}S'" in out[-1]
+    from hierhead.cli import parser
+
+    for command in commands:  # each runs as printed: no required argument left out, no placeholder
+        args = parser().parse_args(command[1:])
+        assert "CKPT" not in command and args.data == str(CARDS / "train")
 
 
 #: Table II of the paper: (vertical, square, horizontal), (small, medium, large), objects, the paper's reading.
