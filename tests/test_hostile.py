@@ -6,6 +6,7 @@ docs/reliability.md lists what each case gets; this file keeps it true.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -278,3 +279,14 @@ def test_train_says_what_it_trains_and_validates_on(tmp_path, capsys):
     first = out.splitlines()[0]
     assert code == 0 and first.startswith("training ssdlite320_mobilenet_v3 (9An{9}, from random weights) on 9 images")
     assert "validating on 1 images of" in first and "a seeded 10% held out for validation, split_seed 0" in first
+
+
+def test_the_progress_bar_and_the_summary_give_val_map_in_one_unit(tmp_path, capsys):
+    done = subprocess.run([sys.executable, "-m", "hierhead", "train", "--data", SYNTH, "--out", str(tmp_path / "r"),
+                           "--max-steps", "2", "--model", "ssdlite320_mobilenet_v3", "--set", "image_size=64",
+                           "--set", "num_workers=0", "--set", "val_every_n_steps=2"], capture_output=True, text=True)
+    out, err = done.stdout, done.stderr
+    assert done.returncode == 0, err
+    bar = re.findall(r"val/mAP%=([0-9.]+)", err)
+    summary = re.search(r"val mAP ([0-9.]+) %", out)
+    assert bar and summary and float(bar[-1]) == pytest.approx(float(summary.group(1)), abs=0.01)

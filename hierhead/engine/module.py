@@ -118,7 +118,9 @@ class DetectorModule(pl.LightningModule):
             return
         result = mean_ap([p for p, _ in pairs], [t for _, t in pairs], self.metric, self.spec.classes)
         key = "AP" if self.metric == "coco" else "mAP"
-        self.log("val/mAP", float(result[key]), prog_bar=True, sync_dist=False)
+        self.log("val/mAP", float(result[key]), sync_dist=False)  # a fraction (checkpoints, logs, sweeps)
+        # the progress bar in the unit of every table and summary line: percent
+        self.log("val/mAP%", 100 * float(result[key]), prog_bar=True, logger=False, sync_dist=False)
 
     def configure_optimizers(self):
         opt = make_optimizer(self.model, self.optimizer_cfg)
