@@ -5,6 +5,8 @@
 # (~0.7 s/step) or fine-tuned at backbone_lr_scale 0.1 / 0.03 for 600 steps (~1.25 s/step);
 # AdamW lr 0.003, cosine, warm-up 50, batch 8, 320 px (the rest of cards-ssdlite). Resumable: a finished
 # run (its last.ckpt) is skipped. Rows: docs/results/tune-finetune-cards.csv (val mAP every 100 steps).
+# Rule: the highest val mAP at the run's last step gives the recipe's schedule (validation images only:
+# cards/test is never read here).
 # Usage: bash benchmarks/tune_finetune.sh [DATASET=cards] [OUT=runs/tune]
 set -euo pipefail
 cd "$(dirname "$0")/.."
