@@ -15,5 +15,5 @@ for run in sorted(out.glob(f"{data}-*")):
     for r in rows:
         if r.get("val/mAP"):
             writer.writerow([data, run.name[len(data) + 1:], config["optimizer"]["backbone_lr_scale"],
-                             config["optimizer"]["lr"], config["max_steps"], int(r["step"]),
+                             config["optimizer"]["lr"], config["max_steps"], int(r["step"]) + 1,  # Lightning logs the 0-based step
                              f"{100 * float(r['val/mAP']):.2f}"])

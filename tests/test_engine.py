@@ -215,11 +215,32 @@ def test_two_process_ddp_on_cpu(tmp_path):
     assert "sync_dist" not in r.stderr, r.stderr  # the gathered val/mAP is the same on every rank
     assert r.stdout.count("trained 2 steps of global batch 4 (2 processes x 2)") == 1  # rank 0 says it, once
     ckpt = torch.load(tmp_path / "ddp/checkpoints/last.ckpt", weights_only=True)
-    assert ckpt["global_step"] == 2 and ckpt["hyper_parameters"]["spec"]["model"] == "ssdlite320_mobilenet_v3"
+    assert ckpt["global_step"] == 2 and ckpt["hyper_parameters"]["spec"]["model"] == "ssdlite320_efficientnet_lite0"
     logged = [float(r["val/mAP"]) for r in csv.DictReader((tmp_path / "ddp/logs/metrics.csv").open()) if r.get("val/mAP")]
     assert main(["eval", "--checkpoint", str(tmp_path / "ddp/checkpoints/last.ckpt"), "--data", str(val),
                  "--json", str(tmp_path / "r.json")]) == 0  # one process, every image: the mAP DDP logged
     assert logged == [pytest.approx(json.loads((tmp_path / "r.json").read_text())["mAP"], abs=1e-6)]
+
+
+def test_the_defaults_fine_tune_the_pretrained_detector_as_cards_ssdlite():
+    """No --recipe: the pretrained detector with the fine-tuning schedule chosen for cards-ssdlite;
+    --max-steps and image_size keep it a fine-tuning run; the paper recipes keep one lr for all."""
+    from hierhead.engine.trainer import backbone_weights
+
+    defaults, cards = resolve(None, {}), resolve("cards-ssdlite")
+    for key in ("model", "design", "batch_size", "max_steps", "optimizer", "schedule", "augment", "image_size"):
+        assert defaults[key] == cards[key], key
+    assert defaults["model"] == "ssdlite320_efficientnet_lite0" and defaults["optimizer"]["backbone_lr_scale"] == 0.1
+    short = resolve(None, {"max_steps": 50, "image_size": 224})
+    assert backbone_weights(short) is not None and short["optimizer"]["backbone_lr_scale"] == 0.1
+    micro = resolve("microcontrollers-ssdlite")
+    assert micro["data"]["resplit"] == 0.3 and micro["optimizer"] == cards["optimizer"] and micro["data"]["format"] is None
+    assert cards["data"]["format"] is None  # the data says its format: a devkit, YOLO or COCO works too
+    for paper in ("voc-ssd300", "voc-ssd512", "voc-ssd300-val", "voc-ssd512-val", "flickrlogos47-retinanet",
+                  "coco-retinanet"):
+        config = resolve(paper)
+        assert config["optimizer"]["backbone_lr_scale"] == 1.0 and backbone_weights(config) is None
+        assert config["schedule"]["warmup_steps"] == (1000 if paper == "coco-retinanet" else 0)
 
 
 def test_recipes_hold_the_paper_values():
