@@ -31,7 +31,8 @@ def _cli(args: list[str], capsys) -> tuple[int, str, str]:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
-    """A 3-step cards run through the CLI (validation on a 12-image val set)."""
+    """A 3-step cards run through the CLI (validation on a 12-image val set), on the torchvision-backbone
+    SSDLite: its deployment needs torchvision only (timm backbones: tests/test_pretrained.py)."""
     root = tmp_path_factory.mktemp("run")
     val = root / "val"
     val.mkdir()
@@ -40,7 +41,8 @@ def trained(tmp_path_factory) -> Path:
             (val / f.name).symlink_to(f)
     if not CARDS.is_dir():
         pytest.skip("../shared/datasets/cards not present")
-    code = main(["train", "--recipe", "cards-ssdlite", "--design", "9An{9,3,1}S", "--data", str(CARDS / "train"), "--val", str(val),
+    code = main(["train", "--recipe", "cards-ssdlite", "--model", "ssdlite320_mobilenet_v3", "--design", "9An{9,3,1}S",
+                 "--data", str(CARDS / "train"), "--val", str(val),
                  "--max-steps", "3", "--batch-size", "2", "--out", str(root / "out"),
                  "--set", "val_every_n_steps=3", "--set", "checkpoint_every_n_steps=2", "--set", "image_size=160",
                  *QUICK])  # 160 px: what the tests below check does not depend on the input size

@@ -232,7 +232,7 @@ def test_resume_with_other_settings_is_refused_naming_them(tmp_path, capsys):
     before = (out / "config.yaml").read_text()
     code, _, err = _cli(args + ["--resume", "--set", "optimizer.lr=0.5", "--set", "image_size=96"], capsys)
     assert code == 2 and err.count("\n") == 1, err
-    assert "image_size 64 -> 96" in err and "optimizer.lr 0.01 -> 0.5" in err
+    assert "image_size 64 -> 96" in err and "optimizer.lr 0.003 -> 0.5" in err
     assert (out / "config.yaml").read_text() == before  # what is recorded is what ran
     code, _, err = _cli([a if a != "1" else "2" for a in args] + ["--resume"], capsys)  # a longer run: allowed
     assert code == 0, err

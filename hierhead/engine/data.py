@@ -41,7 +41,8 @@ def open_splits(path: str | Path, format: str | None = None, val: str | Path | N
     if resplit:
         train, val = open_splits(path, format, val, train_split, val_split, val_fraction, seed, skip_bad,
                                  classes=classes)
-        pooled = DetectionDataset(train.records + val.records, train.classes, train.name, train.problems)
+        pooled = DetectionDataset(train.records + val.records, train.classes, f"{train.name} + {val.name}",
+                                  train.problems)
         return _split(pooled, resplit, seed)
     if str(path).startswith("synthetic:"):
         from ..data.synthetic import open_synthetic

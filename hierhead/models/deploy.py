@@ -1,7 +1,8 @@
 """Deployment: a folded model as stock torchvision weights + a JSON spec, and ONNX export.
 
 The folded head is the general head (Section III-B.c), so what is written here loads with
-torch, torchvision and safetensors alone (``load_model.py``, a copy of :mod:`.stock`).
+torch, torchvision and safetensors alone (``load_model.py``, a copy of :mod:`.stock`), and timm for
+a timm backbone (the default ``ssdlite320_efficientnet_lite0``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class ExportCheckError(ValueError):
 SNIPPET = """\
 import json, torch
 from safetensors.torch import load_file
-from load_model import stock_model  # torchvision only; written beside the weights
+from load_model import stock_model  # torch + torchvision (+ timm for timm backbones); beside the weights
 model = stock_model(json.load(open("model.json")))
 model.load_state_dict(load_file("model.safetensors")); model.eval()"""
 
