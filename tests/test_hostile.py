@@ -192,8 +192,8 @@ def test_stats_with_a_model_resizes_to_that_models_input(tmp_path, capsys):
 
     data = make_folder(tmp_path / "data", {"img0": [("a", (5, 5, 30, 30), False)]})
     code, out, _ = _cli(["stats", "--data", str(data), "--json", "--model", "ssdlite320_efficientnet_lite0",
-                         "--plot", str(tmp_path / "shapes.png")], capsys)
-    assert code == 0 and json.loads(out)["image_size"] == 320 and (tmp_path / "shapes.png").is_file()
+                         "--plot", str(tmp_path / "new" / "shapes.png")], capsys)  # its folder is made
+    assert code == 0 and json.loads(out)["image_size"] == 320 and (tmp_path / "new" / "shapes.png").is_file()
     code, out, _ = _cli(["stats", "--data", str(data), "--json"], capsys)
     assert code == 0 and json.loads(out)["image_size"] == 300  # no model: the paper's SSD300
 
