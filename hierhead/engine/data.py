@@ -23,7 +23,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2 as T
 
 from ..data.readers import DetectionDataset
-from ..data.sources import open_dataset, split_folders
+from ..data.sources import open_dataset, split_folders, yolo_splits
 from ..data.records import DataError
 
 __all__ = ["DetectionDataModule", "open_splits", "train_transforms", "EpochSampler", "collate"]
@@ -59,6 +59,9 @@ def open_splits(path: str | Path, format: str | None = None, val: str | Path | N
     if folders := split_folders(path):
         train = open_dataset(folders[0], format, classes, skip_bad)
         return train, open_dataset(folders[1], format, classes=train.classes, skip_bad=skip_bad)
+    if format in (None, "yolo") and yolo_splits(path):  # images/train and images/val: the data's own split
+        train = open_dataset(path, format, classes, skip_bad)
+        return train, open_dataset(path, format, classes=train.classes, skip_bad=skip_bad, part="test")
     return _split(open_dataset(path, format, classes, skip_bad), val_fraction, seed)
 
 
