@@ -279,6 +279,7 @@ def test_train_says_what_it_trains_and_validates_on(tmp_path, capsys):
     first = out.splitlines()[0]
     assert code == 0 and first.startswith("training ssdlite320_mobilenet_v3 (9An{9}, from random weights) on 9 images")
     assert "validating on 1 images of" in first and "a seeded 10% held out for validation, split_seed 0" in first
+    assert re.search(r"val mAP [0-9.]+ %", out)  # 1 step, shorter than val_every_n_steps: validated at its end
 
 
 def test_the_progress_bar_and_the_summary_give_val_map_in_one_unit(tmp_path, capsys):

@@ -191,7 +191,9 @@ def _lightning_trainer(config: dict, out: Path, has_val: bool, callbacks: list) 
         strategy=config["strategy"], precision=config["precision"],
         max_steps=int(config["max_steps"]) if step_based else -1,
         max_epochs=None if step_based else int(config["epochs"]),
-        val_check_interval=int(val_steps) if (val_steps and has_val) else None,
+        # a run shorter than the interval still validates once, at its end
+        val_check_interval=(min(int(val_steps), int(config["max_steps"])) if step_based else int(val_steps))
+        if (val_steps and has_val) else None,
         check_val_every_n_epoch=None if (val_steps or not has_val) else int(config["val_every_n_epochs"]),
         limit_val_batches=None if has_val else 0,
         num_sanity_val_steps=0,
