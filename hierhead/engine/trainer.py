@@ -32,7 +32,8 @@ from ..models.stock import size_options
 from .data import DetectionDataModule, fraction_subset, open_config_splits
 from .module import DetectorModule
 
-__all__ = ["train", "prepare", "backbone_weights", "AtomicCheckpointIO", "PaperSettingWarning", "TrainingStopped", "TrainingInterrupted", "LAST", "BEST"]
+__all__ = ["train", "prepare", "backbone_weights", "AtomicCheckpointIO", "PaperSettingWarning", "TrainingStopped",
+           "TrainingInterrupted", "LAST", "BEST"]
 
 LAST, BEST = "last", "best"
 
