@@ -78,7 +78,8 @@ def timm_state_dict(state: dict[str, torch.Tensor], backbone: str, where: str) -
     """
     import timm
 
-    own = timm.create_model(backbone).state_dict()
+    net = timm.create_model(backbone)
+    own = net.state_dict()
     if set(own) <= set(state):
         wrong = [k for k in own if state[k].shape != own[k].shape]
         if wrong:
@@ -90,7 +91,6 @@ def timm_state_dict(state: dict[str, torch.Tensor], backbone: str, where: str) -
         missing = next(k for k in own if k not in state)
         raise ValueError(f"{where}: not {backbone}'s weights (neither timm's nor efficientnet_pytorch's naming; "
                          f"first missing tensor {missing})")
-    net = timm.create_model(backbone)
     blocks = [(s, i) for s, stage in enumerate(net.blocks) for i in range(len(stage))]
     expanded = {int(k.split(".")[1]) for k in state if re.fullmatch(r"_blocks\.\d+\._expand_conv\.weight", k)}
     theirs, ours = list(state), list(own)

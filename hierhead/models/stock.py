@@ -2,7 +2,8 @@
 
 This module imports nothing but torch and torchvision (and timm, only inside the builders of the
 timm-backbone detectors): ``hierhead fold`` copies it beside the folded weights as ``load_model.py``,
-so a deployed model needs no hierhead (Section III-B.c: the folded head is the general head). ``hierhead.models.build`` uses it for the architecture.
+so a deployed model needs no hierhead (Section III-B.c: the folded head is the general head).
+``hierhead.models.build`` uses it for the architecture.
 
 spec: ``{"model", "num_classes", "pretrained_backbone", "anchors", "options"}`` where anchors are
 ``{"wh_pairs": [[[w, h], ...] per level]}`` (SSD, relative sizes) or ``{"sizes": [[...] per
@@ -239,14 +240,15 @@ class TimmSSDLiteFeatures(nn.Module):
     """SSDLite's six feature maps on a timm body: its two deepest maps, then torchvision's four SSDLite
     extra blocks on the deepest (512, 256, 256, 128 channels), as torchvision builds SSDLite on MobileNetV3."""
 
+    EXTRA = (512, 256, 256, 128)  # torchvision's SSDLite extra blocks' output channels
+
     def __init__(self, body: nn.Module, norm_layer: Callable[..., nn.Module]) -> None:
         super().__init__()
         self.body = body
-        last = body.feature_info.channels()[-1]
+        self.out_channels = [*body.feature_info.channels(), *self.EXTRA]
         self.extra = nn.ModuleList([_extra_block(a, b, norm_layer) for a, b in
-                                    ((last, 512), (512, 256), (256, 256), (256, 128))])
+                                    zip(self.out_channels[1:], self.out_channels[2:])])
         _normal_init(self.extra)
-        self.out_channels = [*body.feature_info.channels(), 512, 256, 256, 128]
 
     def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
         maps = list(self.body(x))
