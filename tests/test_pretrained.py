@@ -181,3 +181,32 @@ def test_backbone_lr_scale_groups_and_freezing():
     assert len(opt.param_groups) == 1 and not frozen_body & {id(p) for p in opt.param_groups[0]["params"]}
     with pytest.raises(ValueError, match=r"optimizer.backbone_lr_scale=-1: expected a number >= 0"):
         make_optimizer(model, {"name": "sgd", "lr": 0.01, "backbone_lr_scale": -1})
+
+
+@pytest.mark.parametrize("name,options,first_trained", [(LITE0, {}, "blocks.2."),
+                                                        ("ssdlite_timm", {"backbone": "resnet10t"}, "layer2.")])
+def test_frozen_stages_freeze_the_body_through_that_level_and_nothing_else(name, options, first_trained):
+    from hierhead.engine.optim import make_optimizer
+
+    model = build(name, 3, frozen_stages=2, image_size=128, **options)
+    body = backbone_body(model)
+    names = [n for n, _ in body.named_parameters()]
+    frozen = [n for n, p in body.named_parameters() if not p.requires_grad]
+    first = next(i for i, n in enumerate(names) if n.startswith(first_trained))
+    assert frozen == names[:first] and frozen  # the stem and stages 1-2, in order, and only them
+    assert all(p.requires_grad for n, p in model.named_parameters() if not n.startswith("backbone.body."))
+    opt = make_optimizer(model, {"name": "adamw", "lr": 0.01, "backbone_lr_scale": 0.1})
+    trained = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert not trained & {id(p) for n, p in body.named_parameters() if n in frozen}
+    before = {n: t.clone() for n, t in body.state_dict().items()}
+    model.train()
+    images = [torch.rand(3, 128, 128) for _ in range(2)]
+    targets = [{"boxes": torch.tensor([[10.0, 20.0, 70.0, 90.0]]), "labels": torch.tensor([1])} for _ in range(2)]
+    sum(model(images, targets).values()).backward()
+    opt.step()
+    after = body.state_dict()
+    stem = [k for k in before if any(k.startswith(f.rsplit(".", 1)[0] + ".") for f in frozen)]
+    assert stem and all(torch.equal(before[k], after[k]) for k in stem)  # weights and running stats kept
+    assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith(first_trained))
+    with pytest.raises(ValueError, match=r"frozen_stages=6: expected 0 to 5"):
+        build(name, 3, frozen_stages=6, **options)

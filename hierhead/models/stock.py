@@ -257,17 +257,45 @@ class TimmSSDLiteFeatures(nn.Module):
         return OrderedDict((str(i), m) for i, m in enumerate(maps))
 
 
+def freeze_stages(body: nn.Module, stages: int) -> None:
+    """Freeze a timm body from its input through its ``stages``-th feature level (the layers up to stride
+    ``2 ** stages``; 0 freezes nothing), as torchvision's ``trainable_backbone_layers`` and mmdetection's
+    ``frozen_stages`` do: the parameters stop training and their batch norm is frozen (timm's ``freeze``).
+    Early layers hold generic edges and textures, and they cost most of a step's backward pass at full
+    resolution. The level's module comes from timm's ``feature_info``; everything before it in module
+    order (the stem) goes with it."""
+    from timm.utils import freeze
+
+    levels = body.feature_info.info
+    if not 0 <= stages <= len(levels):
+        raise ValueError(f"frozen_stages={stages}: expected 0 to {len(levels)} (the backbone's feature levels)")
+    if stages == 0:
+        return
+    last, names = levels[stages - 1]["module"], []
+    for n, _ in body.named_modules():
+        if n and not last.startswith(n + ".") and not any(n.startswith(k + ".") for k in names):
+            names.append(n)  # a module before the level's (not one of its containers), or the level's own
+        if n == last:
+            break
+    freeze(body, names)
+
+
 def _ssdlite_timm(name: str, num_classes: int, pretrained: bool, generator: nn.Module, options: dict,
                   net: nn.Module | None) -> nn.Module:
     """SSDLite on timm's ``name``; a pretrained body gets timm's frozen batch norm (as torchvision's
-    pretrained bodies), and the input is normalised with the mean / std timm trained it with."""
+    pretrained bodies), and the input is normalised with the mean / std timm trained it with.
+    ``frozen_stages`` (option, default 0) freezes the body through that feature level (:func:`freeze_stages`)."""
     import timm
     from timm.layers import freeze_batch_norm_2d
 
     size = int(options.pop("image_size", 320))  # any square input
+    stages = options.pop("frozen_stages", 0)
     body = net if net is not None else timm_body(name)
     if pretrained:
         body = freeze_batch_norm_2d(body)
+    if not isinstance(stages, int) or isinstance(stages, bool):
+        raise ValueError(f"frozen_stages={stages!r}: expected a whole number of feature levels")
+    freeze_stages(body, stages)
     backbone = TimmSSDLiteFeatures(body, ssdlite_norm)
     head = SSDLiteHead(backbone.out_channels, _per_location(generator), num_classes, ssdlite_norm)
     cfg = timm.get_pretrained_cfg(name)
