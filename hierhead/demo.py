@@ -93,17 +93,17 @@ def run(out: str | Path = "hierhead-demo", design: str = "9An{9,3,1}As", seeds: 
         f"{GENERAL} vs {design}, {seeds} seeds, {steps} steps each")
     head_config = resolve("synthetic-ssdlite", {**base, "data": {"path": data}, "init": start,
                                                 "head": {"steps": steps, "views": 2}})
-    results, models, test_set = _head_runs(head_config, data, design, seeds, progress)
+    results, models, unseen = _head_runs(head_config, data, design, seeds, progress)
     log(f"3/3 fold, check and draw ({time.perf_counter() - t0:.0f} s so far)")
     general, hier = models[GENERAL], models[design]
-    images = [test_set[i][0] for i in range(min(8, len(test_set)))]
+    images = [unseen[i][0] for i in range(min(8, len(unseen)))]
     deployed = _deploy(general, hier, images)
     table = _table(results, design, deployed)
     log("\n" + table)
-    classes = test_set.classes
+    classes = unseen.classes
     plot = _plot_ap(results, (GENERAL, design), classes, class_labels(spec["mode"], classes), _split_text(spec["mode"]),
                     out / "per_class_ap.png")
-    side = _side_by_side(general, hier, images[:4], classes, (GENERAL, design), out / "side_by_side.png")
+    side = _side_by_side(general, hier, _with_unseen(unseen, 4), classes, (GENERAL, design), out / "side_by_side.png")
     (out / "results.md").write_text(table + "\n")
     _write_rows(results, classes, out / "results.csv")
     log(f"\npictures: {side} (same test images, seed 0), {plot}; table in {out / 'results.md'}, "
@@ -125,7 +125,8 @@ def _train_start(out: Path, spec: dict, steps: int, base: dict, log) -> str:
 
 def _head_runs(head_config: dict, data: str, design: str, seeds: int, progress: bool):
     """Step 2: both heads at every seed on the same cached features. Returns per-design rows (mAP,
-    per-class AP, mAP on unseen shapes; in %), the seed-0 models, and the test set."""
+    per-class AP, mAP on unseen shapes; in %), the seed-0 models, and the test set with the shapes each
+    class was trained at marked difficult (:func:`unseen_only`)."""
     from tqdm.auto import tqdm
 
     from .data.synthetic import open_synthetic, unseen_only
@@ -147,7 +148,15 @@ def _head_runs(head_config: dict, data: str, design: str, seeds: int, progress: 
                 models[d] = protocol.model
             bar.update()
     bar.close()
-    return results, models, test_set
+    return results, models, unseen
+
+
+def _with_unseen(unseen, n: int) -> list:
+    """The first ``n`` test images holding an object at a shape its class never had in training (the
+    first images if too few do), each with its target."""
+    hold = [i for i in range(len(unseen)) if not bool(unseen.target(i)["difficult"].all())]
+    picks = (hold + [i for i in range(len(unseen)) if i not in hold])[:n]
+    return [unseen[i] for i in picks]
 
 
 def _deploy(general: torch.nn.Module, hier: torch.nn.Module, images: list) -> dict:
@@ -241,31 +250,61 @@ def _plot_ap(results: dict, designs: tuple[str, str], classes: list[str], labels
     return path
 
 
-def _side_by_side(general, hier, images, classes, names, path: Path, score: float = 0.3) -> Path:
-    """One row per head, one column per test image: the detections above ``score`` (best 6)."""
+#: How the side-by-side picture draws each kind of box: edge colour, line style, label colour.
+STYLE = {"seen": ("limegreen", "--", "black"), "unseen": ("orange", "--", "black"), "detection": ("red", "-", "white")}
+
+
+def panel_items(det: dict, target: dict, classes: list[str], score: float = 0.3, top: int = 6) -> list[dict]:
+    """What one panel of the side-by-side picture draws: every ground-truth box, ``unseen`` where its
+    class never had its shape in training (``target["difficult"]`` False in :func:`unseen_only`'s
+    split, which marks the seen ones difficult) and ``seen`` otherwise, then the detections scoring at
+    least ``score`` (best ``top``), each with its label text."""
+    def name(label: int) -> str:
+        return classes[label - 1] if 1 <= label <= len(classes) else str(label)
+
+    items = [{"kind": "seen" if bool(hard) else "unseen", "box": [float(v) for v in box], "text": name(int(label))}
+             for box, label, hard in zip(target["boxes"].tolist(), target["labels"].tolist(),
+                                         target["difficult"].tolist())]
+    for i in drawn_boxes(det["scores"], score, top).tolist():
+        items.append({"kind": "detection", "box": det["boxes"][i].tolist(),
+                      "text": f"{name(int(det['labels'][i]))} {float(det['scores'][i]):.2f}"})
+    return items
+
+
+def _side_by_side(general, hier, samples, classes, names, path: Path, score: float = 0.3) -> Path:
+    """One row per head, one column per test image (``samples``: (image, target) of the unseen-shapes
+    split): the ground truth dashed (green: a shape the class was trained at; orange: one it never had,
+    what the "unseen shapes" score measures) and the detections scoring at least ``score`` (best 6) in red."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    fig, axes = plt.subplots(2, len(images), figsize=(2.6 * len(images), 5.6), squeeze=False)
+    images = [image for image, _ in samples]
+    fig, axes = plt.subplots(2, len(images), figsize=(3.4 * len(images), 7.4), squeeze=False)
     for row, (model, name) in enumerate(zip((general, hier), names)):
-        for col, (image, det) in enumerate(zip(images, run_model(model, images))):
+        for col, ((image, target), det) in enumerate(zip(samples, run_model(model, images))):
             ax = axes[row][col]
             ax.imshow(image.permute(1, 2, 0).numpy())
-            for i in drawn_boxes(det["scores"], score, 6).tolist():
-                x1, y1, x2, y2 = det["boxes"][i].tolist()
-                ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="red", linewidth=1.5))
-                label = int(det["labels"][i])
-                text = classes[label - 1] if 1 <= label <= len(classes) else str(label)
-                ax.text(x1, y1, f"{text} {float(det['scores'][i]):.2f}", color="white", fontsize=6,
-                        bbox={"facecolor": "red", "alpha": 0.7, "pad": 1, "linewidth": 0})
+            for item in panel_items(det, target, classes, score):
+                edge, style, ink = STYLE[item["kind"]]
+                x1, y1, x2, y2 = item["box"]
+                ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=edge, linestyle=style,
+                                       linewidth=2.0))
+                truth = item["kind"] != "detection"
+                right = x1 > image.shape[-1] / 2  # a label in the right half ends at its box's right edge
+                ax.text(x2 if right else x1, y2 if truth else y1,
+                        item["text"] + (" (unseen shape)" if item["kind"] == "unseen" else ""), color=ink,
+                        fontsize=9, va="top" if truth else "bottom", ha="right" if right else "left", clip_on=True,
+                        bbox={"facecolor": edge, "alpha": 0.8, "pad": 1.5, "linewidth": 0})
             ax.set_xticks([])
             ax.set_yticks([])
             if col == 0:
-                ax.set_ylabel(name, fontsize=9)
-    fig.suptitle(f"Same test images, seed 0: detections scoring >= {score}", fontsize=10)
+                ax.set_ylabel(("general " if row == 0 else "hierarchical ") + name, fontsize=11)
+    fig.suptitle(f"Same test images, seed 0. Red: detections scoring >= {score}. Dashed ground truth: green at a "
+                 "shape the class was trained at,\norange at a shape it never had in training (what the "
+                 "'unseen shapes' mAP scores).", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

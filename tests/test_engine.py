@@ -120,7 +120,7 @@ def test_eval_predict_fold_export(trained, capsys, tmp_path):
 
 
 @needs_cards
-def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
+def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path, capfd):
     from lightning.pytorch.callbacks import Callback
 
     from hierhead.engine.trainer import train
@@ -150,7 +150,11 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
     other = {**config(tmp_path / "b"), "design": "9An{9,3}S"}
     with pytest.raises(ValueError, match=re.escape("trained with design='9An{9,3,1}S', this run has design='9An{9,3}S'")):
         train(other, resume=True)
-    assert train(config(tmp_path / "b"), resume=True)["train_seconds"] >= round(before, 1) > 0
+    capfd.readouterr()
+    resumed = train({**config(tmp_path / "b"), "progress": True}, resume=True)  # the bar may change on resume
+    assert resumed["train_seconds"] >= round(before, 1) > 0
+    bar = capfd.readouterr().out  # one bar of the run's steps, from the step resumed (not "0/?" per epoch)
+    assert "| 3/6 [" in bar and "| 6/6 [" in bar and "/?" not in bar and "| 0/" not in bar
     a = torch.load(tmp_path / "a/checkpoints/last.ckpt", weights_only=True)
     b = torch.load(tmp_path / "b/checkpoints/last.ckpt", weights_only=True)
     assert a["global_step"] == b["global_step"] == 6

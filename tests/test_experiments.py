@@ -246,6 +246,21 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert f"| difference | {mean:+.2f} [" in out and set(rows[0]) >= {"unseen_mAP", "AP:class0", "AP:class1"}
 
 
+def test_demo_picture_draws_the_truth_marks_unseen_shapes_then_the_detections():
+    import torch
+
+    from hierhead.demo import panel_items
+
+    target = {"boxes": torch.tensor([[0.0, 0, 10, 20], [30, 30, 60, 45]]), "labels": torch.tensor([1, 2]),
+              "difficult": torch.tensor([True, False])}  # unseen_only marks the shapes seen in training difficult
+    det = {"boxes": torch.tensor([[1.0, 1, 9, 19], [5, 5, 8, 8], [31, 30, 60, 44]]),
+           "scores": torch.tensor([0.9, 0.1, 0.4]), "labels": torch.tensor([1, 1, 3])}
+    items = panel_items(det, target, ["a", "b"], score=0.3)
+    assert [(i["kind"], i["text"]) for i in items] == [("seen", "a"), ("unseen", "b"), ("detection", "a 0.90"),
+                                                       ("detection", "3 0.40")]
+    assert items[1]["box"] == [30.0, 30.0, 60.0, 45.0]
+
+
 def test_demo_labels_say_what_each_class_was_trained_at():
     from hierhead.demo import class_labels
 

@@ -249,3 +249,93 @@ def test_init_takes_a_saved_model_file_and_names_a_bad_one(start, tmp_path):
         load_start_model(tmp_path / "bad.safetensors", spec)
     with pytest.raises(ValueError, match=r"--init .*missing.ckpt.*file not found"):
         load_start_model(tmp_path / "missing.ckpt", spec)
+
+
+def _near(a: list[dict], b: list[dict]) -> bool:
+    """The same detections up to float order (cached features are batched and laid out differently)."""
+    return all(len(x["scores"]) == len(y["scores"]) and torch.allclose(x["scores"], y["scores"], atol=1e-4)
+               and torch.allclose(x["boxes"], y["boxes"], atol=1e-2) for x, y in zip(a, b))
+
+
+def _lite0_start(size: int = 96):
+    """The frozen-backbone protocol's start: Lite0 SSDLite with the shipped ImageNet body."""
+    from hierhead.models.pretrained import packaged_weights
+
+    model = build("ssdlite320_efficientnet_lite0", 3, backbone_weights=packaged_weights("tf_efficientnet_lite0"),
+                  image_size=size)
+    model.hierhead_spec = model.hierhead_spec.replace(classes=["class0", "class1"])
+    return model
+
+
+def test_frozen_backbone_protocol_trains_all_but_the_imagenet_body_from_each_seeds_draw():
+    from hierhead.engine.head import backbone_model, detect_cached
+    from hierhead.models.builders import backbone_body
+
+    start = _lite0_start()
+    config = resolve("synthetic-ssdlite", {**QUICK, "data": {"path": DATA}})
+    train_set, test_set = open_config_splits(config)
+    views = cache_views(start, train_set, 2, (SIZE, SIZE), config["augment"], cut="body")
+    test = cache_test(start, test_set, cut="body")
+    assert views.cut == test.cut == "body" and [f.shape[1] for f in views.features] == [112, 320]  # strides 16, 32
+    images = [test_set[i][0] for i in range(len(test_set))]
+    general, hier = (backbone_model(start, d, seed=5) for d in ("9An{9}", "9An{9,3,1}As"))
+    other = backbone_model(start, "9An{9}", seed=6)
+    body = backbone_body(start).state_dict()
+    for m in (general, hier, other):  # every run starts from the ImageNet body
+        assert all(torch.equal(body[k], v) for k, v in backbone_body(m).state_dict().items())
+    a, b, c = (run_model(m, images) for m in (general, hier, other))
+    assert _same(a, b) and not _same(a, c)  # one seed, one draw for every design (units at 0); seeds differ
+    assert _near(detect_cached(general, test), a)  # the cache scores what model(images) detects
+    before = {k: v.clone() for k, v in hier.state_dict().items()}
+    r = train_head(hier, views, pool_of(views, list(range(len(train_set)))), 3, 4,
+                   {"name": "adamw", "lr": 0.01, "weight_decay": 0.0}, {"name": "cosine"}, seed=5)
+    after = hier.state_dict()
+    assert r["steps"] == 3 and not hier.training
+    changed = {k.split(".")[0] + "." + k.split(".")[1] for k in after if not torch.equal(before[k], after[k])}
+    assert changed == {"backbone.extra", "head.classification_head", "head.regression_head"}  # BN stats too
+    assert _near(detect_cached(hier, test), run_model(hier, images))
+    with pytest.raises(ValueError, match="needs a timm-backbone SSDLite"):
+        cache_test(build("ssdlite320_mobilenet_v3", 3, image_size=SIZE), test_set, cut="body")
+
+
+def test_prior_penalty_is_separate_coupled_l2_on_anchor_weights_and_units():
+    from hierhead.engine.optim import prior_penalty
+    from hierhead.models import fold, prediction_convs
+
+    model = build("ssdlite320_mobilenet_v3", 3, design="9An{9,3}As", image_size=SIZE)
+    convs = [c for c, *_ in prediction_convs(model)]
+    anchors = sum(c.anchor_weight.pow(2).sum() for c in convs)
+    units = sum(c.unit_weight.pow(2).sum() for c in convs)
+    assert prior_penalty(model, {"anchor_l2": 0.0}) == 0.0
+    assert torch.allclose(prior_penalty(model, {"anchor_l2": 0.5, "unit_l2": 0.1}), 0.25 * anchors + 0.05 * units)
+    general = build("ssdlite320_mobilenet_v3", 3, image_size=SIZE)
+    plain = sum(c.weight.pow(2).sum() for c, *_ in prediction_convs(general))
+    assert torch.allclose(prior_penalty(general, {"anchor_l2": 2.0, "unit_l2": 7.0}), plain)  # no units: plain L2
+    prior = prior_penalty(model, {"anchor_l2": 1.0, "unit_l2": 0.0})
+    prior.backward()  # coupled: the gradient of the loss, on the anchor weights only
+    assert torch.allclose(convs[0].anchor_weight.grad, convs[0].anchor_weight)
+    assert convs[0].unit_weight.grad is None or not convs[0].unit_weight.grad.any()
+    folded = fold(model)  # training only: the fold is the same function
+    x = [torch.rand(3, SIZE, SIZE)]
+    assert _same(run_model(model, x), run_model(folded, x))
+    with pytest.raises(ValueError, match=r"optimizer.unit_l2=-1: expected a number >= 0"):
+        make_optimizer(model, {"name": "adamw", "lr": 0.1, "unit_l2": -1})
+
+
+def test_sweep_frozen_protocol_with_the_prior_on_a_holdout(tmp_path, capsys):
+    common = ["sweep", "--data", DATA, "--designs", "9An{9,3}As,9An{9,3}As@prior0.1,9An{9}@prior0.1", "--seeds", "1",
+              "--set", f"image_size={SIZE}", "--set", "num_workers=0", "--set", "progress=false",
+              "--set", "data.holdout=0.25", *(x for k, v in HEAD.items() for x in ("--set", f"head.{k}={v}"))]
+    assert main([*common, "--protocol", "frozen", "--out", str(tmp_path / "fz")]) == 0
+    out = capsys.readouterr().out
+    assert "frozen-backbone protocol: 18 views of 9 training images and 3 test images" in out  # 12 -> 9 + 3
+    rows = list(csv.DictReader(open(tmp_path / "fz" / "results.csv")))
+    assert {(r["design"], r["protocol"], r["anchor_l2"]) for r in rows} == {
+        ("9An{9}", "frozen", "0.0"), ("9An{9,3}As", "frozen", "0.0"), ("9An{9,3}As@prior0.1", "frozen", "0.1"),
+        ("9An{9}@prior0.1", "frozen", "0.1")}
+    assert all(0 <= float(r["mAP"]) <= 1 for r in rows)
+    assert main([*common, "--protocol", "frozen", "--init", "x.ckpt", "--out", str(tmp_path / "y")]) == 2
+    assert "has no start" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"@priorX needs a strength X > 0"):
+        from hierhead.engine.sweep import variant
+        variant("9An{9}@prior0")

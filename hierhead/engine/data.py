@@ -81,13 +81,18 @@ def _split(full: DetectionDataset, val_fraction: float, seed: int) -> tuple[Dete
 
 
 def open_config_splits(config: dict) -> tuple[DetectionDataset, DetectionDataset]:
-    """(train, val) of a resolved config's ``data`` section (the split does not depend on the run seed)."""
+    """(train, val) of a resolved config's ``data`` section (the split does not depend on the run seed).
+    ``holdout``: a seeded fraction of the training split becomes the val split (the real val / test
+    split is not scored: settings are chosen on this one)."""
     d = config["data"]
     if not d.get("path"):
         raise DataError("no training data: give --data PATH (or data.path in the recipe)")
-    return open_splits(d["path"], d.get("format"), d.get("val"), d.get("train_split"), d.get("val_split"),
-                       d.get("val_fraction", 0.1), int(d.get("split_seed") or 0), d.get("skip_bad", False),
-                       d.get("resplit"), d.get("classes"))
+    train, val = open_splits(d["path"], d.get("format"), d.get("val"), d.get("train_split"), d.get("val_split"),
+                             d.get("val_fraction", 0.1), int(d.get("split_seed") or 0), d.get("skip_bad", False),
+                             d.get("resplit"), d.get("classes"))
+    if d.get("holdout"):
+        return _split(train, float(d["holdout"]), int(d.get("split_seed") or 0))
+    return train, val
 
 
 def fraction_indices(n: int, fraction: float, seed: int) -> list[int]:

@@ -1,4 +1,5 @@
-"""The head protocol (issue 15): only the prediction convs train, on frozen features cached once.
+"""The head protocol (issue 15): only the prediction convs train, on frozen features cached once;
+and the frozen-backbone protocol (issue 25): the ImageNet backbone frozen, everything after it trains.
 
 Eq. 2 changes nothing but the final prediction convs. To compare designs with little noise,
 the head protocol starts every run from one trained detector (``--init``), freezes the backbone
@@ -16,7 +17,12 @@ features: the same numbers as ``model(images)``. The loop is a plain loop rather
 Lightning's: a run is a few hundred steps over tensors already in memory, where a Trainer's
 start-up, data loaders and callbacks would cost more than the training itself.
 
-SSD-family detectors only (``ssd300_vgg16``, ``ssd512_vgg16``, ``ssdlite320_mobilenet_v3``).
+The frozen-backbone protocol (``cut="body"``) caches the outputs of the ImageNet body instead (its two
+maps, strides 16 and 32) and trains the extra blocks and the whole head, drawn from the run's seed, with
+their batch norm in training mode: the paper's setting of a pretrained backbone, with every run starting
+from ImageNet rather than from one trained detector. timm-backbone SSDLites only.
+
+SSD-family detectors only (``ssd300_vgg16``, ``ssd512_vgg16``, ``ssdlite320_*``).
 """
 
 from __future__ import annotations
@@ -38,16 +44,27 @@ from ..data.readers import DetectionDataset
 from ..metrics import mean_ap
 from ..design import GENERAL
 from ..models import ModelSpec, build_from_spec, hierarchize, prediction_convs
+from ..models.builders import backbone_body
 from .data import SeededSamples, eval_transforms, train_transforms
-from .optim import lr_scheduler, make_optimizer
+from .optim import lr_scheduler, make_optimizer, prior_penalty
 
-__all__ = ["FeatureCache", "cache_views", "cache_test", "stored", "LiveViews", "head_model", "head_outputs",
-           "train_head", "detect_cached", "mean_ap_of_head", "pool_of", "HeadProtocol"]
+__all__ = ["FeatureCache", "cache_views", "cache_test", "stored", "LiveViews", "head_model", "backbone_model",
+           "head_outputs", "outputs_from", "train_head", "detect_cached", "mean_ap_of_head", "pool_of", "HeadProtocol",
+           "CUTS"]
+
+#: Where the cache cuts the detector: ``head`` (inputs of the prediction convs; only they train) or
+#: ``body`` (outputs of the ImageNet body; the extra blocks and the whole head train).
+CUTS = ("head", "body")
 
 
-def _check(model: nn.Module) -> None:
+def _check(model: nn.Module, cut: str = "head") -> None:
+    if cut not in CUTS:
+        raise ValueError(f"cut={cut!r}: choose {' or '.join(CUTS)}")
     if not isinstance(model, SSD):
         raise ValueError(f"the head protocol supports SSD-family detectors, not {type(model).__name__}")
+    if cut == "body" and not hasattr(model.backbone, "extend"):
+        raise ValueError("the frozen-backbone protocol needs a timm-backbone SSDLite (ssdlite320_efficientnet_lite0, "
+                         f"ssdlite_timm), not {model.hierhead_spec.model if hasattr(model, 'hierhead_spec') else '?'}")
 
 
 @dataclass
@@ -56,7 +73,8 @@ class FeatureCache:
 
     ``features[c][n]`` is the input of prediction conv c (:func:`head_convs` order) for view n;
     ``targets[n]`` its boxes and labels in the model's input frame; ``matched[n]`` the ground-truth index matched to each anchor
-    (training views); ``image[n]`` the dataset index the view was drawn from.
+    (training views); ``image[n]`` the dataset index the view was drawn from. With ``cut="body"``,
+    ``features`` are the body's output maps instead (the frozen-backbone protocol).
     """
 
     features: list[torch.Tensor]
@@ -66,6 +84,7 @@ class FeatureCache:
     matched: list[torch.Tensor] = field(default_factory=list)
     image_sizes: list[tuple[int, int]] = field(default_factory=list)
     original_sizes: list[tuple[int, int]] = field(default_factory=list)
+    cut: str = "head"
 
     def __len__(self) -> int:
         return len(self.image)
@@ -82,20 +101,24 @@ class FeatureCache:
 
 
 @torch.no_grad()
-def _encode(model: SSD, images: list[torch.Tensor], targets: list[dict] | None):
-    """The frozen part of ``model`` on a batch: (inputs of the prediction convs, transformed images,
-    targets, anchors, matched)."""
+def _encode(model: SSD, images: list[torch.Tensor], targets: list[dict] | None, cut: str = "head"):
+    """The frozen part of ``model`` on a batch: (inputs of the prediction convs or, ``cut="body"``, the
+    body's output maps; transformed images, targets, anchors, matched)."""
     images_t, targets_t = model.transform(images, targets)
-    features = list(model.backbone(images_t.tensors).values())
-    captured: dict[int, torch.Tensor] = {}
-    hooks = [conv.register_forward_pre_hook(lambda _, args, n=n: captured.__setitem__(n, args[0]))
-             for n, (conv, *_) in enumerate(prediction_convs(model))]
-    try:
-        model.head(features)
-    finally:
-        for h in hooks:
-            h.remove()
-    inputs = [captured[n] for n in range(len(captured))]
+    if cut == "body":
+        inputs = list(model.backbone.body(images_t.tensors))
+        features = list(model.backbone.extend(inputs).values())
+    else:
+        features = list(model.backbone(images_t.tensors).values())
+        captured: dict[int, torch.Tensor] = {}
+        hooks = [conv.register_forward_pre_hook(lambda _, args, n=n: captured.__setitem__(n, args[0]))
+                 for n, (conv, *_) in enumerate(prediction_convs(model))]
+        try:
+            model.head(features)
+        finally:
+            for h in hooks:
+                h.remove()
+        inputs = [captured[n] for n in range(len(captured))]
     anchors = model.anchor_generator(images_t, features)
     matched = []
     for a, t in zip(anchors, targets_t or []):
@@ -119,6 +142,14 @@ def head_outputs(model: nn.Module, inputs: list[torch.Tensor]) -> dict[str, torc
     return {"bbox_regression": torch.cat(parts["box"], 1), "cls_logits": torch.cat(parts["cls"], 1)}
 
 
+def outputs_from(model: nn.Module, inputs: list[torch.Tensor], cut: str = "head") -> dict[str, torch.Tensor]:
+    """SSD's head outputs from cached ``inputs`` cut at ``cut``: :func:`head_outputs`, or (``body``)
+    the extra blocks and the whole head on the body's maps."""
+    if cut == "body":
+        return model.head(list(model.backbone.extend(inputs).values()))
+    return head_outputs(model, inputs)
+
+
 def _views(dataset: DetectionDataset, views: int, image_size, augment: dict, seed: int) -> tuple[SeededSamples, list]:
     samples = SeededSamples(dataset, train_transforms(image_size, **augment), seed)
     return samples, [(i, v) for v in range(views) for i in range(len(dataset))]
@@ -137,7 +168,7 @@ def _stack(chunks: list[list[torch.Tensor]]) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def cache_views(model: nn.Module, dataset: DetectionDataset, views: int, image_size, augment: dict | None = None,
-                seed: int = 0, batch_size: int = 16) -> FeatureCache:
+                seed: int = 0, batch_size: int = 16, cut: str = "head") -> FeatureCache:
     """Features of ``views`` augmented views of every image (view v of image i seeded by (seed, v, i)).
 
     Args:
@@ -147,8 +178,9 @@ def cache_views(model: nn.Module, dataset: DetectionDataset, views: int, image_s
         image_size: the training resize (the model's input size).
         augment: the recipe's ``augment`` section.
         seed: the views' seed (one cache serves every run).
+        cut: where the frozen part ends (:data:`CUTS`).
     """
-    _check(model)
+    _check(model, cut)
     model.eval()
     samples, keys = _views(dataset, views, image_size, augment or {}, seed)
     feats: list[list[torch.Tensor]] = []
@@ -156,19 +188,19 @@ def cache_views(model: nn.Module, dataset: DetectionDataset, views: int, image_s
     anchors = None
     for start in range(0, len(keys), batch_size):
         chunk = [samples[k] for k in keys[start:start + batch_size]]
-        f, _, t, a, m = _encode(model, [c[0] for c in chunk], [_plain(c[1]) for c in chunk])
+        f, _, t, a, m = _encode(model, [c[0] for c in chunk], [_plain(c[1]) for c in chunk], cut)
         feats.append(f)
         targets += t
         matched += m
         anchors = a[0]
         image += [k[0] for k in keys[start:start + batch_size]]
-    return FeatureCache(_stack(feats), targets, anchors, image, matched)
+    return FeatureCache(_stack(feats), targets, anchors, image, matched, cut=cut)
 
 
 @torch.no_grad()
-def cache_test(model: nn.Module, dataset: DetectionDataset, batch_size: int = 16) -> FeatureCache:
+def cache_test(model: nn.Module, dataset: DetectionDataset, batch_size: int = 16, cut: str = "head") -> FeatureCache:
     """Features of the evaluation images as ``model(images)`` sees them (no augmentation)."""
-    _check(model)
+    _check(model, cut)
     model.eval()
     samples = SeededSamples(dataset, eval_transforms(), 0)
     feats, sizes, originals = [], [], []
@@ -176,13 +208,13 @@ def cache_test(model: nn.Module, dataset: DetectionDataset, batch_size: int = 16
     for start in range(0, len(dataset), batch_size):
         images = [samples[i][0] for i in range(start, min(len(dataset), start + batch_size))]
         originals += [tuple(im.shape[-2:]) for im in images]
-        f, images_t, _, a, _ = _encode(model, [im.as_subclass(torch.Tensor) for im in images], None)
+        f, images_t, _, a, _ = _encode(model, [im.as_subclass(torch.Tensor) for im in images], None, cut)
         feats.append(f)
         sizes += images_t.image_sizes
         anchors = a[0]
     targets = [dataset.target(i) for i in range(len(dataset))]
     return FeatureCache(_stack(feats), targets, anchors, list(range(len(dataset))), image_sizes=sizes,
-                        original_sizes=originals)
+                        original_sizes=originals, cut=cut)
 
 
 def stored(key: dict, make) -> FeatureCache:
@@ -249,18 +281,40 @@ def head_model(start: nn.Module, design: str, seed: int, soft: bool = False) -> 
     return model.eval()
 
 
+def backbone_model(start: nn.Module, design: str, seed: int, soft: bool = False) -> nn.Module:
+    """The frozen-backbone protocol's detector: ``start``'s ImageNet body (frozen), everything else drawn
+    from ``seed`` and made ``design``.
+
+    The stock model is built under ``torch.manual_seed(seed)`` with the general head (the body's random
+    draw comes first, so the extra blocks and head are the same draw for every design of one seed), the
+    body's weights are copied from ``start`` and the head is made hierarchical with the units at 0.
+    """
+    _check(start, "body")
+    spec = start.hierhead_spec
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_from_spec(spec.replace(design=GENERAL, soft=False), pretrained_backbone=True)
+    backbone_body(model).load_state_dict(backbone_body(start).state_dict())
+    hierarchize(model, design, soft=soft)
+    model.hierhead_spec = spec.replace(design=design, soft=soft)
+    backbone_body(model).requires_grad_(False)
+    return model.eval()
+
+
 def train_head(model: nn.Module, source, pool: list[int], steps: int, batch_size: int, optimizer: dict,
                schedule: dict | None = None, seed: int = 0) -> dict:
     """Train ``model``'s trainable parameters (its prediction convs) on the views ``pool`` of ``source``.
 
     Args:
-        model: from :func:`head_model` (eval mode: frozen batch norm).
+        model: from :func:`head_model` (eval mode: frozen batch norm) or :func:`backbone_model` (a
+            ``cut="body"`` source: the model trains in training mode, then is left in eval mode).
         source: a :class:`FeatureCache` or :class:`LiveViews`.
         pool: the view indices this run trains on (its subset's views).
         steps: optimiser steps; batches are drawn without replacement from a (seed, epoch)-seeded
             permutation of ``pool`` (the last incomplete batch of an epoch is dropped).
         batch_size: views per step (capped at the pool's size).
-        optimizer: the recipe's ``optimizer`` section (:func:`~hierhead.engine.optim.make_optimizer`).
+        optimizer: the recipe's ``optimizer`` section (:func:`~hierhead.engine.optim.make_optimizer`;
+            its ``anchor_l2`` / ``unit_l2`` add :func:`~hierhead.engine.optim.prior_penalty` to the loss).
         schedule: the ``schedule`` section (:func:`~hierhead.engine.optim.lr_scheduler`).
         seed: draws the batch order.
 
@@ -276,14 +330,16 @@ def train_head(model: nn.Module, source, pool: list[int], steps: int, batch_size
     generator = torch.Generator().manual_seed(1_000_003 * seed + 17)
     order: list[int] = []
     losses: list[float] = []
+    cut = getattr(source, "cut", "head")
+    model.train(cut == "body")  # what trains from its seed's draw learns its batch statistics
     t0 = time.perf_counter()
     for step in range(steps):
         if len(order) < batch_size:
             order = [pool[i] for i in torch.randperm(len(pool), generator=generator).tolist()]
         ids, order = order[:batch_size], order[batch_size:]
         features, targets, anchors, matched = source.batch(ids)
-        parts = model.compute_loss(targets, head_outputs(model, features), anchors, matched)
-        loss = sum(parts.values())
+        parts = model.compute_loss(targets, outputs_from(model, features, cut), anchors, matched)
+        loss = sum(parts.values()) + prior_penalty(model, optimizer)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"head protocol, step {step}: loss is {loss.item()}; lower the lr")
         opt.zero_grad(set_to_none=True)
@@ -291,6 +347,7 @@ def train_head(model: nn.Module, source, pool: list[int], steps: int, batch_size
         opt.step()
         sched.step()
         losses.append(loss.item())
+    model.eval()
     tail = max(1, steps // 10)
     before = losses[-2 * tail:-tail] or losses[:tail]
     return {"steps": steps, "loss": sum(losses[-tail:]) / tail, "loss_before": sum(before) / len(before),
@@ -305,7 +362,7 @@ def detect_cached(model: nn.Module, cache: FeatureCache, batch_size: int = 16) -
         ids = list(range(start, min(len(cache), start + batch_size)))
         features = [f[torch.as_tensor(ids)] for f in cache.features]
         sizes = [cache.image_sizes[i] for i in ids]
-        dets = model.postprocess_detections(head_outputs(model, features), [cache.anchors] * len(ids), sizes)
+        dets = model.postprocess_detections(outputs_from(model, features, cache.cut), [cache.anchors] * len(ids), sizes)
         out += model.transform.postprocess(dets, sizes, [cache.original_sizes[i] for i in ids])
     return out
 
@@ -327,27 +384,46 @@ class HeadProtocol:
     Args:
         config: the sweep's resolved config (``init``, ``data``, ``head``, ``augment``).
         log: where the one-line cache report goes.
+        cut: ``head`` (the head protocol: the start is ``config["init"]``) or ``body`` (the frozen-backbone
+            protocol: the start is the config's detector with its ImageNet backbone weights, no ``init``).
     """
 
-    def __init__(self, config: dict, log=None) -> None:
+    def __init__(self, config: dict, log=None, cut: str = "head") -> None:
+        from ..models import build
         from .checkpoint import load_start_model
         from .data import open_config_splits
-        from .trainer import _image_size
+        from .trainer import _image_size, backbone_weights, config_spec
 
+        if cut not in CUTS:
+            raise ValueError(f"cut={cut!r}: choose {' or '.join(CUTS)}")
+        self.cut = cut
         self.train, test = open_config_splits(config)
-        spec = ModelSpec(model=config["model"], num_classes=len(self.train.classes) + 1, classes=self.train.classes)
-        self.start = load_start_model(config["init"], spec)
-        self.start.hierhead_spec = self.start.hierhead_spec.replace(classes=self.train.classes)
+        if cut == "head":
+            spec = ModelSpec(model=config["model"], num_classes=len(self.train.classes) + 1, classes=self.train.classes)
+            self.start = load_start_model(config["init"], spec)
+            self.start.hierhead_spec = self.start.hierhead_spec.replace(classes=self.train.classes)
+            source = Path(config["init"]).resolve()
+        else:
+            weights = backbone_weights(config)
+            if weights is None:
+                raise ValueError(f"the frozen-backbone protocol needs ImageNet weights for {config['model']!r}'s "
+                                 "backbone (shipped for ssdlite320_efficientnet_lite0, or --backbone-weights FILE)")
+            spec = config_spec({**config, "design": GENERAL, "soft": False}, self.train.classes)
+            self.start = build(spec.model, spec.num_classes, backbone_weights=weights, **spec.options)
+            self.start.hierhead_spec = self.start.hierhead_spec.replace(classes=spec.classes, image_size=spec.image_size)
+            _check(self.start, cut)
+            source = Path(weights).resolve()
         t0 = time.perf_counter()
         h = config["head"]
-        init = Path(config["init"]).resolve()
-        key = {"init": str(init), "stamp": [init.stat().st_size, init.stat().st_mtime_ns], "data": config["data"],
-               "model": config["model"], "size": _image_size(config)}
+        key = {"init": str(source), "stamp": [source.stat().st_size, source.stat().st_mtime_ns],
+               "data": config["data"], "model": config["model"], "size": _image_size(config),
+               **({"cut": cut, "options": self.start.hierhead_spec.options} if cut != "head" else {})}
         self.views = stored({**key, "views": int(h["views"]), "augment": config["augment"]},
                             lambda: cache_views(self.start, self.train, int(h["views"]), _image_size(config),
-                                                config["augment"]))
-        self.test = stored({**key, "test": True}, lambda: cache_test(self.start, test))
-        (log or (lambda _: None))(f"head protocol: {len(self.views)} views of {len(self.train)} training images and {len(test)} test "
+                                                config["augment"], cut=cut))
+        self.test = stored({**key, "test": True}, lambda: cache_test(self.start, test, cut=cut))
+        name = "head protocol" if cut == "head" else "frozen-backbone protocol"
+        (log or (lambda _: None))(f"{name}: {len(self.views)} views of {len(self.train)} training images and {len(test)} test "
             f"images ready in {time.perf_counter() - t0:.0f} s ({(self.views.nbytes + self.test.nbytes) / 2**30:.2f} "
             "GiB in memory)")
 
@@ -357,7 +433,8 @@ class HeadProtocol:
 
         h, seed = run["head"], int(run["seed"])
         images = fraction_indices(len(self.train), float(run["data"]["fraction"]), seed)
-        model = head_model(self.start, run["design"], seed, soft=bool(run.get("soft")))
+        make = head_model if self.cut == "head" else backbone_model
+        model = make(self.start, run["design"], seed, soft=bool(run.get("soft")))
         r = train_head(model, self.views, pool_of(self.views, images), int(h["steps"]), int(h["batch_size"]),
                        h["optimizer"], h["schedule"], seed)
         detections = detect_cached(model, self.test)

@@ -12,7 +12,7 @@ import torch
 from ..metrics import mean_ap
 from ..models import ModelSpec, build_from_spec
 from ..models.builders import backbone_body
-from .optim import lr_scheduler, make_optimizer, parse_backbone_lr_scale
+from .optim import lr_scheduler, make_optimizer, parse_backbone_lr_scale, prior_penalty
 
 __all__ = ["DetectorModule"]
 
@@ -86,6 +86,9 @@ class DetectorModule(pl.LightningModule):
         images, targets = batch
         targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
         losses = self.model(images, targets)
+        prior = prior_penalty(self.model, self.optimizer_cfg)  # 0 unless optimizer.anchor_l2 / unit_l2
+        if torch.is_tensor(prior):
+            losses = {**losses, "prior": prior}
         loss = sum(losses.values())
         if not torch.isfinite(loss):
             raise FloatingPointError(f"step {self.global_step}: loss is {loss.item()} "

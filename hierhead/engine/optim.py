@@ -30,7 +30,7 @@ from torch import nn
 from ..layers import HierarchicalConv2d
 
 __all__ = ["make_optimizer", "lr_scheduler", "SCHEDULES", "RowScaledSteps", "TFRMSprop", "unit_row_scales", "parse_unit_lr_scale",
-           "parse_backbone_lr_scale"]
+           "parse_backbone_lr_scale", "prior_strengths", "prior_penalty"]
 
 OPTIMIZERS = ("sgd", "rmsprop", "tf_rmsprop", "adam", "adamw")
 
@@ -178,6 +178,47 @@ def parse_backbone_lr_scale(value) -> float:
     return scale
 
 
+def prior_strengths(config: dict) -> tuple[float, float]:
+    """``(anchor_l2, unit_l2)`` of an ``optimizer`` section, each a number >= 0 (absent: 0)."""
+    out = []
+    for key in ("anchor_l2", "unit_l2"):
+        value = config.get(key)
+        try:
+            v = 0.0 if value is None else float(value)
+        except (TypeError, ValueError):
+            v = -1.0
+        if isinstance(value, bool) or not v >= 0:
+            raise ValueError(f"optimizer.{key}={value!r}: expected a number >= 0")
+        out.append(v)
+    return out[0], out[1]
+
+
+def prior_penalty(model: nn.Module, config: dict) -> torch.Tensor | float:
+    """Sharing as a prior (issue 25): ``anchor_l2 / 2 * sum_a ||W_a||^2 + unit_l2 / 2 * sum_j ||U_j||^2``
+    over the prediction convs' weights (biases free), added to the loss.
+
+    Eq. 2's W'_a = W_a + sum_j M_aj U_j spans the same functions as the general head, so with a
+    small weight decay the units change only the optimiser's geometry. With separate L2 penalties (the
+    regularised multi-task learning of Evgeniou & Pontil, KDD 2004), a strong penalty on each anchor's
+    own W_a and a weak one on the units pull the anchors a unit joins towards what they share. The
+    penalty is *coupled* (in the loss, so Adam(W) normalises its gradient like the data's): a Gaussian
+    prior, not decoupled decay. A general head's prediction convs take ``anchor_l2`` as a plain L2.
+    Training only: the fold (W'_a) is unchanged. ``config``: an ``optimizer`` section.
+    """
+    anchor, unit = prior_strengths(config)
+    if anchor == 0 and unit == 0:
+        return 0.0
+    from ..models import prediction_convs
+
+    total = 0.0
+    for conv, *_ in prediction_convs(model):
+        if isinstance(conv, HierarchicalConv2d):
+            total = total + anchor / 2 * conv.anchor_weight.pow(2).sum() + unit / 2 * conv.unit_weight.pow(2).sum()
+        else:
+            total = total + anchor / 2 * conv.weight.pow(2).sum()
+    return total
+
+
 def _given(cfg: dict, key: str, default: float) -> float:
     """``cfg[key]`` as a float, ``default`` where it is absent or None (a given 0 stays 0)."""
     value = cfg.pop(key, None)
@@ -204,6 +245,7 @@ def make_optimizer(model: nn.Module, config: dict) -> torch.optim.Optimizer:
     decay = float(cfg.pop("weight_decay", 0.0))
     scale = parse_unit_lr_scale(cfg.pop("unit_lr_scale", 1.0))
     body_scale = parse_backbone_lr_scale(cfg.pop("backbone_lr_scale", 1.0))
+    prior_strengths(config)  # checked here; the penalty is a loss term (prior_penalty), not the optimiser's
     layers = [m for m in model.modules() if isinstance(m, HierarchicalConv2d)]
     unit_ids = {id(p) for m in layers for p in (m.unit_weight, m.unit_bias)}
     body_ids = set()

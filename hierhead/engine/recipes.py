@@ -21,7 +21,10 @@ DEFAULTS: dict[str, Any] = {
     "soft": False,
     "paper": None,  # the paper setting a recipe reproduces (e.g. "IV-C VOC-SSD300"): warns without pretrained weights
     "data": {"path": None, "format": None, "classes": None, "val": None, "train_split": None, "val_split": None,
-             "val_fraction": 0.1, "resplit": None, "split_seed": 0, "fraction": 1.0, "skip_bad": False},
+             "val_fraction": 0.1, "resplit": None, "split_seed": 0, "fraction": 1.0, "skip_bad": False,
+             # a seeded fraction of the training split scored instead of the val / test split (choosing
+             # settings without scoring the test images)
+             "holdout": None},
     "image_size": None,
     "batch_size": 8,
     "val_batch_size": None,
@@ -31,6 +34,8 @@ DEFAULTS: dict[str, Any] = {
     "max_steps": 600,
     "optimizer": {"name": "adamw", "lr": 0.003, "momentum": 0.9, "weight_decay": 0.0001, "unit_lr_scale": 1.0,
                   "backbone_lr_scale": 0.1,  # the backbone body's lr = this x lr; 0 freezes it
+                  # sharing as a prior: coupled L2 on the prediction convs' anchor weights / units (optim.prior_penalty)
+                  "anchor_l2": 0.0, "unit_l2": 0.0,
                   "decay": None, "eps": None},  # decay / eps: RMSprop's (default 0.9 / 1.0); eps also Adam's
     "schedule": {"name": "cosine", "milestones": [], "gamma": 0.1, "step_size": 0, "warmup_steps": 50,
                  "warmup_start_lr": 0.0001},
@@ -40,7 +45,7 @@ DEFAULTS: dict[str, Any] = {
     # 200 steps of 32 views at AdamW lr 0.003, the paper's weight decay: benchmarks/head_pilot.py, docs/results.md
     "head": {"views": 4, "steps": 200, "batch_size": 32,
              "optimizer": {"name": "adamw", "lr": 0.003, "momentum": 0.9, "weight_decay": 0.00004,
-                           "unit_lr_scale": 1.0},
+                           "unit_lr_scale": 1.0, "anchor_l2": 0.0, "unit_l2": 0.0},
              "schedule": {"name": "cosine", "milestones": [], "gamma": 0.1, "step_size": 0, "warmup_steps": 20,
                           "warmup_start_lr": 0.00001}},
     # null: the ImageNet weights that ship with hierhead where the model has them (EfficientNet-Lite0), else

@@ -54,25 +54,31 @@ def jobs(designs: Sequence[str] | str = "all", seeds: int = 3,
     return [(f, d, s) for f in fractions for s in range(seeds) for d in designs]
 
 
-PROTOCOLS = ("scratch", "finetune", "head")
+PROTOCOLS = ("scratch", "finetune", "head", "frozen")
+#: the protocols that train from cached features (:class:`~hierhead.engine.head.HeadProtocol`, settings in
+#: the recipe's ``head`` section), and where each cuts the detector
+CACHED = {"head": "head", "frozen": "body"}
 
 
 def variant(label: str) -> tuple[str, dict]:
     """A design label with optimiser changes, compared in the same sweep as the rest:
     ``'9An{9,3}S@auto'`` -> ``('9An{9,3}S', {"unit_lr_scale": "auto"})`` (also ``@0.25``: the units'
     ``optimizer.unit_lr_scale``); ``'9An{9}@lr3'`` -> ``('9An{9}', {"lr_factor": 3.0})`` (the whole lr
-    times 3: a control for the extra step size the units give the shared directions)."""
+    times 3: a control for the extra step size the units give the shared directions); ``'9An{9,3}As@prior0.1'``
+    -> ``('9An{9,3}As', {"anchor_l2": 0.1})`` (sharing as a prior, :func:`~hierhead.engine.optim.prior_penalty`;
+    on the general head, the same L2 as a control)."""
     name, _, tag = label.partition("@")
     if "@" not in label:
         return name, {}
-    if tag.startswith("lr"):
-        try:
-            factor = float(tag[2:])
-        except ValueError:
-            factor = 0.0
-        if not factor > 0:
-            raise ValueError(f"design {label!r}: @lrX needs a factor X > 0, e.g. @lr3")
-        return name, {"lr_factor": factor}
+    for prefix, key, what in (("prior", "anchor_l2", "strength"), ("lr", "lr_factor", "factor")):
+        if tag.startswith(prefix):
+            try:
+                value = float(tag[len(prefix):])
+            except ValueError:
+                value = 0.0
+            if not value > 0:
+                raise ValueError(f"design {label!r}: @{prefix}X needs a {what} X > 0, e.g. @{prefix}{3 if prefix == 'lr' else 0.1}")
+            return name, {key: value}
     parse_unit_lr_scale(tag)
     return name, {"unit_lr_scale": tag}
 
@@ -83,6 +89,8 @@ def _optimizer_change(section: dict, change: dict) -> dict:
         out["unit_lr_scale"] = change["unit_lr_scale"]
     if "lr_factor" in change:
         out["lr"] = float(section["lr"]) * change["lr_factor"]
+    if "anchor_l2" in change:
+        out["anchor_l2"] = change["anchor_l2"]
     return out
 
 
@@ -103,8 +111,10 @@ def sweep(recipe: str, data: str, designs: Sequence[str] | str = "all", seeds: i
         metric: the test metric (default: the recipe's).
         log: a function given each progress line (e.g. ``print``); None: silent.
         protocol: ``scratch`` (the recipe from its own init), ``finetune`` (the whole detector from
-            ``init``) or ``head`` (only the prediction convs, from ``init``'s frozen features, see
-            :mod:`hierhead.engine.head`; settings in the recipe's ``head`` section).
+            ``init``), ``head`` (only the prediction convs, from ``init``'s frozen features, see
+            :mod:`hierhead.engine.head`; settings in the recipe's ``head`` section) or ``frozen`` (the
+            ImageNet backbone frozen and cached, the extra blocks and head drawn from each seed and
+            trained; the ``head`` section's settings; no ``init``).
         init: the start checkpoint of ``finetune`` and ``head``.
         shard: ``(i, n)`` runs every n-th job from the i-th: n processes (GPUs, machines with a
             shared folder) split one sweep; each rewrites the summary from all finished runs.
@@ -121,10 +131,11 @@ def sweep(recipe: str, data: str, designs: Sequence[str] | str = "all", seeds: i
         raise ValueError(f"shard {index}/{count}: needs 0 <= i < n")
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol {protocol!r}: unknown; choose {', '.join(PROTOCOLS)}")
-    if protocol != "scratch" and not init:
+    if protocol in ("finetune", "head") and not init:
         raise ValueError(f"protocol {protocol!r} starts from a trained model: give --init CKPT")
-    if protocol == "scratch" and init:
-        raise ValueError("--init starts the finetune or head protocol: give --protocol finetune or head")
+    if protocol in ("scratch", "frozen") and init:
+        raise ValueError(f"--init starts the finetune or head protocol (protocol {protocol!r} has no start): "
+                         "give --protocol finetune or head")
     todo = jobs(designs, seeds, fractions)
     overrides = overrides or {}
 
@@ -134,12 +145,12 @@ def sweep(recipe: str, data: str, designs: Sequence[str] | str = "all", seeds: i
 
     open_config_splits(config())  # a missing or broken dataset fails here, not after the first run
     _same_settings(out, {"protocol": protocol, "init": str(init) if init else None,
-                         **({"head": config()["head"]} if protocol == "head" else {})})
+                         **({"head": config()["head"]} if protocol in CACHED else {})})
     mine = [(k, job) for k, job in enumerate(todo, 1)
             if (k - 1) % count == index and not (run_dir(out, job[1], job[2], job[0]) / "result.json").is_file()]
-    if protocol == "head" and mine:
+    if protocol in CACHED and mine:
         from .head import HeadProtocol
-        runner = HeadProtocol(config(), log)
+        runner = HeadProtocol(config(), log, cut=CACHED[protocol])
     else:
         runner = None
     for k, (fraction, design, seed) in mine:
@@ -151,9 +162,11 @@ def sweep(recipe: str, data: str, designs: Sequence[str] | str = "all", seeds: i
             run["head"] = {**run["head"], "optimizer": _optimizer_change(run["head"]["optimizer"], change)}
         log(f"[{k}/{len(todo)}] {design} seed {seed} fraction {fraction:g}")
         row = runner.run(run, metric) if runner else _trained_run(run, folder, metric)
-        opt = run["head"]["optimizer"] if protocol == "head" else run["optimizer"]
+        opt = run["head"]["optimizer"] if protocol in CACHED else run["optimizer"]
         row = {"design": design, "seed": seed, "fraction": fraction, "protocol": protocol,
-               "optimizer": opt["name"], "lr": opt["lr"], "unit_lr_scale": opt.get("unit_lr_scale", 1.0), **row}
+               "optimizer": opt["name"], "lr": opt["lr"], "unit_lr_scale": opt.get("unit_lr_scale", 1.0),
+               "weight_decay": opt.get("weight_decay"), "anchor_l2": opt.get("anchor_l2") or 0.0,
+               "unit_l2": opt.get("unit_l2") or 0.0, **row}
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / "result.json.tmp"
         tmp.write_text(json.dumps(row))

@@ -13,6 +13,7 @@ import copy
 import csv
 import os
 import signal
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -32,7 +33,7 @@ from ..models.stock import size_options
 from .data import DetectionDataModule, fraction_subset, open_config_splits
 from .module import DetectorModule
 
-__all__ = ["train", "prepare", "backbone_weights", "AtomicCheckpointIO", "PaperSettingWarning", "TrainingStopped",
+__all__ = ["train", "prepare", "config_spec", "backbone_weights", "AtomicCheckpointIO", "PaperSettingWarning", "TrainingStopped",
            "TrainingInterrupted", "LAST", "BEST"]
 
 LAST, BEST = "last", "best"
@@ -61,6 +62,32 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 class TrainingStopped(RuntimeError):
     """Training was stopped from outside (SIGTERM: a scheduler's pre-emption); ``last.ckpt`` holds
     the step it reached and ``--resume`` continues from it."""
+
+
+class StepProgressBar(TQDMProgressBar):
+    """Lightning's bar counting the run's optimizer steps out of ``max_steps`` (one bar for the whole
+    run, its description the epoch), for step-based runs. Lightning's own bar counts the batches of each
+    epoch and opens as "Training: 0/?" before the first: a 300-step run on 40 images showed 60 bars
+    of 0-5 and no total. A resumed run's bar starts at the step it resumes from."""
+
+    def init_train_tqdm(self):
+        from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
+
+        return Tqdm(desc="Training", total=self.trainer.max_steps, initial=self.trainer.global_step,
+                    disable=self.is_disabled, leave=True, dynamic_ncols=True, file=sys.stdout, smoothing=0,
+                    bar_format=self.BAR_FORMAT)
+
+    def on_train_epoch_start(self, trainer: "pl.Trainer", *_) -> None:
+        self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch}")
+
+    def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", *_) -> None:
+        bar = self.train_progress_bar
+        if self._should_update(trainer.global_step, bar.total) and not bar.disable:
+            bar.n = trainer.global_step
+            bar.set_postfix(self.get_metrics(trainer, pl_module))  # refreshes the bar
+
+    def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
 
 
 class _SaveOnSigterm(Callback):
@@ -145,6 +172,16 @@ def backbone_weights(config: dict) -> str | None:
     return None
 
 
+def config_spec(config: dict, classes: list[str]) -> ModelSpec:
+    """The :class:`ModelSpec` a resolved config trains (model, design, options, image size) for ``classes``."""
+    size = _image_size(config)
+    options = dict(config.get("model_kwargs") or {})
+    if config.get("image_size") is not None:
+        options = {**size_options(config["model"], size), **options}
+    return ModelSpec(model=config["model"], num_classes=len(classes) + 1, classes=classes, design=config["design"],
+                     soft=bool(config.get("soft")), options=options, image_size=list(size) if size else None)
+
+
 def prepare(config: dict) -> tuple[DetectorModule, DetectionDataModule]:
     """The module and data module of a resolved config (datasets opened and checked here)."""
     data = config["data"]
@@ -154,12 +191,7 @@ def prepare(config: dict) -> tuple[DetectorModule, DetectionDataModule]:
     dm = DetectionDataModule(train_set, val_set if config.get("validate", True) else None, int(config["batch_size"]),
                              size, config["augment"], int(config["num_workers"]), int(config["seed"]),
                              config.get("val_batch_size"))  # checks the training set before the model is built
-    options = dict(config.get("model_kwargs") or {})
-    if config.get("image_size") is not None:
-        options = {**size_options(config["model"], size), **options}
-    spec = ModelSpec(model=config["model"], num_classes=len(train_set.classes) + 1, classes=train_set.classes,
-                     design=config["design"], soft=bool(config.get("soft")), options=options,
-                     image_size=list(size) if size else None)
+    spec = config_spec(config, train_set.classes)
     total = int(config["max_steps"]) if config.get("max_steps") and not config.get("epochs") else \
         int(config["epochs"] or 1) * max(1, len(train_set) // int(config["batch_size"]))
     module = DetectorModule(spec, config["optimizer"], config["schedule"], total, config["metric"],
@@ -183,7 +215,7 @@ def _lightning_trainer(config: dict, out: Path, has_val: bool, callbacks: list) 
         cbs.append(ModelCheckpoint(dirpath=out / "checkpoints", filename=BEST, monitor="val/mAP", mode="max",
                                    save_top_k=1, enable_version_counter=False, auto_insert_metric_name=False))
     if config.get("progress", True):
-        cbs.append(TQDMProgressBar(refresh_rate=1))
+        cbs.append(StepProgressBar(refresh_rate=1) if step_based else TQDMProgressBar(refresh_rate=1))
     cbs += callbacks
     val_steps = config.get("val_every_n_steps")
     return pl.Trainer(

@@ -250,11 +250,15 @@ class TimmSSDLiteFeatures(nn.Module):
                                     zip(self.out_channels[1:], self.out_channels[2:])])
         _normal_init(self.extra)
 
-    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
-        maps = list(self.body(x))
+    def extend(self, maps: list[torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
+        """The six maps from the body's two (what the frozen-backbone protocol caches)."""
+        maps = list(maps)
         for block in self.extra:
             maps.append(block(maps[-1]))
         return OrderedDict((str(i), m) for i, m in enumerate(maps))
+
+    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+        return self.extend(self.body(x))
 
 
 def freeze_stages(body: nn.Module, stages: int) -> None:
