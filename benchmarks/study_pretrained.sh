@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The pretrained study of docs/results/plan-pretrained.md (issue 25), stage by stage, resumable: run it
+# again after any stop (finished runs are skipped; on a fresh checkout the committed rows are restored
+# first). Rows: docs/results/pretrained-STAGE.csv (benchmarks/collect_pretrained.py).
+#   bash benchmarks/study_pretrained.sh STAGE [DATASET ...]      (datasets: cards micro)
+# Stages (in the plan's order; the val-* stages score a 20 % holdout of the training split, never test):
+#   val-settings  P1's lr x steps grid, the general head, seeds 0-2, 100 %
+#   val-pilot     P1 at LR/STEPS: 9An{9}, 9An{9,3}As, 9An{9,3,1}S, seeds 0-4, 25 % and 100 % (sets SEEDS)
+#   val-prior     the prior's anchor_l2 grid on 9An{9,3}As and the general head, seeds 0-2, 100 %
+#   frozen        P1 on test: the six heads, SEEDS seeds, 25 % and 100 %
+#   prior         P1 on test with @priorPRIOR: the five presets and the general head (the L2 control)
+# env: LR, STEPS (P1's, from val-settings), SEEDS (from val-pilot), PRIOR (from val-prior), SHARDS (2)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+stage=$1; shift
+sets=${*:-cards micro}
+hh=.venv/bin/hierhead
+PRESETS='9An{9,1}Both,9An{9,3}S,9An{9,3}As,9An{9,3,1}S,9An{9,3,1}As'
+SHARDS=${SHARDS:-2}
+mkdir -p runs/pretrained
+.venv/bin/python benchmarks/collect_pretrained.py --restore "$stage"
+sweep() {  # dataset folder-suffix designs seeds fractions lr steps [--set ...]
+  local name=$1 suffix=$2 designs=$3 seeds=$4 fractions=$5 lr=$6 steps=$7; shift 7
+  local data recipe
+  case $name in
+    cards) data=../shared/datasets/cards; recipe=cards-ssdlite ;;
+    micro) data=../shared/datasets/microcontrollers; recipe=microcontrollers-ssdlite ;;
+  esac
+  local out="runs/pretrained/$stage-$name$suffix"
+  for ((i = 0; i < SHARDS; i++)); do  # 1-thread shards share the cores (one feature cache, made by each)
+    OMP_NUM_THREADS=$((2 / SHARDS > 0 ? 2 / SHARDS : 1)) $hh sweep --recipe $recipe --data $data --protocol frozen \
+      --designs "$designs" --seeds "$seeds" --fractions "$fractions" --out "$out" --shard $i/$SHARDS \
+      --set head.views=4 --set head.batch_size=16 --set head.optimizer.name=adamw --set head.optimizer.lr="$lr" \
+      --set head.steps="$steps" --set head.schedule.name=cosine --set head.schedule.warmup_steps=50 \
+      --set head.schedule.warmup_start_lr=0.00001 "$@" > "$out.shard$i.log" 2>&1 &
+  done
+  wait
+  tail -n 3 "$out.shard0.log"
+}
+for name in $sets; do
+  case $stage in
+    val-settings)
+      for lr in 0.001 0.003 0.01; do for steps in 500 1000; do
+        sweep "$name" "-lr$lr-s$steps" '9An{9}' 3 1 "$lr" "$steps" --set data.holdout=0.2
+      done; done ;;
+    val-pilot) sweep "$name" "" '9An{9},9An{9,3}As,9An{9,3,1}S' 5 0.25,1 "$LR" "$STEPS" --set data.holdout=0.2 ;;
+    val-prior) sweep "$name" "" '9An{9,3}As,9An{9,3}As@prior0.001,9An{9,3}As@prior0.01,9An{9,3}As@prior0.1,9An{9,3}As@prior1,9An{9}@prior0.001,9An{9}@prior0.01,9An{9}@prior0.1,9An{9}@prior1' \
+                 3 1 "$LR" "$STEPS" --set data.holdout=0.2 ;;
+    frozen) sweep "$name" "" "$PRESETS" "$SEEDS" 0.25,1 "$LR" "$STEPS" ;;
+    prior) sweep "$name" "" "$(echo "$PRESETS" | sed "s/,/@prior$PRIOR,/g")@prior$PRIOR,9An{9}@prior$PRIOR" \
+             "$SEEDS" 0.25,1 "$LR" "$STEPS" ;;
+    *) echo "unknown stage $stage" >&2; exit 2 ;;
+  esac
+  .venv/bin/python benchmarks/collect_pretrained.py "$stage"
+done
