@@ -26,18 +26,14 @@ from .data.stats import table_two
 __all__ = ["recommend", "design_for", "variation", "SMALL", "EVIDENCE", "AGREEMENT"]
 
 #: What our measurements say (docs/results.md, head protocol), printed with every recommendation.
-EVIDENCE = ("Our evidence (docs/results.md, head protocol, 2026-11-26): on the cards dataset no Table I design differed "
-            "from the general head (+0.06 to +0.44 mAP points at 74 training images, +0.07 to +0.61 at 296, 10 "
-            "seeds each; every 95 % interval contains 0); on microcontrollers every design was worse (-2.2 to -4.1 "
-            "at 104 training images, every interval excluding 0; -0.6 to -1.5 at 26, 20 seeds, three of five "
-            "intervals excluding 0), though not when the whole detector was fine-tuned (+0.7 [-2.2, +3.7], 10 "
-            "seeds); on anchor-transfer data, where each "
-            "class is trained at one aspect ratio, 9An{9,3,1}As was better (+1.5 mAP [+0.7, +2.2] on all shapes, "
-            "+3.4 [+2.0, +4.8] on the unseen ones, 5 seeds); classes trained at one size gained nothing (10 seeds). "
-            "On cards the optimiser sets the sign: under SGD the "
-            "designs lose 1-4 points (0.6-1.9 with each design's lr tuned; none better), under an under-stepping "
-            "RMSprop they gain 2-4, as much as the general head gains from 3x the lr: compare designs only after "
-            "tuning the lr.")
+EVIDENCE = ("Our evidence (docs/results.md, 2026-12-02): not yet measured in the paper's setting (an ImageNet "
+            "backbone fine-tuned; pre-registered study running, docs/results/plan-pretrained.md). From scratch, "
+            "head protocol on one trained start, paired 95 % intervals: on cards no Table I design differed from "
+            "the general head (+0.06 to +0.44 mAP points at 74 training images, +0.07 to +0.61 at 296, 10 seeds "
+            "each, every interval containing 0); on microcontrollers every design was worse (-2.2 to -4.1 at 104 "
+            "images, 10 seeds, every interval excluding 0). On cards the optimiser sets the sign: under SGD four "
+            "designs lose 1.6-3.9 points (5 seeds), under an under-stepping RMSprop they gain 2.2-3.7 and so does "
+            "the general head at 3x the lr (+3.0 [+1.1, +4.9]): compare designs only after tuning the lr.")
 #: How the heuristic fared against our sweeps (benchmarks/collect_study.py, docs/results.md "recommend vs the sweep").
 AGREEMENT = ("How the paper's heuristic agreed with our sweeps: its design was the best of the six heads in 3 of 18 "
              "(dataset, fraction, seed) cells from scratch on cards and microcontrollers and in 2 of 20 on the head "
