@@ -9,7 +9,10 @@
 #   val-prior     the prior's anchor_l2 grid on 9An{9,3}As and the general head, seeds 0-2, 100 %
 #   frozen        P1 on test: the six heads, SEEDS seeds, 25 % and 100 %
 #   prior         P1 on test with @priorPRIOR: the five presets and the general head (the L2 control)
-# env: LR, STEPS (P1's, from val-settings), SEEDS (from val-pilot), PRIOR (from val-prior), SHARDS (2)
+#   val-size      P2's size check: the general head, seed 0, 100 %, image_size 256 and 320 (holdout)
+#   imagenet      P2 on test: 9An{9}, 9An{9,3}As, 9An{9,3,1}S, 9An{9,1}Both, seeds 0-9, 100 %, SIZE (256 or 320)
+# env: LR, STEPS (P1's, from val-settings), SEEDS (from val-pilot), PRIOR (from val-prior), SIZE (from
+#      val-size), SHARDS (2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stage=$1; shift
@@ -37,6 +40,18 @@ sweep() {  # dataset folder-suffix designs seeds fractions lr steps [--set ...]
   wait
   tail -n 3 "$out.shard0.log"
 }
+imagenet() {  # P2: dataset folder-suffix designs seeds [--set ...]; the recipe's own schedule, one process
+  local name=$1 suffix=$2 designs=$3 seeds=$4; shift 4
+  local data recipe
+  case $name in
+    cards) data=../shared/datasets/cards; recipe=cards-ssdlite ;;
+    micro) data=../shared/datasets/microcontrollers; recipe=microcontrollers-ssdlite ;;
+  esac
+  local out="runs/pretrained/$stage-$name$suffix"
+  $hh sweep --recipe $recipe --data $data --protocol imagenet --designs "$designs" --seeds "$seeds" \
+    --fractions 1 --out "$out" --set progress=false "$@" > "$out.log" 2>&1
+  tail -n 3 "$out.log"
+}
 for name in $sets; do
   case $stage in
     val-settings)
@@ -49,6 +64,10 @@ for name in $sets; do
     frozen) sweep "$name" "" "$PRESETS" "$SEEDS" 0.25,1 "$LR" "$STEPS" ;;
     prior) sweep "$name" "" "$(echo "$PRESETS" | sed "s/,/@prior$PRIOR,/g")@prior$PRIOR,9An{9}@prior$PRIOR" \
              "$SEEDS" 0.25,1 "$LR" "$STEPS" ;;
+    val-size) for size in 256 320; do
+        imagenet "$name" "-s$size" '9An{9}' 1 --set image_size=$size --set data.holdout=0.2
+      done ;;
+    imagenet) imagenet "$name" "" '9An{9,3}As,9An{9,3,1}S,9An{9,1}Both' 10 --set image_size="$SIZE" ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac
   .venv/bin/python benchmarks/collect_pretrained.py "$stage"

@@ -417,10 +417,11 @@ def _add_sweep_parser(sub) -> None:
     sw.add_argument("--max-steps", type=int)
     sw.add_argument("--out", required=True)
     sw.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any recipe value")
-    sw.add_argument("--protocol", choices=["scratch", "finetune", "head", "frozen"], default="scratch",
+    sw.add_argument("--protocol", choices=["scratch", "finetune", "head", "frozen", "imagenet"], default="scratch",
                     help="scratch: the recipe from its own init; finetune: the whole detector from --init; "
                          "head: only the prediction convs, on frozen features of --init cached once (seconds a run); "
-                         "frozen: the ImageNet backbone frozen and cached, extra blocks and head drawn from each seed")
+                         "frozen: the ImageNet backbone frozen and cached, extra blocks and head drawn from each seed; "
+                         "imagenet: the recipe from its ImageNet backbone (required), fine-tuned whole")
     sw.add_argument("--init", metavar="CKPT", help="the trained start of --protocol finetune / head")
     sw.add_argument("--shard", metavar="I/N", help="run every N-th job from the I-th (0-based): N processes "
                     "or GPUs share one sweep folder")

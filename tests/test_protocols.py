@@ -336,6 +336,17 @@ def test_sweep_frozen_protocol_with_the_prior_on_a_holdout(tmp_path, capsys):
     assert all(0 <= float(r["mAP"]) <= 1 for r in rows)
     assert main([*common, "--protocol", "frozen", "--init", "x.ckpt", "--out", str(tmp_path / "y")]) == 2
     assert "has no start" in capsys.readouterr().err
+    imagenet = ["sweep", "--data", DATA, "--designs", "9An{9,3}As", "--seeds", "1", "--set", f"image_size={SIZE}",
+                "--set", "num_workers=0", "--set", "progress=false", "--max-steps", "1", "--set", "batch_size=4",
+                "--protocol", "imagenet"]
+    assert main([*imagenet, "--out", str(tmp_path / "im")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "im" / "results.csv")))
+    assert [(r["design"], r["protocol"], r["steps"]) for r in rows] == [("9An{9}", "imagenet", "1"),
+                                                                        ("9An{9,3}As", "imagenet", "1")]
+    capsys.readouterr()
+    assert main([*imagenet, "--set", "model=ssdlite320_mobilenet_v3", "--out", str(tmp_path / "mb")]) == 2
+    err = capsys.readouterr().err
+    assert "pretrained_backbone" in err and len(err.strip().splitlines()) == 1
     with pytest.raises(ValueError, match=r"@priorX needs a strength X > 0"):
         from hierhead.engine.sweep import variant
         variant("9An{9}@prior0")

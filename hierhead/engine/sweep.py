@@ -54,7 +54,7 @@ def jobs(designs: Sequence[str] | str = "all", seeds: int = 3,
     return [(f, d, s) for f in fractions for s in range(seeds) for d in designs]
 
 
-PROTOCOLS = ("scratch", "finetune", "head", "frozen")
+PROTOCOLS = ("scratch", "finetune", "head", "frozen", "imagenet")
 #: the protocols that train from cached features (:class:`~hierhead.engine.head.HeadProtocol`, settings in
 #: the recipe's ``head`` section), and where each cuts the detector
 CACHED = {"head": "head", "frozen": "body"}
@@ -114,7 +114,9 @@ def sweep(recipe: str, data: str, designs: Sequence[str] | str = "all", seeds: i
             ``init``), ``head`` (only the prediction convs, from ``init``'s frozen features, see
             :mod:`hierhead.engine.head`; settings in the recipe's ``head`` section) or ``frozen`` (the
             ImageNet backbone frozen and cached, the extra blocks and head drawn from each seed and
-            trained; the ``head`` section's settings; no ``init``).
+            trained; the ``head`` section's settings; no ``init``) or ``imagenet`` (the recipe with its
+            ImageNet backbone required, fine-tuned whole: the paper's setting; ``scratch`` takes the
+            recipe's ``pretrained_backbone`` as it is).
         init: the start checkpoint of ``finetune`` and ``head``.
         shard: ``(i, n)`` runs every n-th job from the i-th: n processes (GPUs, machines with a
             shared folder) split one sweep; each rewrites the summary from all finished runs.
@@ -133,17 +135,25 @@ def sweep(recipe: str, data: str, designs: Sequence[str] | str = "all", seeds: i
         raise ValueError(f"protocol {protocol!r}: unknown; choose {', '.join(PROTOCOLS)}")
     if protocol in ("finetune", "head") and not init:
         raise ValueError(f"protocol {protocol!r} starts from a trained model: give --init CKPT")
-    if protocol in ("scratch", "frozen") and init:
+    if protocol in ("scratch", "frozen", "imagenet") and init:
         raise ValueError(f"--init starts the finetune or head protocol (protocol {protocol!r} has no start): "
                          "give --protocol finetune or head")
     todo = jobs(designs, seeds, fractions)
     overrides = overrides or {}
+
+    if protocol == "imagenet":
+        if overrides.get("pretrained_backbone") is False:
+            raise ValueError("protocol 'imagenet' starts from the ImageNet backbone: drop pretrained_backbone=false")
+        overrides = {**overrides, "pretrained_backbone": True}  # a model without shipped weights fails here
 
     def config(fraction: float = 1.0, **over) -> dict:
         return resolve(recipe, {**overrides, **over, "init": str(init) if init else None,
                                 "data": {**overrides.get("data", {}), "path": data, "fraction": fraction}})
 
     open_config_splits(config())  # a missing or broken dataset fails here, not after the first run
+    if protocol == "imagenet":
+        from .trainer import backbone_weights
+        backbone_weights(config())  # a model without ImageNet weights fails here, not at its first run
     _same_settings(out, {"protocol": protocol, "init": str(init) if init else None,
                          **({"head": config()["head"]} if protocol in CACHED else {})})
     mine = [(k, job) for k, job in enumerate(todo, 1)
