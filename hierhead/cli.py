@@ -39,7 +39,7 @@ def _designs(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run
 
-    keys = ("design", "seeds", "start_steps", "steps", "data", "image_size")
+    keys = ("design", "seeds", "steps", "data", "image_size")
     given = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     r = run(args.out, progress=not args.no_progress, log=lambda line: print(line, flush=True),
             **given)  # defaults live in hierhead.demo.run
@@ -440,14 +440,13 @@ def _add_recommend_parser(sub) -> None:
 
 def _add_demo_parser(sub) -> None:
     """``hierhead demo``."""
-    demo = sub.add_parser("demo", help="does the head help? general vs hierarchical under the head protocol, "
-                          "several seeds, with the interval; folded and compared", epilog="examples:\n  hierhead demo\n"
+    demo = sub.add_parser("demo", help="does the head help? general vs hierarchical on anchor-transfer data, every "
+                          "run from the ImageNet backbone (frozen), several seeds, with the interval; folded and compared", epilog="examples:\n  hierhead demo\n"
                           "  hierhead demo --seeds 10 --design '9An{9,3}As'", formatter_class=argparse.RawDescriptionHelpFormatter)
     demo.add_argument("--out", default="hierhead-demo")
     demo.add_argument("--design", help="the hierarchical design (default 9An{9,3,1}As)")
-    demo.add_argument("--seeds", type=int, help="paired seeds of the head protocol (default 5)")
-    demo.add_argument("--start-steps", type=int, help="training steps of the shared start (default 300)")
-    demo.add_argument("--steps", type=int, help="head-protocol steps per run (default 150)")
+    demo.add_argument("--seeds", type=int, help="paired seeds (default 5)")
+    demo.add_argument("--steps", type=int, help="training steps of each run (default 300)")
     demo.add_argument("--data", help="default synthetic:mode=ratio,classes=3,train=240,test=60,size=160,palette=class")
     demo.add_argument("--image-size", type=int, help="square input size of the SSDLite (default 160)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -1,13 +1,16 @@
-"""``hierhead demo``: does the hierarchical head help? The head protocol on anchor-transfer data, in CPU minutes.
+"""``hierhead demo``: does the hierarchical head help? Anchor-transfer data, every run from ImageNet, CPU minutes.
 
-1. A shared start: the general head trained from scratch on the synthetic data with *every*
-   class at every anchor shape (``mode=all``), so the backbone knows every class.
-2. The head protocol (:mod:`hierhead.engine.head`) on the anchor-transfer split (``mode=ratio``:
-   each class seen in training at one aspect ratio only, tested at all): for each seed, the
-   general head and the hierarchical design are re-drawn from that seed (the units at 0) and
-   trained on the same cached features, so the paired difference measures the design alone.
-   Section III-A's mechanism predicts the hierarchical head wins on the shapes a class was never
-   trained at (the "unseen shapes" score, where seen shapes are marked difficult).
+1. The frozen-backbone protocol (:mod:`hierhead.engine.head`, ``cut="body"``): the ImageNet
+   EfficientNet-Lite0 that ships with hierhead, frozen; its features of every training image
+   computed once. There is no trained start: every run starts from the same ImageNet weights
+   (the file's checksum is pinned by a test), so no result hangs on a start that differs between
+   machines (the earlier demo trained one from scratch, and its sign flipped between machines).
+2. The anchor-transfer split (``mode=ratio``: each class seen in training at one aspect ratio
+   only, tested at all): for each seed, the extra blocks and the head are drawn from that seed
+   (the same draw for both heads, the units at 0) and trained on the cached features, so the
+   paired difference measures the design alone. Section III-A's mechanism predicts the
+   hierarchical head wins on the shapes a class was never trained at (the "unseen shapes"
+   score, where seen shapes are marked difficult).
 3. The mean paired difference with its 95 % t interval over the seeds, whatever it says; the
    folded model's detections checked identical, parameters and latency at deploy; a picture of
    general vs hierarchical detections on the same test images and per-class AP with intervals.
@@ -16,7 +19,6 @@
 from __future__ import annotations
 
 import statistics
-import shutil
 import time
 from pathlib import Path
 
@@ -24,7 +26,7 @@ import torch
 
 from .comparison import interval_text, paired_interval
 from .design import GENERAL
-from .engine import resolve, train
+from .engine import resolve
 from .engine.head import HeadProtocol
 from .engine.infer import drawn_boxes, run_model
 from .metrics import mean_ap
@@ -63,20 +65,22 @@ def _verdict(diffs: list[float]) -> str:
     return f"no detectable difference (the interval excludes effects beyond {max(-lo, hi):.1f} points)"
 
 
-def run(out: str | Path = "hierhead-demo", design: str = "9An{9,3,1}As", seeds: int = 5, start_steps: int = 300,
-        steps: int = 150, data: str = DATA, image_size: int = 160, progress: bool = True, log=None) -> dict:
+MODEL = "ssdlite320_efficientnet_lite0"  # its ImageNet weights ship with hierhead
+
+
+def run(out: str | Path = "hierhead-demo", design: str = "9An{9,3,1}As", seeds: int = 5, steps: int = 300,
+        data: str = DATA, image_size: int = 160, progress: bool = True, log=None) -> dict:
     """Run the demo; returns its numbers (the table is also written to ``out/results.md``).
 
     Args:
-        out: output folder (start checkpoint, pictures, ``results.md``, every run's scores in
-            ``results.csv``).
+        out: output folder (pictures, ``results.md``, every run's scores in ``results.csv``).
         design: the hierarchical design compared with the general head.
-        seeds: seeds 0..seeds-1 (each draws both heads' init and batch order).
-        start_steps: training steps of the shared start (general head, ``mode=all``).
-        steps: head-protocol steps of each run.
-        data: the anchor-transfer dataset; the start trains on the same spec with ``mode=all``.
+        seeds: seeds 0..seeds-1 (each draws the extra blocks and head, the same for both heads, and
+            the batch order).
+        steps: training steps of each run (extra blocks and head on the cached ImageNet features).
+        data: the anchor-transfer dataset.
         image_size: square input size of the SSDLite.
-        progress: progress bars for the start's training and the head runs.
+        progress: a progress bar over the runs.
         log: a function given each step's line and the table (e.g. ``print``); None: silent.
     """
     from .data.synthetic import parse_spec
@@ -85,15 +89,15 @@ def run(out: str | Path = "hierhead-demo", design: str = "9An{9,3,1}As", seeds: 
     spec = parse_spec(data)  # a bad spec fails before any training
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails before any training
-    base = {"image_size": image_size, "validate": False, "progress": progress, "checkpoint_every_n_steps": None,
-            "num_workers": 0}
     t0 = time.perf_counter()
-    start = _train_start(out, spec, start_steps, base, log)
-    log(f"2/3 the head protocol on {data} ({_split_text(spec['mode'])}): "
-        f"{GENERAL} vs {design}, {seeds} seeds, {steps} steps each")
-    head_config = resolve("synthetic-ssdlite", {**base, "data": {"path": data}, "init": start,
-                                                "head": {"steps": steps, "views": 2}})
-    results, models, unseen = _head_runs(head_config, data, design, seeds, progress)
+    config = resolve("synthetic-ssdlite", {"model": MODEL, "image_size": image_size, "num_workers": 0,
+                                           "data": {"path": data}, "head": {"steps": steps, "views": 2}})
+    log(f"1/3 the ImageNet backbone ({MODEL}, frozen): features of 2 views of every training image of {data} "
+        f"({_split_text(spec['mode'])})")
+    protocol = HeadProtocol(config, log=lambda line: log("    " + line), cut="body")
+    log(f"2/3 {GENERAL} vs {design}, {seeds} seeds, each run from ImageNet: the extra blocks and head drawn "
+        f"from the seed (the same for both), {steps} steps on the cached features")
+    results, models, unseen = _head_runs(protocol, config, data, design, seeds, progress)
     log(f"3/3 fold, check and draw ({time.perf_counter() - t0:.0f} s so far)")
     general, hier = models[GENERAL], models[design]
     images = [unseen[i][0] for i in range(min(8, len(unseen)))]
@@ -114,16 +118,7 @@ def run(out: str | Path = "hierhead-demo", design: str = "9An{9,3,1}As", seeds: 
             "params": deployed["params"], "latency": deployed["latency"]}
 
 
-def _train_start(out: Path, spec: dict, steps: int, base: dict, log) -> str:
-    """Step 1: the general head trained from scratch with every class at every shape; its last checkpoint."""
-    start_data = "synthetic:" + ",".join(f"{k}={v}" for k, v in {**spec, "mode": "all"}.items())
-    log(f"1/3 the shared start: {GENERAL} trained {steps} steps on {start_data} (every class at every shape)")
-    shutil.rmtree(out / "start", ignore_errors=True)  # the demo's own start, retrained on every run
-    return train(resolve("synthetic-ssdlite", {**base, "data": {"path": start_data}, "design": GENERAL,
-                                               "max_steps": steps, "out": str(out / "start")}))["last"]
-
-
-def _head_runs(head_config: dict, data: str, design: str, seeds: int, progress: bool):
+def _head_runs(protocol: HeadProtocol, config: dict, data: str, design: str, seeds: int, progress: bool):
     """Step 2: both heads at every seed on the same cached features. Returns per-design rows (mAP,
     per-class AP, mAP on unseen shapes; in %), the seed-0 models, and the test set with the shapes each
     class was trained at marked difficult (:func:`unseen_only`)."""
@@ -131,7 +126,6 @@ def _head_runs(head_config: dict, data: str, design: str, seeds: int, progress: 
 
     from .data.synthetic import open_synthetic, unseen_only
 
-    protocol = HeadProtocol(head_config)
     train_set, test_set = open_synthetic(data)
     unseen = unseen_only(train_set, test_set)
     unseen_targets = [unseen.target(i) for i in range(len(unseen))]
@@ -140,7 +134,7 @@ def _head_runs(head_config: dict, data: str, design: str, seeds: int, progress: 
     bar = tqdm(total=2 * seeds, desc="head runs", disable=not progress, leave=False)
     for seed in range(seeds):
         for d in (GENERAL, design):
-            row = protocol.run({**head_config, "design": d, "seed": seed})
+            row = protocol.run({**config, "design": d, "seed": seed})
             hidden = mean_ap(protocol.detections, unseen_targets, "voc07", train_set.classes)
             results[d].append({"mAP": row["mAP"] * 100, "AP": {c: v * 100 for c, v in protocol.scores["AP"].items()},
                                "unseen": hidden["mAP"] * 100})
@@ -194,7 +188,8 @@ def _table(results: dict, design: str, deployed: dict) -> str:
     diffs, diffs_unseen = _diffs(results, design, "mAP"), _diffs(results, design, "unseen")
     params, latency = deployed["params"], deployed["latency"]
     return "\n".join([
-        f"Head protocol, {len(results[GENERAL])} seeds, VOC07 mAP (%) on all test shapes and on the shapes each class "
+        f"Frozen ImageNet backbone, every run from ImageNet, {len(results[GENERAL])} seeds, VOC07 mAP (%) on all test "
+        "shapes and on the shapes each class "
         "was never trained at; difference = hierarchical - general, paired by seed, with its 95 % t interval.", "",
         "| head | mAP all shapes | mAP unseen shapes | parameters (train) | parameters (deploy) | latency (ms) |",
         "|---|---|---|---|---|---|",
@@ -242,7 +237,7 @@ def _plot_ap(results: dict, designs: tuple[str, str], classes: list[str], labels
                label=f"{d}: mAP {statistics.mean(r['mAP'] for r in results[d]):.1f}")
     ax.set_xticks(range(len(labels)), labels, fontsize=8)
     ax.set_ylabel("AP (%) on all shapes, 95 % interval")
-    ax.set_title(f"Head protocol, {len(results[designs[0]])} seeds: {split}", fontsize=10)
+    ax.set_title(f"Frozen ImageNet backbone, {len(results[designs[0]])} seeds: {split}", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -228,10 +228,11 @@ def test_recommend_follows_the_variation(tmp_path):
 
 
 def test_demo_runs_end_to_end(tmp_path, capsys):
-    code = main(["demo", "--out", str(tmp_path), "--seeds", "2", "--start-steps", "2", "--steps", "2",
+    code = main(["demo", "--out", str(tmp_path), "--seeds", "2", "--steps", "2",
                  "--data", "synthetic:classes=2,train=16,test=4", "--no-progress"])
     out = capsys.readouterr().out
     assert code == 0
+    assert "every run from ImageNet" in out and "start" not in out.replace("starts", "")  # no trained start
     assert "Folded detections identical to the hierarchical model's: True" in out
     assert "| general 9An{9} |" in out and "| hierarchical 9An{9,3,1}As (folded) |" in out
     diff = next(line for line in out.splitlines() if line.startswith("| difference |"))
@@ -259,6 +260,31 @@ def test_demo_picture_draws_the_truth_marks_unseen_shapes_then_the_detections():
     assert [(i["kind"], i["text"]) for i in items] == [("seen", "a"), ("unseen", "b"), ("detection", "a 0.90"),
                                                        ("detection", "3 0.40")]
     assert items[1]["box"] == [30.0, 30.0, 60.0, 45.0]
+
+
+def test_demo_data_and_start_are_pinned():
+    """What `make demo` measures is fixed: its data (boxes, labels, sizes and two images' pixels) and its
+    start (every run from the shipped ImageNet weights, no trained start). A change to either shows here."""
+    import hashlib
+
+    from hierhead.data.readers import load_image
+    from hierhead.data.synthetic import open_synthetic
+    from hierhead.demo import DATA, MODEL
+    from hierhead.models.pretrained import packaged_weights
+
+    assert DATA == "synthetic:mode=ratio,classes=3,train=240,test=60,size=160,palette=class"
+    assert MODEL == "ssdlite320_efficientnet_lite0"
+    train, test = open_synthetic(DATA)
+    h = hashlib.sha256()
+    for ds in (train, test):
+        for r in ds.records:
+            h.update(json.dumps([r.width, r.height, r.boxes, r.labels]).encode())
+    for r in (train.records[0], test.records[-1]):
+        h.update(load_image(r.image_path).numpy().tobytes())
+    assert (len(train), len(test)) == (240, 60)
+    assert h.hexdigest() == "10800989052a279d6b5f4671e14e47e3b5f8b8914f22993cc259f46c8fc13242"
+    weights = Path(packaged_weights("tf_efficientnet_lite0")).read_bytes()
+    assert hashlib.sha256(weights).hexdigest() == "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 
 
 def test_demo_labels_say_what_each_class_was_trained_at():
