@@ -94,7 +94,7 @@ def run(out: str | Path = "hierhead-demo", design: str = "9An{9,3,1}As", seeds: 
                                            "data": {"path": data}, "head": {"steps": steps, "views": 2}})
     log(f"1/3 the ImageNet backbone ({MODEL}, frozen): features of 2 views of every training image of {data} "
         f"({_split_text(spec['mode'])})")
-    protocol = HeadProtocol(config, log=lambda line: log("    " + line), cut="body")
+    protocol = HeadProtocol(config, log=lambda line: log("    " + line), cut="body", progress=progress)
     log(f"2/3 {GENERAL} vs {design}, {seeds} seeds, each run from ImageNet: the extra blocks and head drawn "
         f"from the seed (the same for both), {steps} steps on the cached features")
     results, models, unseen = _head_runs(protocol, config, data, design, seeds, progress)

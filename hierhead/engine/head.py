@@ -155,6 +155,12 @@ def _views(dataset: DetectionDataset, views: int, image_size, augment: dict, see
     return samples, [(i, v) for v in range(views) for i in range(len(dataset))]
 
 
+def _bar(batches: range, what: str, progress: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(batches, desc=what, disable=not progress, leave=False)
+
+
 def _plain(target: dict) -> dict:
     return {"boxes": target["boxes"].as_subclass(torch.Tensor).float(), "labels": target["labels"]}
 
@@ -168,7 +174,7 @@ def _stack(chunks: list[list[torch.Tensor]]) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def cache_views(model: nn.Module, dataset: DetectionDataset, views: int, image_size, augment: dict | None = None,
-                seed: int = 0, batch_size: int = 16, cut: str = "head") -> FeatureCache:
+                seed: int = 0, batch_size: int = 16, cut: str = "head", progress: bool = False) -> FeatureCache:
     """Features of ``views`` augmented views of every image (view v of image i seeded by (seed, v, i)).
 
     Args:
@@ -179,6 +185,7 @@ def cache_views(model: nn.Module, dataset: DetectionDataset, views: int, image_s
         augment: the recipe's ``augment`` section.
         seed: the views' seed (one cache serves every run).
         cut: where the frozen part ends (:data:`CUTS`).
+        progress: a progress bar over the views.
     """
     _check(model, cut)
     model.eval()
@@ -186,7 +193,7 @@ def cache_views(model: nn.Module, dataset: DetectionDataset, views: int, image_s
     feats: list[list[torch.Tensor]] = []
     targets, matched, image = [], [], []
     anchors = None
-    for start in range(0, len(keys), batch_size):
+    for start in _bar(range(0, len(keys), batch_size), "caching the training views", progress):
         chunk = [samples[k] for k in keys[start:start + batch_size]]
         f, _, t, a, m = _encode(model, [c[0] for c in chunk], [_plain(c[1]) for c in chunk], cut)
         feats.append(f)
@@ -198,14 +205,15 @@ def cache_views(model: nn.Module, dataset: DetectionDataset, views: int, image_s
 
 
 @torch.no_grad()
-def cache_test(model: nn.Module, dataset: DetectionDataset, batch_size: int = 16, cut: str = "head") -> FeatureCache:
+def cache_test(model: nn.Module, dataset: DetectionDataset, batch_size: int = 16, cut: str = "head",
+               progress: bool = False) -> FeatureCache:
     """Features of the evaluation images as ``model(images)`` sees them (no augmentation)."""
     _check(model, cut)
     model.eval()
     samples = SeededSamples(dataset, eval_transforms(), 0)
     feats, sizes, originals = [], [], []
     anchors = None
-    for start in range(0, len(dataset), batch_size):
+    for start in _bar(range(0, len(dataset), batch_size), "caching the test images", progress):
         images = [samples[i][0] for i in range(start, min(len(dataset), start + batch_size))]
         originals += [tuple(im.shape[-2:]) for im in images]
         f, images_t, _, a, _ = _encode(model, [im.as_subclass(torch.Tensor) for im in images], None, cut)
@@ -386,9 +394,10 @@ class HeadProtocol:
         log: where the one-line cache report goes.
         cut: ``head`` (the head protocol: the start is ``config["init"]``) or ``body`` (the frozen-backbone
             protocol: the start is the config's detector with its ImageNet backbone weights, no ``init``).
+        progress: progress bars while the caches are made.
     """
 
-    def __init__(self, config: dict, log=None, cut: str = "head") -> None:
+    def __init__(self, config: dict, log=None, cut: str = "head", progress: bool = False) -> None:
         from ..models import build
         from .checkpoint import load_start_model
         from .data import open_config_splits
@@ -420,8 +429,8 @@ class HeadProtocol:
                **({"cut": cut, "options": self.start.hierhead_spec.options} if cut != "head" else {})}
         self.views = stored({**key, "views": int(h["views"]), "augment": config["augment"]},
                             lambda: cache_views(self.start, self.train, int(h["views"]), _image_size(config),
-                                                config["augment"], cut=cut))
-        self.test = stored({**key, "test": True}, lambda: cache_test(self.start, test, cut=cut))
+                                                config["augment"], cut=cut, progress=progress))
+        self.test = stored({**key, "test": True}, lambda: cache_test(self.start, test, cut=cut, progress=progress))
         name = "head protocol" if cut == "head" else "frozen-backbone protocol"
         (log or (lambda _: None))(f"{name}: {len(self.views)} views of {len(self.train)} training images and {len(test)} test "
             f"images ready in {time.perf_counter() - t0:.0f} s ({(self.views.nbytes + self.test.nbytes) / 2**30:.2f} "
