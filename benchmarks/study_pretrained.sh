@@ -12,7 +12,7 @@
 #   val-size      P2's size check: the general head, seed 0, 100 %, image_size 256 and 320 (holdout)
 #   imagenet      P2 on test: 9An{9}, 9An{9,3}As, 9An{9,3,1}S, 9An{9,1}Both, seeds 0-9, 100 %, SIZE (256 or 320)
 # env: LR, STEPS (P1's, from val-settings), SEEDS (from val-pilot), PRIOR (from val-prior), SIZE (from
-#      val-size), SHARDS (2)
+#      val-size), SHARDS (2), THREADS (per shard; default 2 / SHARDS)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stage=$1; shift
@@ -31,7 +31,7 @@ sweep() {  # dataset folder-suffix designs seeds fractions lr steps [--set ...]
   esac
   local out="runs/pretrained/$stage-$name$suffix"
   for ((i = 0; i < SHARDS; i++)); do  # 1-thread shards share the cores (one feature cache, made by each)
-    OMP_NUM_THREADS=$((2 / SHARDS > 0 ? 2 / SHARDS : 1)) $hh sweep --recipe $recipe --data $data --protocol frozen \
+    OMP_NUM_THREADS=${THREADS:-$((2 / SHARDS > 0 ? 2 / SHARDS : 1))} $hh sweep --recipe $recipe --data $data --protocol frozen \
       --designs "$designs" --seeds "$seeds" --fractions "$fractions" --out "$out" --shard $i/$SHARDS \
       --set head.views=4 --set head.batch_size=16 --set head.optimizer.name=adamw --set head.optimizer.lr="$lr" \
       --set head.steps="$steps" --set head.schedule.name=cosine --set head.schedule.warmup_steps=50 \
