@@ -29,8 +29,9 @@ DEFAULTS: dict[str, Any] = {
     "batch_size": 8,
     "val_batch_size": None,
     "epochs": None,
-    # the defaults fine-tune the ImageNet backbone as cards-ssdlite does (its schedule, chosen on a validation
-    # split of cards/train: benchmarks/tune_finetune.sh); the paper recipes set their own optimiser and schedule
+    # the defaults fine-tune the ImageNet backbone with cards-ssdlite's round-1 schedule (chosen on a validation
+    # split of cards/train: benchmarks/tune_finetune.sh; the recipe's round 2 adds a timm-only frozen_stages and
+    # 850 steps); the paper recipes set their own optimiser and schedule
     "max_steps": 600,
     "optimizer": {"name": "adamw", "lr": 0.003, "momentum": 0.9, "weight_decay": 0.0001, "unit_lr_scale": 1.0,
                   "backbone_lr_scale": 0.1,  # the backbone body's lr = this x lr; 0 freezes it
