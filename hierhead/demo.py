@@ -289,9 +289,10 @@ def _side_by_side(general, hier, samples, classes, names, path: Path, score: flo
                                        linewidth=2.0))
                 truth = item["kind"] != "detection"
                 right = x1 > image.shape[-1] / 2  # a label in the right half ends at its box's right edge
+                below = truth or y1 < image.shape[-2] / 10  # a detection's label above it, unless at the top
                 ax.text(x2 if right else x1, y2 if truth else y1,
                         item["text"] + (" (unseen shape)" if item["kind"] == "unseen" else ""), color=ink,
-                        fontsize=9, va="top" if truth else "bottom", ha="right" if right else "left", clip_on=True,
+                        fontsize=9, va="top" if below else "bottom", ha="right" if right else "left", clip_on=True,
                         bbox={"facecolor": edge, "alpha": 0.8, "pad": 1.5, "linewidth": 0})
             ax.set_xticks([])
             ax.set_yticks([])
