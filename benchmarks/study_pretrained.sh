@@ -35,12 +35,13 @@ sweep() {  # dataset folder-suffix designs seeds fractions lr steps [--set ...]
       --designs "$designs" --seeds "$seeds" --fractions "$fractions" --out "$out" --shard $i/$SHARDS \
       --set head.views=4 --set head.batch_size=16 --set head.optimizer.name=adamw --set head.optimizer.lr="$lr" \
       --set head.steps="$steps" --set head.schedule.name=cosine --set head.schedule.warmup_steps=50 \
-      --set head.schedule.warmup_start_lr=0.00001 "$@" > "$out.shard$i.log" 2>&1 &
+      --set head.schedule.warmup_start_lr=0.00001 --set model_kwargs.frozen_stages=0 "$@" > "$out.shard$i.log" 2>&1 &
   done
   wait
   tail -n 3 "$out.shard0.log"
 }
-imagenet() {  # P2: dataset folder-suffix designs seeds [--set ...]; the recipe's own schedule, one process
+imagenet() {  # P2: dataset folder-suffix designs seeds [--set ...]; the plan's schedule (cards-ssdlite's round 1:
+  # 600 steps, whole backbone at 0.1x; the recipe's later round-2 frozen_stages is pinned off), one process
   local name=$1 suffix=$2 designs=$3 seeds=$4; shift 4
   local data recipe
   case $name in
@@ -49,7 +50,8 @@ imagenet() {  # P2: dataset folder-suffix designs seeds [--set ...]; the recipe'
   esac
   local out="runs/pretrained/$stage-$name$suffix"
   $hh sweep --recipe $recipe --data $data --protocol imagenet --designs "$designs" --seeds "$seeds" \
-    --fractions 1 --out "$out" --set progress=false "$@" > "$out.log" 2>&1
+    --fractions 1 --out "$out" --set progress=false --max-steps 600 --set model_kwargs.frozen_stages=0 "$@" \
+    > "$out.log" 2>&1
   tail -n 3 "$out.log"
 }
 for name in $sets; do

@@ -42,6 +42,7 @@ def trained(tmp_path_factory) -> Path:
     if not CARDS.is_dir():
         pytest.skip("../shared/datasets/cards not present")
     code = main(["train", "--recipe", "cards-ssdlite", "--model", "ssdlite320_mobilenet_v3", "--design", "9An{9,3,1}S",
+                 "--set", "model_kwargs.frozen_stages=0",  # the recipe's frozen_stages is a timm-backbone option
                  "--data", str(CARDS / "train"), "--val", str(val),
                  "--max-steps", "3", "--batch-size", "2", "--out", str(root / "out"),
                  "--set", "val_every_n_steps=3", "--set", "checkpoint_every_n_steps=2", "--set", "image_size=160",

@@ -210,3 +210,10 @@ def test_frozen_stages_freeze_the_body_through_that_level_and_nothing_else(name,
     assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith(first_trained))
     with pytest.raises(ValueError, match=r"frozen_stages=6: expected 0 to 5"):
         build(name, 3, frozen_stages=6, **options)
+
+
+def test_frozen_stages_on_a_torchvision_backbone_is_refused_not_ignored():
+    with pytest.raises(ValueError, match=r"frozen_stages: an option of the timm-backbone models .* not of "
+                                         r"ssdlite320_mobilenet_v3; set model_kwargs.frozen_stages=0"):
+        build("ssdlite320_mobilenet_v3", 3, frozen_stages=2)
+    build("ssdlite320_mobilenet_v3", 3, frozen_stages=0, image_size=128)  # 0 is nothing to do

@@ -391,8 +391,12 @@ def stock_model(spec: dict, generator: nn.Module | None = None, net: nn.Module |
     arch = ARCHITECTURES[name]
     if generator is None:
         generator = _ssd_generator(spec["anchors"]) if arch.anchors == "ssd" else _grid_generator(spec["anchors"])
+    options = dict(spec.get("options", {}))
+    if not arch.timm and options.pop("frozen_stages", 0):  # torchvision's SSD would swallow it unused
+        raise ValueError(f"frozen_stages: an option of the timm-backbone models (ssdlite320_efficientnet_lite0, "
+                         f"ssdlite_timm), not of {name}; set model_kwargs.frozen_stages=0")
     return arch.make(num_classes=int(spec["num_classes"]), pretrained=bool(spec.get("pretrained_backbone", False)),
-                     generator=generator, options=dict(spec.get("options", {})), net=net)
+                     generator=generator, options=options, net=net)
 
 
 def load(folder: str | Path) -> nn.Module:
