@@ -22,13 +22,17 @@ PRESETS='9An{9,1}Both,9An{9,3}S,9An{9,3}As,9An{9,3,1}S,9An{9,3,1}As'
 SHARDS=${SHARDS:-2}
 mkdir -p runs/pretrained
 .venv/bin/python benchmarks/collect_pretrained.py --restore "$stage"
+dataset() {  # NAME -> data, recipe (the caller's locals)
+  case $1 in
+    cards) data=../shared/datasets/cards; recipe=cards-ssdlite ;;
+    micro) data=../shared/datasets/microcontrollers; recipe=microcontrollers-ssdlite ;;
+    *) echo "unknown dataset $1 (cards or micro)" >&2; exit 2 ;;
+  esac
+}
 sweep() {  # dataset folder-suffix designs seeds fractions lr steps [--set ...]
   local name=$1 suffix=$2 designs=$3 seeds=$4 fractions=$5 lr=$6 steps=$7; shift 7
   local data recipe
-  case $name in
-    cards) data=../shared/datasets/cards; recipe=cards-ssdlite ;;
-    micro) data=../shared/datasets/microcontrollers; recipe=microcontrollers-ssdlite ;;
-  esac
+  dataset "$name"
   local out="runs/pretrained/$stage-$name$suffix"
   for ((i = 0; i < SHARDS; i++)); do  # 1-thread shards share the cores (one feature cache, made by each)
     OMP_NUM_THREADS=${THREADS:-$((2 / SHARDS > 0 ? 2 / SHARDS : 1))} $hh sweep --recipe $recipe --data $data --protocol frozen \
@@ -44,10 +48,7 @@ imagenet() {  # P2: dataset folder-suffix designs seeds [--set ...]; the plan's 
   # 600 steps, whole backbone at 0.1x; the recipe's later round-2 frozen_stages is pinned off), one process
   local name=$1 suffix=$2 designs=$3 seeds=$4; shift 4
   local data recipe
-  case $name in
-    cards) data=../shared/datasets/cards; recipe=cards-ssdlite ;;
-    micro) data=../shared/datasets/microcontrollers; recipe=microcontrollers-ssdlite ;;
-  esac
+  dataset "$name"
   local out="runs/pretrained/$stage-$name$suffix"
   $hh sweep --recipe $recipe --data $data --protocol imagenet --designs "$designs" --seeds "$seeds" \
     --fractions 1 --out "$out" --set progress=false --max-steps 600 --set model_kwargs.frozen_stages=0 "$@" \

@@ -101,7 +101,7 @@ def plot_shapes(ds: DetectionDataset, path: str | Path, image_size: int | None =
     ax.grid(True, which="both", alpha=0.2)
     fig.tight_layout()
     path = Path(path)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)  # as every other output: its folder is made
+    path.parent.mkdir(parents=True, exist_ok=True)  # as every other output: its folder is made
     fig.savefig(path)
     plt.close(fig)
     return path

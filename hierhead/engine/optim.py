@@ -167,30 +167,27 @@ def parse_unit_lr_scale(value) -> float | str:
     return scale
 
 
+def _at_least_0(key: str, value, note: str = "") -> float:
+    """``optimizer.<key>`` checked: a number >= 0 (not a bool), else one line naming the key."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = -1.0
+    if isinstance(value, bool) or not number >= 0:
+        raise ValueError(f"optimizer.{key}={value!r}: expected a number >= 0{note}")
+    return number
+
+
 def parse_backbone_lr_scale(value) -> float:
     """``optimizer.backbone_lr_scale`` checked: a number >= 0 (0 freezes the backbone body)."""
-    try:
-        scale = float(value)
-    except (TypeError, ValueError):
-        scale = -1.0
-    if isinstance(value, bool) or not scale >= 0:
-        raise ValueError(f"optimizer.backbone_lr_scale={value!r}: expected a number >= 0 (0 freezes the backbone)")
-    return scale
+    return _at_least_0("backbone_lr_scale", value, " (0 freezes the backbone)")
 
 
 def prior_strengths(config: dict) -> tuple[float, float]:
     """``(anchor_l2, unit_l2)`` of an ``optimizer`` section, each a number >= 0 (absent: 0)."""
-    out = []
-    for key in ("anchor_l2", "unit_l2"):
-        value = config.get(key)
-        try:
-            v = 0.0 if value is None else float(value)
-        except (TypeError, ValueError):
-            v = -1.0
-        if isinstance(value, bool) or not v >= 0:
-            raise ValueError(f"optimizer.{key}={value!r}: expected a number >= 0")
-        out.append(v)
-    return out[0], out[1]
+    anchor, unit = (config.get(k) for k in ("anchor_l2", "unit_l2"))
+    return (_at_least_0("anchor_l2", 0.0 if anchor is None else anchor),
+            _at_least_0("unit_l2", 0.0 if unit is None else unit))
 
 
 def prior_penalty(model: nn.Module, config: dict) -> torch.Tensor | float:

@@ -294,11 +294,11 @@ def _ssdlite_timm(name: str, num_classes: int, pretrained: bool, generator: nn.M
 
     size = int(options.pop("image_size", 320))  # any square input
     stages = options.pop("frozen_stages", 0)
+    if not isinstance(stages, int) or isinstance(stages, bool):  # before timm builds anything
+        raise ValueError(f"frozen_stages={stages!r}: expected a whole number of feature levels")
     body = net if net is not None else timm_body(name)
     if pretrained:
         body = freeze_batch_norm_2d(body)
-    if not isinstance(stages, int) or isinstance(stages, bool):
-        raise ValueError(f"frozen_stages={stages!r}: expected a whole number of feature levels")
     freeze_stages(body, stages)
     backbone = TimmSSDLiteFeatures(body, ssdlite_norm)
     head = SSDLiteHead(backbone.out_channels, _per_location(generator), num_classes, ssdlite_norm)
