@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hierhead.cli import main
-from hierhead.comparison import paired_interval, table
+from hierhead.comparison import decide, holm, paired_interval, paired_p, table
 from hierhead.data import open_dataset
 from hierhead.data.synthetic import open_synthetic, parse_spec, shape_of, unseen_only
 
@@ -90,7 +90,7 @@ def test_synthetic_class_palette_colours_each_class():
 
 def test_paired_interval_and_table():
     m, lo, hi = paired_interval([1.0, 2.0, 3.0])
-    assert m == 2 and lo == pytest.approx(2 - 4.303 / math.sqrt(3)) and hi == pytest.approx(2 + 4.303 / math.sqrt(3))
+    assert m == 2 and lo == pytest.approx(2 - 4.302653 / math.sqrt(3)) and hi == pytest.approx(2 + 4.302653 / math.sqrt(3))
     rows = [{"design": d, "seed": s, "fraction": f, "metric": "voc07", "mAP": v}
             for d, base in (("9An{9}", 0.5), ("9An{9,3}S", 0.6)) for f in (0.5, 1.0) for s, v in
             enumerate((base, base + 0.02))]
@@ -99,11 +99,28 @@ def test_paired_interval_and_table():
     assert "**61.00 +- 1.41 (n=2)**<br>+10.00 [+10.00, +10.00], ahead 2/2" in md
     assert md.count("| all pairs |") == 1 and "+10.00 [+10.00, +10.00], ahead 4/4 |" in md  # 2 fractions x 2 seeds
     assert "all pairs" not in table([r for r in rows if r["fraction"] == 1.0])
-    assert "better than 9An{9}: 9An{9,3}S; worse: none; undecided (interval contains 0, or a single pair): none." in md
+    assert "Holm-corrected" in md and "better than 9An{9}: 9An{9,3}S; worse: none; undecided (no difference shown, or a single pair): none." in md
     worse = [{**r, "mAP": r["mAP"] - 0.2 + 0.01 * r["seed"]} if r["design"] != "9An{9}" else r for r in rows]
     assert "better than 9An{9}: none; worse: 9An{9,3}S;" in table(worse)
     single = table([r for r in rows if r["seed"] == 0 and r["fraction"] == 1.0])
-    assert "better than 9An{9}: none; worse: none; undecided (interval contains 0, or a single pair): 9An{9,3}S." in single and "| 9An{9} | 51.00 +- 1.41 (n=2) |" in md
+    assert "better than 9An{9}: none; worse: none; undecided (no difference shown, or a single pair): 9An{9,3}S." in single and "| 9An{9} | 51.00 +- 1.41 (n=2) |" in md
+
+
+def test_holm_and_the_plans_decision_rule():
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])  # step-down, kept monotone
+    assert paired_p([1.0, 1.0]) == 0.0 and paired_p([0.0, 0.0]) == 1.0 and paired_p([3.0]) == 1.0
+    assert paired_p([1.0, 2.0, 3.0]) == pytest.approx(0.0742, abs=1e-4)  # t = 3.46 on 2 degrees of freedom
+    _, lo, hi = paired_interval([1.0, 2.0, 3.0], alpha=0.05 / 5)  # a Bonferroni interval is wider
+    assert hi - 2 == pytest.approx(2 - lo) and hi - 2 > 4.303 / math.sqrt(3)
+    small = [0.1, -0.1, 0.2, -0.2, 0.0, 0.1, -0.1, 0.05, -0.05, 0.0]
+    clear = [2.0, 2.5, 1.5, 2.2, 1.8, 2.1, 1.9, 2.4, 1.6, 2.0]
+    v = decide({"a": small, "b": clear, "c": [-x for x in clear], "d": [5.0, -4.0, 6.0, -5.0]}, margin=1.0)
+    assert [v[k]["verdict"] for k in "abcd"] == ["no effect within +-1", "better", "worse", "undecided"]
+    assert v["b"]["p_holm"] == pytest.approx(4 * v["b"]["p"])  # b and c tie for the smallest p: both times 4 and v["a"]["n"] == 10
+    assert decide({"a": small})["a"]["verdict"] == "undecided"  # no margin: no equivalence claim
+    # Holm can leave a design undecided that its own uncorrected interval would call better
+    p1 = [0.5, 1.5, 0.2, 1.8, 1.0]
+    assert paired_interval(p1)[1] > 0 and decide({"x": p1, **{f"y{i}": [0.1, -0.1] for i in range(5)}})["x"]["verdict"] == "undecided"
 
 
 def test_sweep_is_resumable_and_writes_its_tables(tmp_path, capsys):

@@ -1,0 +1,158 @@
+"""The analysis of docs/results/plan-pretrained.md, applied to the committed rows (docs/results/pretrained-*.csv).
+
+    python benchmarks/analyse_pretrained.py settings   # P1's lr and steps (stage val-settings)
+    python benchmarks/analyse_pretrained.py seeds      # P1's number of seeds (stage val-pilot)
+    python benchmarks/analyse_pretrained.py prior      # the prior's anchor_l2 (stage val-prior)
+    python benchmarks/analyse_pretrained.py size       # P2's image size (stage val-size)
+    python benchmarks/analyse_pretrained.py tables     # the test tables: frozen, prior, imagenet (what exists)
+
+Each prints the plan's rule, the numbers it reads and what the rule picks, or the tables with the paired
+difference to the general head of the same seed (95 % t interval), Holm's correction across the designs of a
+table and the plan's verdict. Pure arithmetic over the CSVs: nothing is trained here.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from scipy import stats
+
+from hierhead.comparison import decide
+
+STORE = Path(__file__).resolve().parents[1] / "docs" / "results"
+GENERAL = "9An{9}"
+PRESETS = ["9An{9,1}Both", "9An{9,3}S", "9An{9,3}As", "9An{9,3,1}S", "9An{9,3,1}As"]
+
+
+def rows(stage: str) -> list[dict]:
+    path = STORE / f"pretrained-{stage}.csv"
+    if not path.is_file():
+        return []
+    out = []
+    for r in csv.DictReader(open(path)):
+        r["seed"], r["fraction"], r["mAP"] = int(r["seed"]), float(r["fraction"]), float(r["mAP"])
+        out.append(r)
+    return out
+
+
+def by_seed(rs: list[dict]) -> dict[tuple, dict[int, float]]:
+    """(dataset, fraction, design) -> {seed: mAP}; a (design, seed) run twice is an error."""
+    out: dict[tuple, dict[int, float]] = defaultdict(dict)
+    for r in rs:
+        cell = out[(r["dataset"], r["fraction"], r["design"])]
+        if r["seed"] in cell:
+            raise SystemExit(f"{r['sweep']}: {r['design']} seed {r['seed']} fraction {r['fraction']} twice")
+        cell[r["seed"]] = r["mAP"]
+    return out
+
+
+def diffs(cells: dict, dataset: str, fraction: float, design: str, base: str = GENERAL) -> list[float]:
+    a, b = cells.get((dataset, fraction, design), {}), cells.get((dataset, fraction, base), {})
+    return [a[s] - b[s] for s in sorted(a) if s in b]
+
+
+def settings() -> None:
+    rs = rows("val-settings")
+    means: dict[tuple, list[float]] = defaultdict(list)
+    for r in rs:
+        means[(float(r["lr"]), int(r["steps"]))].append(r["mAP"])
+    print("P1 settings: mean validation mAP of the general head, both datasets x seeds 0-2 (n per cell):")
+    for k in sorted(means):
+        print(f"  lr {k[0]:g}, {k[1]} steps: {statistics.mean(means[k]):.2f} (n={len(means[k])})")
+    top = max(statistics.mean(v) for v in means.values())
+    tied = [k for k in means if statistics.mean(means[k]) >= top - 0.5]
+    lr, steps = min(tied, key=lambda k: (k[1], k[0]))  # ties within 0.5: fewer steps, then the lower lr
+    print(f"rule (highest mean; within 0.5 of it: fewer steps, then lower lr) -> LR={lr:g} STEPS={steps}")
+
+
+def seeds() -> None:
+    cells = by_seed(rows("val-pilot"))
+    sds = {}
+    for (dataset, fraction, design) in sorted(cells):
+        if design != GENERAL:
+            d = diffs(cells, dataset, fraction, design)
+            sds[(dataset, fraction, design)] = statistics.stdev(d)
+            print(f"  {dataset} {fraction:g} {design}: paired diff mean {statistics.mean(d):+.2f}, "
+                  f"SD {sds[(dataset, fraction, design)]:.2f} (n={len(d)})")
+    s = max(sds.values())
+    n = next((n for n in range(10, 31) if stats.t.ppf(0.975, n - 1) * s / math.sqrt(n) <= 0.9), None)
+    reach = f"n = {n}" if n else "n = 30 (the cap; 0.9 not reached)"
+    print(f"largest SD s = {s:.3f} over {len(sds)} cells; smallest n >= 10 with t(0.975, n-1) s / sqrt(n) <= 0.9: "
+          f"{reach} -> SEEDS={n or 30}")
+
+
+def prior() -> None:
+    cells = by_seed(rows("val-prior"))
+    means = {}
+    for strength in ("0.001", "0.01", "0.1", "1"):
+        d = [x for ds in ("cards", "micro") for x in diffs(cells, ds, 1.0, f"9An{{9,3}}As@prior{strength}")]
+        c = [x for ds in ("cards", "micro") for x in diffs(cells, ds, 1.0, f"9An{{9}}@prior{strength}")]
+        if not d:
+            continue
+        means[strength] = statistics.mean(d)
+        print(f"  anchor_l2 {strength}: 9An{{9,3}}As@prior - 9An{{9}} {means[strength]:+.2f} (n={len(d)}); "
+              f"the L2 control 9An{{9}}@prior - 9An{{9}} {statistics.mean(c):+.2f} (n={len(c)})")
+    if means:
+        top = max(means.values())
+        pick = min((s for s in means if means[s] >= top - 0.5), key=float)  # within 0.5 of the top: the smaller
+        print(f"rule (highest mean paired difference; within 0.5 of it: the smaller value) -> PRIOR={pick}")
+
+
+def size() -> None:
+    for r in sorted(rows("val-size"), key=lambda r: (r["dataset"], r["sweep"])):
+        print(f"  {r['dataset']} {r['sweep']}: {r['mAP']:.2f}")
+    print("rule: 256 if the general head at 256 is within 3 points of 320 on each validation split, else 320")
+
+
+def _table(title: str, cells: dict, dataset: str, fraction: float, designs: list[str], base: str, margin: float,
+           goal: float) -> list[str]:
+    pairs = {d: diffs(cells, dataset, fraction, d, base) for d in designs}
+    pairs = {d: p for d, p in pairs.items() if p}
+    if not pairs:
+        return []
+    b = cells.get((dataset, fraction, base), {})
+    lines = [f"**{title}**, {dataset}, {fraction:g} of train: {base} {statistics.mean(b.values()):.2f} "
+             f"(n={len(b)})", "",
+             "| design | n | paired diff [95 % t] | half-width | p | p (Holm) | Bonferroni interval | verdict |",
+             "|---|---:|---|---:|---:|---:|---|---|"]
+    for d, v in decide(pairs, margin).items():
+        miss = "" if v["half"] <= goal else f" (goal {goal:g} missed)"
+        lines.append(f"| {d} | {v['n']} | {v['mean']:+.2f} [{v['low']:+.2f}, {v['high']:+.2f}] | "
+                     f"{v['half']:.2f}{miss} | {v['p']:.3f} | {v['p_holm']:.3f} | "
+                     f"[{v['bonferroni'][0]:+.2f}, {v['bonferroni'][1]:+.2f}] | {v['verdict']} |")
+    return lines + [""]
+
+
+def tables() -> None:
+    frozen, prior_rows, imagenet = rows("frozen"), rows("prior"), rows("imagenet")
+    out = []
+    cells = by_seed(frozen + prior_rows)
+    for ds in ("cards", "micro"):
+        for f in (0.25, 1.0):
+            out += _table("P1 frozen backbone", cells, ds, f, PRESETS, GENERAL, 1.0, 1.0)
+    strengths = sorted({r["design"].split("@prior")[1] for r in prior_rows})
+    for s in strengths:
+        with_prior = [f"{d}@prior{s}" for d in PRESETS]
+        for ds in ("cards", "micro"):
+            for f in (0.25, 1.0):
+                out += _table(f"Prior (anchor_l2 {s}) against the general head without prior", cells, ds, f,
+                              with_prior + [f"{GENERAL}@prior{s}"], GENERAL, 1.0, 1.0)
+                out += _table(f"Prior (anchor_l2 {s}) against the L2 control", cells, ds, f, with_prior,
+                              f"{GENERAL}@prior{s}", 1.0, 1.0)
+    cells = by_seed(imagenet)
+    for ds in ("cards", "micro"):
+        out += _table("P2 from ImageNet", cells, ds, 1.0, ["9An{9,3}As", "9An{9,3,1}S", "9An{9,1}Both"], GENERAL,
+                      1.5, 1.5)
+    print("\n".join(out) if out else "no test rows yet")
+
+
+if __name__ == "__main__":
+    commands = {"settings": settings, "seeds": seeds, "prior": prior, "size": size, "tables": tables}
+    if len(sys.argv) != 2 or sys.argv[1] not in commands:
+        raise SystemExit(f"usage: python benchmarks/analyse_pretrained.py {{{','.join(commands)}}}")
+    commands[sys.argv[1]]()
