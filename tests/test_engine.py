@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -44,7 +45,7 @@ def trained(tmp_path_factory) -> Path:
     code = main(["train", "--recipe", "cards-ssdlite", "--model", "ssdlite320_mobilenet_v3", "--design", "9An{9,3,1}S",
                  "--set", "model_kwargs.frozen_stages=0",  # the recipe's frozen_stages is a timm-backbone option
                  "--data", str(CARDS / "train"), "--val", str(val),
-                 "--max-steps", "3", "--batch-size", "2", "--out", str(root / "out"),
+                 "--max-steps", "4", "--batch-size", "2", "--out", str(root / "out"),
                  "--set", "val_every_n_steps=3", "--set", "checkpoint_every_n_steps=2", "--set", "image_size=160",
                  *QUICK])  # 160 px: what the tests below check does not depend on the input size
     assert code == 0
@@ -57,14 +58,17 @@ def test_train_writes_checkpoints_config_and_logs(trained):
     assert (out / "checkpoints" / "last.ckpt").is_file() and (out / "checkpoints" / "best.ckpt").is_file()
     assert not list((out / "checkpoints").glob("*.tmp"))
     config = (out / "config.yaml").read_text()
-    assert "cards-ssdlite" in config and "max_steps: 3" in config
+    assert "cards-ssdlite" in config and "max_steps: 4" in config
     metrics = (out / "logs" / "metrics.csv").read_text()
     assert "val/mAP" in metrics and "train/loss" in metrics
+    # every 3 steps and at the last (4 is not a multiple of 3): Lightning's 0-based steps 2 and 3
+    val_steps = [int(r["step"]) for r in csv.DictReader(io.StringIO(metrics)) if r.get("val/mAP")]
+    assert val_steps == [2, 3], val_steps
     assert list((out / "logs" / "tensorboard").glob("events.out.tfevents.*"))
     model, spec = load_checkpoint(out / "checkpoints" / "last.ckpt")
     assert spec.classes == ["ace", "jack", "king", "nine", "queen", "ten"]
     assert spec.design == "9An{9,3,1}S" and spec.num_classes == 7 and spec.image_size == [160, 160]
-    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
 
 
 @needs_cards

@@ -134,6 +134,20 @@ class _StopOnInterrupt(Callback):
             self._previous = None
 
 
+class _ValidateAtLastStep(Callback):
+    """A step-based run whose ``max_steps`` is not a multiple of ``val_every_n_steps`` (850 / 200) validates
+    at its last step too, so "val mAP" and ``best.ckpt`` include the final weights. Lightning validates
+    every ``val_check_interval`` steps only; asking it to stop at the last step (``should_stop``) makes its
+    own loop validate there, in step order, before the fit ends."""
+
+    def __init__(self, max_steps: int, every: int) -> None:
+        self.max_steps, self.every = max_steps, every
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
+        if trainer.global_step >= self.max_steps and trainer.global_step % self.every:
+            trainer.should_stop = True
+
+
 class PaperSettingWarning(UserWarning):
     """A paper recipe run in a way the paper's numbers do not apply to (e.g. without pretrained weights)."""
 
@@ -218,6 +232,8 @@ def _lightning_trainer(config: dict, out: Path, has_val: bool, callbacks: list) 
         cbs.append(StepProgressBar(refresh_rate=1) if step_based else TQDMProgressBar(refresh_rate=1))
     cbs += callbacks
     val_steps = config.get("val_every_n_steps")
+    if step_based and val_steps and has_val and int(config["max_steps"]) % int(val_steps):
+        cbs.append(_ValidateAtLastStep(int(config["max_steps"]), int(val_steps)))
     return pl.Trainer(
         default_root_dir=out,
         accelerator=config["accelerator"], devices=config["devices"], num_nodes=config["num_nodes"],
