@@ -64,9 +64,9 @@ for name in $sets; do
     val-pilot) sweep "$name" "" '9An{9},9An{9,3}As,9An{9,3,1}S' 5 0.25,1 "$LR" "$STEPS" --set data.holdout=0.2 ;;
     val-prior) sweep "$name" "" '9An{9,3}As,9An{9,3}As@prior0.001,9An{9,3}As@prior0.01,9An{9,3}As@prior0.1,9An{9,3}As@prior1,9An{9}@prior0.001,9An{9}@prior0.01,9An{9}@prior0.1,9An{9}@prior1' \
                  3 1 "$LR" "$STEPS" --set data.holdout=0.2 ;;
-    frozen) sweep "$name" "" "$PRESETS" "$SEEDS" 0.25,1 "$LR" "$STEPS" ;;
+    frozen) sweep "$name" "" "$PRESETS" "$SEEDS" 1,0.25 "$LR" "$STEPS" ;;  # 100 % first: the decision column
     prior) sweep "$name" "" "$(echo "$PRESETS" | sed "s/,/@prior$PRIOR,/g")@prior$PRIOR,9An{9}@prior$PRIOR" \
-             "$SEEDS" 0.25,1 "$LR" "$STEPS" ;;
+             "$SEEDS" 1,0.25 "$LR" "$STEPS" ;;
     val-size) for size in 256 320; do
         imagenet "$name" "-s$size" '9An{9}' 1 --set image_size=$size --set data.holdout=0.2
       done ;;
