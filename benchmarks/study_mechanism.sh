@@ -4,8 +4,10 @@
 # it never had in training only if its units join those shapes to the trained ones: on `mode=ratio`
 # data (each class trained at one aspect ratio) the `As` designs (units across the ratios of one size)
 # should transfer and the `S` designs (units across the sizes of one ratio) should not; on `mode=size`
-# data the reverse. Each run is `hierhead demo` (the shared start, then the head protocol, SEEDS seeds,
-# general head vs the design, scored on all test shapes and on each class's unseen ones).
+# data the reverse. Each run is `hierhead demo` (since 2026-12-02 every run from the shipped ImageNet
+# backbone, frozen, extra blocks and head drawn from the seed: no trained start; SEEDS seeds, general head vs
+# the design, scored on all test shapes and on each class's unseen ones). The rows committed before
+# 2026-12-02 came from one start trained from scratch: rerun into a fresh runs/mech to replace them.
 #   SEEDS (10)   sh benchmarks/study_mechanism.sh
 set -e
 mkdir -p runs/mech
