@@ -131,7 +131,8 @@ def _table(title: str, cells: dict, dataset: str, fraction: float, designs: list
 def tables() -> None:
     frozen, prior_rows, imagenet = rows("frozen"), rows("prior"), rows("imagenet")
     out = []
-    cells = by_seed(frozen + prior_rows)
+    # the prior stage's general head rows are the frozen stage's runs, copied into its folder: counted once
+    cells = by_seed(frozen + [r for r in prior_rows if r["design"] != GENERAL])
     for ds in ("cards", "micro"):
         for f in (0.25, 1.0):
             out += _table("P1 frozen backbone", cells, ds, f, PRESETS, GENERAL, 1.0, 1.0)

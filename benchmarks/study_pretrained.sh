@@ -65,7 +65,13 @@ for name in $sets; do
     val-prior) sweep "$name" "" '9An{9,3}As,9An{9,3}As@prior0.001,9An{9,3}As@prior0.01,9An{9,3}As@prior0.1,9An{9,3}As@prior1,9An{9}@prior0.001,9An{9}@prior0.01,9An{9}@prior0.1,9An{9}@prior1' \
                  3 1 "$LR" "$STEPS" --set data.holdout=0.2 ;;
     frozen) sweep "$name" "" "$PRESETS" "$SEEDS" 1,0.25 "$LR" "$STEPS" ;;  # 100 % first: the decision column
-    prior) sweep "$name" "" "$(echo "$PRESETS" | sed "s/,/@prior$PRIOR,/g")@prior$PRIOR,9An{9}@prior$PRIOR" \
+    prior)  # the general head without prior is the frozen stage's run of the same seed: copied, not rerun
+      for f in runs/pretrained/frozen-"$name"/runs/f*/9An_9/seed*/result.json; do
+        [ -f "$f" ] || continue
+        to=runs/pretrained/prior-"$name"/${f#runs/pretrained/frozen-"$name"/}
+        [ -f "$to" ] || { mkdir -p "$(dirname "$to")"; cp "$f" "$to"; }
+      done
+      sweep "$name" "" "$(echo "$PRESETS" | sed "s/,/@prior$PRIOR,/g")@prior$PRIOR,9An{9}@prior$PRIOR" \
              "$SEEDS" 1,0.25 "$LR" "$STEPS" ;;
     val-size) for size in 256 320; do
         imagenet "$name" "-s$size" '9An{9}' 1 --set image_size=$size --set data.holdout=0.2
