@@ -37,9 +37,9 @@ sweep() {  # dataset folder-suffix designs seeds fractions lr steps [--set ...]
   for ((i = 0; i < SHARDS; i++)); do  # 1-thread shards share the cores (one feature cache, made by each)
     OMP_NUM_THREADS=${THREADS:-$((2 / SHARDS > 0 ? 2 / SHARDS : 1))} $hh sweep --recipe $recipe --data $data --protocol frozen \
       --designs "$designs" --seeds "$seeds" --fractions "$fractions" --out "$out" --shard $i/$SHARDS \
-      --set head.views=4 --set head.batch_size=16 --set head.optimizer.name=adamw --set head.optimizer.lr="$lr" \
-      --set head.steps="$steps" --set head.schedule.name=cosine --set head.schedule.warmup_steps=50 \
-      --set head.schedule.warmup_start_lr=0.00001 --set model_kwargs.frozen_stages=0 "$@" > "$out.shard$i.log" 2>&1 &
+      --set frozen.views=4 --set frozen.batch_size=16 --set frozen.optimizer.name=adamw --set frozen.optimizer.lr="$lr" \
+      --set frozen.steps="$steps" --set frozen.schedule.name=cosine --set frozen.schedule.warmup_steps=50 \
+      --set frozen.schedule.warmup_start_lr=0.00001 --set model_kwargs.frozen_stages=0 "$@" > "$out.shard$i.log" 2>&1 &
   done
   wait
   tail -n 3 "$out.shard0.log"

@@ -22,7 +22,7 @@ DATA = "synthetic:mode=all,classes=2,train=12,test=6,size=96,seed=3"
 SIZE = 96
 QUICK = {"num_workers": 0, "progress": False, "validate": False, "image_size": SIZE, "batch_size": 4,
          "checkpoint_every_n_steps": None}
-HEAD = {"views": 2, "steps": 3, "batch_size": 4}
+HEAD = {"views": 2, "steps": 3, "batch_size": 4}  # the head and frozen sections, small
 
 
 @pytest.fixture(autouse=True)
@@ -325,7 +325,7 @@ def test_prior_penalty_is_separate_coupled_l2_on_anchor_weights_and_units():
 def test_sweep_frozen_protocol_with_the_prior_on_a_holdout(tmp_path, capsys):
     common = ["sweep", "--data", DATA, "--designs", "9An{9,3}As,9An{9,3}As@prior0.1,9An{9}@prior0.1", "--seeds", "1",
               "--set", f"image_size={SIZE}", "--set", "num_workers=0", "--set", "progress=false",
-              "--set", "data.holdout=0.25", *(x for k, v in HEAD.items() for x in ("--set", f"head.{k}={v}"))]
+              "--set", "data.holdout=0.25", *(x for k, v in HEAD.items() for x in ("--set", f"frozen.{k}={v}"))]
     assert main([*common, "--protocol", "frozen", "--out", str(tmp_path / "fz")]) == 0
     out = capsys.readouterr().out
     assert "frozen-backbone protocol: 18 views of 9 training images and 3 test images" in out  # 12 -> 9 + 3
@@ -334,6 +334,11 @@ def test_sweep_frozen_protocol_with_the_prior_on_a_holdout(tmp_path, capsys):
         ("9An{9}", "frozen", "0.0"), ("9An{9,3}As", "frozen", "0.0"), ("9An{9,3}As@prior0.1", "frozen", "0.1"),
         ("9An{9}@prior0.1", "frozen", "0.1")}
     assert all(0 <= float(r["mAP"]) <= 1 for r in rows)
+    # the frozen section's settings, not the head protocol's: 3 steps (head: 200) at lr 0.01 (head: 0.003)
+    assert {(r["steps"], r["lr"]) for r in rows} == {("3", "0.01")}
+    assert json.loads((tmp_path / "fz" / "sweep.json").read_text())["frozen"]["steps"] == 3
+    assert main([*common, "--set", "frozen.steps=4", "--protocol", "frozen", "--out", str(tmp_path / "fz")]) == 2
+    assert "holds a sweep with frozen=" in capsys.readouterr().err  # other settings: another folder
     assert main([*common, "--protocol", "frozen", "--init", "x.ckpt", "--out", str(tmp_path / "y")]) == 2
     assert "has no start" in capsys.readouterr().err
     imagenet = ["sweep", "--data", DATA, "--designs", "9An{9,3}As", "--seeds", "1", "--set", f"image_size={SIZE}",

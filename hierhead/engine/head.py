@@ -55,6 +55,8 @@ __all__ = ["FeatureCache", "cache_views", "cache_test", "stored", "LiveViews", "
 #: Where the cache cuts the detector: ``head`` (inputs of the prediction convs; only they train) or
 #: ``body`` (outputs of the ImageNet body; the extra blocks and the whole head train).
 CUTS = ("head", "body")
+#: the config section each cut trains with: the head protocol's ``head``, the frozen-backbone protocol's ``frozen``
+SECTIONS = {"head": "head", "body": "frozen"}
 
 
 def _check(model: nn.Module, cut: str = "head") -> None:
@@ -390,7 +392,8 @@ class HeadProtocol:
     """The head-protocol runs of one sweep: the start and both feature caches are made (or read) once.
 
     Args:
-        config: the sweep's resolved config (``init``, ``data``, ``head``, ``augment``).
+        config: the sweep's resolved config (``init``, ``data``, ``augment``, and the settings: ``head`` for the
+            head protocol, ``frozen`` for the frozen-backbone one).
         log: where the one-line cache report goes.
         cut: ``head`` (the head protocol: the start is ``config["init"]``) or ``body`` (the frozen-backbone
             protocol: the start is the config's detector with its ImageNet backbone weights, no ``init``).
@@ -405,7 +408,7 @@ class HeadProtocol:
 
         if cut not in CUTS:
             raise ValueError(f"cut={cut!r}: choose {' or '.join(CUTS)}")
-        self.cut = cut
+        self.cut, self.section = cut, SECTIONS[cut]
         self.train, test = open_config_splits(config)
         if cut == "head":
             spec = ModelSpec(model=config["model"], num_classes=len(self.train.classes) + 1, classes=self.train.classes)
@@ -423,7 +426,7 @@ class HeadProtocol:
             _check(self.start, cut)
             source = Path(weights).resolve()
         t0 = time.perf_counter()
-        h = config["head"]
+        h = config[self.section]
         key = {"init": str(source), "stamp": [source.stat().st_size, source.stat().st_mtime_ns],
                "data": config["data"], "model": config["model"], "size": _image_size(config),
                **({"cut": cut, "options": self.start.hierhead_spec.options} if cut != "head" else {})}
@@ -440,7 +443,7 @@ class HeadProtocol:
         """Train and score one (design, seed, fraction) of ``run`` (a resolved config): the sweep's row."""
         from .data import fraction_indices
 
-        h, seed = run["head"], int(run["seed"])
+        h, seed = run[self.section], int(run["seed"])
         images = fraction_indices(len(self.train), float(run["data"]["fraction"]), seed)
         make = head_model if self.cut == "head" else backbone_model
         model = make(self.start, run["design"], seed, soft=bool(run.get("soft")))
