@@ -150,6 +150,12 @@ def tables() -> None:
         out += _table("P2 from ImageNet", cells, ds, 1.0, ["9An{9,3}As", "9An{9,3,1}S", "9An{9,1}Both"], GENERAL,
                       1.5, 1.5)
     print("\n".join(out) if out else "no test rows yet")
+    for name, rs in (("frozen", frozen), ("prior", prior_rows), ("imagenet", imagenet)):
+        for ds in ("cards", "micro"):
+            secs = [float(r["seconds"]) for r in rs if r["dataset"] == ds and r["seconds"]]
+            if secs:
+                print(f"cost, {name} {ds}: median {statistics.median(secs):.0f} s a run "
+                      f"(wall, n={len(secs)}; includes time shared with another run or paused)")
 
 
 if __name__ == "__main__":
