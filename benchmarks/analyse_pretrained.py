@@ -155,7 +155,7 @@ def tables() -> None:
             secs = [float(r["seconds"]) for r in rs if r["dataset"] == ds and r["seconds"]]
             if secs:
                 print(f"cost, {name} {ds}: median {statistics.median(secs):.0f} s a run "
-                      f"(wall, n={len(secs)}; includes time shared with another run or paused)")
+                      f"(the training loop's wall time, evaluation excluded, n={len(secs)}; shared cores or a pause count)")
 
 
 if __name__ == "__main__":
