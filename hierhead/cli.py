@@ -86,12 +86,19 @@ def _recommend(args: argparse.Namespace) -> int:
     print(f"{r['design']}\n{r['reason']}")
     from .recommend import AGREEMENT, EVIDENCE
 
+    from .engine import resolve
+    from .engine.trainer import backbone_weights
+
     data = shlex.quote(str(args.data))
+    if backbone_weights(resolve(None, {"model": args.model})):  # ImageNet weights ship: every run from them
+        how = (f"  hierhead sweep --data {data} --set model={args.model} --protocol frozen "
+               f"--designs '{r['design']}' --seeds 10 --out runs/designs")
+    else:  # no shipped weights: the head protocol, from a general head trained once
+        how = (f"  hierhead train --data {data} --model {args.model} --design '9An{{9}}' --out runs/start\n"
+               f"  hierhead sweep --data {data} --set model={args.model} --protocol head "
+               f"--init runs/start/checkpoints/last.ckpt --designs '{r['design']}' --seeds 10 --out runs/head")
     print(f"This is the paper's heuristic, not a measurement. {AGREEMENT}\n{EVIDENCE}\nCompare on your data in minutes "
-          f"(the sweep always runs the general head 9An{{9}} too):\n"
-          f"  hierhead train --data {data} --model {args.model} --design '9An{{9}}' --out runs/start\n"
-          f"  hierhead sweep --data {data} --set model={args.model} --protocol head "
-          f"--init runs/start/checkpoints/last.ckpt --designs '{r['design']}' --seeds 10 --out runs/head")
+          f"(the sweep always runs the general head 9An{{9}} too):\n{how}")
     return 0
 
 
@@ -401,6 +408,8 @@ def _add_sweep_parser(sub) -> None:
     """``hierhead sweep``."""
     sw = sub.add_parser("sweep", help="train and evaluate designs x seeds x training-set fractions (resumable)",
                         epilog="examples:\n  hierhead sweep --recipe cards-ssdlite --data ../shared/datasets/cards "
+                               "--protocol frozen --designs all --seeds 10 --fractions 0.25,1 --out runs/frozen-cards\n"
+                               "  hierhead sweep --recipe cards-ssdlite --data ../shared/datasets/cards "
                                "--designs all --seeds 3 --fractions 0.25,0.5,1 --out runs/sweep-cards\n"
                                "  hierhead sweep --recipe cards-ssdlite --data synthetic:mode=ratio "
                                "--designs '9An{9,3,1}As,9An{9,3}S' --seeds 2 --out runs/transfer\n"

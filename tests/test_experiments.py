@@ -192,6 +192,12 @@ def test_recommend_on_cards(capsys):
     for command in commands:  # each runs as printed: no required argument left out, no placeholder
         args = parser().parse_args(command[1:])
         assert "CKPT" not in command and args.data == str(CARDS / "train")
+    # a model whose ImageNet weights ship: one command, every run from them (no trained start)
+    assert main(["recommend", "--data", str(CARDS / "train"), "--model", "ssdlite320_efficientnet_lite0"]) == 0
+    commands = [shlex.split(line) for line in capsys.readouterr().out.splitlines() if line.startswith("  hierhead ")]
+    assert len(commands) == 1 and commands[0][1] == "sweep" and "frozen" in commands[0] and "--init" not in commands[0]
+    args = parser().parse_args(commands[0][1:])
+    assert args.protocol == "frozen" and args.designs == "9An{9,3,1}S"
 
 
 #: Table II of the paper: (vertical, square, horizontal), (small, medium, large), objects, the paper's reading.
