@@ -7,19 +7,19 @@
 # data the reverse. Each run is `hierhead demo` (since 2026-12-02 every run from the shipped ImageNet
 # backbone, frozen, extra blocks and head drawn from the seed: no trained start; SEEDS seeds, general head vs
 # the design, scored on all test shapes and on each class's unseen ones). The rows committed before
-# 2026-12-02 came from one start trained from scratch: rerun into a fresh runs/mech to replace them.
+# 2026-12-02 came from one start trained from scratch (runs/mech); this version writes runs/mech-imagenet.
 #   SEEDS (10)   sh benchmarks/study_mechanism.sh
 set -e
-mkdir -p runs/mech
+mkdir -p runs/mech-imagenet
 SEEDS=${SEEDS:-10}
 SPEC='classes=3,train=240,test=60,size=160,palette=class'
 for mode in ratio size; do
   for design in '9An{9,3}As' '9An{9,3}S'; do
     name=$(echo "$mode-$design" | tr -d '{}' | tr ',' '-')
-    out="runs/mech/$name"
+    out="runs/mech-imagenet/$name"
     if [ ! -f "$out/results.csv" ]; then
       .venv/bin/hierhead demo --out "$out" --seeds "$SEEDS" --design "$design" \
-        --data "synthetic:mode=$mode,$SPEC" --no-progress > "runs/mech/$name.log" 2>&1
+        --data "synthetic:mode=$mode,$SPEC" --no-progress > "runs/mech-imagenet/$name.log" 2>&1
     fi
     cp "$out/results.csv" "docs/results/mechanism-$name.csv"  # every (design, seed) row, committed
   done
