@@ -55,9 +55,9 @@ def jobs(designs: Sequence[str] | str = "all", seeds: int = 3,
 
 
 PROTOCOLS = ("scratch", "finetune", "head", "frozen", "imagenet")
-#: the protocols that train from cached features (:class:`~hierhead.engine.head.HeadProtocol`, settings in
-#: the recipe's ``head`` section), and where each cuts the detector
-CACHED = {"head": "head", "frozen": "body"}  # each one's settings: the recipe section of its name
+#: the protocols that train from cached features (:class:`~hierhead.engine.head.HeadProtocol`; the recipe
+#: section with each one's settings: :data:`~hierhead.engine.head.SECTIONS`), and where each cuts the detector
+CACHED = {"head": "head", "frozen": "body"}
 
 
 def variant(label: str) -> tuple[str, dict]:
@@ -154,9 +154,12 @@ def sweep(recipe: str, data: str, designs: Sequence[str] | str = "all", seeds: i
     if protocol == "imagenet":
         from .trainer import backbone_weights
         backbone_weights(config())  # a model without ImageNet weights fails here, not at its first run
-    section = protocol if protocol in CACHED else None  # the section with a cached protocol's settings
+    section = None  # the recipe section with a cached protocol's steps, batch, optimiser and schedule
+    if protocol in CACHED:
+        from .head import SECTIONS
+        section = SECTIONS[CACHED[protocol]]
     _same_settings(out, {"protocol": protocol, "init": str(init) if init else None,
-                         **({section: config()[section]} if protocol in CACHED else {})})
+                         **({section: config()[section]} if section else {})})
     mine = [(k, job) for k, job in enumerate(todo, 1)
             if (k - 1) % count == index and not (run_dir(out, job[1], job[2], job[0]) / "result.json").is_file()]
     if protocol in CACHED and mine:
@@ -169,13 +172,13 @@ def sweep(recipe: str, data: str, designs: Sequence[str] | str = "all", seeds: i
         name, change = variant(design)
         run = config(design=name, seed=seed, out=str(folder), validate=False, fraction=fraction)
         if change:  # the variant's optimiser, in the section its protocol trains with
-            if protocol in CACHED:
+            if section:
                 run[section] = {**run[section], "optimizer": _optimizer_change(run[section]["optimizer"], change)}
             else:
                 run["optimizer"] = _optimizer_change(run["optimizer"], change)
         log(f"[{k}/{len(todo)}] {design} seed {seed} fraction {fraction:g}")
         row = runner.run(run, metric) if runner else _trained_run(run, folder, metric)
-        opt = run[section]["optimizer"] if protocol in CACHED else run["optimizer"]
+        opt = run[section]["optimizer"] if section else run["optimizer"]
         row = {"design": design, "seed": seed, "fraction": fraction, "protocol": protocol,
                "optimizer": opt["name"], "lr": opt["lr"], "unit_lr_scale": opt.get("unit_lr_scale", 1.0),
                "weight_decay": opt.get("weight_decay"), "anchor_l2": opt.get("anchor_l2") or 0.0,

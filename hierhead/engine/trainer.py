@@ -140,11 +140,11 @@ class _ValidateAtLastStep(Callback):
     every ``val_check_interval`` steps only; asking it to stop at the last step (``should_stop``) makes its
     own loop validate there, in step order, before the fit ends."""
 
-    def __init__(self, max_steps: int, every: int) -> None:
-        self.max_steps, self.every = max_steps, every
+    def __init__(self, max_steps: int) -> None:
+        self.max_steps = max_steps
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
-        if trainer.global_step >= self.max_steps and trainer.global_step % self.every:
+        if trainer.global_step >= self.max_steps:  # added only where the last step is not a validation step
             trainer.should_stop = True
 
 
@@ -233,7 +233,7 @@ def _lightning_trainer(config: dict, out: Path, has_val: bool, callbacks: list) 
     cbs += callbacks
     val_steps = config.get("val_every_n_steps")
     if step_based and val_steps and has_val and int(config["max_steps"]) % int(val_steps):
-        cbs.append(_ValidateAtLastStep(int(config["max_steps"]), int(val_steps)))
+        cbs.append(_ValidateAtLastStep(int(config["max_steps"])))
     return pl.Trainer(
         default_root_dir=out,
         accelerator=config["accelerator"], devices=config["devices"], num_nodes=config["num_nodes"],
