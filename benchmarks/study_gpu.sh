@@ -25,6 +25,7 @@ HH="python3 -m hierhead"
 export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
 mkdir -p "$RUNS" "$DEST"
 now() { echo $(( $(date +%s) - START )); }
+. "$(dirname "$0")/deadline.sh"
 shards() {  # shards OUTDIR EXTRA...: P concurrent sweep shards, killed at the deadline
   local dir=$1; shift
   local pids=""
@@ -33,11 +34,7 @@ shards() {  # shards OUTDIR EXTRA...: P concurrent sweep shards, killed at the d
       --set num_workers="$WORKERS" --set progress=false "$@" > "$dir.shard$i.log" 2>&1 &
     pids="$pids $!"
   done
-  while [ -n "$(jobs -r)" ]; do
-    if [ "$(now)" -ge $((BUDGET - 25)) ]; then echo "deadline: stopping the shards at $(now) s"; kill $pids 2>/dev/null; break; fi
-    sleep 2
-  done
-  wait
+  wait_or_stop $((BUDGET - 25)) $pids
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | head -2
