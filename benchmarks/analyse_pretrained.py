@@ -4,7 +4,8 @@
     python benchmarks/analyse_pretrained.py seeds      # P1's number of seeds (stage val-pilot)
     python benchmarks/analyse_pretrained.py prior      # the prior's anchor_l2 (stage val-prior)
     python benchmarks/analyse_pretrained.py size       # P2's image size (stage val-size)
-    python benchmarks/analyse_pretrained.py tables     # the test tables: frozen, prior, imagenet (what exists)
+    python benchmarks/analyse_pretrained.py tables     # the test tables: frozen, prior, imagenet, gpu-imagenet (what exists)
+    python benchmarks/analyse_pretrained.py summary STAGE   # one compact table of a stage (README, results.md)
 
 Each prints the plan's rule, the numbers it reads and what the rule picks, or the tables with the paired
 difference to the general head of the same seed (95 % t interval), Holm's correction across the designs of a
@@ -146,12 +147,13 @@ def tables() -> None:
                               with_prior + [f"{GENERAL}@prior{s}"], GENERAL, 1.0, 1.0)
                 out += _table(f"Prior (anchor_l2 {s}) against the L2 control", cells, ds, f, with_prior,
                               f"{GENERAL}@prior{s}", 1.0, 1.0)
-    cells = by_seed(imagenet)
-    for ds in ("cards", "micro"):
-        out += _table("P2 from ImageNet", cells, ds, 1.0, ["9An{9,3}As", "9An{9,3,1}S", "9An{9,1}Both"], GENERAL,
-                      1.5, 1.5)
+    gpu = rows("gpu-imagenet")  # issue 25 item 6: P2 at 320 px on one GPU, exploratory (not in the plan)
+    for title, rs in (("P2 from ImageNet", imagenet), ("P2 from ImageNet, 320 px on one GPU (exploratory)", gpu)):
+        cells = by_seed(rs)
+        for ds in ("cards", "micro"):
+            out += _table(title, cells, ds, 1.0, ["9An{9,3}As", "9An{9,3,1}S", "9An{9,1}Both"], GENERAL, 1.5, 1.5)
     print("\n".join(out) if out else "no test rows yet")
-    for name, rs in (("frozen", frozen), ("prior", prior_rows), ("imagenet", imagenet)):
+    for name, rs in (("frozen", frozen), ("prior", prior_rows), ("imagenet", imagenet), ("gpu-imagenet", gpu)):
         for ds in ("cards", "micro"):
             secs = [float(r["seconds"]) for r in rs if r["dataset"] == ds and r["seconds"]]
             if secs:
@@ -159,8 +161,42 @@ def tables() -> None:
                       f"(the training loop's wall time, evaluation excluded, n={len(secs)}; shared cores or a pause count)")
 
 
+def summary(stage: str) -> None:
+    """One compact table of a stage for README / results.md: designs x (dataset, fraction), each cell the paired
+    difference to the general head with its 95 % t interval and the plan's verdict (Holm within each column)."""
+    rs = rows(stage)
+    if stage == "prior":  # its general-head rows are copies of the frozen stage's
+        rs = rows("frozen") + [r for r in rs if r["design"] != GENERAL]
+        rs = [r for r in rs if r["design"] == GENERAL or "@prior" in r["design"]]
+    margin = 1.5 if stage.endswith("imagenet") else 1.0
+    cells = by_seed(rs)
+    columns = sorted({(ds, f) for ds, f, _ in cells}, key=lambda c: (c[0], c[1]))
+    designs = sorted({d for *_, d in cells if d != GENERAL}, key=lambda d: (d.split("@")[0] not in PRESETS,
+                     PRESETS.index(d.split("@")[0]) if d.split("@")[0] in PRESETS else 0, d))
+    verdicts = {c: decide({d: diffs(cells, *c, d) for d in designs if diffs(cells, *c, d)}, margin) for c in columns}
+    head = [f"{ds} {f * 100:g} %" for ds, f in columns]
+    print("| design | " + " | ".join(head) + " |")
+    print("|---" * (len(columns) + 1) + "|")
+    base = [cells.get((ds, f, GENERAL), {}) for ds, f in columns]
+    print(f"| {GENERAL} (mAP, n seeds) | " + " | ".join(f"{statistics.mean(b.values()):.1f} (n={len(b)})" if b else ""
+                                                      for b in base) + " |")
+    for d in designs:
+        out = []
+        for c in columns:
+            v = verdicts[c].get(d)
+            word = "" if v is None else (f"none (+-{margin:g})" if v["verdict"].startswith("no effect") else v["verdict"])
+            out.append("" if v is None else f"{v['mean']:+.2f} [{v['low']:+.2f}, {v['high']:+.2f}] {word}")
+        print(f"| {d} | " + " | ".join(out) + " |")
+    print(f"\nPaired by seed (design minus {GENERAL}, mAP points, 95 % t interval); verdict by the plan: Holm across "
+          f"the {len(designs)} designs of a column, 'none (+-{margin:g})' = Bonferroni interval inside +-{margin:g}. "
+          f"Rows: docs/results/pretrained-{stage}.csv.")
+
+
 if __name__ == "__main__":
     commands = {"settings": settings, "seeds": seeds, "prior": prior, "size": size, "tables": tables}
-    if len(sys.argv) != 2 or sys.argv[1] not in commands:
-        raise SystemExit(f"usage: python benchmarks/analyse_pretrained.py {{{','.join(commands)}}}")
-    commands[sys.argv[1]]()
+    if len(sys.argv) == 3 and sys.argv[1] == "summary":
+        summary(sys.argv[2])
+    elif len(sys.argv) != 2 or sys.argv[1] not in commands:
+        raise SystemExit(f"usage: python benchmarks/analyse_pretrained.py {{{','.join(commands)}}} | summary STAGE")
+    else:
+        commands[sys.argv[1]]()
