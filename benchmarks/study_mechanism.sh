@@ -6,8 +6,8 @@
 # should transfer and the `S` designs (units across the sizes of one ratio) should not; on `mode=size`
 # data the reverse. Each run is `hierhead demo` (since 2026-12-02 every run from the shipped ImageNet
 # backbone, frozen, extra blocks and head drawn from the seed: no trained start; SEEDS seeds, general head vs
-# the design, scored on all test shapes and on each class's unseen ones). The rows committed before
-# 2026-12-02 came from one start trained from scratch (runs/mech); this version writes runs/mech-imagenet.
+# the design, scored on all test shapes and on each class's unseen ones). The rows of the one start trained
+# from scratch (before 2026-12-02, runs/mech) are kept as docs/results/mechanism-scratch-*.csv.
 #   SEEDS (10)   sh benchmarks/study_mechanism.sh
 set -e
 mkdir -p runs/mech-imagenet
