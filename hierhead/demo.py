@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import statistics
+import textwrap
 import time
 from pathlib import Path
 
@@ -241,7 +242,8 @@ def _plot_ap(results: dict, designs: tuple[str, str], classes: list[str], labels
                label=f"{d}: mAP {statistics.mean(r['mAP'] for r in results[d]):.1f}")
     ax.set_xticks(range(len(labels)), labels, fontsize=8)
     ax.set_ylabel("AP (%) on all shapes, 95 % interval")
-    ax.set_title(f"Frozen ImageNet backbone, {len(results[designs[0]])} seeds: {split}", fontsize=10)
+    title = f"Frozen ImageNet backbone, {len(results[designs[0]])} seeds: {split}"
+    ax.set_title("\n".join(textwrap.wrap(title, 80)), fontsize=10)  # a long split description stays inside
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -285,6 +285,23 @@ def test_demo_picture_draws_the_truth_marks_unseen_shapes_then_the_detections():
     assert items[1]["box"] == [30.0, 30.0, 60.0, 45.0]
 
 
+def test_demo_per_class_plot_keeps_its_title_inside_the_figure(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from hierhead.demo import _plot_ap, _split_text, class_labels
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to measure it
+    classes = ["class0", "class1", "class2"]
+    results = {d: [{"mAP": 40.0 + s, "AP": {c: 30.0 + s for c in classes}} for s in range(3)]
+               for d in ("9An{9}", "9An{9,3}As")}
+    _plot_ap(results, ("9An{9}", "9An{9,3}As"), classes, class_labels("ratio", classes), _split_text("ratio"),
+             tmp_path / "ap.png")
+    fig = figures[0]
+    box = fig.axes[0].title.get_window_extent(fig.canvas.get_renderer())
+    assert 0 <= box.x0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1  # the longest split text was cut off
+
+
 def test_demo_data_and_start_are_pinned():
     """What `make demo` measures is fixed: its data (boxes, labels, sizes and two images' pixels) and its
     start (every run from the shipped ImageNet weights, no trained start). A change to either shows here."""
