@@ -106,9 +106,15 @@ def prior() -> None:
 
 
 def size() -> None:
+    at: dict[str, dict[int, float]] = defaultdict(dict)  # dataset -> {image size: validation mAP}
     for r in sorted(rows("val-size"), key=lambda r: (r["dataset"], r["sweep"])):
         print(f"  {r['dataset']} {r['sweep']}: {r['mAP']:.2f}")
-    print("rule: 256 if the general head at 256 is within 3 points of 320 on each validation split, else 320")
+        at[r["dataset"]][int(r["sweep"].rsplit("-s", 1)[1])] = r["mAP"]
+    rule = "256 if the general head at 256 is within 3 points of 320 on each validation split, else 320"
+    if sorted(at) != ["cards", "micro"] or any(sorted(v) != [256, 320] for v in at.values()):
+        print(f"rule: {rule} (not all four runs yet)")
+        return
+    print(f"rule: {rule} -> SIZE={256 if all(v[256] >= v[320] - 3 for v in at.values()) else 320}")
 
 
 def _table(title: str, cells: dict, dataset: str, fraction: float, designs: list[str], base: str, margin: float,
