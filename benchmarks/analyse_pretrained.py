@@ -177,9 +177,12 @@ def summary(stage: str) -> None:
     margin = 1.5 if stage.endswith("imagenet") else 1.0
     cells = by_seed(rs)
     columns = sorted({(ds, f) for ds, f, _ in cells}, key=lambda c: (c[0], c[1]))
-    designs = sorted({d for *_, d in cells if d != GENERAL}, key=lambda d: (d.split("@")[0] not in PRESETS,
-                     PRESETS.index(d.split("@")[0]) if d.split("@")[0] in PRESETS else 0, d))
-    verdicts = {c: decide({d: diffs(cells, *c, d) for d in designs if diffs(cells, *c, d)}, margin) for c in columns}
+    def order(d: str) -> tuple:  # Table I's order, each design's variants after it, the general head's last
+        name = d.split("@")[0]
+        return (PRESETS.index(name) if name in PRESETS else len(PRESETS), d)
+
+    designs = sorted({d for *_, d in cells if d != GENERAL}, key=order)
+    verdicts = {c: decide({d: diffs(cells, *c, d) for d in designs}, margin) for c in columns}  # skips empty pairs
     head = [f"{ds} {f * 100:g} %" for ds, f in columns]
     print("| design | " + " | ".join(head) + " |")
     print("|---" * (len(columns) + 1) + "|")

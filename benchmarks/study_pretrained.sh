@@ -22,13 +22,7 @@ PRESETS='9An{9,1}Both,9An{9,3}S,9An{9,3}As,9An{9,3,1}S,9An{9,3,1}As'
 SHARDS=${SHARDS:-2}
 mkdir -p runs/pretrained
 .venv/bin/python benchmarks/collect_pretrained.py --restore "$stage"
-dataset() {  # NAME -> data, recipe (the caller's locals)
-  case $1 in
-    cards) data=../shared/datasets/cards; recipe=cards-ssdlite ;;
-    micro) data=../shared/datasets/microcontrollers; recipe=microcontrollers-ssdlite ;;
-    *) echo "unknown dataset $1 (cards or micro)" >&2; exit 2 ;;
-  esac
-}
+. benchmarks/pretrained_data.sh  # dataset NAME -> data, recipe (the caller's locals)
 sweep() {  # dataset folder-suffix designs seeds fractions lr steps [--set ...]
   local name=$1 suffix=$2 designs=$3 seeds=$4 fractions=$5 lr=$6 steps=$7; shift 7
   local data recipe

@@ -7,7 +7,7 @@
 # docs/results/pretrained-gpu-imagenet.csv, the plan's columns (benchmarks/collect_pretrained.py).
 #
 # Here, once per dataset (wheels the device lacks + a copy of the dataset, in the ignored .gpudata; one
-# dataset per call: cards + the wheels + the tree is ~61 MiB of the tool's 64):
+# dataset per call: cards + the wheels + the tree is 57 MiB of the tool's 64):
 #   bash benchmarks/study_pretrained_gpu.sh pack cards           (or micro)
 # On the device (the tool's run, carry [".gpudata"], timeout_s > BUDGET):
 #   BUDGET=540 bash benchmarks/study_pretrained_gpu.sh run cards
@@ -20,11 +20,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 START=$(date +%s)
 mode=${1:?pack or run}; name=${2:?cards or micro}
-case $name in
-  cards) src=../shared/datasets/cards; recipe=cards-ssdlite ;;
-  micro) src=../shared/datasets/microcontrollers; recipe=microcontrollers-ssdlite ;;
-  *) echo "unknown dataset $name (cards or micro)" >&2; exit 2 ;;
-esac
+. benchmarks/pretrained_data.sh
+dataset "$name"; src=$data  # the shared dataset; a run reads the packed copy where there is one
 STAGE=gpu-imagenet
 PY=${PY:-python3}
 BUDGET=${BUDGET:-540}   # seconds for the whole command

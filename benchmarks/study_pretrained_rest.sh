@@ -4,7 +4,8 @@
 #   nohup bash benchmarks/study_pretrained_rest.sh > /tmp/study.log 2>&1 &
 # then, before a stop: kill it (pkill -f '[s]tudy_pretrained'; pkill -f 'hierhead sweep'), collect the rows
 # (.venv/bin/python benchmarks/collect_pretrained.py frozen prior val-size imagenet) and commit them.
-# frozen and prior: cards and micro in two processes of one thread each (about 1.2 min a run each);
+# frozen and prior: cards and micro in two processes of one thread each (about a minute a run each,
+# 50-58 s of training: 2026-12-02);
 # val-size, then imagenet at the size its rule picks: one process (the runner's P2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
