@@ -194,10 +194,12 @@ def summary(stage: str) -> None:
         for c in columns:
             v = verdicts[c].get(d)
             word = "" if v is None else (f"none (+-{margin:g})" if v["verdict"].startswith("no effect") else v["verdict"])
-            out.append("" if v is None else f"{v['mean']:+.2f} [{v['low']:+.2f}, {v['high']:+.2f}] {word}")
+            miss = "" if v is None or v["half"] <= margin else " *"  # the plan's half-width goal = its margin
+            out.append("" if v is None else f"{v['mean']:+.2f} [{v['low']:+.2f}, {v['high']:+.2f}]{miss} {word}")
         print(f"| {d} | " + " | ".join(out) + " |")
     print(f"\nPaired by seed (design minus {GENERAL}, mAP points, 95 % t interval); verdict by the plan: Holm across "
-          f"the {len(designs)} designs of a column, 'none (+-{margin:g})' = Bonferroni interval inside +-{margin:g}. "
+          f"the {len(designs)} designs of a column, 'none (+-{margin:g})' = Bonferroni interval inside +-{margin:g}; "
+          f"* = half-width above the plan's goal of {margin:g} (missed). "
           f"Rows: docs/results/pretrained-{stage}.csv.")
 
 

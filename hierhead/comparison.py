@@ -59,7 +59,8 @@ def decide(pairs: dict[str, Sequence[float]], margin: float | None = None, alpha
 
     ``better`` / ``worse``: Holm's step-down rejects "no difference" at family-wise ``alpha`` (sign of the mean);
     ``no effect within +-margin``: otherwise, if the Bonferroni interval (alpha / number of designs) lies
-    inside [-margin, +margin]; else ``undecided``. Each entry: n, mean, low, high (plain 1 - alpha interval),
+    inside [-margin, +margin]; else ``inconclusive`` (the pre-registered plan's word, docs/results/plan-pretrained.md).
+    Each entry: n, mean, low, high (plain 1 - alpha interval),
     half (its half-width), p, p_holm, bonferroni (low, high), verdict.
     """
     names = [d for d in pairs if len(pairs[d])]
@@ -73,7 +74,7 @@ def decide(pairs: dict[str, Sequence[float]], margin: float | None = None, alpha
         elif margin is not None and -margin <= blo and bhi <= margin:
             verdict = f"no effect within +-{margin:g}"
         else:
-            verdict = "undecided"
+            verdict = "inconclusive"
         out[d] = {"n": len(pairs[d]), "mean": mean, "low": lo, "high": hi, "half": (hi - lo) / 2, "p": p,
                   "p_holm": ph, "bonferroni": (blo, bhi), "verdict": verdict}
     return out

@@ -115,12 +115,12 @@ def test_holm_and_the_plans_decision_rule():
     small = [0.1, -0.1, 0.2, -0.2, 0.0, 0.1, -0.1, 0.05, -0.05, 0.0]
     clear = [2.0, 2.5, 1.5, 2.2, 1.8, 2.1, 1.9, 2.4, 1.6, 2.0]
     v = decide({"a": small, "b": clear, "c": [-x for x in clear], "d": [5.0, -4.0, 6.0, -5.0]}, margin=1.0)
-    assert [v[k]["verdict"] for k in "abcd"] == ["no effect within +-1", "better", "worse", "undecided"]
+    assert [v[k]["verdict"] for k in "abcd"] == ["no effect within +-1", "better", "worse", "inconclusive"]
     assert v["b"]["p_holm"] == pytest.approx(4 * v["b"]["p"])  # b and c tie for the smallest p: both times 4 and v["a"]["n"] == 10
-    assert decide({"a": small})["a"]["verdict"] == "undecided"  # no margin: no equivalence claim
-    # Holm can leave a design undecided that its own uncorrected interval would call better
+    assert decide({"a": small})["a"]["verdict"] == "inconclusive"  # no margin: no equivalence claim
+    # Holm can leave a design inconclusive that its own uncorrected interval would call better
     p1 = [0.5, 1.5, 0.2, 1.8, 1.0]
-    assert paired_interval(p1)[1] > 0 and decide({"x": p1, **{f"y{i}": [0.1, -0.1] for i in range(5)}})["x"]["verdict"] == "undecided"
+    assert paired_interval(p1)[1] > 0 and decide({"x": p1, **{f"y{i}": [0.1, -0.1] for i in range(5)}})["x"]["verdict"] == "inconclusive"
 
 
 def test_sweep_is_resumable_and_writes_its_tables(tmp_path, capsys):
