@@ -124,7 +124,7 @@ def table(rows: list[dict]) -> str:
         if pairs:
             pairs_of[d] = pairs
     if pairs_of:
-        verdict: dict[str, list[str]] = {"better": [], "worse": [], "undecided": []}
+        verdict: dict[str, list[str]] = {"better": [], "worse": [], "inconclusive": []}
         for d, v in decide(pairs_of).items():
             verdict[v["verdict"]].append(d)
         lines += ["", _verdict_line(verdict, pooled)]
@@ -158,7 +158,7 @@ def _verdict_line(verdict: dict[str, list[str]], pooled: bool) -> str:
     return (f"Verdict from paired t-tests ({'all pairs' if pooled else 'paired differences'}; "
             f"{n} comparison{'s' * (n > 1)}, Holm-corrected to a family-wise 5 %): better than {GENERAL}: "
             f"{', '.join(verdict['better']) or 'none'}; worse: {', '.join(verdict['worse']) or 'none'}; "
-            f"undecided (no difference shown, or a single pair): {', '.join(verdict['undecided']) or 'none'}.")
+            f"inconclusive (no difference shown, or a single pair): {', '.join(verdict['inconclusive']) or 'none'}.")
 
 
 def _mean(vals: dict) -> float:

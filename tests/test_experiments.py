@@ -99,11 +99,11 @@ def test_paired_interval_and_table():
     assert "**61.00 +- 1.41 (n=2)**<br>+10.00 [+10.00, +10.00], ahead 2/2" in md
     assert md.count("| all pairs |") == 1 and "+10.00 [+10.00, +10.00], ahead 4/4 |" in md  # 2 fractions x 2 seeds
     assert "all pairs" not in table([r for r in rows if r["fraction"] == 1.0])
-    assert "Holm-corrected" in md and "better than 9An{9}: 9An{9,3}S; worse: none; undecided (no difference shown, or a single pair): none." in md
+    assert "Holm-corrected" in md and "better than 9An{9}: 9An{9,3}S; worse: none; inconclusive (no difference shown, or a single pair): none." in md
     worse = [{**r, "mAP": r["mAP"] - 0.2 + 0.01 * r["seed"]} if r["design"] != "9An{9}" else r for r in rows]
     assert "better than 9An{9}: none; worse: 9An{9,3}S;" in table(worse)
     single = table([r for r in rows if r["seed"] == 0 and r["fraction"] == 1.0])
-    assert "better than 9An{9}: none; worse: none; undecided (no difference shown, or a single pair): 9An{9,3}S." in single and "| 9An{9} | 51.00 +- 1.41 (n=2) |" in md
+    assert "better than 9An{9}: none; worse: none; inconclusive (no difference shown, or a single pair): 9An{9,3}S." in single and "| 9An{9} | 51.00 +- 1.41 (n=2) |" in md
 
 
 def test_holm_and_the_plans_decision_rule():

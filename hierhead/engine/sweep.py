@@ -6,7 +6,7 @@ Each run trains with the recipe, then its *last* checkpoint is evaluated on the 
 skips those and continues. ``results.csv`` has one row per run; ``results.md`` mean +- std over
 seeds per design and fraction, the paired difference to the general head (same seed and subset)
 with a 95 % t interval and the number of pairs the design is ahead in, the best design per column
-in bold, and a verdict (better / worse / undecided by paired t-tests, Holm-corrected across the designs); ``results.png`` the metric
+in bold, and a verdict (better / worse / inconclusive by paired t-tests, Holm-corrected across the designs); ``results.png`` the metric
 against training-set size.
 """
 
