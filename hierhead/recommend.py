@@ -25,15 +25,15 @@ from .data.stats import table_two
 
 __all__ = ["recommend", "design_for", "variation", "SMALL", "EVIDENCE", "AGREEMENT"]
 
-#: What our measurements say (docs/results.md, head protocol), printed with every recommendation.
-EVIDENCE = ("Our evidence (docs/results.md, 2026-12-02): not yet measured in the paper's setting (an ImageNet "
-            "backbone fine-tuned; pre-registered study running, docs/results/plan-pretrained.md). From scratch, "
-            "head protocol on one trained start, paired 95 % intervals: on cards no Table I design differed from "
-            "the general head (+0.06 to +0.44 mAP points at 74 training images, +0.07 to +0.61 at 296, 10 seeds "
-            "each, every interval containing 0); on microcontrollers every design was worse (-2.2 to -4.1 at 104 "
-            "images, 10 seeds, every interval excluding 0). On cards the optimiser sets the sign: under SGD four "
-            "designs lose 1.6-3.9 points (5 seeds), under an under-stepping RMSprop they gain 2.2-3.7 and so does "
-            "the general head at 3x the lr (+3.0 [+1.1, +4.9]): compare designs only after tuning the lr.")
+#: What our measurements say (docs/results.md), printed with every recommendation.
+EVIDENCE = ("Our evidence (docs/results.md, 2026-12-02): in the paper's setting (every run from the ImageNet "
+            "backbone; pre-registered, docs/results/plan-pretrained.md), backbone frozen, extra blocks and head "
+            "trained, 100 % of train, 30 paired seeds: no Table I design was better than the general head; on cards "
+            "(296 images) -0.77 to -1.29 mAP points, none decided after Holm's correction; on microcontrollers (104 "
+            "images) -1.00 to -2.50, three designs worse (9An{9,3}As -1.64 [-2.59, -0.68], 9An{9,3,1}S -2.50 "
+            "[-3.97, -1.02], 9An{9,3,1}As -1.94 [-3.21, -0.68]). The whole detector fine-tuned (the paper's "
+            "protocol) is still being measured. Train the general head unless a sweep on your data "
+            "(hierhead sweep --protocol frozen) shows a design ahead.")
 #: How the heuristic fared against our sweeps (benchmarks/collect_study.py, docs/results.md "recommend vs the sweep").
 AGREEMENT = ("How the paper's heuristic agreed with our sweeps: its design was the best of the six heads in 3 of 18 "
              "(dataset, fraction, seed) cells from scratch on cards and microcontrollers and in 2 of 20 on the head "
