@@ -6,10 +6,12 @@
     python benchmarks/analyse_pretrained.py size       # P2's image size (stage val-size)
     python benchmarks/analyse_pretrained.py tables     # the test tables: frozen, prior, imagenet, gpu-imagenet (what exists)
     python benchmarks/analyse_pretrained.py summary STAGE   # one compact table of a stage (README, results.md)
+    python benchmarks/analyse_pretrained.py agreement  # how `hierhead recommend`'s design fared in the frozen stage
 
 Each prints the plan's rule, the numbers it reads and what the rule picks, or the tables with the paired
 difference to the general head of the same seed (95 % t interval), Holm's correction across the designs of a
-table and the plan's verdict. Pure arithmetic over the CSVs: nothing is trained here.
+table and the plan's verdict. Pure arithmetic over the CSVs (agreement also reads the training images' boxes):
+nothing is trained here.
 """
 
 from __future__ import annotations
@@ -203,8 +205,30 @@ def summary(stage: str) -> None:
           f"Rows: docs/results/pretrained-{stage}.csv.")
 
 
+def agreement() -> None:
+    """The paper's heuristic (``hierhead recommend`` on each study's training split, its recipe's model) against
+    the frozen stage: its design's rank by mean per column, and how often it was the best of the six heads of a
+    (column, seed). Exploratory: the plan does not test the heuristic."""
+    from collect_study import agreement as ranks  # benchmarks/ is this script's folder, so on sys.path
+
+    from hierhead.engine.data import open_config_splits
+    from hierhead.engine.recipes import resolve
+    from hierhead.models import input_size
+    from hierhead.recommend import recommend
+
+    sources = {"cards": ("cards-ssdlite", "cards"), "micro": ("microcontrollers-ssdlite", "microcontrollers")}
+    frozen = rows("frozen")
+    for name, (recipe, folder) in sources.items():
+        config = resolve(recipe, {"data": {"path": str(STORE.parents[2] / "shared" / "datasets" / folder)}})
+        train, _ = open_config_splits(config)
+        design = recommend(train, input_size(config["model"]))["design"]
+        print(f"{name} ({len(train)} training images): `hierhead recommend` -> {design}")
+        print(ranks([r for r in frozen if r["dataset"] == name], design))
+
+
 if __name__ == "__main__":
-    commands = {"settings": settings, "seeds": seeds, "prior": prior, "size": size, "tables": tables}
+    commands = {"settings": settings, "seeds": seeds, "prior": prior, "size": size, "tables": tables,
+                "agreement": agreement}
     if len(sys.argv) == 3 and sys.argv[1] == "summary":
         summary(sys.argv[2])
     elif len(sys.argv) != 2 or sys.argv[1] not in commands:
