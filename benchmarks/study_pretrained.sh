@@ -12,7 +12,7 @@
 #   val-size      P2's size check: the general head, seed 0, 100 %, image_size 256 and 320 (holdout)
 #   imagenet      P2 on test: 9An{9}, 9An{9,3}As, 9An{9,3,1}S, 9An{9,1}Both, seeds 0-9, 100 %, SIZE (256 or 320)
 # env: LR, STEPS (P1's, from val-settings), SEEDS (from val-pilot), PRIOR (from val-prior), SIZE (from
-#      val-size), SHARDS (2), THREADS (per shard; default 2 / SHARDS)
+#      val-size), SHARDS (2), THREADS (per shard; default 2 / SHARDS), P2_SHARDS (P2's processes, 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stage=$1; shift
@@ -39,15 +39,20 @@ sweep() {  # dataset folder-suffix designs seeds fractions lr steps [--set ...]
   tail -n 3 "$out.shard0.log"
 }
 imagenet() {  # P2: dataset folder-suffix designs seeds [--set ...]; the plan's schedule (cards-ssdlite's round 1:
-  # 600 steps, whole backbone at 0.1x; the recipe's later round-2 frozen_stages is pinned off), one process
+  # 600 steps, whole backbone at 0.1x; the recipe's later round-2 frozen_stages is pinned off);
+  # P2_SHARDS processes (default 1, with torch's own thread count; 2: one thread each)
   local name=$1 suffix=$2 designs=$3 seeds=$4; shift 4
-  local data recipe
+  local data recipe shards=${P2_SHARDS:-1}
   dataset "$name"
   local out="runs/pretrained/$stage-$name$suffix"
-  $hh sweep --recipe $recipe --data $data --protocol imagenet --designs "$designs" --seeds "$seeds" \
-    --fractions 1 --out "$out" --set progress=false --max-steps 600 --set model_kwargs.frozen_stages=0 "$@" \
-    > "$out.log" 2>&1
-  tail -n 3 "$out.log"
+  for ((i = 0; i < shards; i++)); do
+    ( [ "$shards" -gt 1 ] && export OMP_NUM_THREADS=$((2 / shards > 0 ? 2 / shards : 1))
+      exec $hh sweep --recipe $recipe --data $data --protocol imagenet --designs "$designs" --seeds "$seeds" \
+        --fractions 1 --out "$out" --shard $i/$shards --set progress=false --max-steps 600 \
+        --set model_kwargs.frozen_stages=0 "$@" > "$out.shard$i.log" 2>&1 ) &
+  done
+  wait
+  tail -n 3 "$out.shard0.log"
 }
 for name in $sets; do
   case $stage in
