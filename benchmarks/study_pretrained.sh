@@ -70,7 +70,8 @@ for name in $sets; do
         to=runs/pretrained/prior-"$name"/${f#runs/pretrained/frozen-"$name"/}
         [ -f "$to" ] || { mkdir -p "$(dirname "$to")"; cp "$f" "$to"; }
       done
-      sweep "$name" "" "$(echo "$PRESETS" | sed "s/,/@prior$PRIOR,/g")@prior$PRIOR,9An{9}@prior$PRIOR" \
+      # each name gets the suffix: the commas inside a name's braces are not separators
+      sweep "$name" "" "$(echo "$PRESETS" | sed "s/\(}[A-Za-z]*\)\(,\|$\)/\1@prior$PRIOR\2/g"),9An{9}@prior$PRIOR" \
              "$SEEDS" 1,0.25 "$LR" "$STEPS" ;;
     val-size) for size in 256 320; do
         imagenet "$name" "-s$size" '9An{9}' 1 --set image_size=$size --set data.holdout=0.2
