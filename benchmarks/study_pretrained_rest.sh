@@ -7,11 +7,13 @@
 # frozen then prior, per dataset: cards and micro in two chains of one one-thread process each (about a
 # minute a run, 50-58 s of training: 2026-12-02), so a dataset that finishes a stage first goes on to its
 # next instead of leaving a core idle (each dataset's prior stage needs only its own frozen general head);
-# then val-size, then imagenet at the size its rule picks: one process (the runner's P2).
+# then val-size, then imagenet at the size its rule picks (P2_SHARDS processes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # the plan's picks, each printed by its rule: analyse_pretrained.py settings (LR, STEPS), seeds (SEEDS), prior (PRIOR)
 export LR=0.01 STEPS=500 SEEDS=30 PRIOR=0.1 SHARDS=1 THREADS=1
+# P2 as two one-thread processes: 1.18x the training steps per second of one two-thread process (docs/benchmarks.md)
+export P2_SHARDS=2
 chain() { for stage in frozen prior; do bash benchmarks/study_pretrained.sh $stage "$1"; done; }
 chain cards & a=$!
 chain micro & b=$!
