@@ -209,7 +209,8 @@ def agreement() -> None:
     """The paper's heuristic (``hierhead recommend`` on each study's training split, its recipe's model) against
     the frozen stage: its design's rank by mean per column, and how often it was the best of the six heads of a
     (column, seed). Exploratory: the plan does not test the heuristic."""
-    from collect_study import agreement as ranks  # benchmarks/ is this script's folder, so on sys.path
+    from collect_study import SHARED  # benchmarks/ is this script's folder, so on sys.path
+    from collect_study import agreement as ranks
 
     from hierhead.engine.data import open_config_splits
     from hierhead.engine.recipes import resolve
@@ -219,7 +220,7 @@ def agreement() -> None:
     sources = {"cards": ("cards-ssdlite", "cards"), "micro": ("microcontrollers-ssdlite", "microcontrollers")}
     frozen = rows("frozen")
     for name, (recipe, folder) in sources.items():
-        config = resolve(recipe, {"data": {"path": str(STORE.parents[2] / "shared" / "datasets" / folder)}})
+        config = resolve(recipe, {"data": {"path": str(SHARED / folder)}})
         train, _ = open_config_splits(config)
         design = recommend(train, input_size(config["model"]))["design"]
         print(f"{name} ({len(train)} training images): `hierhead recommend` -> {design}")

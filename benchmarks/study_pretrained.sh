@@ -18,7 +18,8 @@ cd "$(dirname "$0")/.."
 stage=$1; shift
 sets=${*:-cards micro}
 hh=.venv/bin/hierhead
-PRESETS='9An{9,1}Both,9An{9,3}S,9An{9,3}As,9An{9,3,1}S,9An{9,3,1}As'
+PRESETS=('9An{9,1}Both' '9An{9,3}S' '9An{9,3}As' '9An{9,3,1}S' '9An{9,3,1}As')  # Table I's five
+join() { local IFS=,; echo "$*"; }  # names -> the sweep's comma list (a name's braces hold commas of their own)
 SHARDS=${SHARDS:-2}
 mkdir -p runs/pretrained
 .venv/bin/python benchmarks/collect_pretrained.py --restore "$stage"
@@ -63,15 +64,14 @@ for name in $sets; do
     val-pilot) sweep "$name" "" '9An{9},9An{9,3}As,9An{9,3,1}S' 5 0.25,1 "$LR" "$STEPS" --set data.holdout=0.2 ;;
     val-prior) sweep "$name" "" '9An{9,3}As,9An{9,3}As@prior0.001,9An{9,3}As@prior0.01,9An{9,3}As@prior0.1,9An{9,3}As@prior1,9An{9}@prior0.001,9An{9}@prior0.01,9An{9}@prior0.1,9An{9}@prior1' \
                  3 1 "$LR" "$STEPS" --set data.holdout=0.2 ;;
-    frozen) sweep "$name" "" "$PRESETS" "$SEEDS" 1,0.25 "$LR" "$STEPS" ;;  # 100 % first: the decision column
+    frozen) sweep "$name" "" "$(join "${PRESETS[@]}")" "$SEEDS" 1,0.25 "$LR" "$STEPS" ;;  # 100 % first: the decision column
     prior)  # the general head without prior is the frozen stage's run of the same seed: copied, not rerun
       for f in runs/pretrained/frozen-"$name"/runs/f*/9An_9/seed*/result.json; do
         [ -f "$f" ] || continue
         to=runs/pretrained/prior-"$name"/${f#runs/pretrained/frozen-"$name"/}
         [ -f "$to" ] || { mkdir -p "$(dirname "$to")"; cp "$f" "$to"; }
       done
-      # each name gets the suffix: the commas inside a name's braces are not separators
-      sweep "$name" "" "$(echo "$PRESETS" | sed "s/\(}[A-Za-z]*\)\(,\|$\)/\1@prior$PRIOR\2/g"),9An{9}@prior$PRIOR" \
+      sweep "$name" "" "$(join "${PRESETS[@]/%/@prior$PRIOR}" "9An{9}@prior$PRIOR")" \
              "$SEEDS" 1,0.25 "$LR" "$STEPS" ;;
     val-size) for size in 256 320; do
         imagenet "$name" "-s$size" '9An{9}' 1 --set image_size=$size --set data.holdout=0.2

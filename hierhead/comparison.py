@@ -59,9 +59,8 @@ def decide(pairs: dict[str, Sequence[float]], margin: float | None = None, alpha
 
     ``better`` / ``worse``: Holm's step-down rejects "no difference" at family-wise ``alpha`` (sign of the mean);
     ``no effect within +-margin``: otherwise, if the Bonferroni interval (alpha / number of designs) lies
-    inside [-margin, +margin]; else ``inconclusive`` (the pre-registered plan's word, docs/results/plan-pretrained.md).
-    Each entry: n, mean, low, high (plain 1 - alpha interval),
-    half (its half-width), p, p_holm, bonferroni (low, high), verdict.
+    inside [-margin, +margin]; else ``inconclusive`` (the word of docs/results/plan-pretrained.md). Each entry:
+    n, mean, low, high (plain 1 - alpha interval), half (its half-width), p, p_holm, bonferroni (low, high), verdict.
     """
     names = [d for d in pairs if len(pairs[d])]
     ps = [paired_p(pairs[d]) for d in names]
