@@ -128,12 +128,13 @@ def _table(title: str, cells: dict, dataset: str, fraction: float, designs: list
     b = cells.get((dataset, fraction, base), {})
     lines = [f"**{title}**, {dataset}, {fraction:g} of train: {base} {statistics.mean(b.values()):.2f} "
              f"(n={len(b)})", "",
-             "| design | n | paired diff [95 % t] | half-width | p | p (Holm) | Bonferroni interval | verdict |",
-             "|---|---:|---|---:|---:|---:|---|---|"]
+             "| design | n | paired diff [95 % t] | half-width | ahead | p | p (Holm) | Bonferroni interval | verdict |",
+             "|---|---:|---|---:|---:|---:|---:|---|---|"]
     for d, v in decide(pairs, margin).items():
         miss = "" if v["half"] <= goal else f" (goal {goal:g} missed)"
+        ahead = f"{sum(x > 0 for x in pairs[d])}/{len(pairs[d])}"  # seeds where the design beat the base
         lines.append(f"| {d} | {v['n']} | {v['mean']:+.2f} [{v['low']:+.2f}, {v['high']:+.2f}] | "
-                     f"{v['half']:.2f}{miss} | {v['p']:.3f} | {v['p_holm']:.3f} | "
+                     f"{v['half']:.2f}{miss} | {ahead} | {v['p']:.3f} | {v['p_holm']:.3f} | "
                      f"[{v['bonferroni'][0]:+.2f}, {v['bonferroni'][1]:+.2f}] | {v['verdict']} |")
     return lines + [""]
 
