@@ -11,7 +11,7 @@ from typing import Sequence
 
 from .design import GENERAL
 
-__all__ = ["paired_interval", "paired_p", "holm", "decide", "interval_text", "table", "plot"]
+__all__ = ["paired_interval", "paired_p", "holm", "decide", "ahead", "interval_text", "table", "plot"]
 
 
 def paired_interval(diffs: Sequence[float], alpha: float = 0.05) -> tuple[float, float, float]:
@@ -60,7 +60,8 @@ def decide(pairs: dict[str, Sequence[float]], margin: float | None = None, alpha
     ``better`` / ``worse``: Holm's step-down rejects "no difference" at family-wise ``alpha`` (sign of the mean);
     ``no effect within +-margin``: otherwise, if the Bonferroni interval (alpha / number of designs) lies
     inside [-margin, +margin]; else ``inconclusive`` (the word of docs/results/plan-pretrained.md). Each entry:
-    n, mean, low, high (plain 1 - alpha interval), half (its half-width), p, p_holm, bonferroni (low, high), verdict.
+    n, mean, low, high (plain 1 - alpha interval), half (its half-width), p, p_holm, bonferroni (low, high),
+    ahead (:func:`ahead`), verdict.
     """
     names = [d for d in pairs if len(pairs[d])]
     ps = [paired_p(pairs[d]) for d in names]
@@ -75,8 +76,13 @@ def decide(pairs: dict[str, Sequence[float]], margin: float | None = None, alpha
         else:
             verdict = "inconclusive"
         out[d] = {"n": len(pairs[d]), "mean": mean, "low": lo, "high": hi, "half": (hi - lo) / 2, "p": p,
-                  "p_holm": ph, "bonferroni": (blo, bhi), "verdict": verdict}
+                  "p_holm": ph, "bonferroni": (blo, bhi), "ahead": ahead(pairs[d]), "verdict": verdict}
     return out
+
+
+def ahead(diffs: Sequence[float]) -> str:
+    """``k/n``: in how many of the ``n`` paired differences the design is ahead (strictly above 0)."""
+    return f"{sum(d > 0 for d in diffs)}/{len(diffs)}"
 
 
 def interval_text(diffs: Sequence[float]) -> str:
@@ -97,7 +103,7 @@ def _cells(rows: list[dict]) -> tuple[list[str], list[float], dict]:
 
 def _paired(pairs: list[float]) -> str:
     """A paired difference to the general head: mean [95 % interval], pairs ahead."""
-    return f"{interval_text(pairs)}, ahead {sum(p > 0 for p in pairs)}/{len(pairs)}"
+    return f"{interval_text(pairs)}, ahead {ahead(pairs)}"
 
 
 def table(rows: list[dict]) -> str:

@@ -117,6 +117,7 @@ def test_holm_and_the_plans_decision_rule():
     v = decide({"a": small, "b": clear, "c": [-x for x in clear], "d": [5.0, -4.0, 6.0, -5.0]}, margin=1.0)
     assert [v[k]["verdict"] for k in "abcd"] == ["no effect within +-1", "better", "worse", "inconclusive"]
     assert v["b"]["p_holm"] == pytest.approx(4 * v["b"]["p"])  # b and c tie for the smallest p: both times 4 and v["a"]["n"] == 10
+    assert [v[k]["ahead"] for k in "abcd"] == ["4/10", "10/10", "0/10", "2/4"]  # a tie (0.0) is not ahead
     assert decide({"a": small})["a"]["verdict"] == "inconclusive"  # no margin: no equivalence claim
     # Holm can leave a design inconclusive that its own uncorrected interval would call better
     p1 = [0.5, 1.5, 0.2, 1.8, 1.0]
