@@ -146,7 +146,8 @@ def tables() -> None:
     for ds in ("cards", "micro"):
         for f in (0.25, 1.0):
             out += _table("P1 frozen backbone", cells, ds, f, PRESETS, GENERAL, 1.0, 1.0)
-    strengths = sorted({r["design"].split("@prior")[1] for r in prior_rows})
+    # the stage's own designs; its copied general head rows carry no strength
+    strengths = sorted({r["design"].split("@prior")[1] for r in prior_rows if "@prior" in r["design"]})
     for s in strengths:
         with_prior = [f"{d}@prior{s}" for d in PRESETS]
         for ds in ("cards", "micro"):

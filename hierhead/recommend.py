@@ -31,9 +31,9 @@ EVIDENCE = ("Our evidence (docs/results.md, 2026-12-02): in the paper's setting 
             "trained, 100 % of train, 30 paired seeds: no Table I design was better than the general head; on cards "
             "(296 images) -0.77 to -1.29 mAP points, none decided after Holm's correction; on microcontrollers (104 "
             "images) -1.00 to -2.50, three designs worse (9An{9,3}As -1.64 [-2.59, -0.68], 9An{9,3,1}S -2.50 "
-            "[-3.97, -1.02], 9An{9,3,1}As -1.94 [-3.21, -0.68]); at 25 % of train (30 seeds) no design was better either "
-            "(cards: 9An{9,3}As worse, -1.80 [-2.86, -0.74]; microcontrollers: the same three worse). The whole detector fine-tuned (the paper's "
-            "protocol) is still being measured. Train the general head unless a sweep on your data "
+            "[-3.97, -1.02], 9An{9,3,1}As -1.94 [-3.21, -0.68]); at 25 % of train (30 seeds) no design was "
+            "better either (cards: 9An{9,3}As worse, -1.80 [-2.86, -0.74]; microcontrollers: the same three "
+            "worse). The whole detector fine-tuned (the paper's protocol) is still being measured. Train the general head unless a sweep on your data "
             "(hierhead sweep --protocol frozen) shows a design ahead.")
 #: How the heuristic fared against our sweeps (benchmarks/analyse_pretrained.py agreement, benchmarks/collect_study.py;
 #: docs/results.md).

@@ -347,3 +347,30 @@ def test_open_dataset_takes_a_synthetic_spec():
     assert [r.image_path for r in open_dataset(spec, part="test").records] == [r.image_path for r in test.records]
     with pytest.raises(ValueError, match="part='val'; choose train or test"):
         open_dataset(spec, part="val")
+
+
+def test_analyse_pretrained_tables_read_a_prior_stage_with_its_copied_general_head(tmp_path, monkeypatch, capsys):
+    # the prior stage's CSV holds the frozen stage's general head rows (no @prior suffix) beside its own designs;
+    # `tables` must take the strengths from its own designs only (it raised IndexError on the copied rows)
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "analyse_pretrained.py"
+    spec = importlib.util.spec_from_file_location("analyse_pretrained", path)
+    analyse = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(analyse)
+    monkeypatch.setattr(analyse, "STORE", tmp_path)
+    columns = ["dataset", "design", "seed", "fraction", "mAP", "seconds"]
+    general = [{"dataset": "cards", "design": "9An{9}", "seed": s, "fraction": 1.0, "mAP": 50.0 + s, "seconds": ""}
+               for s in range(3)]
+    prior = [{**r, "design": d, "mAP": r["mAP"] + bump} for r in general
+             for d, bump in (("9An{9,3}As@prior0.1", 1.0), ("9An{9}@prior0.1", 0.5))]
+    for stage, rs in (("frozen", general), ("prior", general + prior)):
+        with open(tmp_path / f"pretrained-{stage}.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, columns)
+            w.writeheader()
+            w.writerows(rs)
+    analyse.tables()
+    out = capsys.readouterr().out
+    assert "**Prior (anchor_l2 0.1) against the general head without prior**, cards, 1 of train: 9An{9} 51.00 (n=3)" in out
+    assert "| 9An{9,3}As@prior0.1 | 3 | +1.00 [+1.00, +1.00] | 0.00 | 3/3 |" in out
+    assert "**Prior (anchor_l2 0.1) against the L2 control**, cards, 1 of train: 9An{9}@prior0.1 51.50 (n=3)" in out
