@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -40,10 +41,12 @@ def collect(stage: str) -> int:
                         "unit_l2": r.get("unit_l2", 0.0), "split": split, "seconds": r.get("train_seconds"),
                         "sweep": folder.name})
     path = STORE / f"pretrained-{stage}.csv"
-    with open(path, "w", newline="") as f:
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # the runner's two chains collect one stage: write aside, rename
+    with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, COLUMNS)
         w.writeheader()
         w.writerows(sorted(out, key=lambda r: (r["sweep"], r["fraction"], r["seed"], r["design"])))
+    tmp.replace(path)
     print(f"{path.relative_to(ROOT)}: {len(out)} rows")
     return len(out)
 
@@ -63,7 +66,9 @@ def restore(stage: str) -> int:
                "train_images": int(r["train_images"]), "steps": int(r["steps"]), "metric": "voc07",
                "mAP": float(r["mAP"]) / 100, "train_seconds": float(r["seconds"] or 0)}
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "result.json").write_text(json.dumps(row))
+        tmp = folder / f"result.json.{os.getpid()}.tmp"  # the other chain's sweep may be reading this folder
+        tmp.write_text(json.dumps(row))
+        tmp.replace(folder / "result.json")
         n += 1
     print(f"{stage}: {n} runs restored from {path.relative_to(ROOT)}")
     return n
