@@ -26,15 +26,19 @@ from .data.stats import table_two
 __all__ = ["recommend", "design_for", "variation", "SMALL", "EVIDENCE", "AGREEMENT"]
 
 #: What our measurements say (docs/results.md), printed with every recommendation.
-EVIDENCE = ("Our evidence (docs/results.md, 2026-12-02): in the paper's setting (every run from the ImageNet "
+EVIDENCE = ("Our evidence (docs/results.md, 2026-12-03): in the paper's setting (every run from the ImageNet "
             "backbone; pre-registered, docs/results/plan-pretrained.md), backbone frozen, extra blocks and head "
             "trained, 100 % of train, 30 paired seeds: no Table I design was better than the general head; on cards "
             "(296 images) -0.77 to -1.29 mAP points, none decided after Holm's correction; on microcontrollers (104 "
             "images) -1.00 to -2.50, three designs worse (9An{9,3}As -1.64 [-2.59, -0.68], 9An{9,3,1}S -2.50 "
             "[-3.97, -1.02], 9An{9,3,1}As -1.94 [-3.21, -0.68]); at 25 % of train (30 seeds) no design was "
             "better either (cards: 9An{9,3}As worse, -1.80 [-2.86, -0.74]; microcontrollers: the same three "
-            "worse). The whole detector fine-tuned (the paper's protocol) is still being measured. Train the general head unless a sweep on your data "
-            "(hierhead sweep --protocol frozen) shows a design ahead.")
+            "worse). Sharing as a prior (NAME@prior0.1: coupled L2 on each anchor's own weights, none on the "
+            "units), 100 % of train, 30 seeds: no design better than the general head without it on either "
+            "dataset (cards: 9An{9,1}Both@prior0.1 +1.36 [+0.19, +2.54], not decided after Holm; "
+            "microcontrollers: 9An{9,3,1}S and 9An{9,3,1}As with the prior worse). The whole detector "
+            "fine-tuned (the paper's protocol) is still being measured. Train the general head unless a sweep "
+            "on your data (hierhead sweep --protocol frozen) shows a design ahead.")
 #: How the heuristic fared against our sweeps (benchmarks/analyse_pretrained.py agreement, benchmarks/collect_study.py;
 #: docs/results.md).
 AGREEMENT = ("How the paper's heuristic agreed with our sweeps: in the paper's setting (ImageNet backbone frozen, "
