@@ -119,6 +119,11 @@ def size() -> None:
     print(f"rule: {rule} -> SIZE={256 if all(v[256] >= v[320] - 3 for v in at.values()) else 320}")
 
 
+def _half(half: float, goal: float) -> str:
+    """A half-width to 2 decimals, or 3 where 2 would print the goal itself (0.995 and 1.004 both show 1.00)."""
+    return f"{half:.3f}" if f"{half:.2f}" == f"{goal:.2f}" else f"{half:.2f}"
+
+
 def _table(title: str, cells: dict, dataset: str, fraction: float, designs: list[str], base: str, margin: float,
            goal: float) -> list[str]:
     pairs = {d: diffs(cells, dataset, fraction, d, base) for d in designs}
@@ -133,7 +138,7 @@ def _table(title: str, cells: dict, dataset: str, fraction: float, designs: list
     for d, v in decide(pairs, margin).items():
         miss = "" if v["half"] <= goal else f" (goal {goal:g} missed)"
         lines.append(f"| {d} | {v['n']} | {v['mean']:+.2f} [{v['low']:+.2f}, {v['high']:+.2f}] | "
-                     f"{v['half']:.2f}{miss} | {v['ahead']} | {v['p']:.3f} | {v['p_holm']:.3f} | "
+                     f"{_half(v['half'], goal)}{miss} | {v['ahead']} | {v['p']:.3f} | {v['p_holm']:.3f} | "
                      f"[{v['bonferroni'][0]:+.2f}, {v['bonferroni'][1]:+.2f}] | {v['verdict']} |")
     return lines + [""]
 

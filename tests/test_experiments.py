@@ -349,15 +349,26 @@ def test_open_dataset_takes_a_synthetic_spec():
         open_dataset(spec, part="val")
 
 
-def test_analyse_pretrained_tables_read_a_prior_stage_with_its_copied_general_head(tmp_path, monkeypatch, capsys):
-    # the prior stage's CSV holds the frozen stage's general head rows (no @prior suffix) beside its own designs;
-    # `tables` must take the strengths from its own designs only (it raised IndexError on the copied rows)
+def _analyse_pretrained():
     import importlib.util
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "analyse_pretrained.py"
     spec = importlib.util.spec_from_file_location("analyse_pretrained", path)
     analyse = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(analyse)
+    return analyse
+
+
+def test_analyse_pretrained_half_width_never_prints_the_goal_for_a_miss_or_a_hit():
+    # 0.995 (within the goal of 1) and 1.0014 (a miss) both printed "1.00": the table said "1.00 (goal missed)"
+    half = _analyse_pretrained()._half
+    assert (half(0.9953, 1.0), half(1.0014, 1.0), half(0.93, 1.0), half(1.27, 1.5)) == ("0.995", "1.001", "0.93", "1.27")
+
+
+def test_analyse_pretrained_tables_read_a_prior_stage_with_its_copied_general_head(tmp_path, monkeypatch, capsys):
+    # the prior stage's CSV holds the frozen stage's general head rows (no @prior suffix) beside its own designs;
+    # `tables` must take the strengths from its own designs only (it raised IndexError on the copied rows)
+    analyse = _analyse_pretrained()
     monkeypatch.setattr(analyse, "STORE", tmp_path)
     columns = ["dataset", "design", "seed", "fraction", "mAP", "seconds"]
     general = [{"dataset": "cards", "design": "9An{9}", "seed": s, "fraction": 1.0, "mAP": 50.0 + s, "seconds": ""}
