@@ -38,7 +38,7 @@ DEFAULTS: dict[str, Any] = {
                   # sharing as a prior: coupled L2 on the prediction convs' anchor weights / units (optim.prior_penalty);
                   # off: at anchor_l2 0.1 no design beat the general head without it (100 %, 30 seeds, both datasets;
                   # docs/results/pretrained-prior.csv); at 25 % the plain L2 on the general head alone did
-                  # (+2.8 / +4.1): one strength, not a default (at 100 % it was worse on cards; docs/results.md)
+                  # (micro +2.8, cards +4.1): one strength, not a default (at 100 % worse on cards; docs/results.md)
                   "anchor_l2": 0.0, "unit_l2": 0.0,
                   "decay": None, "eps": None},  # decay / eps: RMSprop's (default 0.9 / 1.0); eps also Adam's
     "schedule": {"name": "cosine", "milestones": [], "gamma": 0.1, "step_size": 0, "warmup_steps": 50,
