@@ -213,8 +213,8 @@ def summary(stage: str) -> None:
 
 def agreement() -> None:
     """The paper's heuristic (``hierhead recommend`` on each study's training split, its recipe's model) against
-    the frozen stage: its design's rank by mean per column, and how often it was the best of the six heads of a
-    (column, seed). Exploratory: the plan does not test the heuristic."""
+    the frozen stage (six heads) and P2 (four): its design's rank by mean per column, and how often it was the best
+    head of a (column, seed). Exploratory: the plan does not test the heuristic."""
     from collect_study import SHARED  # benchmarks/ is this script's folder, so on sys.path
     from collect_study import agreement as ranks
 
@@ -224,13 +224,14 @@ def agreement() -> None:
     from hierhead.recommend import recommend
 
     sources = {"cards": ("cards-ssdlite", "cards"), "micro": ("microcontrollers-ssdlite", "microcontrollers")}
-    frozen = rows("frozen")
+    stages = {"frozen": rows("frozen"), "imagenet": rows("imagenet")}
     for name, (recipe, folder) in sources.items():
         config = resolve(recipe, {"data": {"path": str(SHARED / folder)}})
         train, _ = open_config_splits(config)
         design = recommend(train, input_size(config["model"]))["design"]
         print(f"{name} ({len(train)} training images): `hierhead recommend` -> {design}")
-        print(ranks([r for r in frozen if r["dataset"] == name], design))
+        for stage, rs in stages.items():
+            print(f"{stage}:", ranks([r for r in rs if r["dataset"] == name], design))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ __all__ = ["DEFAULTS", "recipes", "load_recipe", "resolve", "parse_overrides"]
 
 DEFAULTS: dict[str, Any] = {
     "model": "ssdlite320_efficientnet_lite0",  # ImageNet backbone shipped with hierhead: fine-tuned, never from scratch
-    "design": "9An{9}",  # the general head: no design helped on our real small datasets (docs/results.md)
+    "design": "9An{9}",  # the general head: no design better on both our small datasets (docs/results.md)
     "soft": False,
     "paper": None,  # the paper setting a recipe reproduces (e.g. "IV-C VOC-SSD300"): warns without pretrained weights
     "data": {"path": None, "format": None, "classes": None, "val": None, "train_split": None, "val_split": None,
