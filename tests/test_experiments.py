@@ -193,7 +193,7 @@ def test_recommend_on_cards(capsys):
     for command in commands:  # each runs as printed: no required argument left out, no placeholder
         args = parser().parse_args(command[1:])
         assert "CKPT" not in command and args.data == str(CARDS / "train")
-    # a model whose ImageNet weights ship: one command, every run from them (no trained start)
+    # a model whose ImageNet weights ship: one sweep per protocol, every run from them (no trained start)
     assert main(["recommend", "--data", str(CARDS / "train"), "--model", "ssdlite320_efficientnet_lite0"]) == 0
     commands = [shlex.split(line) for line in capsys.readouterr().out.splitlines() if line.startswith("  hierhead ")]
     assert [c[1] for c in commands] == ["sweep", "sweep"] and not any("--init" in c for c in commands)
