@@ -126,7 +126,15 @@ def _open(args: argparse.Namespace, classes=None, part: str = "train"):
     if given and classes and sorted(given) != sorted(classes):
         raise ValueError(f"--classes {','.join(given)}: the checkpoint was trained on {','.join(classes)}; "
                          f"its labels follow that list (omit --classes)")
-    return open_dataset(args.data, format=args.format, classes=classes or given, skip_bad=args.skip_bad, part=part)
+    ds = open_dataset(args.data, format=args.format, classes=classes or given, skip_bad=args.skip_bad, part=part,
+                      split=getattr(args, "split", None))
+    return ds
+
+
+def _read(ds) -> str:
+    """What a command read, for its closing line: the images, where, which split."""
+    split = getattr(ds, "split", None)
+    return f"{len(ds)} images of {ds.name}" + (f" (split {split})" if split else "")
 
 
 def _never_over_inputs(flag: str, out: str | Path, inputs: list, dataset=None) -> None:
@@ -155,6 +163,7 @@ def _stats(args: argparse.Namespace) -> int:
     size = args.image_size or None
     s = table_two(ds, size)
     print(json.dumps(s, indent=2) if args.json else format_stats(s))
+    print(f"hierhead stats: {_read(ds)}", file=sys.stderr)
     if args.plot:
         anchors = None
         if args.model:
@@ -171,30 +180,59 @@ def _eval(args: argparse.Namespace) -> int:
     from .predictions import mean_ap_of_file
     from .metrics import format_table, to_json
 
+    detections: list = []
     if args.checkpoint:
         from .engine.infer import mean_ap_of_model
 
         model, spec = _checkpoint(args.checkpoint)
         ds = _open(args, spec.classes, "test")
-        _eval_json_outside_inputs(args, ds)
-        result = mean_ap_of_model(model, ds, args.metric)
+        out = _eval_outputs(args, ds)
+        result = mean_ap_of_model(model, ds, args.metric, detections=detections)
     elif args.predictions:
         ds = _open(args, None, "test")
-        _eval_json_outside_inputs(args, ds)
-        result = mean_ap_of_file(ds, args.predictions, args.metric)
+        out = _eval_outputs(args, ds)
+        result = mean_ap_of_file(ds, args.predictions, args.metric, detections=detections)
     else:
         raise ValueError("give --checkpoint CKPT (run the model) or --predictions FILE (COCO results)")
-    print(f"{ds.name}: {len(ds)} images", file=sys.stderr)
+    print(f"hierhead eval: {_read(ds)}", file=sys.stderr)
     print(format_table(result))
     if args.json:
         with open(args.json, "w") as f:
             f.write(to_json(result))
+    if out is not None:
+        from .engine.pictures import write_pictures
+
+        drawn = write_pictures(out, detections, [ds.target(i) for i in range(len(ds))], ds, ds.classes,
+                               "voc12" if args.metric == "voc12" else "voc07")
+        print(f"hierhead eval: pictures {', '.join(Path(p).name for p in drawn['paths'])} in {out}", file=sys.stderr)
     return 0
 
 
-def _eval_json_outside_inputs(args: argparse.Namespace, ds) -> None:
+def _eval_outputs(args: argparse.Namespace, ds) -> Path | None:
+    """Where eval draws its pictures: ``--out``, else a new folder beside its input (``RUN/eval-SPLIT`` of a
+    checkpoint in ``RUN/checkpoints``, ``NAME-eval`` beside a predictions file), numbered so that no
+    earlier eval's pictures are replaced; None with ``--no-plots``. Outputs never go into the inputs."""
+    from .engine.pictures import PICTURES
+
     if args.json:
         _never_over_inputs("--json", args.json, [args.data, args.checkpoint, args.predictions], ds)
+    if args.no_plots:
+        return None
+    if args.out:
+        out = Path(args.out)
+        held = [p for p in PICTURES if (out / p).exists()]
+        if held:
+            raise FileExistsError(f"--out {str(out)!r} holds an earlier eval's {held[0]}; give a new --out")
+    else:
+        source = Path(args.checkpoint or args.predictions)
+        if args.checkpoint:
+            run = source.parent.parent if source.parent.name == "checkpoints" else source.parent
+            base = run / f"eval-{getattr(ds, 'split', None) or Path(str(args.data)).name}"
+        else:
+            base = source.parent / f"{source.stem}-eval"
+        out = next(p for k in range(1, 10_000) if not (p := base if k == 1 else Path(f"{base}-{k}")).exists())
+    _never_over_inputs("--out", out, [args.data, args.checkpoint, args.predictions], ds)
+    return out
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -282,8 +320,9 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     from .data import FORMAT_NAMES
 
     p.add_argument("--data", required=required,
-                   help="dataset folder, COCO .json or synthetic:...; of a root with train/ and val|test/ "
-                        "subfolders, eval reads the held-out one, stats and recommend train/")
+                   help="dataset root or folder, COCO .json or synthetic:...; of a root with splits, eval reads "
+                        "the first of val|valid|validation|test, stats and recommend train (--split picks another)")
+    p.add_argument("--split", help="the split of the root to read: train, val (valid), test, or any split it has")
     p.add_argument("--format", choices=FORMAT_NAMES, help="dataset format (guessed when omitted)")
     p.add_argument("--classes", help="comma-separated class list (default: from the dataset, sorted)")
     p.add_argument("--skip-bad", action="store_true", help="skip and count bad files / boxes instead of failing")
@@ -406,6 +445,9 @@ def _add_eval_parser(sub) -> None:
     ev.add_argument("--predictions", help="COCO results JSON: image_id, category_id, bbox, score")
     ev.add_argument("--metric", choices=["voc07", "voc12", "coco"], default="voc07")
     ev.add_argument("--json", help="write the result as JSON here")
+    ev.add_argument("--out", help="folder for the pictures (PR curves, confusion matrix, predictions); default "
+                    "RUN/eval-SPLIT beside the checkpoint's run, or NAME-eval beside the predictions file")
+    ev.add_argument("--no-plots", action="store_true", help="draw no pictures")
     ev.set_defaults(func=_eval)
 
 

@@ -31,7 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["voc_ap", "voc_map", "coco_map", "mean_ap", "format_table", "to_json"]
+__all__ = ["voc_ap", "voc_map", "coco_map", "mean_ap", "confusion_matrix", "format_table", "to_json"]
 
 
 def _np(x, dtype=np.float64) -> np.ndarray:
@@ -57,15 +57,16 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07: bool) -> float:
 
 def voc_map(predictions: Sequence[dict], targets: Sequence[dict], num_classes: int | None = None,
             iou_threshold: float = 0.5, use_07: bool = True, pixel_offset: float = 1.0,
-            class_names: Sequence[str] | None = None) -> dict:
+            class_names: Sequence[str] | None = None, curves: bool = False) -> dict:
     """VOC mAP; ``{"mAP", "AP": {class: ap}, "num_gt": {class: n}}``. Classes with no
-    non-difficult ground truth are left out of the mean (their AP is NaN), as in the devkit."""
+    non-difficult ground truth are left out of the mean (their AP is NaN), as in the devkit.
+    ``curves``: also ``"curves": {class: (recall, precision)}``, the arrays each AP is computed from."""
     if len(predictions) != len(targets):
         raise ValueError(f"{len(predictions)} predictions for {len(targets)} images")
     (g_img, g_box, g_lab, g_dif), (d_img, d_box, d_lab, d_sco) = _flatten(predictions, targets)
     if num_classes is None:
         num_classes = int(max(g_lab.max(initial=0), d_lab.max(initial=0))) + 1
-    aps, counts = {}, {}
+    aps, counts, pr = {}, {}, {}
     for c in range(1, num_classes):
         name = class_names[c - 1] if class_names else str(c)
         gm, dm = g_lab == c, d_lab == c
@@ -81,9 +82,56 @@ def voc_map(predictions: Sequence[dict], targets: Sequence[dict], num_classes: i
         recall = ctp / npos
         precision = ctp / np.maximum(ctp + cfp, np.finfo(np.float64).eps)
         aps[name] = voc_ap(recall, precision, use_07)
+        pr[name] = (recall, precision)
     valid = [v for v in aps.values() if v == v]
     return {"mAP": float(np.mean(valid)) if valid else float("nan"), "AP": aps, "num_gt": counts,
-            "metric": "voc07" if use_07 else "voc12"}
+            "metric": "voc07" if use_07 else "voc12", **({"curves": pr} if curves else {})}
+
+
+def confusion_matrix(predictions: Sequence[dict], targets: Sequence[dict], num_classes: int,
+                     score_threshold: float = 0.25, iou_threshold: float = 0.5) -> np.ndarray:
+    """Counts of (predicted class, true class) over every image, index 0 the background, as
+    Ultralytics draws it: the detections scoring at least ``score_threshold`` and the ground-truth
+    boxes are paired one to one, highest IoU first, among pairs above ``iou_threshold`` whatever
+    their classes; a pair counts at ``[predicted, true]``, an unpaired detection at
+    ``[predicted, 0]`` (a false alarm), an unpaired box at ``[0, true]`` (missed). ``difficult``
+    boxes are left out, with the detections paired to them. Each column ``c > 0`` sums to the
+    number of (non-difficult) boxes of class ``c``; the background row and column hold what the
+    detector missed and invented. Kept by hand: torchmetrics' and sklearn's matrices are for
+    classification and have no boxes to pair."""
+    m = np.zeros((num_classes, num_classes), np.int64)
+    for p, t in zip(predictions, targets):
+        keep = _np(p["scores"]).reshape(-1) >= score_threshold
+        db, dl = _np(p["boxes"]).reshape(-1, 4)[keep], _np(p["labels"], np.int64).reshape(-1)[keep]
+        gb, gl = _np(t["boxes"]).reshape(-1, 4), _np(t["labels"], np.int64).reshape(-1)
+        dif = t.get("difficult", t.get("iscrowd"))
+        gd = _np(dif, bool).reshape(-1) if dif is not None else np.zeros(len(gb), bool)
+        iou = _iou(db, gb)
+        pairs = np.argwhere(iou > iou_threshold)
+        pairs = pairs[np.argsort(-iou[pairs[:, 0], pairs[:, 1]], kind="stable")] if len(pairs) else pairs
+        used_d, used_g = set(), set()
+        for d, g in pairs:
+            if d in used_d or g in used_g:
+                continue
+            used_d.add(d)
+            used_g.add(g)
+            if not gd[g]:
+                m[dl[d], gl[g]] += 1
+        for d in set(range(len(db))) - used_d:
+            m[dl[d], 0] += 1
+        for g in set(range(len(gb))) - used_g:
+            if not gd[g]:
+                m[0, gl[g]] += 1
+    return m
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every pair of xyxy boxes (continuous coordinates)."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, np.finfo(np.float64).eps)
 
 
 def _flatten(predictions: Sequence[dict], targets: Sequence[dict]) -> tuple[tuple, tuple]:

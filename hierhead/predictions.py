@@ -51,9 +51,13 @@ def load_predictions(path: str | Path, ds: DetectionDataset) -> list[dict]:
              "labels": torch.tensor(p["labels"], dtype=torch.int64)} for p in per]
 
 
-def mean_ap_of_file(ds: DetectionDataset, predictions: str | Path, metric: str = "voc07") -> dict:
-    """VOC07 (11-point), VOC12 (area) or COCO metrics of a predictions file on ``ds``."""
+def mean_ap_of_file(ds: DetectionDataset, predictions: str | Path, metric: str = "voc07",
+                    detections: list | None = None) -> dict:
+    """VOC07 (11-point), VOC12 (area) or COCO metrics of a predictions file on ``ds``.
+    ``detections``: a list that receives the file's detections, one dict per image."""
     preds = load_predictions(predictions, ds)
+    if detections is not None:
+        detections.extend(preds)
     targets = [ds.target(i) for i in range(len(ds))]
     coco = getattr(ds, "coco_ids", None) if metric == "coco" else None
     ids = [coco["images"][r.image_id] for r in ds.records] if coco else None

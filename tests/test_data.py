@@ -234,7 +234,7 @@ def test_stats_and_eval_cli(tmp_path, capsys):
     (tmp_path / "p.json").write_text(json.dumps(preds))
     out = run("eval", "--data", str(root), "--predictions", str(tmp_path / "p.json"), "--metric", "voc12",
               "--json", str(tmp_path / "r.json"))
-    assert out.returncode == 0 and f"{root}: 2 images" in out.stderr, out.stderr
+    assert out.returncode == 0 and f"2 images of {root}" in out.stderr, out.stderr
     r = json.loads((tmp_path / "r.json").read_text())
     assert r["AP"] == {"cat": 0.0, "dog": 1.0} and r["mAP"] == 0.5
     preds[0]["image_id"] = "zzz"

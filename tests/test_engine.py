@@ -156,7 +156,10 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path, capfd):
     with pytest.raises(ValueError, match=re.escape("trained with design='9An{9,3,1}S', this run has design='9An{9,3}S'")):
         train(other, resume=True)
     capfd.readouterr()
-    resumed = train({**config(tmp_path / "b"), "progress": True}, resume=True)  # the bar may change on resume
+    from hierhead.engine import trainer as trainer_module
+    with pytest.MonkeyPatch.context() as mp:  # a terminal: the bar (a log file gets lines, test below)
+        mp.setattr(trainer_module, "_terminal", lambda: True)
+        resumed = train({**config(tmp_path / "b"), "progress": True}, resume=True)  # the bar may change on resume
     assert resumed["train_seconds"] >= round(before, 1) > 0
     bar = capfd.readouterr().out  # one bar of the run's steps, from the step resumed (not "0/?" per epoch)
     assert "| 3/6 [" in bar and "| 6/6 [" in bar and "/?" not in bar and "| 0/" not in bar
@@ -467,3 +470,41 @@ def _png_of(path: Path) -> bytes:
     buf = io.BytesIO()
     Image.open(path).convert("RGB").save(buf, "PNG")
     return buf.getvalue()
+
+
+@needs_cards
+def test_train_draws_its_pictures_and_records_its_code(trained):
+    import yaml
+
+    from hierhead.provenance import provenance
+
+    out = trained / "out"
+    for name in ("results.png", "PR_curve.png", "confusion_matrix.png", "val_predictions.png"):
+        assert (out / name).stat().st_size > 1000, name
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["provenance"] == provenance() and config["provenance"]["version"]
+
+
+@needs_cards
+def test_eval_draws_into_a_new_folder_beside_the_run(trained, capsys, tmp_path):
+    ckpt = str(trained / "out" / "checkpoints" / "last.ckpt")
+    folders = []
+    for _ in range(2):  # a second eval never replaces the first's pictures
+        code, _, err = _cli(["eval", "--checkpoint", ckpt, "--data", str(trained / "val")], capsys)
+        assert code == 0, err
+        folders.append(err.strip().splitlines()[-1].rsplit(" in ", 1)[1])
+    assert folders[0] != folders[1] and all(Path(f).parent == trained / "out" for f in folders)
+    assert all((Path(f) / "confusion_matrix.png").is_file() for f in folders)
+    code, _, err = _cli(["eval", "--checkpoint", ckpt, "--data", str(trained / "val"), "--out", folders[0]], capsys)
+    assert code != 0 and "holds an earlier eval's PR_curve.png" in err and err.count("\n") == 1
+
+
+@needs_cards
+def test_a_log_file_gets_lines_not_a_bar(tmp_path, capsys):
+    code = main(["train", "--model", "ssdlite320_mobilenet_v3", "--data", str(CARDS / "train"), "--max-steps", "2",
+                 "--batch-size", "2", "--out", str(tmp_path / "run"), "--set", "image_size=96", "--set",
+                 "num_workers=0", "--set", "validate=false", "--set", "plots=false",
+                 "--set", "pretrained_backbone=false"])
+    out = capsys.readouterr().out
+    assert code == 0 and "\r" not in out
+    assert re.search(r"^step 2/2  epoch 0  loss \d+\.\d+  lr \S+  [\d.]+ images/s$", out, re.M), out

@@ -27,7 +27,7 @@ from torchvision.transforms.v2 import functional as TF
 from .records import DataError, Problems, Record, check_box, inside_root
 
 __all__ = ["DetectionDataset", "VOC_CLASSES", "load_image", "IMAGE_BOMBS", "read_voc_folder", "read_voc", "read_coco",
-           "read_flickrlogos47", "read_yolo", "voc_parts"]
+           "read_flickrlogos47", "read_yolo", "voc_parts", "yolo_config", "yolo_label"]
 
 #: What PIL raises for an image over its pixel limit (the warning is made an error while reading).
 IMAGE_BOMBS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
@@ -254,8 +254,9 @@ def read_voc_folder(root: Path, classes=None, skip_bad=False, verify=True, **_) 
     entries = []
     images = {p.stem: p for p in sorted(root.iterdir()) if p.suffix.lower() in IMAGE_EXTS}
     xmls = sorted(root.glob("*.xml"))
-    if not xmls and not images:
-        raise DataError(f"{str(root)!r}: no images and no .xml annotations found")
+    if not xmls:  # read as background images only, every image would be a silent wrong result
+        raise DataError(f"{str(root)!r}: " + (f"{len(images)} images but no .xml annotation beside them" if images
+                                              else "no images and no .xml annotations found") + _layout_hint(root))
     for xml in xmls:
         image = images.pop(xml.stem, None)  # an image whose XML is bad is dropped, not kept as background
         parsed = _xml_objects(xml, problems)
@@ -272,6 +273,17 @@ def read_voc_folder(root: Path, classes=None, skip_bad=False, verify=True, **_) 
         entries.append((image, stem, [], str(image)))
     records, classes = _finish(entries, classes, problems, verify)
     return DetectionDataset(records, classes, str(root), problems)
+
+
+def _layout_hint(root: Path) -> str:
+    """What a folder that is not VOC XML looks like, for the error that refuses it."""
+    if (root / "labels").is_dir() or (root.parent / "labels").is_dir() or any(root.glob("*.txt")):
+        return ("; it looks like YOLO data (labels/ or .txt files): put its class names in data.yaml "
+                "('names: [...]') or classes.txt at the dataset root")
+    if any(root.glob("*.json")):
+        return "; for COCO data give the .json file as --data (or name it _annotations.coco.json)"
+    subfolders = sorted(p.name for p in root.iterdir() if p.is_dir())[:5] if root.is_dir() else []
+    return f" (subfolders: {', '.join(subfolders)}; a root needs a train/ split)" if subfolders else ""
 
 
 def _is_voc_year(path: Path) -> bool:
@@ -410,9 +422,18 @@ def _coco_json(path: Path, problems: Problems) -> dict:
     return {**data, "images": list(images.values()), "annotations": kept, "categories": list(cats.values())}
 
 
+def _roboflow_group(coco, cat_id: int) -> bool:
+    """Roboflow's COCO export adds one category that names the project and is the ``supercategory`` of
+    every other one, with no annotation of its own: a group, not a class (it is left out)."""
+    name = coco.cats[cat_id]["name"]
+    others = [c for i, c in coco.cats.items() if i != cat_id]
+    return bool(others) and not coco.catToImgs.get(cat_id) and all(c.get("supercategory") == name for c in others)
+
+
 def read_coco(path: Path, images=None, classes=None, skip_bad=False, verify=True, **_) -> DetectionDataset:
     """A COCO JSON file (checked by :func:`_coco_json`, indexed by pycocotools); crowd boxes are kept
-    as ``difficult`` (ignored); classes default to the categories in id order."""
+    as ``difficult`` (ignored); classes default to the categories in id order (without the group
+    category of Roboflow's export, :func:`_roboflow_group`)."""
     import contextlib
     import io
 
@@ -426,7 +447,7 @@ def read_coco(path: Path, images=None, classes=None, skip_bad=False, verify=True
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     image_root = Path(images) if images else path.parent
-    cat_ids = sorted(coco.getCatIds())
+    cat_ids = sorted(c for c in coco.getCatIds() if not _roboflow_group(coco, c))
     names = [coco.cats[c]["name"] for c in cat_ids]
     entries = []
     for img_id in sorted(coco.getImgIds()):
@@ -483,43 +504,108 @@ def read_flickrlogos47(root: Path, split="train", classes=None, skip_bad=False, 
     return DetectionDataset(records, classes, str(root), problems)
 
 
-def read_yolo(root: Path, split=None, classes=None, skip_bad=False, verify=True, **_) -> DetectionDataset:
-    """YOLO txt: ``class cx cy w h`` normalised, labels in ``labels/`` (or beside the images),
-    class names from ``classes.txt`` or ``data.yaml`` / ``dataset.yaml`` (``names``)."""
+def yolo_config(root: Path) -> tuple[dict, Path]:
+    """(the dataset YAML's contents, its path) of a YOLO root; ``classes.txt`` becomes ``{"names": [...]}``.
+    The class names are checked here: a list of strings or a ``{id: name}`` map, as many as ``nc``."""
     import yaml
 
-    problems = Problems(skip_bad)
-    names = None
-    if (root / "classes.txt").is_file():
-        names = [n.strip() for n in (root / "classes.txt").read_text().splitlines() if n.strip()]
-    for y in ("data.yaml", "dataset.yaml"):
-        if names is None and (root / y).is_file():
+    for name in ("data.yaml", "dataset.yaml"):
+        file = root / name
+        if file.is_file():
             try:
-                data = yaml.safe_load((root / y).read_text())
-                raw = data["names"]
-            except (yaml.YAMLError, KeyError, TypeError) as e:
-                raise DataError(f"{str(root / y)!r}: malformed data yaml ({type(e).__name__})") from None
-            names = [raw[k] for k in sorted(raw)] if isinstance(raw, dict) else list(raw)
-    if names is None:
-        raise DataError(f"{str(root)!r}: no classes.txt or data.yaml with 'names'")
-    image_dir = root / "images" / split if split else (root / "images" if (root / "images").is_dir() else root)
-    label_dir = Path(str(image_dir).replace(f"{root}/images", f"{root}/labels", 1))
-    if not image_dir.is_dir():
-        raise DataError(f"{str(image_dir)!r}: image folder not found")
-    entries = []
-    for image in sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS):
-        txt = label_dir / f"{image.stem}.txt"
-        if not txt.is_file():
+                data = yaml.safe_load(file.read_text())
+            except (yaml.YAMLError, UnicodeDecodeError) as e:
+                raise DataError(f"{str(file)!r}: malformed data yaml ({type(e).__name__})") from None
+            if not isinstance(data, dict) or "names" not in data:
+                raise DataError(f"{str(file)!r}: no 'names' (the class names) in the data yaml")
+            raw = data["names"]
+            if isinstance(raw, dict) and all(isinstance(k, int) for k in raw):
+                raw = [raw[k] for k in sorted(raw)]
+            if not (isinstance(raw, list) and raw and all(isinstance(n, (str, int)) for n in raw)):
+                raise DataError(f"{str(file)!r}: 'names' must be a list of class names or an {{id: name}} map")
+            names = [str(n) for n in raw]
+            if "nc" in data and data["nc"] != len(names):
+                raise DataError(f"{str(file)!r}: nc is {data['nc']!r} but 'names' lists {len(names)} classes")
+            return {**data, "names": names}, file
+    file = root / "classes.txt"
+    if file.is_file():
+        return {"names": [n.strip() for n in file.read_text().splitlines() if n.strip()]}, file
+    raise DataError(f"{str(root)!r}: no classes.txt or data.yaml with 'names'")
+
+
+def yolo_label(image: Path) -> Path:
+    """Where YOLO keeps an image's labels (Ultralytics' ``img2label_paths``): the last ``images``
+    folder of its path replaced by ``labels``, the suffix by ``.txt``; beside the image when its
+    path has no ``images`` folder."""
+    parts = image.parts
+    if "images" in parts[:-1]:
+        k = len(parts) - 2 - parts[:-1][::-1].index("images")
+        return Path(*parts[:k], "labels", *parts[k + 1:]).with_suffix(".txt")
+    return image.with_suffix(".txt")
+
+
+def _yolo_images(folder: Path, root: Path) -> list[Path]:
+    """The images of one YOLO split: a folder's image files, or the lines of a ``.txt`` list (paths
+    relative to the list's folder, as Ultralytics reads them; kept inside the dataset root)."""
+    if folder.is_file() and folder.suffix == ".txt":
+        paths = []
+        for line in (t.strip() for t in folder.read_text().splitlines()):
+            if line:
+                image = Path(line) if Path(line).is_absolute() else folder.parent / line
+                if not image.resolve().is_relative_to(root.resolve()):
+                    raise DataError(f"{str(folder)!r}: image {line!r} lies outside the dataset root {str(root)!r}")
+                paths.append(image)
+        return paths
+    if not folder.is_dir():
+        raise DataError(f"{str(folder)!r}: image folder not found")
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+
+
+def read_yolo(root: Path, split=None, classes=None, skip_bad=False, verify=True, images=None,
+              **_) -> DetectionDataset:
+    """YOLO txt: ``class cx cy w h`` normalised, class names from ``data.yaml`` / ``dataset.yaml``
+    (``names``) or ``classes.txt`` in ``root``. ``images``: the split's image folder(s) or ``.txt``
+    list (:func:`~hierhead.data.sources.find_splits` resolves them); else ``images/<split>``,
+    ``images/`` or ``root``. Labels where :func:`yolo_label` puts them. An image without a label file
+    is a background image: they are counted and named in a warning, as are files in a labels folder
+    that are not ``.txt``."""
+    problems = Problems(skip_bad)
+    names = yolo_config(root)[0]["names"]
+    if images is None:
+        images = root / "images" / split if split else (root / "images" if (root / "images").is_dir() else root)
+    folders = [Path(f) for f in (images if isinstance(images, (list, tuple)) else [images])]
+    paths = [p for f in folders for p in _yolo_images(f, root)]
+    where = ", ".join(str(f) for f in folders)
+    if not paths:
+        raise DataError(f"{where!r}: no images")
+    entries, unlabelled = [], []
+    for image in paths:
+        txt = yolo_label(image)
+        if not txt.is_file() and txt != image.with_suffix(".txt") and image.with_suffix(".txt").is_file():
             txt = image.with_suffix(".txt")
+        if not txt.is_file():
+            unlabelled.append(image.name)
         rows = _txt_rows(txt, _yolo_row, "class cx cy w h", problems)
         entries.append((image, image.stem, rows, str(txt)))
+    if unlabelled:
+        warnings.warn(f"{where}: {len(unlabelled)} of {len(paths)} images have no label file and are read as "
+                      f"background images ({', '.join(unlabelled[:5])}{', ...' if len(unlabelled) > 5 else ''})",
+                      stacklevel=2)
+    image_dirs = {p.parent.resolve() for p in paths}
+    for folder in sorted({yolo_label(p).parent for p in paths}):
+        if not folder.is_dir() or folder.resolve() in image_dirs:
+            continue
+        others = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() != ".txt")
+        if others:
+            warnings.warn(f"{str(folder)!r}: {len(others)} files are not YOLO .txt labels and are not read "
+                          f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''})", stacklevel=2)
     # normalised -> pixels needs the displayed size: resolve after reading headers
     fixed = []
-    for image, stem, rows, where in entries:
-        head = _image_header(image, where, Problems(True), False)
+    for image, stem, rows, where_ in entries:
+        head = _image_header(image, where_, Problems(True), False)
         w, h = (head[0], head[1]) if head else (1, 1)
         objs = [(c, [(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h], False)
                 for c, (cx, cy, bw, bh) in rows]
-        fixed.append((image, stem, objs, where))
+        fixed.append((image, stem, objs, where_))
     records, classes = _finish(fixed, classes, problems, verify, numeric_classes=names)
-    return DetectionDataset(records, classes, str(root), problems)
+    return DetectionDataset(records, classes, where, problems)

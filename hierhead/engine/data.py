@@ -23,7 +23,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2 as T
 
 from ..data.readers import DetectionDataset
-from ..data.sources import open_dataset, split_folders, yolo_splits
+from ..data.sources import find_splits, open_dataset
 from ..data.records import DataError
 
 __all__ = ["DetectionDataModule", "open_splits", "train_transforms", "EpochSampler", "collate"]
@@ -33,8 +33,9 @@ def open_splits(path: str | Path, format: str | None = None, val: str | Path | N
                 train_split: str | None = None, val_split: str | None = None, val_fraction: float = 0.1,
                 seed: int = 0, skip_bad: bool = False, resplit: float | None = None,
                 classes: list[str] | None = None) -> tuple[DetectionDataset, DetectionDataset]:
-    """(train, val) datasets: an explicit ``val`` path, the format's named splits, ``train/`` and
-    ``val|valid|test/`` subfolders, or else a seeded ``val_fraction`` of the images.
+    """(train, val) datasets: an explicit ``val`` path, the format's named splits, the root's own train and
+    held-out splits (:func:`~hierhead.data.sources.find_splits`: the first of ``val|valid|validation|test``),
+    or else a seeded ``val_fraction`` of the images.
     ``resplit``: pool both splits and hold out a seeded fraction instead (tiny test sets).
     ``classes``: the class list (its order gives the labels; default: the training split's own);
     the val split is always read with the training split's classes."""
@@ -49,19 +50,16 @@ def open_splits(path: str | Path, format: str | None = None, val: str | Path | N
         return open_synthetic(str(path))
     path = Path(path)
     if val is not None:
-        path = path / "train" if (path / "train").is_dir() else path
         train = open_dataset(path, format, classes, skip_bad, **({"split": train_split} if train_split else {}))
-        return train, open_dataset(val, format, classes=train.classes, skip_bad=skip_bad,
+        return train, open_dataset(val, format, classes=train.classes, skip_bad=skip_bad, part="test",
                                    **({"split": val_split} if val_split else {}))
     if train_split and val_split:
         train = open_dataset(path, format, classes, skip_bad, split=train_split)
         return train, open_dataset(path, format, classes=train.classes, skip_bad=skip_bad, split=val_split)
-    if folders := split_folders(path):
-        train = open_dataset(folders[0], format, classes, skip_bad)
-        return train, open_dataset(folders[1], format, classes=train.classes, skip_bad=skip_bad)
-    if format in (None, "yolo") and yolo_splits(path):  # images/train and images/val: the data's own split
-        train = open_dataset(path, format, classes, skip_bad)
-        return train, open_dataset(path, format, classes=train.classes, skip_bad=skip_bad, part="test")
+    found = find_splits(path, format)
+    if found.train is not None and found.held_out is not None:  # the data's own split, in any layout
+        train = found.train.open(classes, skip_bad)
+        return train, found.held_out.open(train.classes, skip_bad)
     return _split(open_dataset(path, format, classes, skip_bad), val_fraction, seed)
 
 

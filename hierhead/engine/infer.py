@@ -38,11 +38,15 @@ def run_model(model: nn.Module, images: Iterable[torch.Tensor], batch_size: int 
     return out
 
 
-def mean_ap_of_model(model: nn.Module, ds: DetectionDataset, metric: str = "voc07", batch_size: int = 4) -> dict:
-    """VOC07 / VOC12 / COCO metric of ``model`` on ``ds`` (boxes in the images' own pixels)."""
+def mean_ap_of_model(model: nn.Module, ds: DetectionDataset, metric: str = "voc07", batch_size: int = 4,
+                     detections: list | None = None) -> dict:
+    """VOC07 / VOC12 / COCO metric of ``model`` on ``ds`` (boxes in the images' own pixels).
+    ``detections``: a list that receives the model's detections, one dict per image."""
     if len(ds) == 0:
         raise DataError(f"{ds.name}: the dataset is empty")
     preds = run_model(model, (ds[i][0] for i in range(len(ds))), batch_size)  # the reader's decode errors
+    if detections is not None:
+        detections.extend(preds)
     return mean_ap(preds, [ds.target(i) for i in range(len(ds))], metric, ds.classes)
 
 

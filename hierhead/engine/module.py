@@ -68,6 +68,7 @@ class DetectorModule(pl.LightningModule):
         if channels_last:  # NHWC convolutions: 1.39x faster CPU training steps (docs/benchmarks.md); same function
             self.model.to(memory_format=torch.channels_last)
         self._val: list = []
+        self.last_val: list = []  # the last validation's (detections, target) pairs: the run's pictures
 
     def forward(self, images):
         return self.model(images)
@@ -119,6 +120,7 @@ class DetectorModule(pl.LightningModule):
         self._val = []
         if not pairs or self.trainer.sanity_checking:
             return
+        self.last_val = pairs
         result = mean_ap([p for p, _ in pairs], [t for _, t in pairs], self.metric, self.spec.classes)
         key = "AP" if self.metric == "coco" else "mAP"
         self.log("val/mAP", float(result[key]), sync_dist=False)  # a fraction (checkpoints, logs, sweeps)

@@ -85,6 +85,8 @@ DEFAULTS: dict[str, Any] = {
     "out": "runs/train",
     "progress": True,
     "log_every_n_steps": 10,
+    # results.png, PR_curve.png, confusion_matrix.png and val_predictions.png in the run folder (engine.pictures)
+    "plots": True,
 }
 
 
@@ -109,6 +111,7 @@ def load_recipe(name_or_path: str | Path) -> dict:
         raise ValueError(f"recipe {str(name_or_path)!r}: invalid YAML ({e})") from None
     if not isinstance(data, dict):
         raise ValueError(f"recipe {str(name_or_path)!r}: expected a mapping of settings")
+    data.pop("provenance", None)  # a run's config.yaml records the code that ran it: not a setting
     return data
 
 

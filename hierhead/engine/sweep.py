@@ -170,7 +170,7 @@ def sweep(recipe: str, data: str, designs: Sequence[str] | str = "all", seeds: i
     for k, (fraction, design, seed) in mine:
         folder = run_dir(out, design, seed, fraction)
         name, change = variant(design)
-        run = config(design=name, seed=seed, out=str(folder), validate=False, fraction=fraction)
+        run = config(design=name, seed=seed, out=str(folder), validate=False, fraction=fraction, plots=False)
         if change:  # the variant's optimiser, in the section its protocol trains with
             if section:
                 run[section] = {**run[section], "optimizer": _optimizer_change(run[section]["optimizer"], change)}
@@ -182,13 +182,22 @@ def sweep(recipe: str, data: str, designs: Sequence[str] | str = "all", seeds: i
         row = {"design": design, "seed": seed, "fraction": fraction, "protocol": protocol,
                "optimizer": opt["name"], "lr": opt["lr"], "unit_lr_scale": opt.get("unit_lr_scale", 1.0),
                "weight_decay": opt.get("weight_decay"), "anchor_l2": opt.get("anchor_l2") or 0.0,
-               "unit_l2": opt.get("unit_l2") or 0.0, **row}
+               "unit_l2": opt.get("unit_l2") or 0.0, **row, **_code()}
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / "result.json.tmp"
         tmp.write_text(json.dumps(row))
         tmp.replace(folder / "result.json")
         summarise(out)
     return summarise(out)
+
+
+def _code() -> dict:
+    """The row's provenance columns: hierhead's version and the commit that ran it (``+dirty``: with
+    uncommitted changes)."""
+    from ..provenance import provenance
+
+    p = provenance()
+    return {"version": p["version"], "commit": (p["commit"] or "") + ("+dirty" if p["dirty"] else "")}
 
 
 def _same_settings(out: Path, settings: dict) -> None:

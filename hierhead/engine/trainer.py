@@ -90,6 +90,43 @@ class StepProgressBar(TQDMProgressBar):
         self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
 
 
+class LogLines(Callback):
+    """Progress for a log file: when the output is not a terminal, one plain line every ``every`` steps
+    and at the end (step, loss, lr, images/s since the last line, the last val mAP) instead of a bar
+    redrawn with ``\r`` hundreds of times. Kept by hand: Lightning's bars are the terminal's only."""
+
+    def __init__(self, every: int, log: Callable[[str], None] = print) -> None:
+        self.every, self.write = max(1, every), log
+        self._since: tuple[float, int] | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, *_) -> None:
+        import time
+
+        self._since = (time.perf_counter(), trainer.global_step)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, *_) -> None:
+        import time
+
+        step, total = trainer.global_step, trainer.max_steps if trainer.max_steps > 0 else None
+        if step % self.every and step != total:
+            return
+        now = time.perf_counter()
+        t0, s0 = self._since or (now, step)
+        self._since = (now, step)
+        metrics = trainer.callback_metrics
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
+        parts = [f"step {step}" + (f"/{total}" if total else ""), f"epoch {trainer.current_epoch}"]
+        if "train/loss" in metrics:
+            parts.append(f"loss {float(metrics['train/loss']):.3f}")
+        parts.append(f"lr {lr:.3g}")
+        if now > t0 and step > s0:
+            parts.append(f"{(step - s0) * len(batch[0]) * trainer.world_size / (now - t0):.1f} images/s")
+        if "val/mAP" in metrics:
+            parts.append(f"val mAP {100 * float(metrics['val/mAP']):.2f} %")
+        if trainer.is_global_zero:
+            self.write("  ".join(parts))
+
+
 class _SaveOnSigterm(Callback):
     """Lightning turns SIGTERM into ``SIGTERMException`` (a ``SystemExit`` with status 0) at the end of
     the running step: save ``last.ckpt`` there, so a pre-empted run resumes where it stopped."""
@@ -214,6 +251,11 @@ def prepare(config: dict) -> tuple[DetectorModule, DetectionDataModule]:
     return module, dm
 
 
+def _terminal() -> bool:
+    """Whether the output is a terminal (progress bars) rather than a log file (progress lines)."""
+    return sys.stdout.isatty()
+
+
 def _lightning_trainer(config: dict, out: Path, has_val: bool, callbacks: list) -> pl.Trainer:
     """Lightning's Trainer for a resolved config: last / best checkpoints, lr, throughput and SIGTERM
     callbacks, CSV + TensorBoard logs under ``out``, atomic checkpoint writes."""
@@ -228,8 +270,12 @@ def _lightning_trainer(config: dict, out: Path, has_val: bool, callbacks: list) 
     if has_val:
         cbs.append(ModelCheckpoint(dirpath=out / "checkpoints", filename=BEST, monitor="val/mAP", mode="max",
                                    save_top_k=1, enable_version_counter=False, auto_insert_metric_name=False))
-    if config.get("progress", True):
+    bars = bool(config.get("progress", True)) and _terminal()
+    if bars:
         cbs.append(StepProgressBar(refresh_rate=1) if step_based else TQDMProgressBar(refresh_rate=1))
+    elif config.get("progress", True):  # a log file: a line every 5 % of a step-based run (every 50 steps else)
+        every = max(1, int(config["max_steps"]) // 20) if step_based else 50
+        cbs.append(LogLines(every, lambda line: print(line, flush=True)))
     cbs += callbacks
     val_steps = config.get("val_every_n_steps")
     if step_based and val_steps and has_val and int(config["max_steps"]) % int(val_steps):
@@ -251,7 +297,7 @@ def _lightning_trainer(config: dict, out: Path, has_val: bool, callbacks: list) 
         callbacks=cbs,
         logger=[CSVLogger(out, name="logs", version=""), TensorBoardLogger(out / "logs", name="tensorboard", version="")],
         log_every_n_steps=int(config.get("log_every_n_steps", 10)),
-        enable_progress_bar=bool(config.get("progress", True)),
+        enable_progress_bar=bars,
         enable_model_summary=False,
         use_distributed_sampler=False,
         plugins=[AtomicCheckpointIO()],
@@ -273,7 +319,7 @@ def _check_resumable(path: Path, spec: ModelSpec) -> None:
 #: learned, and the checkpoint's optimiser and schedule hold the values it started with.
 RESUMABLE_CHANGES = {"max_steps", "epochs", "out", "progress", "num_workers", "accelerator", "devices", "num_nodes",
                      "strategy", "val_every_n_steps", "val_every_n_epochs", "checkpoint_every_n_steps",
-                     "log_every_n_steps", "val_batch_size", "validate", "recipe", "data.skip_bad"}
+                     "log_every_n_steps", "val_batch_size", "validate", "recipe", "data.skip_bad", "plots"}
 
 
 def _flat(config: dict, where: str = "") -> dict:
@@ -293,6 +339,7 @@ def _check_same_settings(saved_path: Path, config: dict) -> None:
     if not saved_path.is_file():
         return
     saved, now = _flat(yaml.safe_load(saved_path.read_text()) or {}), _flat(config)
+    saved = {k: v for k, v in saved.items() if not k.startswith("provenance.")}  # the code may change
     for flat in (saved, now):  # the same data, however the path is spelled
         for key in ("data.path", "data.val", "init", "backbone_weights"):
             if isinstance(flat.get(key), str) and not flat[key].startswith("synthetic:"):
@@ -384,6 +431,27 @@ def _run_lock(out: Path):
             out.rmdir()
 
 
+def _draw(out: Path, module: DetectorModule, dm: DetectionDataModule, metric: str, has_val: bool,
+          log: Callable[[str], None] | None) -> None:
+    """The run's pictures (:mod:`.pictures`): the curves of its logs, and from the last validation's
+    detections (the final weights) the PR curves, confusion matrix and prediction grid. A picture that
+    cannot be drawn is a warning: the trained run stands."""
+    from .pictures import plot_results, write_pictures
+
+    try:
+        plot_results(out / "logs" / "metrics.csv", out / "results.png")
+        written = [str(out / "results.png")]
+        if has_val and module.last_val:
+            pairs = module.last_val
+            written += write_pictures(out, [p for p, _ in pairs], [t for _, t in pairs], dm.val_set,
+                                      module.spec.classes, metric)["paths"]
+    except (OSError, ValueError, RuntimeError) as e:
+        warnings.warn(f"pictures not drawn ({type(e).__name__}: {e})")
+        return
+    if log is not None:
+        log(f"pictures: {', '.join(Path(p).name for p in written)} in {out}")
+
+
 def _train(config: dict, out: Path, resume: bool, callbacks: list | None, log: Callable[[str], None] | None) -> dict:
     last = out / "checkpoints" / f"{LAST}.ckpt"
     if resume and not last.is_file():
@@ -402,7 +470,8 @@ def _train(config: dict, out: Path, resume: bool, callbacks: list | None, log: C
         _check_resumable(last, module.spec)
         _check_same_settings(out / "config.yaml", config)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    from ..provenance import provenance
+    (out / "config.yaml").write_text(yaml.safe_dump({**config, "provenance": provenance()}, sort_keys=False))
 
     logs = out / "logs"
     if resume and (logs / "metrics.csv").is_file():  # Lightning's CSVLogger would delete it: set it aside
@@ -435,6 +504,8 @@ def _train(config: dict, out: Path, resume: bool, callbacks: list | None, log: C
                                   f"continue with --resume")
     if trainer.is_global_zero:
         _join_logs(logs)
+        if config.get("plots", True):
+            _draw(out, module, dm, config["metric"], has_val, log)
     best = out / "checkpoints" / f"{BEST}.ckpt"
     score = trainer.callback_metrics.get("val/mAP")
     return {"out": str(out), "last": str(last), "best": str(best) if best.is_file() else None,
