@@ -1,9 +1,9 @@
-# The README's two commands. Each creates .venv on a fresh machine and installs the package into it.
+# The README's commands. Each creates .venv on a fresh machine and installs the package into it.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test demo clean
+.PHONY: install test demo clean
 
 $(VENV)/.done-base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,8 @@ $(VENV)/.done-base: pyproject.toml
 $(VENV)/.done-test: $(VENV)/.done-base
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
+
+install: $(VENV)/.done-base
 
 test: $(VENV)/.done-test
 	$(PY) -m pytest

@@ -276,7 +276,8 @@ def _checkpoint(path: str):
 def _predict(args: argparse.Namespace) -> int:
     from .engine.infer import predict
 
-    model, spec = _checkpoint(args.checkpoint)
+    _never_over_inputs("--out", args.out, [args.checkpoint, *args.images])  # drawings beside the images they
+    model, spec = _checkpoint(args.checkpoint)                             # draw would be read as data
     r = predict(model, args.images, args.out, spec.classes or [], args.score, max_boxes=args.max_boxes,
                 skip_bad=args.skip_bad)
     top = f"{r['top_score']:.4f}" if r["top_score"] is not None else "none"
@@ -306,6 +307,8 @@ def _export(args: argparse.Namespace) -> int:
     from .models.deploy import export_onnx
 
     _never_over_inputs("--onnx", args.onnx, [args.checkpoint])
+    if Path(args.onnx).exists() and not args.overwrite:
+        raise FileExistsError(f"--onnx {args.onnx!r}: the file exists; give another path, or --overwrite to replace it")
     model, spec = _checkpoint(args.checkpoint)
     size = spec.image_size or [args.image_size, args.image_size]
     r = export_onnx(model, args.onnx, tuple(size), check=not args.no_check)
@@ -398,6 +401,7 @@ def _add_deploy_parsers(sub) -> None:
     ex.add_argument("--onnx", required=True, help="output .onnx file")
     ex.add_argument("--image-size", type=int, default=800, help="example input size (models without a fixed size)")
     ex.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing --onnx file")
     ex.set_defaults(func=_export)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -31,12 +32,23 @@ def load_predictions(path: str | Path, ds: DetectionDataset) -> list[dict]:
     index = {r.image_id: i for i, r in enumerate(ds.records)}
     cats = {c: k + 1 for k, c in enumerate(coco["categories"])} if coco else None
     per = [{"boxes": [], "scores": [], "labels": []} for _ in ds.records]
+    seen: dict[tuple, int] = {}
     for n, row in enumerate(rows):
         try:
             img, cat, (x, y, w, h), score = str(row["image_id"]), int(row["category_id"]), row["bbox"], float(row["score"])
             x, y, w, h = float(x), float(y), float(w), float(h)
         except (KeyError, TypeError, ValueError):
             raise DataError(f"predictions {str(path)!r}: entry {n} needs image_id, category_id, bbox [x,y,w,h], score") from None
+        if not all(math.isfinite(v) for v in (x, y, w, h, score)):
+            raise DataError(f"predictions {str(path)!r}: entry {n} has a non-finite bbox or score "
+                            f"({row['bbox']!r}, {row['score']!r})")
+        if w < 0 or h < 0:
+            raise DataError(f"predictions {str(path)!r}: entry {n} has bbox {row['bbox']!r}: a negative width or height")
+        key = (img, cat, x, y, w, h, score)
+        if key in seen:  # a file concatenated with itself scores every detection twice
+            raise DataError(f"predictions {str(path)!r}: entry {n} repeats entry {seen[key]} exactly (the same "
+                            f"image, class, box and score)")
+        seen[key] = n
         if img not in index:
             raise DataError(f"predictions {str(path)!r}: entry {n} has image_id {row['image_id']!r}, not in the dataset")
         label = cats.get(cat) if cats else cat

@@ -479,7 +479,7 @@ def test_train_draws_its_pictures_and_records_its_code(trained):
     from hierhead.provenance import provenance
 
     out = trained / "out"
-    for name in ("results.png", "PR_curve.png", "confusion_matrix.png", "val_predictions.png"):
+    for name in ("results.png", "PR_curve.png", "confusion_matrix.png", "val_predictions.jpg"):
         assert (out / name).stat().st_size > 1000, name
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["provenance"] == provenance() and config["provenance"]["version"]

@@ -164,3 +164,49 @@ def test_six_shared_domains_open_from_their_roots(name, images, objects, classes
     assert found.train is not None and found.held_out.name == held_out
     train = found.train.open()
     assert (len(train), boxes(train), len(train.classes)) == (images, objects, classes)
+
+
+def test_voc_folder_images_without_xml_are_counted_and_named(tmp_path):
+    from tests.test_data import make_folder
+
+    root = make_folder(tmp_path / "d", {"a": [("cat", (1, 2, 30, 40), False)]})
+    Image.new("RGB", (64, 48)).save(root / "b.png")
+    with pytest.warns(UserWarning, match=r"1 images have no .xml annotation and are read as background images \(b.png\)"):
+        assert len(open_dataset(root)) == 2
+
+
+@pytest.mark.parametrize("layout", ["yolo", "coco"])
+def test_cli_stats_and_eval_read_the_chosen_split(tmp_path, capsys, layout):
+    from hierhead.cli import main
+
+    root = tmp_path / "r"
+    if layout == "yolo":
+        roboflow_yolo(root)
+    else:
+        coco_split(root / "train", ["a.jpg", "b.jpg"], [(0, 1, [1, 1, 10, 10]), (1, 2, [5, 5, 20, 20]),
+                                                         (1, 1, [30, 5, 20, 20])])
+        coco_split(root / "valid", ["c.jpg"], [(0, 1, [1, 1, 10, 10])])
+        coco_split(root / "test", ["d.jpg", "e.jpg", "f.jpg"], [(0, 2, [1, 1, 10, 10])])
+    capsys.readouterr()
+    for split, images, objects in (([], 2, 3), (["--split", "test"], 3, 1), (["--split", "val"], 1, 1)):
+        assert main(["stats", "--data", str(root), "--json", *split]) == 0
+        out = capsys.readouterr()
+        s = json.loads(out.out)
+        assert (s["images"], s["objects"], s["classes"]) == (images, objects, ["cat", "dog"])
+        assert f"{images} images of" in out.err and ("(split " + (split[1] if split else "train")) in out.err
+    test_id = "d"
+    (tmp_path / "p.json").write_text(json.dumps([{"image_id": test_id if layout == "yolo" else 0, "category_id": 2,
+                                                  "bbox": [40, 15, 20, 20] if layout == "yolo" else [1, 1, 9, 9],
+                                                  "score": 0.9}]))
+    code = main(["eval", "--data", str(root), "--split", "test", "--predictions", str(tmp_path / "p.json"),
+                 "--out", str(tmp_path / "pics")])
+    out = capsys.readouterr()
+    assert code == 0 and "mAP (voc07)" in out.out and "(split test)" in out.err, out.err
+    assert (tmp_path / "pics" / "PR_curve.png").is_file()
+
+
+def test_a_split_folder_given_alone_says_how_to_read_it(tmp_path):
+    root = roboflow_yolo(tmp_path / "rf")
+    for given in (root / "test", root / "test" / "images"):
+        with pytest.raises(DataError, match=r"it is a split of the YOLO dataset '.*rf': give --data '.*rf' --split test"):
+            open_dataset(given)

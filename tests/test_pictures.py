@@ -60,7 +60,7 @@ def test_write_pictures_on_a_dataset(tmp_path):
     ds = open_dataset(root)
     preds = [det([[1, 2, 30, 40]], [0.9], [1]), det([[5, 5, 40, 30], [0, 0, 8, 8]], [0.8, 0.4], [1, 2])]
     drawn = write_pictures(tmp_path / "out", preds, [ds.target(i) for i in range(2)], ds, ds.classes)
-    assert [p.split("/")[-1] for p in drawn["paths"]] == ["PR_curve.png", "confusion_matrix.png", "val_predictions.png"]
+    assert [p.split("/")[-1] for p in drawn["paths"]] == ["PR_curve.png", "confusion_matrix.png", "val_predictions.jpg"]
     assert all((tmp_path / "out" / p).stat().st_size > 1000 for p in ("PR_curve.png", "confusion_matrix.png"))
     assert drawn["drawn"] == 3  # every detection scoring >= 0.25
     # a: cat on cat; b: cat predicted on the dog, and a dog invented at 0,0

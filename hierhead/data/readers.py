@@ -249,34 +249,62 @@ def _xml_objects(xml_path: Path, problems: Problems) -> tuple[str | None, list] 
 
 # -- readers --------------------------------------------------------------------------------------
 def read_voc_folder(root: Path, classes=None, skip_bad=False, verify=True, **_) -> DetectionDataset:
-    """A folder of images with a VOC XML beside each (same stem); image ids are file stems."""
+    """A folder of images with a VOC XML beside each; image ids are file stems. An XML annotates the
+    image its ``<filename>`` names, else the one image of its stem: another file with that stem (a
+    drawing of it written beside it) is never read in its place, and is named in a warning, not read
+    as a background image. Images with no XML of their stem are background images (named in a warning)."""
     problems = Problems(skip_bad)
     entries = []
-    images = {p.stem: p for p in sorted(root.iterdir()) if p.suffix.lower() in IMAGE_EXTS}
+    by_stem: dict[str, list[Path]] = {}
+    for p in sorted(root.iterdir()):
+        if p.suffix.lower() in IMAGE_EXTS:
+            by_stem.setdefault(p.stem, []).append(p)
     xmls = sorted(root.glob("*.xml"))
     if not xmls:  # read as background images only, every image would be a silent wrong result
-        raise DataError(f"{str(root)!r}: " + (f"{len(images)} images but no .xml annotation beside them" if images
+        count = sum(map(len, by_stem.values()))
+        raise DataError(f"{str(root)!r}: " + (f"{count} images but no .xml annotation beside them" if count
                                               else "no images and no .xml annotations found") + _layout_hint(root))
+    not_read = []
     for xml in xmls:
-        image = images.pop(xml.stem, None)  # an image whose XML is bad is dropped, not kept as background
+        same = by_stem.pop(xml.stem, [])  # an image whose XML is bad is dropped, not kept as background
         parsed = _xml_objects(xml, problems)
         if parsed is None:
             continue
         filename, objs = parsed
-        if image is None and filename:
-            image = inside_root(root, Path(filename.replace("\\", "/")).name, str(xml))
+        named = Path(filename.replace("\\", "/")).name if filename and filename.strip() else None
+        image = next((p for p in same if named and p.name.lower() == named.lower()), None)
+        if image is None and len(same) > 1:
+            problems.report("bad images", f"{str(xml)!r}: names {named!r}, which is not here, and "
+                                          f"{', '.join(p.name for p in same)} share its stem: which image it annotates "
+                                          f"is ambiguous")
+            continue
+        if image is None and same:
+            image = same[0]  # the one image of its stem (an export that renamed the file)
+        if image is None and named:
+            image = inside_root(root, named, str(xml))
         if image is None:
             problems.report("bad images", f"{str(xml)!r}: no image with stem {xml.stem!r} beside it")
             continue
+        not_read += [p.name for p in same if p != image]
         entries.append((image, xml.stem, objs, str(xml)))
-    for stem, image in images.items():  # images without XML: background images
-        entries.append((image, stem, [], str(image)))
+    if not_read:
+        warnings.warn(f"{str(root)!r}: {len(not_read)} images share the stem of an annotated image and are not read "
+                      f"({', '.join(not_read[:5])}{', ...' if len(not_read) > 5 else ''})", stacklevel=2)
+    background = [p for images in by_stem.values() for p in images]  # images without XML
+    entries += [(image, image.stem, [], str(image)) for image in background]
+    if background:
+        names = sorted(p.name for p in background)
+        warnings.warn(f"{str(root)!r}: {len(names)} images have no .xml annotation and are read as background images "
+                      f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})", stacklevel=2)
     records, classes = _finish(entries, classes, problems, verify)
     return DetectionDataset(records, classes, str(root), problems)
 
 
 def _layout_hint(root: Path) -> str:
     """What a folder that is not VOC XML looks like, for the error that refuses it."""
+    for up, split in ((root.parent, root.name), (root.parent.parent, root.parent.name)):
+        if any((up / n).is_file() for n in ("data.yaml", "dataset.yaml", "classes.txt")):
+            return f"; it is a split of the YOLO dataset {str(up)!r}: give --data {str(up)!r} --split {split}"
     if (root / "labels").is_dir() or (root.parent / "labels").is_dir() or any(root.glob("*.txt")):
         return ("; it looks like YOLO data (labels/ or .txt files): put its class names in data.yaml "
                 "('names: [...]') or classes.txt at the dataset root")

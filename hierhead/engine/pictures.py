@@ -1,7 +1,7 @@
 """Pictures of a run, drawn with matplotlib as Ultralytics draws its own: training curves
 (``results.png``), per-class precision-recall curves (``PR_curve.png``), the confusion matrix with
 the background (``confusion_matrix.png``) and a grid of images with their ground truth and
-predictions (``val_predictions.png``). ``train`` writes them into its run folder, ``eval`` into its
+predictions (``val_predictions.jpg``). ``train`` writes them into its run folder, ``eval`` into its
 own folder; each returns the numbers it drew, so what a picture shows can be checked against the
 printed metrics."""
 
@@ -22,7 +22,7 @@ __all__ = ["plot_results", "plot_pr_curves", "plot_confusion", "plot_predictions
 
 #: The score from which a detection is drawn and counted in the confusion matrix (Ultralytics: 0.25).
 SCORE_THRESHOLD = 0.25
-PICTURES = ("PR_curve.png", "confusion_matrix.png", "val_predictions.png")
+PICTURES = ("PR_curve.png", "confusion_matrix.png", "val_predictions.jpg")
 
 
 def _pyplot():
@@ -37,7 +37,7 @@ def _pyplot():
 def _save(fig, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    fig.savefig(path, **({"pil_kwargs": {"quality": 85}} if path.suffix == ".jpg" else {}))  # photos: JPEG
     _pyplot().close(fig)
     return path
 
@@ -135,7 +135,8 @@ def plot_predictions(samples: Sequence[tuple], classes: Sequence[str], path: str
     fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.0 * rows), dpi=100, squeeze=False)
     drawn = 0
     for ax, (image, det, target) in zip(axes.flat, samples):
-        ax.imshow(image.permute(1, 2, 0).numpy())
+        h, w = image.shape[-2:]
+        ax.imshow(_thumbnail(image), extent=(0, w, h, 0))  # boxes stay in the image's own pixels
         for x1, y1, x2, y2 in np.asarray(target["boxes"], dtype=float).reshape(-1, 4):
             ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec="white", lw=1.2, ls="--"))
         scores = np.asarray(det["scores"], dtype=float)
@@ -156,6 +157,15 @@ def plot_predictions(samples: Sequence[tuple], classes: Sequence[str], path: str
     fig.tight_layout()
     _save(fig, path)
     return drawn
+
+
+def _thumbnail(image, side: int = 400) -> np.ndarray:
+    """The image at most ``side`` pixels a side: a grid of 16 full-size photos is megabytes of PNG."""
+    from PIL import Image
+
+    thumb = Image.fromarray(image.permute(1, 2, 0).numpy())
+    thumb.thumbnail((side, side))
+    return np.asarray(thumb)
 
 
 def write_pictures(out: str | Path, predictions: Sequence[dict], targets: Sequence[dict], dataset,

@@ -85,7 +85,7 @@ DEFAULTS: dict[str, Any] = {
     "out": "runs/train",
     "progress": True,
     "log_every_n_steps": 10,
-    # results.png, PR_curve.png, confusion_matrix.png and val_predictions.png in the run folder (engine.pictures)
+    # results.png, PR_curve.png, confusion_matrix.png and val_predictions.jpg in the run folder (engine.pictures)
     "plots": True,
 }
 

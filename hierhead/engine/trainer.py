@@ -126,6 +126,12 @@ class LogLines(Callback):
         if trainer.is_global_zero:
             self.write("  ".join(parts))
 
+    def on_validation_end(self, trainer: pl.Trainer, *_) -> None:
+        score = trainer.callback_metrics.get("val/mAP")
+        if score is not None and not trainer.sanity_checking and trainer.is_global_zero:
+            self.write(f"step {trainer.global_step}" + (f"/{trainer.max_steps}" if trainer.max_steps > 0 else "")
+                       + f"  validation: val mAP {100 * float(score):.2f} %")
+
 
 class _SaveOnSigterm(Callback):
     """Lightning turns SIGTERM into ``SIGTERMException`` (a ``SystemExit`` with status 0) at the end of
@@ -439,8 +445,10 @@ def _draw(out: Path, module: DetectorModule, dm: DetectionDataModule, metric: st
     from .pictures import plot_results, write_pictures
 
     try:
-        plot_results(out / "logs" / "metrics.csv", out / "results.png")
-        written = [str(out / "results.png")]
+        written = []
+        if (out / "logs" / "metrics.csv").is_file():  # none when nothing was logged (a run stopped at once)
+            plot_results(out / "logs" / "metrics.csv", out / "results.png")
+            written.append(str(out / "results.png"))
         if has_val and module.last_val:
             pairs = module.last_val
             written += write_pictures(out, [p for p, _ in pairs], [t for _, t in pairs], dm.val_set,
