@@ -27,6 +27,15 @@ def make_folder(root, items, mode="RGB", size=(64, 48)):
     return root
 
 
+def linked_subset(source, folder, n):
+    """``folder`` holding links to the first ``n`` annotated images of ``source`` (image and XML)."""
+    folder.mkdir(parents=True)
+    for xml in sorted(source.glob("*.xml"))[:n]:
+        for f in source.glob(xml.stem + ".*"):
+            (folder / f.name).symlink_to(f)
+    return folder
+
+
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/datasets not present")
 @pytest.mark.parametrize("name, images, boxes, classes", [
     ("cards/train", 296, 527, 6), ("cards/test", 67, 143, 6),

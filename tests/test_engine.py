@@ -35,11 +35,9 @@ def trained(tmp_path_factory) -> Path:
     """A 3-step cards run through the CLI (validation on a 12-image val set), on the torchvision-backbone
     SSDLite: its deployment needs torchvision only (timm backbones: tests/test_pretrained.py)."""
     root = tmp_path_factory.mktemp("run")
-    val = root / "val"
-    val.mkdir()
-    for xml in sorted((CARDS / "test").glob("*.xml"))[:12]:
-        for f in (CARDS / "test").glob(xml.stem + ".*"):
-            (val / f.name).symlink_to(f)
+    from test_data import linked_subset
+
+    val = linked_subset(CARDS / "test", root / "val", 12)
     if not CARDS.is_dir():
         pytest.skip("../shared/datasets/cards not present")
     code = main(["train", "--recipe", "cards-ssdlite", "--model", "ssdlite320_mobilenet_v3", "--design", "9An{9,3,1}S",
@@ -448,7 +446,7 @@ def test_checkpoint_labels_and_user_files_are_never_silently_changed(trained, ca
     (folder / "a.png").write_bytes(_png_of(image))
     before = (folder / "a.png").read_bytes()
     code, _, err = _cli(["predict", "--checkpoint", ckpt, str(folder), "--out", str(folder)], capsys)
-    assert code == 2 and "would overwrite the input image" in err and (folder / "a.png").read_bytes() == before
+    assert code == 2 and "would write over or into this command's input" in err and (folder / "a.png").read_bytes() == before
     assert not (folder / "detections.json").exists()
     code, out, err = _cli(["predict", "--checkpoint", ckpt, str(folder), "--out", str(tmp_path / "p"), "--score", "2"],
                           capsys)

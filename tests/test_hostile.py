@@ -362,11 +362,9 @@ def raccoon_run(tmp_path_factory):
     if not RACCOON.is_dir():
         pytest.skip("../shared/datasets/raccoon not present")
     root = tmp_path_factory.mktemp("rac")
-    data = root / "data"
-    data.mkdir()
-    for xml in sorted((RACCOON / "test").glob("*.xml"))[:12]:
-        for f in (RACCOON / "test").glob(xml.stem + ".*"):
-            (data / f.name).symlink_to(f)
+    from test_data import linked_subset
+
+    data = linked_subset(RACCOON / "test", root / "data", 12)
     code = main(["train", "--data", str(data), "--val", str(data), "--model", "ssdlite320_mobilenet_v3",
                  "--max-steps", "3", "--batch-size", "4", "--out", str(root / "run"), "--set", "image_size=128",
                  "--set", "pretrained_backbone=false", "--set", "plots=false", *QUIET])
