@@ -286,6 +286,11 @@ def _predict(args: argparse.Namespace) -> int:
     if r["skipped"]:
         print(f"skipped {len(r['skipped'])} image(s) that cannot be decoded (--skip-bad): {', '.join(r['skipped'])}",
               file=sys.stderr)
+    if r["ignored"]:
+        folders = sum(Path(p).is_dir() for p in r["ignored"])
+        names = ", ".join(Path(p).name for p in r["ignored"][:5]) + (", ..." if len(r["ignored"]) > 5 else "")
+        print(f"not read: {folders} subfolder(s) and {len(r['ignored']) - folders} file(s) that are not images "
+              f"({names})", file=sys.stderr)
     return 0
 
 

@@ -168,15 +168,20 @@ def _deploy(general: torch.nn.Module, hier: torch.nn.Module, images: list) -> di
 
 
 def _write_rows(results: dict, classes: list[str], path: Path) -> None:
-    """One row per (design, seed): mAP on all shapes and on unseen ones, and each class's AP (%)."""
+    """One row per (design, seed): mAP on all shapes and on unseen ones, each class's AP (%), and the code
+    that ran (hierhead's version and git commit)."""
     import csv
+
+    from .provenance import row_provenance
+
+    code = row_provenance()
 
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["design", "seed", "mAP", "unseen_mAP", *(f"AP:{c}" for c in classes)])
+        w.writerow(["design", "seed", "mAP", "unseen_mAP", *(f"AP:{c}" for c in classes), "version", "commit"])
         for design, rows in results.items():
             for seed, r in enumerate(rows):
-                w.writerow([design, seed, r["mAP"], r["unseen"], *(r["AP"][c] for c in classes)])
+                w.writerow([design, seed, r["mAP"], r["unseen"], *(r["AP"][c] for c in classes), code["version"], code["commit"]])
 
 
 def _means(results: dict, key: str) -> dict[str, float]:

@@ -7,7 +7,7 @@ import functools
 import subprocess
 from pathlib import Path
 
-__all__ = ["provenance"]
+__all__ = ["provenance", "row_provenance"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -31,3 +31,10 @@ def provenance() -> dict:
     if not inside:  # a wheel installed inside some other repository is not that repository's code
         return {"version": __version__, "commit": None, "dirty": None}
     return {"version": __version__, "commit": commit, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+def row_provenance() -> dict:
+    """The provenance columns of a results row: ``version`` and ``commit`` (``+dirty`` when uncommitted
+    changes ran; empty outside a git checkout)."""
+    p = provenance()
+    return {"version": p["version"], "commit": (p["commit"] or "") + ("+dirty" if p["dirty"] else "")}

@@ -135,6 +135,9 @@ def test_sweep_is_resumable_and_writes_its_tables(tmp_path, capsys):
     assert {(r["design"], r["seed"], r["fraction"]) for r in rows} == {
         (d, "0", f) for d in ("9An{9}", "9An{9,3,1}As") for f in ("0.5", "1.0")}
     assert {r["train_images"] for r in rows} == {"4", "8"}
+    from hierhead.provenance import provenance
+    assert {(r["version"], r["commit"].removesuffix("+dirty")) for r in rows} == {  # every row names its code
+        (provenance()["version"], provenance()["commit"] or "")}
     md = (tmp_path / "results.md").read_text()
     assert "| 9An{9,3,1}As |" in md and "50 % of train" in md and "100 % of train" in md
     assert (tmp_path / "results.png").stat().st_size > 5000
@@ -269,7 +272,8 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert [(r["design"], r["seed"]) for r in rows] == [("9An{9}", "0"), ("9An{9}", "1"), ("9An{9,3,1}As", "0"),
                                                         ("9An{9,3,1}As", "1")]
     mean = sum(float(r["mAP"]) for r in rows[2:]) / 2 - sum(float(r["mAP"]) for r in rows[:2]) / 2
-    assert f"| difference | {mean:+.2f} [" in out and set(rows[0]) >= {"unseen_mAP", "AP:class0", "AP:class1"}
+    assert f"| difference | {mean:+.2f} [" in out and set(rows[0]) >= {"unseen_mAP", "AP:class0", "AP:class1",
+                                                                        "version", "commit"}
 
 
 def test_demo_picture_draws_the_truth_marks_unseen_shapes_then_the_detections():

@@ -431,4 +431,80 @@ def test_export_never_overwrites_a_file_unless_told(raccoon_run, capsys, tmp_pat
     assert target.read_text() == "someone's file"
     code, _, err = _cli(["export", "--checkpoint", ckpt, "--onnx", str(target), "--no-check", "--overwrite"], capsys)
     assert code == 0, err
-    assert target.stat().st_size > 10_000
+    import json
+
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(target)).metadata_props}  # the file says what it is
+    assert json.loads(meta["classes"]) == ["raccoon"] and "labels: int64 [n], 1 + the index" in meta["interface"]
+    assert json.loads(meta["hierhead_spec"])["model"] == "ssdlite320_mobilenet_v3"
+
+
+def test_an_empty_weights_file_is_one_line(tmp_path, capsys):
+    empty = tmp_path / "w.pth"
+    empty.write_bytes(b"")
+    code, _, err = _cli(["train", "--data", SYNTH, "--out", str(tmp_path / "run"), "--backbone-weights", str(empty),
+                         *QUIET], capsys)
+    assert code == 2 and "w.pth': the file is empty" in err and err.count("\n") == 1, err
+    from hierhead.models.weights import load_state_dict
+
+    empty.write_bytes(b"\x80")  # a pickle cut at its first byte: torch's error has no message
+    with pytest.raises(ValueError, match=r"w.pth': cannot be read \(\w+"):
+        load_state_dict(empty)
+
+
+def test_a_tampered_run_config_is_one_line_on_resume(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--recipe", "synthetic-ssdlite", "--data", SYNTH, "--out", str(run), "--max-steps", "1",
+            "--batch-size", "4", "--set", "plots=false", *QUIET]
+    assert _cli(args, capsys)[0] == 0
+    (run / "config.yaml").write_text((run / "config.yaml").read_text() + "evil: !!python/object/apply:os.system [id]\n")
+    code, _, err = _cli([*args, "--resume", "--max-steps", "2"], capsys)
+    assert code == 2 and "is not a readable run config" in err and "nothing was run" in err, err
+    assert err.count("\n") == 1
+
+
+def test_predict_counts_what_it_does_not_read(raccoon_run, capsys, tmp_path):
+    import shutil
+
+    ckpt = str(raccoon_run / "run" / "checkpoints" / "last.ckpt")
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    shutil.copy(next((raccoon_run / "data").glob("*.jpg")), folder / "a.jpg")
+    (folder / "notes.txt").write_text("x")
+    (folder / "more").mkdir()
+    code, _, err = _cli(["predict", "--checkpoint", ckpt, str(folder), "--out", str(tmp_path / "p")], capsys)
+    assert code == 0 and "not read: 1 subfolder(s) and 1 file(s) that are not images (more, notes.txt)" in err, err
+
+
+def test_predict_draws_at_the_source_size(raccoon_run, capsys, tmp_path):
+    ckpt = str(raccoon_run / "run" / "checkpoints" / "last.ckpt")
+    source = sorted((raccoon_run / "data").glob("*.jpg"))[0]
+    code, _, err = _cli(["predict", "--checkpoint", ckpt, str(source), "--out", str(tmp_path / "p"), "--score", "0"],
+                        capsys)
+    assert code == 0, err
+    with Image.open(source) as a, Image.open(tmp_path / "p" / f"{source.stem}.png") as b:
+        assert a.size == b.size
+
+
+def test_a_run_too_large_for_the_memory_is_refused_up_front(tmp_path, capsys):
+    code, _, err = _cli(["train", "--data", SYNTH, "--out", str(tmp_path / "run"), "--set", "image_size=10000",
+                         "--batch-size", "2", *QUIET], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert re.search(r"a training step at image_size 10000x10000, batch 2, needs about [\d.]+ GiB \(estimated\), "
+                     r"over 80% of the [\d.]+ GiB available; lower image_size or --batch-size", err), err
+    assert not (tmp_path / "run").exists()  # refused before writing anything
+
+
+def test_the_memory_probe_leaves_the_model_as_it_was():
+    from hierhead.engine.memory import training_bytes
+    from hierhead.models import build
+
+    model = build("ssdlite320_mobilenet_v3", num_classes=3, design="9An{9}").train()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    small, large = (training_bytes(model, 8, (s, s)) for s in (160, 320))
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items()) and torch.equal(rng, torch.get_rng_state())
+    assert model.transform.fixed_size is None or tuple(model.transform.fixed_size) != (128, 128)
+    assert 3 < (large - 4 * sum(p.numel() * 4 for p in model.parameters())) / (
+        small - 4 * sum(p.numel() * 4 for p in model.parameters())) < 5  # activations grow with the pixels

@@ -50,13 +50,17 @@ def mean_ap_of_model(model: nn.Module, ds: DetectionDataset, metric: str = "voc0
     return mean_ap(preds, [ds.target(i) for i in range(len(ds))], metric, ds.classes)
 
 
-def image_paths(inputs: Sequence[str | Path]) -> list[Path]:
-    """Image files from files and folders (folders: their images, sorted)."""
+def image_paths(inputs: Sequence[str | Path], ignored: list[Path] | None = None) -> list[Path]:
+    """Image files from files and folders (folders: their images, sorted; not their subfolders).
+    ``ignored`` receives what a folder held that is not read: subfolders and files that are not images."""
     paths: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            paths += sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTS)
+            entries = sorted(p.iterdir())
+            paths += [q for q in entries if q.suffix.lower() in IMAGE_EXTS and q.is_file()]
+            if ignored is not None:
+                ignored += [q for q in entries if not (q.suffix.lower() in IMAGE_EXTS and q.is_file())]
         elif p.is_file():
             paths.append(p)
         else:
@@ -86,12 +90,14 @@ def predict(model: nn.Module, inputs: Sequence[str | Path], out: str | Path, cla
     ``skip_bad`` a counted skip (``skipped``).
 
     Returns:
-        ``{"images", "detections", "boxes_drawn", "top_score", "skipped", "out"}``.
+        ``{"images", "detections", "boxes_drawn", "top_score", "skipped", "ignored", "out"}`` (``ignored``:
+        the subfolders and files that are not images in the folders given, not read).
     """
     if max_boxes is not None and max_boxes < 1:
         raise ValueError(f"max_boxes={max_boxes}: must be >= 1")
     out = Path(out)
-    paths = image_paths(inputs)
+    ignored: list[Path] = []
+    paths = image_paths(inputs, ignored)
     _check_outputs(paths, out)
     out.mkdir(parents=True, exist_ok=True)
     results, drawn, boxes, top, skipped = [], 0, 0, None, []
@@ -114,7 +120,7 @@ def predict(model: nn.Module, inputs: Sequence[str | Path], out: str | Path, cla
             drawn += 1
     (out / "detections.json").write_text(json.dumps(results))
     return {"images": drawn, "detections": len(results), "boxes_drawn": boxes, "top_score": top,
-            "skipped": skipped, "out": str(out)}
+            "skipped": skipped, "ignored": [str(p) for p in ignored], "out": str(out)}
 
 
 def coco_results(det: dict, image_id: str) -> list[dict]:
@@ -131,17 +137,14 @@ def coco_results(det: dict, image_id: str) -> list[dict]:
 
 def draw_detections(image: torch.Tensor, det: dict, classes: Sequence[str], score_thresh: float,
                     max_boxes: int | None = None):
-    """A PIL image of ``image`` with its boxes above ``score_thresh`` (the ``max_boxes`` best), each
-    labelled with class name and score; small images are drawn enlarged so the labels stay legible."""
+    """A PIL image of ``image``, at its own size, with its boxes above ``score_thresh`` (the ``max_boxes``
+    best), each labelled with class name and score in a font scaled to the image (10 px at the least)."""
     keep = drawn_boxes(det["scores"], score_thresh, max_boxes)
     names = [f"{_name(classes, int(label))} {s:.2f}" for label, s in zip(det["labels"][keep], det["scores"][keep])]
-    zoom = max(1, round(480 / max(image.shape[1:])))
-    if zoom > 1:
-        image = TF.resize(image, [image.shape[1] * zoom, image.shape[2] * zoom],
-                          interpolation=TF.InterpolationMode.NEAREST)
-    width = max(2, round(max(image.shape[1:]) / 300))
-    canvas = draw_bounding_boxes(image, det["boxes"][keep] * zoom, labels=names, colors="red", width=width,
-                                 font=_font(), font_size=max(12, width * 7)) if len(names) else image
+    side = max(image.shape[1:])
+    width = max(1, round(side / 300))
+    canvas = draw_bounding_boxes(image, det["boxes"][keep], labels=names, colors="red", width=width,
+                                 font=_font(), font_size=max(10, round(side / 40))) if len(names) else image
     return TF.to_pil_image(canvas)
 
 

@@ -20,6 +20,7 @@ from typing import Sequence
 
 from ..comparison import plot, table
 from ..design import GENERAL, PRESETS, Design
+from ..provenance import row_provenance
 from .optim import parse_unit_lr_scale
 from .recipes import resolve
 
@@ -182,22 +183,13 @@ def sweep(recipe: str, data: str, designs: Sequence[str] | str = "all", seeds: i
         row = {"design": design, "seed": seed, "fraction": fraction, "protocol": protocol,
                "optimizer": opt["name"], "lr": opt["lr"], "unit_lr_scale": opt.get("unit_lr_scale", 1.0),
                "weight_decay": opt.get("weight_decay"), "anchor_l2": opt.get("anchor_l2") or 0.0,
-               "unit_l2": opt.get("unit_l2") or 0.0, **row, **_code()}
+               "unit_l2": opt.get("unit_l2") or 0.0, **row, **row_provenance()}
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / "result.json.tmp"
         tmp.write_text(json.dumps(row))
         tmp.replace(folder / "result.json")
         summarise(out)
     return summarise(out)
-
-
-def _code() -> dict:
-    """The row's provenance columns: hierhead's version and the commit that ran it (``+dirty``: with
-    uncommitted changes)."""
-    from ..provenance import provenance
-
-    p = provenance()
-    return {"version": p["version"], "commit": (p["commit"] or "") + ("+dirty" if p["dirty"] else "")}
 
 
 def _same_settings(out: Path, settings: dict) -> None:

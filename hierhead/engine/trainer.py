@@ -344,7 +344,16 @@ def _check_same_settings(saved_path: Path, config: dict) -> None:
     (the optimiser and schedule come back from the checkpoint; the image size would change mid-run)."""
     if not saved_path.is_file():
         return
-    saved, now = _flat(yaml.safe_load(saved_path.read_text()) or {}), _flat(config)
+    try:
+        saved = yaml.safe_load(saved_path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:  # an edited file: a YAML tag, a broken line
+        problem = getattr(e, "problem", None) or type(e).__name__
+        mark = getattr(e, "problem_mark", None)
+        raise ValueError(f"--resume: {str(saved_path)!r} is not a readable run config ({problem}"
+                         + (f", line {mark.line + 1}" if mark else "") + "); nothing was run") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"--resume: {str(saved_path)!r} is not a run config (expected a mapping of settings)")
+    saved, now = _flat(saved), _flat(config)
     saved = {k: v for k, v in saved.items() if not k.startswith("provenance.")}  # the code may change
     for flat in (saved, now):  # the same data, however the path is spelled
         for key in ("data.path", "data.val", "init", "backbone_weights"):
@@ -477,6 +486,9 @@ def _train(config: dict, out: Path, resume: bool, callbacks: list | None, log: C
     if resume:
         _check_resumable(last, module.spec)
         _check_same_settings(out / "config.yaml", config)
+    if config["accelerator"] == "cpu" or config["accelerator"] == "auto" and not torch.cuda.is_available():
+        from .memory import check_fits
+        check_fits(module.model, int(config["batch_size"]), _image_size(config))  # refused before it runs out
     out.mkdir(parents=True, exist_ok=True)
     from ..provenance import provenance
     (out / "config.yaml").write_text(yaml.safe_dump({**config, "provenance": provenance()}, sort_keys=False))

@@ -115,6 +115,27 @@ def _onnx(module: nn.Module, image: torch.Tensor, path: Path, names: list[str], 
                                                       **{n: {0: "n"} for n in names if n in ("boxes", "scores", "labels")}})
 
 
+#: What the exported graph takes and gives, written into its metadata and docs/deploy.md.
+ONNX_INTERFACE = ("input image: float32 [3, height, width], RGB in [0, 1], any size (the graph resizes); "
+                  "outputs boxes: float32 [n, 4] x1 y1 x2 y2 in the input's pixels, scores: float32 [n], "
+                  "labels: int64 [n], 1 + the index into classes (0 is the background)")
+
+
+def _describe(path: Path, folded: nn.Module) -> None:
+    """Write the model's class names, its hierhead spec and :data:`ONNX_INTERFACE` into the ONNX file's
+    ``metadata_props`` (read with ``onnxruntime``'s ``get_modelmeta().custom_metadata_map``)."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    spec = deploy_spec(folded)
+    meta = {"classes": json.dumps(list(spec.classes or [])), "hierhead_spec": json.dumps(spec.to_dict()),
+            "interface": ONNX_INTERFACE}
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, str(path))
+
+
 def export_onnx(model: nn.Module, path: str | Path, image_size: tuple[int, int], opset: int = 17,
                 check: bool = True, min_match: float = 0.9) -> dict:
     """Export the folded model to ONNX (one image in, boxes / scores / labels out).
@@ -132,6 +153,7 @@ def export_onnx(model: nn.Module, path: str | Path, image_size: tuple[int, int],
     tmp = path.with_name(path.name + ".tmp")
     try:
         _onnx(wrapped, image, tmp, ["boxes", "scores", "labels"], opset)
+        _describe(tmp, folded)
         result = {"onnx": str(path), "checked": False}
         if check:
             result.update(_check(wrapped, _RawHead(folded).eval(), tmp, image, opset, min_match, path))

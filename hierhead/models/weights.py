@@ -17,13 +17,17 @@ def load_state_dict(path: str | Path, what: str = "weights") -> dict[str, torch.
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{what} file {str(path)!r}: not found")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{what} file {str(path)!r}: the file is empty")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt, truncated or not a weights file
-        raise ValueError(f"{what} file {str(path)!r}: cannot be read ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        first = (str(e).splitlines() or [""])[0]  # some errors have no message at all
+        raise ValueError(f"{what} file {str(path)!r}: cannot be read ({type(e).__name__}" + (f": {first})" if first
+                                                                                          else ")")) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
