@@ -273,11 +273,22 @@ def _checkpoint(path: str):
     return load_checkpoint(path)
 
 
+def _not_over(flag: str, files: list[Path], overwrite: bool) -> None:
+    """No command writes over a file it did not create now unless told to: the first existing one is named."""
+    held = next((f for f in files if f.exists()), None)
+    if held is not None and not overwrite:
+        raise FileExistsError(f"{flag}: {str(held)!r} exists (from an earlier run?); give another {flag}, or "
+                              f"--overwrite to replace it")
+
+
 def _predict(args: argparse.Namespace) -> int:
-    from .engine.infer import predict
+    from .engine.infer import image_paths, predict
 
     _never_over_inputs("--out", args.out, [args.checkpoint, *args.images])  # drawings beside the images they
     model, spec = _checkpoint(args.checkpoint)                             # draw would be read as data
+    out = Path(args.out)
+    _not_over("--out", [out / "detections.json", *(out / f"{p.stem}.png" for p in image_paths(args.images))],
+              args.overwrite)
     r = predict(model, args.images, args.out, spec.classes or [], args.score, max_boxes=args.max_boxes,
                 skip_bad=args.skip_bad)
     top = f"{r['top_score']:.4f}" if r["top_score"] is not None else "none"
@@ -286,11 +297,11 @@ def _predict(args: argparse.Namespace) -> int:
     if r["skipped"]:
         print(f"skipped {len(r['skipped'])} image(s) that cannot be decoded (--skip-bad): {', '.join(r['skipped'])}",
               file=sys.stderr)
-    if r["ignored"]:
-        folders = sum(Path(p).is_dir() for p in r["ignored"])
-        names = ", ".join(Path(p).name for p in r["ignored"][:5]) + (", ..." if len(r["ignored"]) > 5 else "")
-        print(f"not read: {folders} subfolder(s) and {len(r['ignored']) - folders} file(s) that are not images "
-              f"({names})", file=sys.stderr)
+    if r["ignored"]:  # counted by kind: a VOC folder's .xml beside its images is no surprise, a typo may be
+        from collections import Counter
+
+        kinds = Counter("subfolder" if Path(p).is_dir() else Path(p).suffix.lower() or "no suffix" for p in r["ignored"])
+        print("not read (not images): " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())), file=sys.stderr)
     return 0
 
 
@@ -299,6 +310,8 @@ def _fold(args: argparse.Namespace) -> int:
 
     for name in ("model.safetensors", "model.json", "load_model.py"):
         _never_over_inputs("--out", Path(args.out) / name, [args.checkpoint])
+    _not_over("--out", [Path(args.out) / n for n in ("model.safetensors", "model.json", "load_model.py")],
+              args.overwrite)
     model, spec = _checkpoint(args.checkpoint)
     folded = save_folded(model, args.out)
     print(f"folded {spec.model} ({spec.design}) -> stock torchvision weights in "
@@ -312,8 +325,7 @@ def _export(args: argparse.Namespace) -> int:
     from .models.deploy import export_onnx
 
     _never_over_inputs("--onnx", args.onnx, [args.checkpoint])
-    if Path(args.onnx).exists() and not args.overwrite:
-        raise FileExistsError(f"--onnx {args.onnx!r}: the file exists; give another path, or --overwrite to replace it")
+    _not_over("--onnx", [Path(args.onnx)], args.overwrite)
     model, spec = _checkpoint(args.checkpoint)
     size = spec.image_size or [args.image_size, args.image_size]
     r = export_onnx(model, args.onnx, tuple(size), check=not args.no_check)
@@ -392,12 +404,14 @@ def _add_deploy_parsers(sub) -> None:
     pr.add_argument("--score", type=float, default=0.3, help="draw boxes scoring at least this (JSON has all)")
     pr.add_argument("--max-boxes", type=int, help="draw at most this many boxes per image, the best (default all)")
     pr.add_argument("--skip-bad", action="store_true", help="skip and count images that cannot be decoded")
+    pr.add_argument("--overwrite", action="store_true", help="replace the drawings and detections.json of an earlier run")
     pr.set_defaults(func=_predict)
     fo = sub.add_parser("fold", help="fold the hierarchical head: stock torchvision weights + JSON spec",
                         epilog="examples:\n  hierhead fold --checkpoint runs/cards/checkpoints/best.ckpt --out deploy/",
                         formatter_class=raw)
     fo.add_argument("--checkpoint", required=True)
     fo.add_argument("--out", required=True, help="output folder")
+    fo.add_argument("--overwrite", action="store_true", help="replace the files of an earlier fold there")
     fo.set_defaults(func=_fold)
     ex = sub.add_parser("export", help="export the folded model to ONNX (checked with onnxruntime if installed)",
                         epilog="examples:\n  hierhead export --checkpoint runs/cards/checkpoints/best.ckpt "

@@ -91,6 +91,24 @@ def test_sigterm_saves_and_exits_non_zero_then_resumes(tmp_path):
     assert err.count("\n") == 1 and "stopped by SIGTERM at step" in err and "continue with --resume" in err, err
     step = torch.load(last, weights_only=True)["global_step"]
     assert 0 < step < 400 and f"at step {step};" in err
+
+
+def test_ctrl_c_stops_without_a_validation(tmp_path):
+    """Lightning validates a run asked to stop (and writes best.ckpt): a user's Ctrl-C waits for neither."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "hierhead", "train", "--recipe", "synthetic-ssdlite", "--data", SYNTH, "--out", str(out),
+           "--max-steps", "400", "--batch-size", "4", "--set", "checkpoint_every_n_steps=1", "--set", "num_workers=0",
+           "--set", "progress=false", "--set", "val_every_n_steps=400", "--set", "plots=false"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    last = out / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 120
+    while not last.is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted (Ctrl-C) at step" in err, err
+    assert not (out / "checkpoints" / "best.ckpt").exists()
+    assert "val/mAP" not in (out / "logs" / "metrics.csv").read_text()
     done = subprocess.run(cmd[:cmd.index("--max-steps")] + ["--max-steps", str(step + 2), "--batch-size", "4",
                                                             "--set", "checkpoint_every_n_steps=1", *QUIET, "--resume"],
                           capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "default"})
@@ -257,6 +275,24 @@ def test_a_signal_to_the_process_group_saves_the_step_reached(sig, code, said, t
     assert proc.returncode == code and err.count("\n") == 1 and said in err and "--resume" in err, err
     step = torch.load(last, weights_only=True)["global_step"]
     assert 0 < step < 400 and f"at step {step};" in err
+
+
+def test_ctrl_c_stops_without_a_validation(tmp_path):
+    """Lightning validates a run asked to stop (and writes best.ckpt): a user's Ctrl-C waits for neither."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "hierhead", "train", "--recipe", "synthetic-ssdlite", "--data", SYNTH, "--out", str(out),
+           "--max-steps", "400", "--batch-size", "4", "--set", "checkpoint_every_n_steps=1", "--set", "num_workers=0",
+           "--set", "progress=false", "--set", "val_every_n_steps=400", "--set", "plots=false"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    last = out / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 120
+    while not last.is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted (Ctrl-C) at step" in err, err
+    assert not (out / "checkpoints" / "best.ckpt").exists()
+    assert "val/mAP" not in (out / "logs" / "metrics.csv").read_text()
 
 
 def test_a_refused_box_says_how_to_skip_it(tmp_path, capsys):
@@ -427,7 +463,7 @@ def test_export_never_overwrites_a_file_unless_told(raccoon_run, capsys, tmp_pat
     target = tmp_path / "model.onnx"
     target.write_text("someone's file")
     code, _, err = _cli(["export", "--checkpoint", ckpt, "--onnx", str(target), "--no-check"], capsys)
-    assert code == 2 and "the file exists" in err and "--overwrite" in err and err.count("\n") == 1
+    assert code == 2 and "model.onnx' exists" in err and "--overwrite" in err and err.count("\n") == 1
     assert target.read_text() == "someone's file"
     code, _, err = _cli(["export", "--checkpoint", ckpt, "--onnx", str(target), "--no-check", "--overwrite"], capsys)
     assert code == 0, err
@@ -474,7 +510,7 @@ def test_predict_counts_what_it_does_not_read(raccoon_run, capsys, tmp_path):
     (folder / "notes.txt").write_text("x")
     (folder / "more").mkdir()
     code, _, err = _cli(["predict", "--checkpoint", ckpt, str(folder), "--out", str(tmp_path / "p")], capsys)
-    assert code == 0 and "not read: 1 subfolder(s) and 1 file(s) that are not images (more, notes.txt)" in err, err
+    assert code == 0 and "not read (not images): 1 .txt, 1 subfolder" in err, err
 
 
 def test_predict_draws_at_the_source_size(raccoon_run, capsys, tmp_path):
@@ -508,3 +544,39 @@ def test_the_memory_probe_leaves_the_model_as_it_was():
     assert model.transform.fixed_size is None or tuple(model.transform.fixed_size) != (128, 128)
     assert 3 < (large - 4 * sum(p.numel() * 4 for p in model.parameters())) / (
         small - 4 * sum(p.numel() * 4 for p in model.parameters())) < 5  # activations grow with the pixels
+
+
+def test_an_xml_size_that_is_not_the_images_is_said(tmp_path):
+    from test_data import make_folder
+
+    root = make_folder(tmp_path / "d", {"a": [("dog", (1, 1, 30, 30), False)], "b": [("dog", (2, 2, 20, 20), False)]})
+    (root / "a.xml").write_text((root / "a.xml").read_text().replace("<width>64</width>", "<width>0</width>"))
+    with pytest.warns(UserWarning, match=r"1 VOC XML files state an image size that is not their image's; boxes are "
+                                         r"read in the image's pixels \(a.xml: 0x48, image 64x48\)"):
+        ds = open_dataset(root)
+    assert ds.records[0].boxes == [[1.0, 1.0, 30.0, 30.0]]
+
+
+def test_a_loop_of_links_is_not_called_missing(tmp_path):
+    from test_data import make_folder
+
+    root = make_folder(tmp_path / "d", {"a": [("dog", (1, 1, 30, 30), False)]})
+    (root / "a.png").unlink()
+    (root / "a.png").symlink_to(root / "a.png")  # a link to itself
+    with pytest.raises(DataError, match=r"a.png' is a loop of symbolic links"):
+        open_dataset(root)
+
+
+def test_predict_and_fold_never_replace_an_earlier_runs_files_unless_told(raccoon_run, capsys, tmp_path):
+    ckpt = str(raccoon_run / "run" / "checkpoints" / "last.ckpt")
+    image = str(sorted((raccoon_run / "data").glob("*.jpg"))[0])
+    for command, extra in (("predict", [image]), ("fold", [])):
+        args = [command, "--checkpoint", ckpt, *extra, "--out", str(tmp_path / command)]
+        assert _cli(args, capsys)[0] == 0
+        first = {p.name: p.stat().st_mtime_ns for p in (tmp_path / command).iterdir()}
+        code, _, err = _cli(args, capsys)
+        assert code == 2 and "exists (from an earlier run?)" in err and "--overwrite" in err, err
+        assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / command).iterdir()} == first
+        assert _cli([*args, "--overwrite"], capsys)[0] == 0
+    code, _, err = _cli(["predict", "--checkpoint", ckpt, str(raccoon_run), "--out", str(tmp_path / "x")], capsys)
+    assert code == 2 and "it holds folders" in err and "give the one with the images" in err, err

@@ -62,6 +62,13 @@ def _bombs_are_errors():
 def _image_header(path: Path, where: str, problems: Problems, verify: bool) -> tuple[int, int, int] | None:
     """(displayed width, height, EXIF orientation) of an image, checking that it decodes."""
     if not path.is_file():
+        try:
+            path.stat()
+        except OSError as e:  # a link to nothing, a loop of links: say which
+            if path.is_symlink():
+                reason = "is a loop of symbolic links" if e.errno == 40 else "is a symbolic link to a missing file"
+                problems.report("bad images", f"{where}: image file {str(path)!r} {reason}")
+                return None
         problems.report("bad images", f"{where}: image file {str(path)!r} is missing")
         return None
     if path.stat().st_size == 0:
@@ -223,8 +230,9 @@ def _yolo_row(fields: list[str]) -> tuple[int, list[float]]:
     return int(fields[0]), [float(v) for v in fields[1:5]]
 
 
-def _xml_objects(xml_path: Path, problems: Problems) -> tuple[str | None, list] | None:
-    """(filename, [(name, xyxy, difficult)]) from a VOC XML parsed with defusedxml."""
+def _xml_objects(xml_path: Path, problems: Problems, sizes: dict | None = None) -> tuple[str | None, list] | None:
+    """(filename, [(name, xyxy, difficult)]) from a VOC XML parsed with defusedxml; ``sizes`` receives
+    the ``<size>`` it states, ``{xml path: (width, height)}`` (see :func:`_check_sizes`)."""
     import defusedxml.ElementTree as ET
     from defusedxml import DefusedXmlException
 
@@ -244,7 +252,27 @@ def _xml_objects(xml_path: Path, problems: Problems) -> tuple[str | None, list] 
             continue
         difficult = (obj.findtext("difficult") or "0").strip() in ("1", "true")
         objs.append((name, box, difficult))
+    if sizes is not None:
+        try:
+            sizes[str(xml_path)] = (int(float(root.findtext("size/width"))), int(float(root.findtext("size/height"))))
+        except (TypeError, ValueError):
+            pass  # no size given: nothing to disagree with
     return root.findtext("filename"), objs
+
+
+def _check_sizes(records: list, stated: dict, where_of: dict) -> None:
+    """One warning naming the XML files whose ``<size>`` is not their image's (a labelling tool that wrote
+    0 x 0, or an image replaced after labelling): the boxes are read in the image's own pixels, as the
+    module docstring says, so a user sees why they may be off."""
+    wrong = []
+    for r in records:
+        xml = where_of.get(r.image_id)
+        size = stated.get(xml)
+        if size is not None and size not in ((r.width, r.height), (r.height, r.width)):
+            wrong.append(f"{Path(xml).name}: {size[0]}x{size[1]}, image {r.width}x{r.height}")
+    if wrong:
+        warnings.warn(f"{len(wrong)} VOC XML files state an image size that is not their image's; boxes are read in "
+                      f"the image's pixels ({'; '.join(wrong[:3])}{'; ...' if len(wrong) > 3 else ''})", stacklevel=3)
 
 
 # -- readers --------------------------------------------------------------------------------------
@@ -264,10 +292,10 @@ def read_voc_folder(root: Path, classes=None, skip_bad=False, verify=True, **_) 
         count = sum(map(len, by_stem.values()))
         raise DataError(f"{str(root)!r}: " + (f"{count} images but no .xml annotation beside them" if count
                                               else "no images and no .xml annotations found") + _layout_hint(root))
-    not_read = []
+    not_read, stated = [], {}
     for xml in xmls:
         same = by_stem.pop(xml.stem, [])  # an image whose XML is bad is dropped, not kept as background
-        parsed = _xml_objects(xml, problems)
+        parsed = _xml_objects(xml, problems, stated)
         if parsed is None:
             continue
         filename, objs = parsed
@@ -297,6 +325,7 @@ def read_voc_folder(root: Path, classes=None, skip_bad=False, verify=True, **_) 
         warnings.warn(f"{str(root)!r}: {len(names)} images have no .xml annotation and are read as background images "
                       f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})", stacklevel=2)
     records, classes = _finish(entries, classes, problems, verify)
+    _check_sizes(records, stated, {e[1]: e[3] for e in entries})
     return DetectionDataset(records, classes, str(root), problems)
 
 
@@ -367,7 +396,7 @@ def read_voc(root: Path, split="trainval", years=None, classes=None, skip_bad=Fa
     problems = Problems(skip_bad)
     parts = voc_parts(root, split, years)
     several = len({y for y, _ in parts}) > 1
-    entries = []
+    entries, stated = [], {}
     for year, split_file in parts:
         base = split_file.parents[2]
         for line in split_file.read_text().split():
@@ -380,7 +409,7 @@ def read_voc(root: Path, split="trainval", years=None, classes=None, skip_bad=Fa
             if not xml.is_file():
                 problems.report("bad annotations", f"{str(xml)!r}: annotation listed in {split_file.name} is missing")
                 continue
-            parsed = _xml_objects(xml, problems)
+            parsed = _xml_objects(xml, problems, stated)
             if parsed is None:
                 continue
             entries.append((image, f"{year}_{line}" if several else line, parsed[1], str(xml)))
@@ -388,6 +417,7 @@ def read_voc(root: Path, split="trainval", years=None, classes=None, skip_bad=Fa
         found = {obj[0] for _, _, objs, _ in entries for obj in objs}
         classes = VOC_CLASSES if found <= set(VOC_CLASSES) else sorted(found)
     records, classes = _finish(entries, classes, problems, verify)
+    _check_sizes(records, stated, {e[1]: e[3] for e in entries})
     name = f"{root} ({' + '.join(f'VOC{y} ' * bool(y) + f.stem for y, f in parts)})"
     return DetectionDataset(records, classes, name, problems)
 

@@ -66,7 +66,9 @@ def image_paths(inputs: Sequence[str | Path], ignored: list[Path] | None = None)
         else:
             raise DataError(f"{str(p)!r}: no such image or folder")
     if not paths:
-        raise DataError(f"no images found in {', '.join(map(str, inputs))}")
+        folders = sorted(q.name for item in inputs if Path(item).is_dir() for q in Path(item).iterdir() if q.is_dir())
+        raise DataError(f"no images found in {', '.join(map(str, inputs))}" + (
+            f" (it holds folders {', '.join(folders[:5])}: give the one with the images)" if folders else ""))
     stems: dict[str, Path] = {}
     for p in paths:
         if p.stem in stems and stems[p.stem] != p:

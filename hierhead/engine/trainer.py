@@ -73,7 +73,7 @@ class StepProgressBar(TQDMProgressBar):
     def init_train_tqdm(self):
         from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 
-        return Tqdm(desc="Training", total=self.trainer.max_steps, initial=self.trainer.global_step,
+        return Tqdm(desc="Training", total=self.trainer.max_steps, initial=self.trainer.global_step, unit="step",
                     disable=self.is_disabled, leave=True, dynamic_ncols=True, file=sys.stdout, smoothing=0,
                     bar_format=self.BAR_FORMAT)
 
@@ -152,7 +152,8 @@ class TrainingInterrupted(KeyboardInterrupt):
 class _StopOnInterrupt(Callback):
     """Ctrl-C stops at the end of the running step instead of wherever it lands (Lightning's own handling
     exits 1 and saves nothing; a step cut in the middle of the optimiser's update is not a state to save):
-    the first SIGINT sets a flag that ends the fit at the step's end (``should_stop``), so the run's final
+    the first SIGINT sets a flag that ends the fit at the step's end (``should_stop``), without the
+    validation Lightning runs before such a stop (and the ``best.ckpt`` it may write), so the run's final
     save writes ``last.ckpt`` there; a second SIGINT stops at once."""
 
     def __init__(self) -> None:
@@ -170,6 +171,7 @@ class _StopOnInterrupt(Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
         if self.interrupted:
             trainer.should_stop = True
+            trainer.limit_val_batches = 0  # Lightning validates a run asked to stop: not one the user stops
 
     def restore(self) -> None:
         if self._previous is not None and threading.current_thread() is threading.main_thread():
