@@ -91,24 +91,6 @@ def test_sigterm_saves_and_exits_non_zero_then_resumes(tmp_path):
     assert err.count("\n") == 1 and "stopped by SIGTERM at step" in err and "continue with --resume" in err, err
     step = torch.load(last, weights_only=True)["global_step"]
     assert 0 < step < 400 and f"at step {step};" in err
-
-
-def test_ctrl_c_stops_without_a_validation(tmp_path):
-    """Lightning validates a run asked to stop (and writes best.ckpt): a user's Ctrl-C waits for neither."""
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "hierhead", "train", "--recipe", "synthetic-ssdlite", "--data", SYNTH, "--out", str(out),
-           "--max-steps", "400", "--batch-size", "4", "--set", "checkpoint_every_n_steps=1", "--set", "num_workers=0",
-           "--set", "progress=false", "--set", "val_every_n_steps=400", "--set", "plots=false"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    last = out / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 120
-    while not last.is_file() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "interrupted (Ctrl-C) at step" in err, err
-    assert not (out / "checkpoints" / "best.ckpt").exists()
-    assert "val/mAP" not in (out / "logs" / "metrics.csv").read_text()
     done = subprocess.run(cmd[:cmd.index("--max-steps")] + ["--max-steps", str(step + 2), "--batch-size", "4",
                                                             "--set", "checkpoint_every_n_steps=1", *QUIET, "--resume"],
                           capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "default"})
@@ -256,6 +238,19 @@ def test_resume_with_other_settings_is_refused_naming_them(tmp_path, capsys):
     assert code == 0, err
 
 
+def _signal_group_after_first_checkpoint(cmd: list, out, sig) -> tuple[int, str]:
+    """Start ``train`` in its own process group, send ``sig`` to the group once ``last.ckpt`` exists (as a
+    terminal's Ctrl-C or a scheduler's SIGTERM reach every process of a job); (exit code, stderr)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    last = out / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 120
+    while not last.is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, sig)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err
+
+
 @pytest.mark.parametrize("sig,code,said", [(signal.SIGINT, 130, "interrupted (Ctrl-C) at step"),
                                            (signal.SIGTERM, 143, "stopped by SIGTERM at step")])
 def test_a_signal_to_the_process_group_saves_the_step_reached(sig, code, said, tmp_path):
@@ -265,14 +260,9 @@ def test_a_signal_to_the_process_group_saves_the_step_reached(sig, code, said, t
     cmd = [sys.executable, "-m", "hierhead", "train", "--recipe", "synthetic-ssdlite", "--data", SYNTH, "--out", str(out),
            "--max-steps", "400", "--batch-size", "4", "--set", "checkpoint_every_n_steps=1", "--set", "num_workers=2",
            "--set", "progress=false", "--set", "validate=false"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    returncode, err = _signal_group_after_first_checkpoint(cmd, out, sig)
     last = out / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 120
-    while not last.is_file() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    os.killpg(proc.pid, sig)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == code and err.count("\n") == 1 and said in err and "--resume" in err, err
+    assert returncode == code and err.count("\n") == 1 and said in err and "--resume" in err, err
     step = torch.load(last, weights_only=True)["global_step"]
     assert 0 < step < 400 and f"at step {step};" in err
 
@@ -283,14 +273,8 @@ def test_ctrl_c_stops_without_a_validation(tmp_path):
     cmd = [sys.executable, "-m", "hierhead", "train", "--recipe", "synthetic-ssdlite", "--data", SYNTH, "--out", str(out),
            "--max-steps", "400", "--batch-size", "4", "--set", "checkpoint_every_n_steps=1", "--set", "num_workers=0",
            "--set", "progress=false", "--set", "val_every_n_steps=400", "--set", "plots=false"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    last = out / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 120
-    while not last.is_file() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "interrupted (Ctrl-C) at step" in err, err
+    returncode, err = _signal_group_after_first_checkpoint(cmd, out, signal.SIGINT)
+    assert returncode == 130 and "interrupted (Ctrl-C) at step" in err, err
     assert not (out / "checkpoints" / "best.ckpt").exists()
     assert "val/mAP" not in (out / "logs" / "metrics.csv").read_text()
 
