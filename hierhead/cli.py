@@ -157,6 +157,7 @@ def _stats(args: argparse.Namespace) -> int:
     ds = _open(args)
     if args.plot:
         _never_over_inputs("--plot", args.plot, [args.data], ds)
+        _not_over("--plot", [Path(args.plot)], args.overwrite)
     if args.image_size is None:  # the model's own input size (an SSDLite's 320), else the paper's SSD300
         from .models import input_size
         args.image_size = (input_size(args.model) if args.model else None) or 300
@@ -216,13 +217,12 @@ def _eval_outputs(args: argparse.Namespace, ds) -> Path | None:
 
     if args.json:
         _never_over_inputs("--json", args.json, [args.data, args.checkpoint, args.predictions], ds)
+        _not_over("--json", [Path(args.json)], args.overwrite)
     if args.no_plots:
         return None
     if args.out:
         out = Path(args.out)
-        held = [p for p in PICTURES if (out / p).exists()]
-        if held:
-            raise FileExistsError(f"--out {str(out)!r} holds an earlier eval's {held[0]}; give a new --out")
+        _not_over("--out", [out / p for p in PICTURES], args.overwrite)
     else:
         source = Path(args.checkpoint or args.predictions)
         if args.checkpoint:
@@ -450,6 +450,7 @@ def _add_stats_parser(sub) -> None:
     st.add_argument("--json", action="store_true", help="print JSON (includes 'classes')")
     st.add_argument("--plot", help="write a PNG of box width/height (log axes)")
     st.add_argument("--model", help="overlay this model's anchor shapes on the plot")
+    st.add_argument("--overwrite", action="store_true", help="replace an existing --plot file")
     st.set_defaults(func=_stats)
 
 
@@ -471,6 +472,7 @@ def _add_eval_parser(sub) -> None:
     ev.add_argument("--out", help="folder for the pictures (PR curves, confusion matrix, predictions); default "
                     "RUN/eval-SPLIT beside the checkpoint's run, or NAME-eval beside the predictions file")
     ev.add_argument("--no-plots", action="store_true", help="draw no pictures")
+    ev.add_argument("--overwrite", action="store_true", help="replace an existing --json file or --out pictures")
     ev.set_defaults(func=_eval)
 
 

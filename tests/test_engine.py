@@ -494,7 +494,13 @@ def test_eval_draws_into_a_new_folder_beside_the_run(trained, capsys, tmp_path):
     assert folders[0] != folders[1] and all(Path(f).parent == trained / "out" for f in folders)
     assert all((Path(f) / "confusion_matrix.png").is_file() for f in folders)
     code, _, err = _cli(["eval", "--checkpoint", ckpt, "--data", str(trained / "val"), "--out", folders[0]], capsys)
-    assert code != 0 and "holds an earlier eval's PR_curve.png" in err and err.count("\n") == 1
+    assert code != 0 and "PR_curve.png' exists (from an earlier run?)" in err and err.count("\n") == 1
+    code, _, err = _cli(["eval", "--checkpoint", ckpt, "--data", str(trained / "val"), "--json", folders[0] + "/r.json"],
+                        capsys)
+    assert code == 0, err
+    code, _, err = _cli(["eval", "--checkpoint", ckpt, "--data", str(trained / "val"), "--json", folders[0] + "/r.json"],
+                        capsys)
+    assert code == 2 and "r.json' exists" in err and "--overwrite" in err, err
 
 
 @needs_cards
