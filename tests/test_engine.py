@@ -512,3 +512,43 @@ def test_a_log_file_gets_lines_not_a_bar(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0 and "\r" not in out
     assert re.search(r"^step 2/2  epoch 0  loss \d+\.\d+  lr \S+  [\d.]+ images/s$", out, re.M), out
+
+
+@needs_cards
+def test_ema_is_validated_checkpointed_evaluated_and_resumed_exactly(tmp_path):
+    """EMA (Lightning's WeightAveraging): val mAP and the checkpoint's weights are the average's, the trained
+    weights travel beside them, and a killed run resumed ends with both equal to an uninterrupted run's."""
+    from lightning.pytorch.callbacks import Callback
+
+    from hierhead.engine.averaging import ema_decay
+    from hierhead.engine.infer import mean_ap_of_model
+    from hierhead.engine.trainer import train
+    from hierhead.engine.data import open_config_splits
+
+    assert ema_decay(0.999, 100, 0) == 0 and ema_decay(0.999, 100, 100) == pytest.approx(0.999 * (1 - math.exp(-1)))
+
+    class Crash(Callback):
+        def on_train_batch_start(self, trainer, *args):
+            if trainer.global_step == 4:
+                raise RuntimeError("killed")
+
+    def config(out):
+        return resolve(None, {"model": "ssdlite320_mobilenet_v3", "data": {"path": str(CARDS), "fraction": 0.05},
+                              "max_steps": 6, "batch_size": 2, "checkpoint_every_n_steps": 3, "val_every_n_steps": 6,
+                              "deterministic": True, "num_workers": 0, "progress": False, "plots": False,
+                              "out": str(out), "seed": 1, "image_size": 96, "pretrained_backbone": False,
+                              "ema": {"enabled": True, "decay": 0.9, "tau": 2}})
+
+    done = train(config(tmp_path / "a"))
+    a = torch.load(tmp_path / "a/checkpoints/last.ckpt", weights_only=True)
+    assert any(not torch.equal(a["state_dict"][k], a["current_model_state"][k]) for k in a["state_dict"])
+    model, _ = load_checkpoint(tmp_path / "a/checkpoints/last.ckpt")  # what eval, fold and export load: the EMA
+    assert all(torch.equal(v, a["state_dict"]["model." + k]) for k, v in model.state_dict().items())
+    _, val = open_config_splits(config(tmp_path / "a"))
+    assert mean_ap_of_model(model, val)["mAP"] == pytest.approx(done["val_mAP"], abs=1e-6)  # validated the EMA
+    with pytest.raises(RuntimeError, match="killed"):
+        train(config(tmp_path / "b"), callbacks=[Crash()])
+    train(config(tmp_path / "b"), resume=True)
+    b = torch.load(tmp_path / "b/checkpoints/last.ckpt", weights_only=True)
+    for key in ("state_dict", "current_model_state"):
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key

@@ -30,6 +30,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ..models import ModelSpec, input_size
 from ..models.stock import size_options
+from .averaging import EMA
 from .data import DetectionDataModule, fraction_subset, open_config_splits
 from .module import DetectorModule
 
@@ -510,7 +511,9 @@ def _train(config: dict, out: Path, resume: bool, callbacks: list | None, log: C
             f"{dm.train_set.name}; {val}")
     timer = Timer()  # its elapsed time travels in the checkpoint, so a resumed run counts all its parts
     interrupt = _StopOnInterrupt()
-    trainer = _lightning_trainer(config, out, has_val, [timer, interrupt, *(callbacks or [])])
+    ema = config.get("ema") or {}
+    averaging = [EMA(float(ema.get("decay", 0.999)), float(ema.get("tau", 100)))] if ema.get("enabled") else []
+    trainer = _lightning_trainer(config, out, has_val, [timer, interrupt, *averaging, *(callbacks or [])])
     # a checkpoint is untrusted input: resume reads it with weights_only=True
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None,
