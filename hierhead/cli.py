@@ -355,8 +355,9 @@ EPILOG_TRAIN = """examples:
   hierhead train --recipe cards-ssdlite --data DIR --out runs/cards --resume      # continue runs/cards
   torchrun --nproc-per-node 4 $(which hierhead) train --recipe voc-ssd300 --data VOCdevkit --devices 4 --strategy ddp
 
---data: a dataset with train/ and val|valid|test/ subfolders, a VOC devkit (trainval/test), or any
-folder (a seeded 10 % is held out); --val gives the validation set explicitly. Every recipe value
+--data: a dataset root (YOLO, COCO or VOC XML exports with train and val|valid|test splits; trains on
+train, validates on the first of val|valid|validation|test), a VOC devkit (trainval/test), or any folder
+(a seeded 10 % is held out); --val gives the validation set explicitly. Every recipe value
 can be overridden with --set KEY=VALUE (dotted keys: optimizer.lr=0.01, augment.flip=false).
 Recipes: """
 

@@ -1,6 +1,6 @@
 """Hostile and faulty inputs, each built small: a one-line error naming the problem, or a counted skip.
 
-docs/reliability.md lists what each case gets; this file keeps it true.
+Each case is one a probe of a fresh clone found (issues 46 and earlier); docs/data.md states the data rules.
 """
 
 from __future__ import annotations
