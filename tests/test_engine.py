@@ -552,3 +552,14 @@ def test_ema_is_validated_checkpointed_evaluated_and_resumed_exactly(tmp_path):
     b = torch.load(tmp_path / "b/checkpoints/last.ckpt", weights_only=True)
     for key in ("state_dict", "current_model_state"):
         assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
+
+
+def test_todays_defaults_stay_runnable_as_a_recipe():
+    """issue 43: the defaults of 2026-12-06 pinned as `defaults-2026-12`, whatever the built-ins become."""
+    pinned = resolve("defaults-2026-12")
+    assert (pinned["model"], pinned["design"], pinned["image_size"], pinned["batch_size"], pinned["max_steps"]) == (
+        "ssdlite320_efficientnet_lite0", "9An{9}", None, 8, 600)
+    assert (pinned["optimizer"]["name"], pinned["optimizer"]["lr"], pinned["optimizer"]["backbone_lr_scale"],
+            pinned["schedule"]["name"], pinned["schedule"]["warmup_steps"], pinned["ema"]["enabled"]) == (
+        "adamw", 0.003, 0.1, "cosine", 50, False)
+    assert pinned["augment"] == {"flip": True, "iou_crop": True, "zoom_out": False, "photometric": True}
