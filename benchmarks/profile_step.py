@@ -24,16 +24,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from lightning.pytorch.callbacks import Callback
 from torchvision.ops import boxes as box_ops
-
-
-class StepTimes(Callback):
-    def __init__(self) -> None:
-        self.times: list[float] = []
-
-    def on_train_batch_end(self, *args) -> None:
-        self.times.append(time.perf_counter())
+from train_throughput import StepTimes  # this folder: the engine's step timer of the throughput benchmark
 
 
 def gemm_rate(n: int = 1024, repeats: int = 10) -> float:

@@ -126,9 +126,8 @@ def _open(args: argparse.Namespace, classes=None, part: str = "train"):
     if given and classes and sorted(given) != sorted(classes):
         raise ValueError(f"--classes {','.join(given)}: the checkpoint was trained on {','.join(classes)}; "
                          f"its labels follow that list (omit --classes)")
-    ds = open_dataset(args.data, format=args.format, classes=classes or given, skip_bad=args.skip_bad, part=part,
-                      split=getattr(args, "split", None))
-    return ds
+    return open_dataset(args.data, format=args.format, classes=classes or given, skip_bad=args.skip_bad, part=part,
+                        split=getattr(args, "split", None))
 
 
 def _read(ds) -> str:
@@ -306,12 +305,12 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _fold(args: argparse.Namespace) -> int:
-    from .models.deploy import SNIPPET, save_folded
+    from .models.deploy import DEPLOY_FILES, SNIPPET, save_folded
 
-    for name in ("model.safetensors", "model.json", "load_model.py"):
-        _never_over_inputs("--out", Path(args.out) / name, [args.checkpoint])
-    _not_over("--out", [Path(args.out) / n for n in ("model.safetensors", "model.json", "load_model.py")],
-              args.overwrite)
+    targets = [Path(args.out) / name for name in DEPLOY_FILES]
+    for target in targets:
+        _never_over_inputs("--out", target, [args.checkpoint])
+    _not_over("--out", targets, args.overwrite)
     model, spec = _checkpoint(args.checkpoint)
     folded = save_folded(model, args.out)
     print(f"folded {spec.model} ({spec.design}) -> stock torchvision weights in "

@@ -38,6 +38,11 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _EXIF_ORIENTATION = 0x0112
 
 
+def _some(names: list[str], k: int = 5, sep: str = ", ") -> str:
+    """The first ``k`` of ``names`` for a warning, ``...`` when there are more."""
+    return sep.join(names[:k]) + (f"{sep}..." if len(names) > k else "")
+
+
 def _orient_box(box: list[float], orientation: int, w: int, h: int) -> list[float]:
     """Map a box of the stored w x h pixel grid to the EXIF-transposed image (PIL's convention)."""
     x1, y1, x2, y2 = box
@@ -272,7 +277,7 @@ def _check_sizes(records: list, stated: dict, where_of: dict) -> None:
             wrong.append(f"{Path(xml).name}: {size[0]}x{size[1]}, image {r.width}x{r.height}")
     if wrong:
         warnings.warn(f"{len(wrong)} VOC XML files state an image size that is not their image's; boxes are read in "
-                      f"the image's pixels ({'; '.join(wrong[:3])}{'; ...' if len(wrong) > 3 else ''})", stacklevel=3)
+                      f"the image's pixels ({_some(wrong, 3, '; ')})", stacklevel=3)
 
 
 # -- readers --------------------------------------------------------------------------------------
@@ -317,13 +322,13 @@ def read_voc_folder(root: Path, classes=None, skip_bad=False, verify=True, **_) 
         entries.append((image, xml.stem, objs, str(xml)))
     if not_read:
         warnings.warn(f"{str(root)!r}: {len(not_read)} images share the stem of an annotated image and are not read "
-                      f"({', '.join(not_read[:5])}{', ...' if len(not_read) > 5 else ''})", stacklevel=2)
+                      f"({_some(not_read)})", stacklevel=2)
     background = [p for images in by_stem.values() for p in images]  # images without XML
     entries += [(image, image.stem, [], str(image)) for image in background]
     if background:
         names = sorted(p.name for p in background)
         warnings.warn(f"{str(root)!r}: {len(names)} images have no .xml annotation and are read as background images "
-                      f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})", stacklevel=2)
+                      f"({_some(names)})", stacklevel=2)
     records, classes = _finish(entries, classes, problems, verify)
     _check_sizes(records, stated, {e[1]: e[3] for e in entries})
     return DetectionDataset(records, classes, str(root), problems)
@@ -647,7 +652,7 @@ def read_yolo(root: Path, split=None, classes=None, skip_bad=False, verify=True,
         entries.append((image, image.stem, rows, str(txt)))
     if unlabelled:
         warnings.warn(f"{where}: {len(unlabelled)} of {len(paths)} images have no label file and are read as "
-                      f"background images ({', '.join(unlabelled[:5])}{', ...' if len(unlabelled) > 5 else ''})",
+                      f"background images ({_some(unlabelled)})",
                       stacklevel=2)
     image_dirs = {p.parent.resolve() for p in paths}
     for folder in sorted({yolo_label(p).parent for p in paths}):
@@ -656,7 +661,7 @@ def read_yolo(root: Path, split=None, classes=None, skip_bad=False, verify=True,
         others = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() != ".txt")
         if others:
             warnings.warn(f"{str(folder)!r}: {len(others)} files are not YOLO .txt labels and are not read "
-                          f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''})", stacklevel=2)
+                          f"({_some(others, 3)})", stacklevel=2)
     # normalised -> pixels needs the displayed size: resolve after reading headers
     fixed = []
     for image, stem, rows, where_ in entries:

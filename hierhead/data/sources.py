@@ -72,17 +72,16 @@ class Split:
 
 @dataclass
 class Splits:
-    """The splits found in a dataset root, by name (``{}`` for a plain folder read whole), the layout
-    they were found in and the notes made on the way (a ``data.yaml`` path that had to fall back)."""
+    """The splits found in a dataset root, by name (``{}`` for a plain folder read whole), and the layout
+    they were found in."""
 
     root: Path
     layout: str
     splits: dict[str, Split]
-    notes: list[str] = field(default_factory=list)
 
     def get(self, name: str) -> Split:
         """The split called ``name`` (``val``, ``valid`` and ``validation`` name the same split)."""
-        for alias in (_VAL if name in _VAL else (name,)):
+        for alias in _aliases(name):
             if alias in self.splits:
                 return self.splits[alias]
         have = ", ".join(self.splits) or "none: the folder is read whole"
@@ -173,7 +172,7 @@ def _yolo_splits(root: Path) -> Splits:
               for n, paths in found.items()}
     if notes:  # one line for the file (an export from another machine names every split from there)
         warnings.warn(f"{yaml_file.name}: " + "; ".join(notes) + f" (in {str(root)!r})", stacklevel=3)
-    return Splits(root, "yolo", splits, notes)
+    return Splits(root, "yolo", splits)
 
 
 def _aliases(name: str) -> tuple[str, ...]:
@@ -186,14 +185,15 @@ def _resolve_yolo(root: Path, base: Path, value: str, key: str, yaml_file: Path,
     candidate = None if given.is_absolute() or ":" in value[:3] else base / given
     if candidate is not None and not candidate.exists() and value.startswith("../"):
         candidate = base / value[3:]  # Roboflow writes train: ../train/images beside train/
-    if candidate is not None and candidate.exists() and _inside(root, candidate):
+    exists = candidate is not None and candidate.exists()
+    if exists and _inside(root, candidate):
         return candidate
     fallback = next((d for n in _aliases(key) for d in (root / n / "images", root / "images" / n) if d.is_dir()), None)
     if fallback is None:
         raise DataError(f"{str(yaml_file)!r}: {key} {value!r} "
-                        + ("is not inside the dataset root" if candidate is not None and candidate.exists()
-                           else "does not exist") + f", and neither {key}/images nor images/{key} is in {str(root)!r}")
-    why = "leaves the dataset root" if candidate is not None and candidate.exists() else "does not exist here"
+                        + ("is not inside the dataset root" if exists else "does not exist")
+                        + f", and neither {key}/images nor images/{key} is in {str(root)!r}")
+    why = "leaves the dataset root" if exists else "does not exist here"
     notes.append(f"{key} {value!r} {why}, reading {str(fallback.relative_to(root))!r}")
     return fallback
 

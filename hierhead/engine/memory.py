@@ -14,6 +14,7 @@ estimates a CPU run's memory ahead of it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -24,16 +25,21 @@ __all__ = ["training_bytes", "available_bytes", "check_fits"]
 PROBE = 128  # px: small enough to cost a fraction of a second, large enough for every feature map
 
 
-def _transform_size(model: nn.Module, size: tuple[int, int] | None):
-    """Set (and return the previous) input size of a torchvision detector's ``GeneralizedRCNNTransform``."""
+@contextlib.contextmanager
+def _input_size(model: nn.Module, side: int):
+    """A torchvision detector's ``GeneralizedRCNNTransform`` resizing to ``side`` x ``side`` inside the block,
+    its own sizes restored after it."""
     t = model.transform
     before = (t.min_size, t.max_size, getattr(t, "fixed_size", None))
-    if size is not None:
-        h, w = size
-        t.min_size, t.max_size = (min(h, w),), max(h, w)
-        if getattr(t, "fixed_size", None) is not None:
-            t.fixed_size = (w, h)
-    return before
+    t.min_size, t.max_size = (side,), side
+    if before[2] is not None:
+        t.fixed_size = (side, side)
+    try:
+        yield
+    finally:
+        t.min_size, t.max_size = before[:2]
+        if before[2] is not None:
+            t.fixed_size = before[2]
 
 
 def training_bytes(model: nn.Module, batch: int, size: tuple[int, int], probe: int = PROBE) -> int | None:
@@ -61,13 +67,12 @@ def _probe(model: nn.Module, batch: int, size: tuple[int, int], probe: int) -> i
             saved += storage.nbytes()
         return t
 
-    before = _transform_size(model, (probe, probe))
     mode = model.training
     buffers = {k: v.clone() for k, v in model.named_buffers()}  # batch norm's running statistics
     n = 2  # batch norm in training mode needs two values per channel on a 1 x 1 map
     try:
         model.train()
-        with torch.random.fork_rng(devices=[]):  # the run's random stream stays as it was
+        with _input_size(model, probe), torch.random.fork_rng(devices=[]):  # the run's random stream unchanged
             images = [torch.rand(3, probe, probe) for _ in range(n)]
             targets = [{"boxes": torch.tensor([[2.0, 2.0, probe / 2, probe / 2]]), "labels": torch.tensor([1])}] * n
             with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
@@ -77,10 +82,6 @@ def _probe(model: nn.Module, batch: int, size: tuple[int, int], probe: int) -> i
         with torch.no_grad():
             for k, v in model.named_buffers():
                 v.copy_(buffers[k])
-        t = model.transform
-        t.min_size, t.max_size = before[0], before[1]
-        if before[2] is not None:
-            t.fixed_size = before[2]
     saved /= n
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     scale = batch * size[0] * size[1] / probe ** 2

@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -101,13 +102,9 @@ class LogLines(Callback):
         self._since: tuple[float, int] | None = None
 
     def on_train_start(self, trainer: pl.Trainer, *_) -> None:
-        import time
-
         self._since = (time.perf_counter(), trainer.global_step)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, *_) -> None:
-        import time
-
         step, total = trainer.global_step, trainer.max_steps if trainer.max_steps > 0 else None
         if step % self.every and step != total:
             return

@@ -51,19 +51,23 @@ def deploy_spec(model: nn.Module) -> ModelSpec:
     return spec.replace(anchors=anchors)
 
 
+#: What :func:`save_folded` writes: the weights, the spec, the loader.
+DEPLOY_FILES = ("model.safetensors", "model.json", "load_model.py")
+
+
 def save_folded(model: nn.Module, out: str | Path) -> nn.Module:
-    """Fold ``model``, write ``model.safetensors``, ``model.json`` (its :class:`ModelSpec` with the anchors,
-    classes and image size) and ``load_model.py`` to ``out``, and return the folded model."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    """Fold ``model``, write :data:`DEPLOY_FILES` to ``out``: ``model.safetensors``, ``model.json`` (its
+    :class:`ModelSpec` with the anchors, classes and image size) and ``load_model.py``; return the folded model."""
+    weights, spec_file, loader = (Path(out) / name for name in DEPLOY_FILES)
+    weights.parent.mkdir(parents=True, exist_ok=True)
     folded = fold(model)
     spec = deploy_spec(folded)
     folded.hierhead_spec = spec
-    save(folded, out / "model.safetensors")
-    tmp = out / "model.json.tmp"
+    save(folded, weights)
+    tmp = spec_file.with_name(spec_file.name + ".tmp")
     tmp.write_text(json.dumps(spec.to_dict(), indent=2))
-    tmp.replace(out / "model.json")
-    shutil.copyfile(stock.__file__, out / "load_model.py")
+    tmp.replace(spec_file)
+    shutil.copyfile(stock.__file__, loader)
     return folded
 
 
@@ -115,7 +119,7 @@ def _onnx(module: nn.Module, image: torch.Tensor, path: Path, names: list[str], 
                                                       **{n: {0: "n"} for n in names if n in ("boxes", "scores", "labels")}})
 
 
-#: What the exported graph takes and gives, written into its metadata and docs/deploy.md.
+#: What the exported graph takes and gives, written into its metadata (the README's Deploy section says it too).
 ONNX_INTERFACE = ("input image: float32 [3, height, width], RGB in [0, 1], any size (the graph resizes); "
                   "outputs boxes: float32 [n, 4] x1 y1 x2 y2 in the input's pixels, scores: float32 [n], "
                   "labels: int64 [n], 1 + the index into classes (0 is the background)")
