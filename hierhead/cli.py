@@ -509,6 +509,40 @@ def _add_sweep_parser(sub) -> None:
     sw.set_defaults(func=_sweep)
 
 
+def _study(args: argparse.Namespace) -> int:
+    from .study import load_plan
+
+    plan = load_plan(args.plan)
+    if args.action == "run":
+        from .study.runner import run
+
+        return 1 if run(plan, args.workers, args.threads, args.dry_run, log=lambda line: print(line, flush=True)) else 0
+    from .study.report import write_report
+
+    changed = write_report(plan, check=args.check)
+    for path in changed:
+        print(f"{'would change' if args.check else 'wrote'} {path}")
+    return 1 if args.check and changed else 0
+
+
+def _add_study_parser(sub) -> None:
+    """``hierhead study``."""
+    st = sub.add_parser("study", help="run a study plan (resumable, workers) or regenerate its report from the rows",
+                        epilog="examples:\n  hierhead study run studies/defaults-rules.yaml --dry-run\n"
+                               "  hierhead study run studies/defaults-rules.yaml --workers 2 --threads 1\n"
+                               "  hierhead study report studies/defaults-rules.yaml --check\n\n"
+                               "Run it again after a stop: jobs with rows are skipped, a killed one resumes.",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    st.add_argument("action", choices=["run", "report"])
+    st.add_argument("plan", help="the plan file (YAML; see hierhead/study/plan.py)")
+    st.add_argument("--workers", type=int, default=1, help="jobs at once (run)")
+    st.add_argument("--threads", type=int, help="CPU threads per job (run; default: the plan's)")
+    st.add_argument("--dry-run", action="store_true", help="say what is pending, run nothing (run)")
+    st.add_argument("--check", action="store_true", help="exit 1 if the report or a docs block is out of date "
+                    "(report; nothing written)")
+    st.set_defaults(func=_study)
+
+
 def _add_recommend_parser(sub) -> None:
     """``hierhead recommend``."""
     rc = sub.add_parser("recommend", help="recommend a design from the dataset's Table II statistics",
@@ -538,7 +572,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hierhead", description="Hierarchical detection heads (Agarwal & Jurie 2021).")
     sub = p.add_subparsers(dest="command", required=True)
     for add in (_add_designs_parser, _add_stats_parser, _add_eval_parser, _add_train_parser, _add_deploy_parsers,
-                _add_sweep_parser, _add_recommend_parser, _add_demo_parser):
+                _add_sweep_parser, _add_study_parser, _add_recommend_parser, _add_demo_parser):
         add(sub)
     return p
 

@@ -1,0 +1,404 @@
+"""A study as data: the plan file, its datasets, its stages and arms, and the jobs they expand to.
+
+A plan is a YAML file with no loops or conditionals; everything a run needs is declared::
+
+    name: example                      # the rows go to docs/results/<name>/<stage>.csv
+    question: what the study asks      # prose; the pre-registration is this file and the prose beside it
+    protocol: train                    # hierhead.study.protocols: how a job trains and what it scores
+    recipe: defaults-2026-12           # the recipe every arm starts from
+    datasets: [cards, microcontrollers]  # aliases of datasets.yaml beside the plan (defined once)
+    seeds: [0, 1, 2]
+    set: {max_steps: 600}              # settings of every arm (dotted keys or nested)
+    metric: mAP                        # the row column the picks and decisions compare
+    stages:
+      - name: holdout
+        score: holdout                 # holdout (carved from train) or test
+        holdout: 0.2
+        arms:
+          general: {design: "9An{9}"}
+          size512: {design: "9An{9}", set: {image_size: 512}}
+        pick: {name: size, setting: image_size}        # the best arm's value, carried to later stages
+        decision: {baseline: general, margin: 1.0}
+      - name: test
+        score: test
+        arms:
+          chosen: {design: "9An{9}", set: {image_size: {pick: holdout.size}}}
+
+A job is one (stage, dataset, arm, seed, fraction); its key names its row and its run folder, and nothing is
+parsed back from the key: a job's settings always come from the plan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["Plan", "Stage", "Arm", "Dataset", "Job", "Pick", "Decision", "load_plan", "load_datasets", "ROW_COLUMNS",
+           "PlanError"]
+
+#: One row schema for every study (and every new results CSV): who ran what, on which split, what it scored.
+#: ``mAP`` is VOC07 in percent; ``AP50`` and ``AP`` COCO-style (pycocotools) in percent; ``settings`` the JSON of
+#: the arm's effective settings (picks filled in); ``seconds`` the job's wall time, ``threads`` its CPU threads.
+ROW_COLUMNS = ("study", "stage", "dataset", "arm", "design", "seed", "fraction", "protocol", "recipe", "settings",
+               "split", "scored_images", "skipped_boxes", "mAP", "AP50", "AP", "steps", "train_images", "seconds",
+               "threads", "device", "version", "commit")
+SCORES = ("test", "holdout")
+
+
+class PlanError(ValueError):
+    """A plan file that cannot run: the message names the file and the key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A dataset alias: its root (a folder or a ``synthetic:`` spec) and the settings it always trains with
+    (e.g. microcontrollers' seeded re-split)."""
+    name: str
+    root: str
+    set: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    name: str
+    design: str
+    set: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Pick:
+    """Carries a value from a finished stage to the next: the ``setting`` of the arm with the highest mean
+    ``metric`` (over the stage's datasets and seeds, or per dataset). Ties go to the arm listed first."""
+    name: str
+    setting: str
+    per: str = "all"  # all | dataset
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """Each arm against ``baseline`` by paired differences (same dataset, seed and fraction), Holm-corrected
+    across the ``family`` (``arms``: the arms of one dataset; ``all``: every dataset x arm of the stage);
+    ``margin`` the equivalence bound of "no effect" (:func:`hierhead.comparison.decide`)."""
+    baseline: str
+    margin: float | None = None
+    alpha: float = 0.05
+    family: str = "arms"
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    name: str
+    arms: tuple[Arm, ...]
+    score: str = "test"
+    holdout: float | None = None
+    set: dict = dataclasses.field(default_factory=dict)
+    pick: Pick | None = None
+    decision: Decision | None = None
+
+    def arm(self, name: str) -> Arm:
+        return next(a for a in self.arms if a.name == name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    stage: str
+    dataset: str
+    arm: str
+    seed: int
+    fraction: float
+
+    @property
+    def key(self) -> str:
+        """``stage/dataset/arm/seed`` (``-fF`` below 1): the row's identity and its run folder."""
+        tail = f"seed{self.seed}" + (f"-f{self.fraction:g}" if self.fraction != 1 else "")
+        return f"{self.stage}/{self.dataset}/{self.arm}/{tail}"
+
+    def row_key(self) -> tuple:
+        return (self.stage, self.dataset, self.arm, self.seed, self.fraction)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A parsed, checked plan (:func:`load_plan`). Paths are absolute: ``rows`` the folder of its CSVs,
+    ``runs`` the folder of its run folders."""
+    path: Path
+    name: str
+    protocol: str
+    recipe: str
+    datasets: tuple[Dataset, ...]
+    seeds: tuple[int, ...]
+    fractions: tuple[float, ...]
+    stages: tuple[Stage, ...]
+    set: dict
+    metric: str
+    threads: int
+    rows: Path
+    runs: Path
+    question: str = ""
+    docs: tuple[Path, ...] = ()
+
+    def stage(self, name: str) -> Stage:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise PlanError(f"{self.path}: no stage {name!r} (stages: {', '.join(s.name for s in self.stages)})")
+
+    def dataset(self, name: str) -> Dataset:
+        return next(d for d in self.datasets if d.name == name)
+
+    def rows_file(self, stage: str) -> Path:
+        return self.rows / f"{stage}.csv"
+
+    def jobs(self, stage: str | None = None) -> list[Job]:
+        """Every job in run order: stage by stage, then seed-major (each dataset gets seed 0 first), the arms
+        of one (dataset, seed, fraction) side by side so pairs finish together."""
+        stages = [self.stage(stage)] if stage else self.stages
+        return [Job(s.name, d.name, a.name, seed, f) for s in stages for seed in self.seeds for f in self.fractions
+                for d in self.datasets for a in s.arms]
+
+    def settings(self, job: Job, picks: dict[str, Any] | None = None) -> dict:
+        """The job's settings, nested: plan ``set`` <- dataset ``set`` <- stage ``set`` <- arm ``set``, with
+        ``{pick: stage.name}`` values replaced from ``picks`` (``{"stage.name": value or {dataset: value}}``)."""
+        s, arm = self.stage(job.stage), self.stage(job.stage).arm(job.arm)
+        out: dict = {}
+        for layer in (self.set, self.dataset(job.dataset).set, s.set, arm.set):
+            out = _merge(out, layer)
+        return _fill(out, picks or {}, job.dataset, self.path)
+
+    def needs(self, stage: str) -> list[str]:
+        """The earlier stages whose picks this stage's settings use."""
+        s = self.stage(stage)
+        refs = [r for layer in (self.set, s.set, *(a.set for a in s.arms)) for r in _refs(layer)]
+        return list(dict.fromkeys(r.split(".")[0] for r in refs))
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and not _is_pick(v) else v
+    return out
+
+
+def _is_pick(v: Any) -> bool:
+    return isinstance(v, dict) and set(v) == {"pick"}
+
+
+def _refs(layer: dict) -> list[str]:
+    out = []
+    for v in layer.values():
+        if _is_pick(v):
+            out.append(str(v["pick"]))
+        elif isinstance(v, dict):
+            out += _refs(v)
+    return out
+
+
+def _fill(layer: dict, picks: dict, dataset: str, where: Path) -> dict:
+    out = {}
+    for k, v in layer.items():
+        if _is_pick(v):
+            if v["pick"] not in picks:
+                raise PlanError(f"{where}: {k} needs pick {v['pick']!r}, not made yet (its stage has not finished)")
+            value = picks[v["pick"]]
+            out[k] = value[dataset] if isinstance(value, dict) and dataset in value else value
+        elif isinstance(v, dict):
+            out[k] = _fill(v, picks, dataset, where)
+        else:
+            out[k] = v
+    return out
+
+
+def nest(flat: dict, where: str) -> dict:
+    """``{"data.resplit": 0.3, "optimizer": {"lr": 1}}`` -> nested; a key given twice is an error."""
+    if not isinstance(flat, dict):
+        raise PlanError(f"{where}: expected a mapping of settings, got {flat!r}")
+    out: dict = {}
+    for key, value in flat.items():
+        node, parts = out, str(key).split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise PlanError(f"{where}: {key!r} sets inside a value that is not a section")
+        if parts[-1] in node:
+            raise PlanError(f"{where}: {key!r} is set twice")
+        node[parts[-1]] = nest(value, f"{where}.{key}") if isinstance(value, dict) and not _is_pick(value) else value
+    return out
+
+
+def _keys(d: dict, allowed: set[str], required: set[str], where: str) -> None:
+    if not isinstance(d, dict):
+        raise PlanError(f"{where}: expected a mapping, got {d!r}")
+    unknown = sorted(set(d) - allowed)
+    if unknown:
+        raise PlanError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+    missing = sorted(required - set(d))
+    if missing:
+        raise PlanError(f"{where}: missing key {missing[0]!r}")
+
+
+def load_datasets(path: Path) -> dict[str, Dataset]:
+    """The aliases of a ``datasets.yaml``: ``name: {root: PATH or synthetic:..., set: {...}}``; a relative root is
+    relative to the file's folder."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise PlanError(f"{path}: cannot read the dataset aliases ({e})") from None
+    out = {}
+    for name, entry in raw.items():
+        _keys(entry, {"root", "set", "note"}, {"root"}, f"{path}: {name}")
+        root = str(entry["root"])
+        if not root.startswith("synthetic:"):
+            root = str((path.parent / root).resolve())
+        out[str(name)] = Dataset(str(name), root, nest(entry.get("set") or {}, f"{path}: {name}.set"))
+    return out
+
+
+PLAN_KEYS = {"name", "question", "protocol", "recipe", "datasets", "seeds", "fractions", "set", "metric", "threads",
+             "stages", "rows", "runs", "docs", "aliases"}
+STAGE_KEYS = {"name", "arms", "score", "holdout", "set", "pick", "decision", "note"}
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Read and check a plan file (every name, every reference) before any job runs."""
+    from ..design import Design
+    from .protocols import PROTOCOLS
+
+    path = Path(path).resolve()
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise PlanError(f"{path}: cannot read the plan ({e.strerror or e})") from None
+    except yaml.YAMLError as e:
+        raise PlanError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    _keys(raw, PLAN_KEYS, {"name", "protocol", "recipe", "datasets", "seeds", "stages"}, str(path))
+    name = str(raw["name"])
+    if not name or any(c in name for c in "/\\ ") or name.startswith("."):
+        raise PlanError(f"{path}: name {name!r}: a file name without spaces or slashes")
+    if raw["protocol"] not in PROTOCOLS:
+        raise PlanError(f"{path}: protocol {raw['protocol']!r}: unknown; choose {', '.join(PROTOCOLS)}")
+    aliases = load_datasets(path.parent / str(raw.get("aliases", "datasets.yaml")))
+    missing = [d for d in raw["datasets"] if d not in aliases]
+    if missing:
+        raise PlanError(f"{path}: dataset {missing[0]!r} has no alias in "
+                        f"{path.parent / str(raw.get('aliases', 'datasets.yaml'))} (known: {', '.join(aliases)})")
+    seeds = raw["seeds"]
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise PlanError(f"{path}: seeds {seeds!r}: a list of whole numbers")
+    if len(set(seeds)) != len(seeds):
+        raise PlanError(f"{path}: seeds {seeds!r}: a seed is listed twice")
+    fractions = raw.get("fractions", [1.0])
+    if not isinstance(fractions, list) or not all(isinstance(f, (int, float)) and 0 < f <= 1 for f in fractions):
+        raise PlanError(f"{path}: fractions {fractions!r}: numbers in (0, 1]")
+    metric = str(raw.get("metric", "mAP"))
+    if metric not in ("mAP", "AP50", "AP"):
+        raise PlanError(f"{path}: metric {metric!r}: choose mAP (VOC07), AP50 or AP")
+    threads = raw.get("threads", 1)
+    if not isinstance(threads, int) or threads < 1:
+        raise PlanError(f"{path}: threads {threads!r}: a whole number >= 1")
+    stages: list[Stage] = []
+    for i, s in enumerate(raw["stages"] or []):
+        where = f"{path}: stages[{i}]"
+        _keys(s, STAGE_KEYS, {"name", "arms"}, where)
+        if s["name"] in [t.name for t in stages]:
+            raise PlanError(f"{where}: stage {s['name']!r} is named twice")
+        where = f"{path}: stage {s['name']}"
+        arms = []
+        for arm_name, a in (s["arms"] or {}).items():
+            _keys(a, {"design", "set"}, {"design"}, f"{where}: arm {arm_name}")
+            try:
+                Design.parse(str(a["design"]), num_sizes=3, num_ratios=3)
+            except ValueError as e:
+                raise PlanError(f"{where}: arm {arm_name}: {e}") from None
+            arms.append(Arm(str(arm_name), str(a["design"]), nest(a.get("set") or {}, f"{where}: arm {arm_name}.set")))
+        if not arms:
+            raise PlanError(f"{where}: no arms")
+        score = s.get("score", "test")
+        if score not in SCORES:
+            raise PlanError(f"{where}: score {score!r}: choose {' or '.join(SCORES)}")
+        holdout = s.get("holdout")
+        if (score == "holdout") != (holdout is not None):
+            raise PlanError(f"{where}: score: holdout and holdout: F (the fraction of train held out) go together")
+        if holdout is not None and not (isinstance(holdout, (int, float)) and 0 < holdout < 1):
+            raise PlanError(f"{where}: holdout {holdout!r}: a fraction in (0, 1)")
+        pick = decision = None
+        if s.get("pick"):
+            _keys(s["pick"], {"name", "setting", "per"}, {"name", "setting"}, f"{where}: pick")
+            pick = Pick(str(s["pick"]["name"]), str(s["pick"]["setting"]), str(s["pick"].get("per", "all")))
+            if pick.per not in ("all", "dataset"):
+                raise PlanError(f"{where}: pick.per {pick.per!r}: choose all or dataset")
+        if s.get("decision"):
+            _keys(s["decision"], {"baseline", "margin", "alpha", "family"}, {"baseline"}, f"{where}: decision")
+            decision = Decision(**s["decision"])
+            if decision.baseline not in [a.name for a in arms]:
+                raise PlanError(f"{where}: decision.baseline {decision.baseline!r} is not one of its arms")
+            if decision.family not in ("arms", "all"):
+                raise PlanError(f"{where}: decision.family {decision.family!r}: choose arms or all")
+        stages.append(Stage(str(s["name"]), tuple(arms), score, holdout, nest(s.get("set") or {}, f"{where}.set"),
+                            pick, decision))
+    if not stages:
+        raise PlanError(f"{path}: no stages")
+    plan = Plan(path=path, name=name, protocol=raw["protocol"], recipe=str(raw["recipe"]),
+                datasets=tuple(aliases[d] for d in raw["datasets"]), seeds=tuple(seeds),
+                fractions=tuple(float(f) for f in fractions), stages=tuple(stages), set=nest(raw.get("set") or {}, f"{path}: set"),
+                metric=metric, threads=threads,
+                rows=(path.parent / str(raw.get("rows", f"../docs/results/{name}"))).resolve(),
+                runs=(path.parent / str(raw.get("runs", f"../runs/studies/{name}"))).resolve(),
+                question=str(raw.get("question", "")).strip(),
+                docs=tuple((path.parent / str(d)).resolve() for d in raw.get("docs") or []))
+    for k, s in enumerate(plan.stages):  # a pick comes from an earlier stage that declares it
+        earlier = {f"{t.name}.{t.pick.name}": t for t in plan.stages[:k] if t.pick}
+        for layer in (plan.set, s.set, *(a.set for a in s.arms)):
+            for ref in _refs(layer):
+                if ref not in earlier:
+                    raise PlanError(f"{path}: stage {s.name}: pick {ref!r} is not declared by an earlier stage "
+                                    f"(declared: {', '.join(earlier) or 'none'})")
+        if s.pick:
+            for a in s.arms:
+                if _get(plan.settings(Job(s.name, plan.datasets[0].name, a.name, 0, 1.0), _placeholder(plan, k)),
+                        s.pick.setting) is _MISSING and s.pick.setting != "design":
+                    raise PlanError(f"{path}: stage {s.name}: pick.setting {s.pick.setting!r} is not set by arm {a.name}")
+    return plan
+
+
+_MISSING = object()
+
+
+def _placeholder(plan: Plan, upto: int) -> dict:
+    """Stand-in picks for checking a stage's settings before earlier stages have run."""
+    return {f"{t.name}.{t.pick.name}": None for t in plan.stages[:upto] if t.pick}
+
+
+def _get(settings: dict, dotted: str) -> Any:
+    node: Any = settings
+    for p in dotted.split("."):
+        if not isinstance(node, dict) or p not in node:
+            return _MISSING
+        node = node[p]
+    return node
+
+
+def pick_value(plan: Plan, stage: Stage, rows: list[dict]) -> Any:
+    """The value a finished stage's pick carries: the chosen arm's ``setting`` (``design`` is the arm's design).
+    ``per: dataset`` gives ``{dataset: value}``. Rows are the stage's, complete."""
+    def best(subset: list[dict]) -> str:
+        means = {}
+        for a in stage.arms:
+            values = [float(r[plan.metric]) for r in subset if r["arm"] == a.name]
+            means[a.name] = sum(values) / len(values) if values else -math.inf
+        return max(means, key=lambda name: (means[name], -[a.name for a in stage.arms].index(name)))
+
+    def value(arm: str, dataset: str) -> Any:
+        if stage.pick.setting == "design":
+            return stage.arm(arm).design
+        return _get(json.loads(next(r["settings"] for r in rows if r["arm"] == arm and r["dataset"] == dataset)),
+                    stage.pick.setting)
+
+    if stage.pick.per == "dataset":
+        return {d.name: value(best([r for r in rows if r["dataset"] == d.name]), d.name) for d in plan.datasets}
+    arm = best(rows)
+    return value(arm, plan.datasets[0].name)

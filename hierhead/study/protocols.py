@@ -1,0 +1,100 @@
+"""Protocols: how a study's job trains and what it scores, one small object each.
+
+``train`` is what a user runs: ``hierhead train --recipe R --data ROOT`` with the arm's settings (the recipe's
+own start: the ImageNet backbone for the built-in defaults), then the *last* checkpoint scored once on the
+stage's split (no checkpoint is chosen on it). ``test`` is the root's test split (for a dataset with
+``data.resplit``, the seeded re-split's held-out part; for ``synthetic:`` data, its test images); ``holdout``
+a seeded fraction of the training split (``data.holdout``, drawn with the job's seed), which the run also
+validates on. Metrics: VOC07 mAP, COCO-style AP50 and AP (pycocotools), in percent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+from pathlib import Path
+
+__all__ = ["PROTOCOLS", "Protocol", "TrainProtocol", "job_config"]
+
+
+def job_config(plan, job, picks: dict, folder: Path) -> dict:
+    """The resolved training config of one job (:func:`hierhead.engine.resolve` of the plan's recipe with the
+    job's settings, its dataset root, seed and run folder)."""
+    from ..engine.recipes import resolve
+
+    settings = plan.settings(job, picks)
+    stage = plan.stage(job.stage)
+    data = {**settings.get("data", {}), "path": plan.dataset(job.dataset).root}
+    if job.fraction != 1:
+        data["fraction"] = job.fraction
+    if stage.score == "holdout":
+        data.update(holdout=stage.holdout, split_seed=job.seed)
+    design = plan.stage(job.stage).arm(job.arm).design
+    return resolve(plan.recipe, {**settings, "data": data, "design": design, "seed": job.seed, "out": str(folder),
+                                 "plots": False})
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """A protocol: ``run(config, score) -> metrics`` trains one job in its run folder (resuming a killed one)
+    and scores it."""
+    name: str
+    description: str
+
+    def run(self, config: dict, score: str) -> dict:  # pragma: no cover - the base is abstract
+        raise NotImplementedError
+
+
+class TrainProtocol(Protocol):
+    def run(self, config: dict, score: str) -> dict:
+        from ..engine.checkpoint import load_checkpoint
+        from ..engine.trainer import train
+
+        folder = Path(config["out"])
+        result = train(config, resume=(folder / "checkpoints" / "last.ckpt").is_file())
+        model, spec = load_checkpoint(result["last"])
+        ds, split = scored_split(config, spec.classes, score)
+        return {**scores(model, ds), "split": split, "steps": result["steps"], "train_images": result["train_images"]}
+
+
+def scored_split(config: dict, classes: list[str], score: str):
+    """(the dataset a job is scored on, its short name for the row's ``split``): see the module's docstring."""
+    from ..data import open_dataset
+    from ..engine.data import open_config_splits
+
+    data = config["data"]
+    with warnings.catch_warnings():  # the reader's warnings were shown when the run opened its data
+        warnings.simplefilter("ignore")
+        if score == "holdout":
+            return open_config_splits(config)[1], f"holdout {data['holdout']:.0%} of train (split_seed {data['split_seed']})"
+        if data.get("resplit"):
+            return open_config_splits(config)[1], f"test (re-split {data['resplit']:.0%})"
+        if str(data["path"]).startswith("synthetic:"):
+            return open_config_splits(config)[1], "test"
+        return open_dataset(data["path"], data.get("format"), classes=classes, skip_bad=True, split="test"), "test"
+
+
+def scores(model, ds) -> dict:
+    """VOC07 mAP, COCO AP50 and AP of ``model`` on ``ds`` in percent (one pass of the model), with the images
+    and the boxes the reader skipped."""
+    from ..engine.infer import run_model
+    from ..metrics import mean_ap
+
+    preds = run_model(model, (ds[i][0] for i in range(len(ds))), 8)
+    targets = [ds.target(i) for i in range(len(ds))]
+    voc = mean_ap(preds, targets, "voc07", ds.classes)
+    coco = mean_ap(preds, targets, "coco", ds.classes)
+    return {"mAP": round(100 * voc["mAP"], 3), "AP50": round(100 * coco["AP50"], 3), "AP": round(100 * coco["AP"], 3),
+            "scored_images": len(ds), "skipped_boxes": sum(ds.skipped.values())}
+
+
+PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
+    TrainProtocol("train", "the product's training (hierhead train) from the recipe's start, the last checkpoint "
+                           "scored once"),
+)}
+
+
+def settings_json(settings: dict) -> str:
+    """A row's ``settings`` column: the effective settings as sorted, compact JSON."""
+    return json.dumps(settings, sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,139 @@
+"""A study's report, generated from its rows only: per stage and dataset, each arm's mean and spread, the picks,
+and the plan's decision (paired differences to the baseline, Holm across the declared family:
+:func:`hierhead.comparison.decide`). Written to ``<rows>/report.md`` and into every marked block of the plan's
+``docs``::
+
+    <!-- study: NAME/STAGE -->
+    (generated: replaced by ``hierhead study report``)
+    <!-- /study -->
+
+so a number quoted in the docs cannot drift from its rows. A stage with missing rows is reported as
+incomplete, with no verdict: a result is quoted once all its pre-registered rows exist.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+from ..comparison import decide, paired_interval
+from .plan import Plan, Stage
+from .runner import _row_key, picks, read_rows
+
+__all__ = ["stage_table", "report", "write_report", "BLOCK"]
+
+BLOCK = re.compile(r"(<!-- study: (?P<id>[^ ]+) -->\n)(?P<body>.*?)(<!-- /study -->)", re.S)
+
+
+def _sd(values: list[float]) -> float:
+    if len(values) < 2:
+        return math.nan
+    m = sum(values) / len(values)
+    return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+
+
+def _num(x: float, sign: bool = False) -> str:
+    return "n/a" if math.isnan(x) else (f"{x:+.2f}" if sign else f"{x:.2f}")
+
+
+def stage_table(plan: Plan, stage: Stage) -> str:
+    """The Markdown of one stage: a table per dataset (arm, n, mean, SD, min-max, seconds; with a decision, the
+    paired difference to the baseline, its 95 % t interval, Holm p and verdict), then the pick."""
+    rows = read_rows(plan, stage.name)
+    keys = {j.row_key() for j in plan.jobs(stage.name)}
+    rows = [r for r in rows if _row_key(r) in keys]
+    complete = len(rows) == len(keys)
+    metric = plan.metric
+    lines = [f"**{plan.name} / {stage.name}**: {metric} ({'VOC07 mAP' if metric == 'mAP' else 'COCO ' + metric}, %) "
+             f"on {'a ' + format(stage.holdout, '.0%') + ' holdout of train' if stage.score == 'holdout' else 'the test split'}"
+             f", last checkpoint; {len(rows)} of {len(keys)} rows (`{plan.rows_file(stage.name).name}`)"
+             + ("" if complete else "; **incomplete: no verdict until every row exists**") + "."]
+    value = {(r["dataset"], r["arm"], int(r["seed"]), float(r["fraction"])): float(r[metric]) for r in rows}
+    verdicts = _decisions(plan, stage, value) if complete and stage.decision else {}
+    for d in plan.datasets:
+        head = "| arm | design | n | mean | SD | min - max | min/run |"
+        if verdicts:
+            head += f" minus {stage.decision.baseline} [95 % CI] | Holm p | verdict |"
+        lines += ["", f"{d.name}:", "", head, "|" + "---|" * (head.count("|") - 1)]
+        for a in stage.arms:
+            vals = [v for (ds, arm, _, _), v in value.items() if ds == d.name and arm == a.name]
+            secs = [float(r["seconds"]) for r in rows if r["dataset"] == d.name and r["arm"] == a.name and r["seconds"]]
+            cell = (f"| {a.name} | `{a.design}` | {len(vals)} | {_num(sum(vals) / len(vals)) if vals else 'n/a'} | "
+                    f"{_num(_sd(vals))} | {f'{min(vals):.2f} - {max(vals):.2f}' if vals else 'n/a'} | "
+                    f"{f'{sum(secs) / len(secs) / 60:.1f}' if secs else 'n/a'} |")
+            if verdicts:
+                v = verdicts.get((d.name, a.name))
+                cell += (f" {_num(v['mean'], True)} [{_num(v['low'], True)}, {_num(v['high'], True)}] | {v['p_holm']:.3f} "
+                         f"| {v['verdict']} |" if v else " (baseline) | | |")
+            lines.append(cell)
+    if stage.pick and complete:
+        made = picks(plan)[f"{stage.name}.{stage.pick.name}"]
+        lines += ["", f"Pick `{stage.name}.{stage.pick.name}` ({stage.pick.setting} of the arm with the highest mean "
+                      f"{metric}{', per dataset' if stage.pick.per == 'dataset' else ''}): {made!r}."]
+    if verdicts:
+        dec = stage.decision
+        lines += ["", f"Decision: paired differences (same dataset, seed, fraction) to `{dec.baseline}`; Holm across "
+                      f"{'the arms of each dataset' if dec.family == 'arms' else 'every dataset x arm'} at "
+                      f"{dec.alpha:g}; better / worse when the Holm-adjusted p < {dec.alpha:g}"
+                      + (f", no effect when the Bonferroni interval lies within +-{dec.margin:g}" if dec.margin else "")
+                      + ", else inconclusive."]
+    return "\n".join(lines) + "\n"
+
+
+def _decisions(plan: Plan, stage: Stage, value: dict) -> dict:
+    """(dataset, arm) -> :func:`~hierhead.comparison.decide`'s entry for the arm against the baseline."""
+    dec = stage.decision
+    pairs: dict[tuple, list[float]] = {}
+    for (ds, arm, seed, f), v in value.items():
+        base = value.get((ds, dec.baseline, seed, f))
+        if arm != dec.baseline and base is not None:
+            pairs.setdefault((ds, arm), []).append(v - base)
+    families = ([[k for k in pairs if k[0] == d.name] for d in plan.datasets] if dec.family == "arms"
+                else [list(pairs)])
+    out = {}
+    for family in families:
+        if family:
+            result = decide({"\0".join(k): pairs[k] for k in family}, dec.margin, dec.alpha)
+            out.update({tuple(k.split("\0")): v for k, v in result.items()})
+    return out
+
+
+def report(plan: Plan) -> str:
+    """The whole report of a plan (Markdown)."""
+    lines = [f"# Study `{plan.name}`", "",
+             f"Generated by `hierhead study report {plan.path.name}` from the rows in this folder; do not edit.", ""]
+    if plan.question:
+        lines += [plan.question, ""]
+    lines += [f"Protocol `{plan.protocol}`, recipe `{plan.recipe}`, seeds {', '.join(map(str, plan.seeds))}, "
+              f"datasets {', '.join(d.name for d in plan.datasets)}.", ""]
+    for s in plan.stages:
+        lines += [stage_table(plan, s)]
+    return "\n".join(lines)
+
+
+def write_report(plan: Plan, check: bool = False) -> list[Path]:
+    """Write ``report.md`` and every marked block of the plan's docs; returns the files that changed (with
+    ``check``, the files that would change, nothing written). A block naming an unknown stage is an error."""
+    wanted = {plan.rows / "report.md": report(plan)}
+    tables = {f"{plan.name}/{s.name}": None for s in plan.stages}
+    for doc in plan.docs:
+        text = doc.read_text()
+
+        def fill(m: re.Match) -> str:
+            ident = m.group("id")
+            if not ident.startswith(plan.name + "/"):
+                return m.group(0)  # another study's block
+            if ident not in tables:
+                raise ValueError(f"{doc}: block 'study: {ident}' names no stage of {plan.path.name}")
+            if tables[ident] is None:
+                tables[ident] = stage_table(plan, plan.stage(ident.split("/", 1)[1]))
+            return m.group(1) + tables[ident] + m.group(4)
+
+        wanted[doc] = BLOCK.sub(fill, text)
+    changed = [p for p, text in wanted.items() if not p.is_file() or p.read_text() != text]
+    if not check:
+        for p in changed:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(wanted[p])
+    return changed

@@ -1,0 +1,201 @@
+"""Running a plan: the pending jobs, fanned out to worker processes, one row each, resumable after a kill.
+
+A job runs in its own process (``python -m hierhead.study.runner PLAN KEY``: its own threads, its own memory)
+in its run folder ``runs/<key>``; a finished job leaves ``row.json`` there, and the parent merges it into the
+stage's CSV (rows ordered as the plan lists the jobs, a row never changed once written). A killed study is run
+again with the same command: jobs with a row are skipped, finished jobs not yet merged are merged, and a job
+killed mid-training resumes from its last checkpoint (the trainer's resume equals an uninterrupted run), so the
+rows are the ones an uninterrupted study writes (but ``seconds``, left empty for a resumed job).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import csv
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from .plan import ROW_COLUMNS, Job, Plan, PlanError, load_plan, pick_value
+
+__all__ = ["read_rows", "status", "picks", "run", "run_job"]
+
+
+def read_rows(plan: Plan, stage: str) -> list[dict]:
+    """The stage's rows as written (strings), [] before the first."""
+    path = plan.rows_file(stage)
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _row_key(row: dict) -> tuple:
+    return (row["stage"], row["dataset"], row["arm"], int(row["seed"]), float(row["fraction"]))
+
+
+def picks(plan: Plan, upto: str | None = None) -> dict:
+    """The values carried by the picks of the finished stages before ``upto`` (all stages when None)."""
+    out = {}
+    for s in plan.stages:
+        if s.name == upto:
+            break
+        if s.pick:
+            rows = read_rows(plan, s.name)
+            done = {_row_key(r) for r in rows}
+            if all(j.row_key() in done for j in plan.jobs(s.name)):
+                keys = {j.row_key() for j in plan.jobs(s.name)}
+                out[f"{s.name}.{s.pick.name}"] = pick_value(plan, s, [r for r in rows if _row_key(r) in keys])
+    return out
+
+
+def status(plan: Plan) -> list[dict]:
+    """Per stage: ``jobs``, ``done`` (rows), ``finished`` (row.json not yet merged), ``pending`` (the jobs to
+    run), ``waits`` (the earlier stages whose picks it needs and which have not finished)."""
+    made = picks(plan)
+    out = []
+    for s in plan.stages:
+        done = {_row_key(r) for r in read_rows(plan, s.name)}
+        jobs = plan.jobs(s.name)
+        waits = [n for n in plan.needs(s.name) if f"{n}.{plan.stage(n).pick.name}" not in made]
+        finished = [j for j in jobs if j.row_key() not in done and (plan.runs / j.key / "row.json").is_file()]
+        pending = [j for j in jobs if j.row_key() not in done and j not in finished]
+        out.append({"stage": s.name, "jobs": len(jobs), "done": len(jobs) - len(finished) - len(pending),
+                    "finished": finished, "pending": pending, "waits": waits})
+    return out
+
+
+_lock = threading.Lock()
+
+
+def _merge(plan: Plan, stage: str, new: list[dict]) -> None:
+    """Add rows to the stage's CSV: every earlier row kept as it is, new ones added, ordered as the plan lists
+    the jobs (rows of jobs the plan no longer lists stay, at the end). Written aside, then renamed."""
+    with _lock:
+        rows = {_row_key(r): r for r in read_rows(plan, stage)}
+        for r in new:
+            rows.setdefault(_row_key(r), {c: r.get(c, "") for c in ROW_COLUMNS})
+        order = {j.row_key(): k for k, j in enumerate(plan.jobs(stage))}
+        ordered = sorted(rows.values(), key=lambda r: order.get(_row_key(r), len(order)))
+        path = plan.rows_file(stage)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".csv.{os.getpid()}.tmp")
+        with tmp.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=ROW_COLUMNS, lineterminator="\n")
+            w.writeheader()
+            w.writerows(ordered)
+        tmp.replace(path)
+
+
+def run(plan: Plan, workers: int = 1, threads: int | None = None, dry_run: bool = False,
+        log: Callable[[str], None] = print) -> int:
+    """Run every pending job of the plan, stage after stage (a stage that needs an earlier stage's pick waits
+    for it); ``workers`` jobs at once, each with ``threads`` CPU threads (default: the plan's). Returns the
+    number of jobs that failed (their logs named). ``dry_run``: only say what is pending."""
+    if workers < 1:
+        raise PlanError(f"--workers {workers}: needs at least 1")
+    threads = threads or plan.threads
+    if dry_run:
+        for st in status(plan):
+            wait = f"; waits on {', '.join(st['waits'])}" if st["waits"] else ""
+            log(f"{plan.name}/{st['stage']}: {st['jobs']} jobs, {st['done']} with rows, {len(st['finished'])} finished "
+                f"to merge, {len(st['pending'])} pending{wait}")
+            for j in st["pending"][:5]:
+                log(f"  {j.key}")
+            if len(st["pending"]) > 5:
+                log(f"  ... {len(st['pending']) - 5} more")
+        return 0
+    failed = 0
+    for s in plan.stages:
+        st = next(x for x in status(plan) if x["stage"] == s.name)
+        if st["waits"]:  # an earlier stage is unfinished only when it failed, which returned already
+            raise PlanError(f"{plan.name}/{s.name}: waits on {', '.join(st['waits'])}, not finished")
+        _merge(plan, s.name, [json.loads((plan.runs / j.key / "row.json").read_text()) for j in st["finished"]])
+        todo = st["pending"]
+        if not todo:
+            continue
+        log(f"{plan.name}/{s.name}: {len(todo)} of {st['jobs']} jobs to run, {workers} at a time, {threads} thread(s) each")
+        count = {"ended": 0}
+
+        def one(job: Job) -> bool:
+            ok, line = _spawn(plan, job, threads)
+            with _lock:
+                count["ended"] += 1
+                log(f"[{count['ended']}/{len(todo)}] {job.key}: {line}")
+            if ok:
+                _merge(plan, s.name, [json.loads((plan.runs / job.key / "row.json").read_text())])
+            return ok
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+            failed += sum(not ok for ok in pool.map(one, todo))
+        if failed:
+            log(f"{plan.name}/{s.name}: {failed} job(s) failed; later stages not started")
+            return failed
+    return failed
+
+
+def _spawn(plan: Plan, job: Job, threads: int) -> tuple[bool, str]:
+    """Run one job in a child process; (ok, a one-line summary: its metric, or why it failed and its log)."""
+    folder = plan.runs / job.key
+    folder.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    with (folder / "job.log").open("a") as out:
+        done = subprocess.run([sys.executable, "-m", "hierhead.study.runner", str(plan.path), job.key,
+                               "--threads", str(threads)], stdout=out, stderr=subprocess.STDOUT, env=env)
+    if done.returncode != 0 or not (folder / "row.json").is_file():
+        lines = (folder / "job.log").read_text(errors="replace").strip().splitlines()
+        return False, f"FAILED (exit {done.returncode}): {lines[-1] if lines else 'no output'} (log: {folder / 'job.log'})"
+    row = json.loads((folder / "row.json").read_text())
+    return True, f"{plan.metric} {float(row[plan.metric]):.2f}" + (f", {float(row['seconds']) / 60:.1f} min"
+                                                                     if row["seconds"] != "" else " (resumed)")
+
+
+def run_job(plan: Plan, key: str, threads: int) -> dict:
+    """Train and score one job in its run folder; writes and returns its row."""
+    import torch
+
+    from ..provenance import row_provenance
+    from .protocols import PROTOCOLS, job_config, settings_json
+
+    job = next((j for j in plan.jobs() if j.key == key), None)
+    if job is None:
+        raise PlanError(f"{plan.path}: no job {key!r}")
+    torch.set_num_threads(threads)
+    folder = plan.runs / job.key
+    made = picks(plan, upto=job.stage)
+    resumed = (folder / "checkpoints" / "last.ckpt").is_file()
+    t = time.perf_counter()
+    config = job_config(plan, job, made, folder)
+    stage = plan.stage(job.stage)
+    metrics = PROTOCOLS[plan.protocol].run(config, stage.score)
+    seconds = time.perf_counter() - t
+    row = {"study": plan.name, "stage": job.stage, "dataset": job.dataset, "arm": job.arm,
+           "design": stage.arm(job.arm).design, "seed": job.seed, "fraction": job.fraction, "protocol": plan.protocol,
+           "recipe": plan.recipe, "settings": settings_json(plan.settings(job, made)), **metrics,
+           "seconds": "" if resumed else round(seconds, 1), "threads": threads,
+           "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", **row_provenance()}
+    row = {c: row.get(c, "") for c in ROW_COLUMNS}
+    tmp = folder / "row.json.tmp"
+    tmp.write_text(json.dumps(row))
+    tmp.replace(folder / "row.json")
+    return row
+
+
+def _main() -> int:
+    ap = argparse.ArgumentParser(prog="python -m hierhead.study.runner", description="run one job of a plan")
+    ap.add_argument("plan")
+    ap.add_argument("key")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    run_job(load_plan(args.plan), args.key, args.threads)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

@@ -1,0 +1,206 @@
+"""Studies as plan files: checking a plan, its jobs and settings, picks carried between stages, the report
+(recomputed here independently of its code), and a real run killed and resumed with the same rows."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hierhead.cli import main
+from hierhead.study import ROW_COLUMNS, PlanError, load_plan
+from hierhead.study.report import write_report
+from hierhead.study.runner import picks, read_rows, status
+
+REPO = Path(__file__).resolve().parents[1]
+TOY = "synthetic:classes=2,train=8,test=4,size=64"
+FAST = ("{max_steps: 4, checkpoint_every_n_steps: 1, val_every_n_steps: 4, batch_size: 4, image_size: 64, "
+        "num_workers: 0}")
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("HIERHEAD_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def _plan(tmp_path: Path, body: str, name: str = "toy") -> Path:
+    studies = tmp_path / "studies"
+    studies.mkdir(parents=True, exist_ok=True)
+    (studies / "datasets.yaml").write_text(f'toy: {{root: "{TOY}"}}\n'
+                                           f'toy2: {{root: "{TOY}", set: {{data.resplit: 0.5}}}}\n')
+    path = studies / f"{name}.yaml"
+    path.write_text(f"name: {name}\nprotocol: train\nrecipe: synthetic-ssdlite\n" + body)
+    return path
+
+
+TWO_STAGES = f"""datasets: [toy, toy2]
+seeds: [0, 1, 2]
+set: {FAST}
+stages:
+  - name: pilot
+    score: holdout
+    holdout: 0.25
+    arms:
+      small: {{design: "9An{{9}}", set: {{image_size: 64}}}}
+      large: {{design: "9An{{9}}", set: {{image_size: 96}}}}
+    pick: {{name: size, setting: image_size, per: dataset}}
+  - name: main
+    arms:
+      general: {{design: "9An{{9}}", set: {{image_size: {{pick: pilot.size}}}}}}
+      hier: {{design: "9An{{9,3,1}}As", set: {{image_size: {{pick: pilot.size}}}}}}
+    decision: {{baseline: general, margin: 1.0}}
+"""
+
+
+def _rows(plan, stage: str, values: dict) -> None:
+    """Write a stage's rows by hand (no training): values[(dataset, arm, seed)] = mAP."""
+    from hierhead.study.protocols import settings_json
+
+    path = plan.rows_file(stage)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    made = picks(plan, upto=stage)
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=ROW_COLUMNS)
+        w.writeheader()
+        for job in plan.jobs(stage):
+            w.writerow({"study": plan.name, "stage": stage, "dataset": job.dataset, "arm": job.arm,
+                        "design": plan.stage(stage).arm(job.arm).design, "seed": job.seed, "fraction": job.fraction,
+                        "settings": settings_json(plan.settings(job, made)), "seconds": 60,
+                        "mAP": values[(job.dataset, job.arm, job.seed)]})
+
+
+def test_a_plan_expands_to_jobs_with_layered_settings(tmp_path):
+    plan = load_plan(_plan(tmp_path, TWO_STAGES))
+    jobs = plan.jobs()
+    assert len(jobs) == 2 * 3 * 2 * 2 and jobs[0].key == "pilot/toy/small/seed0"
+    assert [j.key for j in jobs[:4]] == ["pilot/toy/small/seed0", "pilot/toy/large/seed0",
+                                         "pilot/toy2/small/seed0", "pilot/toy2/large/seed0"]  # seed-major, pairs adjacent
+    pilot = plan.settings(jobs[3])
+    assert pilot["image_size"] == 96 and pilot["max_steps"] == 4 and pilot["data"] == {"resplit": 0.5}
+    assert plan.needs("main") == ["pilot"] and plan.rows == tmp_path / "docs" / "results" / "toy"
+    with pytest.raises(PlanError, match="pick 'pilot.size', not made yet"):
+        plan.settings(plan.jobs("main")[0])
+    assert [s["waits"] for s in status(plan)] == [[], ["pilot"]]
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("seeds: [0, 1, 2]", "seeds: [0, 1, 2]\ncolour: red", "unknown key 'colour'"),
+    ("datasets: [toy, toy2]", "datasets: [toy, cards]", "dataset 'cards' has no alias"),
+    ("{pick: pilot.size}", "{pick: pilot.width}", "pick 'pilot.width' is not declared by an earlier stage"),
+    ('design: "9An{9}", set: {image_size: 64}', 'design: "9An{7}", set: {image_size: 64}', "arm small: "),
+    ("score: holdout", "score: test", "score: holdout and holdout: F"),
+    ("seeds: [0, 1, 2]", "seeds: [0, 1, 1]", "a seed is listed twice"),
+    ("baseline: general", "baseline: plain", "decision.baseline 'plain' is not one of its arms"),
+])
+def test_a_bad_plan_is_refused_before_any_run_naming_the_key(tmp_path, old, new, message):
+    text = TWO_STAGES.replace(old, new, 1)
+    assert text != TWO_STAGES
+    with pytest.raises(PlanError, match=re.escape(message)) as e:
+        load_plan(_plan(tmp_path, text))
+    assert "toy.yaml" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_finished_stage_carries_its_pick_and_the_report_matches_an_independent_computation(tmp_path):
+    from scipy import stats
+
+    plan = load_plan(_plan(tmp_path, TWO_STAGES + "docs: [../README.md]\n"))
+    pilot = {("toy", "small", s): 50 + s for s in range(3)} | {("toy", "large", s): 60 - s for s in range(3)}
+    pilot |= {("toy2", "small", s): 70.0 for s in range(3)} | {("toy2", "large", s): 40.0 for s in range(3)}
+    _rows(plan, "pilot", pilot)
+    assert picks(plan) == {"pilot.size": {"toy": 96, "toy2": 64}}  # the best mean per dataset
+    assert plan.settings(plan.jobs("main")[0], picks(plan))["image_size"] == 96
+    assert [len(s["pending"]) for s in status(plan)] == [0, 12]
+    hier = {0: 2.0, 1: 3.5, 2: 1.0}  # toy: hier ahead by 2.0, 3.5, 1.0; toy2: by 0.1, -0.2, 0.05
+    main_rows = {("toy", "general", s): 40.0 + s for s in range(3)}
+    main_rows |= {("toy", "hier", s): 40.0 + s + hier[s] for s in range(3)}
+    main_rows |= {("toy2", "general", s): 30.0 for s in range(3)}
+    main_rows |= {("toy2", "hier", s): 30.0 + d for s, d in enumerate([0.1, -0.2, 0.05])}
+    _rows(plan, "main", main_rows)
+    readme = tmp_path / "README.md"
+    readme.write_text("# toy\n\n<!-- study: toy/main -->\nstale\n<!-- /study -->\n\nafter\n")
+    assert main(["study", "report", str(plan.path), "--check"]) == 1  # stale
+    assert main(["study", "report", str(plan.path)]) == 0
+    assert write_report(plan, check=True) == []  # regenerated: zero diff
+    text = readme.read_text()
+    assert text.startswith("# toy\n\n<!-- study: toy/main -->\n**toy / main**") and text.endswith("<!-- /study -->\n\nafter\n")
+    # independently of the report's code: scipy's t interval of the paired differences
+    diffs = [2.0, 3.5, 1.0]
+    m, sd = sum(diffs) / 3, math.sqrt(sum((d - sum(diffs) / 3) ** 2 for d in diffs) / 2)
+    half = stats.t.ppf(0.975, 2) * sd / math.sqrt(3)
+    mean_hier = sum(main_rows[("toy", "hier", s)] for s in range(3)) / 3
+    assert f"| hier | `9An{{9,3,1}}As` | 3 | {mean_hier:.2f} |" in text
+    assert f"{m:+.2f} [{m - half:+.2f}, {m + half:+.2f}]" in text
+    p = stats.ttest_rel([40 + s + hier[s] for s in range(3)], [40.0 + s for s in range(3)]).pvalue
+    assert f"| {p:.3f} | {'better' if p < 0.05 else 'inconclusive'} |" in text  # one arm per dataset: Holm = p
+    # toy2: every difference small; the Bonferroni interval (one comparison: the 95 % one) within +-1.0?
+    d2 = [0.1, -0.2, 0.05]
+    m2, sd2 = sum(d2) / 3, math.sqrt(sum((d - sum(d2) / 3) ** 2 for d in d2) / 2)
+    inside = abs(m2) + stats.t.ppf(0.975, 2) * sd2 / math.sqrt(3) <= 1.0
+    assert ("no effect within +-1" if inside else "inconclusive") in text.split("toy2:")[1]
+    report = (plan.rows / "report.md").read_text()
+    assert "Pick `pilot.size`" in report and "{'toy': 96, 'toy2': 64}" in report
+
+
+def test_an_incomplete_stage_gets_no_verdict(tmp_path):
+    plan = load_plan(_plan(tmp_path, TWO_STAGES))
+    _rows(plan, "pilot", {(d, a, s): 50.0 for d in ("toy", "toy2") for a in ("small", "large") for s in range(3)})
+    rows = read_rows(plan, "pilot")
+    with plan.rows_file("pilot").open("w", newline="") as f:  # one row lost
+        w = csv.DictWriter(f, fieldnames=ROW_COLUMNS)
+        w.writeheader()
+        w.writerows(rows[:-1])
+    assert picks(plan) == {}
+    write_report(plan)
+    report = (plan.rows / "report.md").read_text()
+    assert "11 of 12 rows" in report and "incomplete: no verdict" in report and "Pick" not in report
+
+
+def _table(path: Path) -> list[dict]:
+    with path.open(newline="") as f:
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
+
+
+def test_a_study_killed_mid_run_resumes_to_the_same_rows(tmp_path):
+    body = f"""datasets: [toy]
+seeds: [0, 1]
+set: {FAST}
+stages:
+  - name: main
+    arms:
+      general: {{design: "9An{{9}}"}}
+      hier: {{design: "9An{{9,3}}S"}}
+"""
+    command = [sys.executable, "-m", "hierhead", "study", "run"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    whole = _plan(tmp_path / "whole", body)
+    subprocess.run([*command, str(whole), "--workers", "2"], check=True, env=env, capture_output=True)
+    killed = _plan(tmp_path / "killed", body)
+    runs = tmp_path / "killed" / "runs" / "studies" / "toy"
+    proc = subprocess.Popen([*command, str(killed), "--workers", "2"], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list(runs.glob("main/toy/*/seed*/checkpoints/last.ckpt")) and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the runner and its jobs, mid-training
+    proc.wait()
+    rows = tmp_path / "killed" / "docs" / "results" / "toy" / "main.csv"
+    assert not rows.is_file() or len(_table(rows)) < 4  # it was stopped before the end
+    out = subprocess.run([*command, str(killed), "--dry-run"], check=True, env=env, capture_output=True, text=True).stdout
+    assert "pending" in out and " 0 pending" not in out
+    subprocess.run([*command, str(killed), "--workers", "2"], check=True, env=env, capture_output=True)
+    assert _table(rows) == _table(tmp_path / "whole" / "docs" / "results" / "toy" / "main.csv")
+    assert len(_table(rows)) == 4 and [r["arm"] for r in _table(rows)] == ["general", "hier"] * 2
+    with rows.open(newline="") as f:
+        assert "" in {r["seconds"] for r in csv.DictReader(f)}  # a job killed mid-training resumed (no wall time)
+    out = subprocess.run([*command, str(killed), "--dry-run"], check=True, env=env, capture_output=True, text=True).stdout
+    assert "0 finished to merge, 0 pending" in out
+    assert json.loads(next(runs.glob("main/toy/hier/seed1/row.json")).read_text())["design"] == "9An{9,3}S"
