@@ -563,3 +563,4 @@ def test_todays_defaults_stay_runnable_as_a_recipe():
             pinned["schedule"]["name"], pinned["schedule"]["warmup_steps"], pinned["ema"]["enabled"]) == (
         "adamw", 0.003, 0.1, "cosine", 50, False)
     assert pinned["augment"] == {"flip": True, "iou_crop": True, "zoom_out": False, "photometric": True}
+    assert pinned["anchor_s_min"] is None  # the paper's 0.2

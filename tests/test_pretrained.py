@@ -2,6 +2,7 @@
 pretrained default, timm-backbone detectors folded and loaded without hierhead, fine-tuning's lr groups."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -122,10 +123,12 @@ def test_cli_refuses_a_wrong_backbone_file_in_one_line(tmp_path, capsys):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-@pytest.mark.parametrize("name,options", [(LITE0, {}), ("ssdlite_timm", {"backbone": "resnet10t"})])
+@pytest.mark.parametrize("name,options", [(LITE0, {}), ("ssdlite_timm", {"backbone": "resnet10t"}),
+                                          ("ssdlite_timm", {"backbone": "resnet10t", "anchor_s_min": 0.1})])
 def test_timm_detector_folds_and_loads_without_hierhead(name, options, shipped, tmp_path):
     """fold writes the same three files for a timm backbone; load_model.py (torch, torchvision, timm)
-    gives the same detections in a process where hierhead cannot be imported."""
+    gives the same detections in a process where hierhead cannot be imported (also with Eq. 3's s_min
+    changed: the anchors travel as boxes in model.json)."""
     from hierhead.models.deploy import save_folded
 
     torch.manual_seed(0)
@@ -139,6 +142,8 @@ def test_timm_detector_folds_and_loads_without_hierhead(name, options, shipped, 
     spec = json.loads((tmp_path / "model.json").read_text())
     assert spec["model"] == name and spec["options"]["image_size"] == 160
     assert spec["pretrained_backbone"] == (weights is not None)
+    smallest = min(min(w, h) for w, h in spec["anchors"]["wh_pairs"][0])
+    assert smallest == pytest.approx(options.get("anchor_s_min", 0.2) * 2 ** -0.66 / math.sqrt(2), rel=1e-5)
     script = ("import sys, torch; sys.modules['hierhead'] = None\n"
               "from load_model import load\n"
               "m = load('.'); torch.manual_seed(0); x = [torch.rand(3, 200, 260)]\n"

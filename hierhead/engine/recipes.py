@@ -25,7 +25,10 @@ DEFAULTS: dict[str, Any] = {
              # a seeded fraction of the training split scored instead of the val / test split (choosing
              # settings without scoring the test images)
              "holdout": None},
+    # the input side (None: the model's own); "auto" chooses it from the training boxes (engine/choose.py)
     "image_size": None,
+    # Eq. 3's smallest anchor scale of an SSD (None: the paper's 0.2); "auto" chooses it from the training boxes
+    "anchor_s_min": None,
     "batch_size": 8,
     "val_batch_size": None,
     "epochs": None,
@@ -165,8 +168,12 @@ def resolve(recipe: str | Path | None = None, overrides: dict | None = None) -> 
             raise ValueError(f"{key}={value!r}: expected a whole number >= 1")
     size = config.get("image_size")
     sizes = size if isinstance(size, list) and len(size) == 2 else [size]
-    if size is not None and not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sizes):
-        raise ValueError(f"image_size={size!r}: expected a whole number >= 1 (a square side) or [height, width]")
+    if size not in (None, "auto") and not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sizes):
+        raise ValueError(f"image_size={size!r}: expected a whole number >= 1 (a square side), [height, width] or auto")
+    s_min = config.get("anchor_s_min")
+    if s_min not in (None, "auto") and (isinstance(s_min, bool) or not isinstance(s_min, (int, float))
+                                        or not 0 < s_min < 0.95):
+        raise ValueError(f"anchor_s_min={s_min!r}: expected Eq. 3's smallest anchor scale in (0, 0.95), or auto")
     if config.get("num_workers") is not None and (not isinstance(config["num_workers"], int) or config["num_workers"] < 0):
         raise ValueError(f"num_workers={config['num_workers']!r}: expected a whole number >= 0")
     return config

@@ -197,6 +197,9 @@ class PaperSettingWarning(UserWarning):
 
 def _image_size(config: dict) -> tuple[int, int] | None:
     size = config.get("image_size")
+    if size == "auto":
+        raise ValueError("image_size=auto is chosen from the data when train starts (engine/choose.py); "
+                         "this protocol needs a number")
     if size is None:
         size = input_size(config["model"])
     if size is None:
@@ -235,6 +238,11 @@ def config_spec(config: dict, classes: list[str]) -> ModelSpec:
     options = dict(config.get("model_kwargs") or {})
     if config.get("image_size") is not None:
         options = {**size_options(config["model"], size), **options}
+    if config.get("anchor_s_min") == "auto":
+        raise ValueError("anchor_s_min=auto is chosen from the data when train starts (engine/choose.py); "
+                         "this protocol needs a number")
+    if config.get("anchor_s_min") is not None:
+        options["anchor_s_min"] = float(config["anchor_s_min"])
     return ModelSpec(model=config["model"], num_classes=len(classes) + 1, classes=classes, design=config["design"],
                      soft=bool(config.get("soft")), options=options, image_size=list(size) if size else None)
 
@@ -255,6 +263,19 @@ def prepare(config: dict) -> tuple[DetectorModule, DetectionDataModule]:
                             backbone_weights(config), bool(config.get("torchvision_weights")),
                             bool(config.get("channels_last")), config.get("init"))
     return module, dm
+
+
+def _choose(config: dict) -> tuple[dict, list[str]]:
+    """``auto`` settings replaced by numbers chosen on the training split (:mod:`.choose`), and why."""
+    if "auto" not in (config.get("image_size"), config.get("anchor_s_min")):
+        return config, []
+    from .choose import choose
+
+    with warnings.catch_warnings():  # the reader's warnings are shown when prepare opens the data
+        warnings.simplefilter("ignore")
+        train_set = fraction_subset(open_config_splits(config)[0], float(config["data"].get("fraction", 1.0)),
+                                    config["seed"])
+    return choose(config, train_set)
 
 
 def _terminal() -> bool:
@@ -477,6 +498,7 @@ def _train(config: dict, out: Path, resume: bool, callbacks: list | None, log: C
         raise FileExistsError(f"--out {str(out)!r} holds a run ({str(last)!r}): --resume continues it; "
                               f"give a new --out to start another")
     pl.seed_everything(int(config["seed"]), workers=True, verbose=False)
+    config, chosen = _choose(config)
     module, dm = prepare(config)
     if config.get("paper") and not (backbone_weights(config) or config.get("torchvision_weights")
                                     or config.get("init")):
@@ -500,6 +522,8 @@ def _train(config: dict, out: Path, resume: bool, callbacks: list | None, log: C
 
     has_val = dm.val_set is not None and len(dm.val_set) > 0
     if log is not None and not _other_rank():
+        for line in chosen:
+            log(line)
         val = f"validating on {len(dm.val_set)} images of {dm.val_set.name}" if has_val else "no validation"
         weights = backbone_weights(config)
         start = (f"from --init {config['init']}" if config.get("init") else

@@ -71,7 +71,8 @@ def build(
             so every design starts as exactly the function ``start`` computes (``--init``).
         pretrained_backbone: build the pretrained-backbone architecture (frozen batch norm, full
             tail) without loading weights (for checkpoints); default: whether weights are given.
-        **options: keyword arguments of the torchvision detector (``nms_thresh``, ``image_size``).
+        **options: keyword arguments of the torchvision detector (``nms_thresh``, ``image_size``), and
+            ``anchor_s_min``: Eq. 3's smallest anchor scale of an SSD (default the paper's 0.2).
 
     Returns:
         the detector, with its :class:`ModelSpec` as ``model.hierhead_spec``.
@@ -86,7 +87,7 @@ def build(
     spec = ModelSpec(model=name, num_classes=num_classes, pretrained_backbone=pretrained,
                      options={**arch.options, **options})
     net = _classification_net(arch, backbone_weights, torchvision_weights, spec.options)
-    model = stock_model(spec.to_dict(), generator=paper_anchors(name), net=net)
+    model = stock_model(spec.to_dict(), generator=paper_anchors(name, spec.options.get("anchor_s_min")), net=net)
     if given and net is None:
         _load_resnet_body(model.backbone.body, backbone_weights)
     if start is not None:
@@ -111,11 +112,20 @@ def build_from_spec(spec: ModelSpec, **kwargs: Any) -> nn.Module:
     return model
 
 
-def paper_anchors(name: str) -> nn.Module:
+def paper_anchors(name: str, s_min: float | None = None) -> nn.Module:
     """A registered model's anchor generator on the paper's 3 x 3 grid (Section IV-A): Eq. 3 per SSD
-    map, or sizes 32..512 on the FPN. What :func:`build` gives the model, without building it."""
+    map (``s_min``: its smallest scale, default the paper's 0.2), or sizes 32..512 on the FPN. What
+    :func:`build` gives the model, without building it."""
     arch = _architecture(name)
-    return PaperBoxGenerator(arch.maps) if arch.anchors == "ssd" else retinanet_anchor_generator()
+    if arch.anchors != "ssd":
+        if s_min is not None:
+            raise ValueError(f"anchor_s_min: an option of the SSD models (Eq. 3), not of {name} (FPN anchors 32..512)")
+        return retinanet_anchor_generator()
+    if s_min is None:
+        return PaperBoxGenerator(arch.maps)
+    if not 0 < float(s_min) < 0.95:
+        raise ValueError(f"anchor_s_min={s_min!r}: Eq. 3's smallest scale, a fraction of the input in (0, 0.95)")
+    return PaperBoxGenerator(arch.maps, s_min=float(s_min))
 
 
 def timm_backbone(name: str, options: dict | None = None) -> str | None:

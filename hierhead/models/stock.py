@@ -392,6 +392,7 @@ def stock_model(spec: dict, generator: nn.Module | None = None, net: nn.Module |
     if generator is None:
         generator = _ssd_generator(spec["anchors"]) if arch.anchors == "ssd" else _grid_generator(spec["anchors"])
     options = dict(spec.get("options", {}))
+    options.pop("anchor_s_min", None)  # hierhead's: the generator above holds its boxes
     if not arch.timm and options.pop("frozen_stages", 0):  # torchvision's SSD would swallow it unused
         raise ValueError(f"frozen_stages: an option of the timm-backbone models (ssdlite320_efficientnet_lite0, "
                          f"ssdlite_timm), not of {name}; set model_kwargs.frozen_stages=0")
