@@ -239,7 +239,7 @@ def _train(args: argparse.Namespace) -> int:
 
     over = parse_overrides(args.set or [])
     flags = {"model": args.model, "design": args.design, "epochs": args.epochs, "max_steps": args.max_steps,
-             "batch_size": args.batch_size, "out": args.out, "seed": args.seed, "devices": args.devices,
+             "time": args.time, "batch_size": args.batch_size, "out": args.out, "seed": args.seed, "devices": args.devices,
              "num_nodes": args.num_nodes, "strategy": args.strategy, "accelerator": args.accelerator,
              "precision": args.precision, "num_workers": args.workers,
              "deterministic": True if args.deterministic else None,
@@ -373,6 +373,8 @@ def _add_train_parser(sub) -> None:
     t.add_argument("--design", help="head design, e.g. '9An{9,3,1}S' or '9An{9}' for the general head")
     t.add_argument("--epochs", type=int, help="train for this many epochs (instead of --max-steps)")
     t.add_argument("--max-steps", type=int, help="train for this many optimizer steps")
+    t.add_argument("--time", help="a wall-clock budget for training (15m, 900s, 1.5h): max-steps shortened to what "
+                   "fits, the schedule finished there")
     t.add_argument("--batch-size", type=int)
     t.add_argument("--fraction", type=float, help="train on a seeded fraction of the training images")
     t.add_argument("--out", help="run folder (checkpoints, logs, config.yaml)")

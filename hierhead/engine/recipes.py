@@ -36,6 +36,9 @@ DEFAULTS: dict[str, Any] = {
     # split of cards/train: benchmarks/tune_finetune.sh; the recipe's round 2 adds a timm-only frozen_stages and
     # 850 steps); the paper recipes set their own optimiser and schedule
     "max_steps": 600,
+    # a wall-clock budget for training ("15m", "900s", "1.5h"; null: none): max_steps shortened to what fits,
+    # the cosine schedule ending there (engine/budget.py)
+    "time": None,
     "optimizer": {"name": "adamw", "lr": 0.003, "momentum": 0.9, "weight_decay": 0.0001, "unit_lr_scale": 1.0,
                   "backbone_lr_scale": 0.1,  # the backbone body's lr = this x lr; 0 freezes it
                   # sharing as a prior: coupled L2 on the prediction convs' anchor weights / units (optim.prior_penalty);
@@ -170,6 +173,13 @@ def resolve(recipe: str | Path | None = None, overrides: dict | None = None) -> 
     sizes = size if isinstance(size, list) and len(size) == 2 else [size]
     if size not in (None, "auto") and not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sizes):
         raise ValueError(f"image_size={size!r}: expected a whole number >= 1 (a square side), [height, width] or auto")
+    if config.get("time") is not None:
+        from .budget import parse_time
+
+        parse_time(config["time"])
+        if config.get("epochs") or (config.get("schedule") or {}).get("name") not in ("cosine", "constant"):
+            raise ValueError(f"time={config['time']!r}: a budget shortens a step-based run with a cosine or constant "
+                             f"schedule (this one: {'epochs' if config.get('epochs') else config['schedule']['name']})")
     s_min = config.get("anchor_s_min")
     if s_min not in (None, "auto") and (isinstance(s_min, bool) or not isinstance(s_min, (int, float))
                                         or not 0 < s_min < 0.95):

@@ -32,6 +32,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from ..models import ModelSpec, input_size
 from ..models.stock import size_options
 from .averaging import EMA
+from .budget import TimeBudget, parse_time
 from .data import DetectionDataModule, fraction_subset, open_config_splits
 from .module import DetectorModule
 
@@ -183,11 +184,8 @@ class _ValidateAtLastStep(Callback):
     every ``val_check_interval`` steps only; asking it to stop at the last step (``should_stop``) makes its
     own loop validate there, in step order, before the fit ends."""
 
-    def __init__(self, max_steps: int) -> None:
-        self.max_steps = max_steps
-
     def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
-        if trainer.global_step >= self.max_steps:  # added only where the last step is not a validation step
+        if trainer.global_step >= trainer.max_steps:  # added only where the last step may not be a validation step
             trainer.should_stop = True
 
 
@@ -305,8 +303,8 @@ def _lightning_trainer(config: dict, out: Path, has_val: bool, callbacks: list) 
         cbs.append(LogLines(every, lambda line: print(line, flush=True)))
     cbs += callbacks
     val_steps = config.get("val_every_n_steps")
-    if step_based and val_steps and has_val and int(config["max_steps"]) % int(val_steps):
-        cbs.append(_ValidateAtLastStep(int(config["max_steps"])))
+    if step_based and val_steps and has_val and (int(config["max_steps"]) % int(val_steps) or config.get("time")):
+        cbs.append(_ValidateAtLastStep())  # a time budget (budget.py) may end the run at any step
     return pl.Trainer(
         default_root_dir=out,
         accelerator=config["accelerator"], devices=config["devices"], num_nodes=config["num_nodes"],
@@ -534,7 +532,8 @@ def _train(config: dict, out: Path, resume: bool, callbacks: list | None, log: C
     interrupt = _StopOnInterrupt()
     ema = config.get("ema") or {}
     averaging = [EMA(float(ema.get("decay", 0.999)), float(ema.get("tau", 100)))] if ema.get("enabled") else []
-    trainer = _lightning_trainer(config, out, has_val, [timer, interrupt, *averaging, *(callbacks or [])])
+    budget = [TimeBudget(parse_time(config["time"]), log if not _other_rank() else None)] if config.get("time") else []
+    trainer = _lightning_trainer(config, out, has_val, [timer, interrupt, *averaging, *budget, *(callbacks or [])])
     # a checkpoint is untrusted input: resume reads it with weights_only=True
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None,

@@ -1,0 +1,88 @@
+"""A wall-clock budget (``--time``): the run measures its steps, shortens max_steps to what fits and ends its
+cosine schedule there; the plan survives a resume. Time is a fake clock here (one second a step), so the
+test asserts the plan, never a timing."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from hierhead.engine import resolve
+from hierhead.engine.budget import TimeBudget, parse_time
+from hierhead.engine.trainer import train
+
+
+class Ticker(Callback):
+    """The fake clock: one second per finished step (runs after the budget in each hook)."""
+    t = 0.0
+
+    def on_train_batch_end(self, trainer, *args):
+        Ticker.t = float(trainer.global_step)
+
+
+class Crash(Callback):
+    def on_train_batch_start(self, trainer, *args):
+        if trainer.global_step == 30:
+            raise RuntimeError("killed")
+
+
+def _config(out, **over):
+    return resolve(None, {"model": "ssdlite320_mobilenet_v3", "pretrained_backbone": False, "image_size": 64,
+                          "data": {"path": "synthetic:classes=2,train=8,test=4,size=64"}, "batch_size": 2,
+                          "max_steps": 200, "time": "40s", "val_every_n_steps": 1000, "checkpoint_every_n_steps": 10,
+                          "schedule": {"warmup_steps": 10}, "num_workers": 0, "progress": False, "plots": False,
+                          "out": str(out), "seed": 1, **over})
+
+
+@pytest.fixture(autouse=True)
+def _fake_clock(monkeypatch, tmp_path_factory):
+    monkeypatch.setenv("HIERHEAD_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    Ticker.t = 0.0
+    monkeypatch.setattr(TimeBudget, "clock", staticmethod(lambda: Ticker.t))
+
+
+def test_a_budget_shortens_the_run_and_finishes_its_schedule(tmp_path):
+    lines = []
+    result = train(_config(tmp_path / "a"), callbacks=[Ticker()], log=lines.append)
+    # probe steps 5..25 at 1 s each; 24 s spent; 0.95 x 40 - 24 = 14 more steps fit: 39 of 200
+    assert lines[-1] == "time 0.666667 min: 39 of 200 steps fit (1.00 s a step); the schedule ends at step 39"
+    assert result["steps"] == 39
+    last = torch.load(tmp_path / "a/checkpoints/last.ckpt", weights_only=True)
+    assert last["global_step"] == 39
+    assert all(g["lr"] == pytest.approx(0.0, abs=1e-12) for g in last["optimizer_states"][0]["param_groups"])
+    assert last["callbacks"]["TimeBudget"]["planned"] == 39
+    # killed after the plan, then resumed: the plan holds and the run ends where the uninterrupted one did
+    Ticker.t = 0.0
+    with pytest.raises(RuntimeError, match="killed"):
+        train(_config(tmp_path / "b"), callbacks=[Ticker(), Crash()])
+    assert torch.load(tmp_path / "b/checkpoints/last.ckpt", weights_only=True)["global_step"] == 30
+    resumed = train(_config(tmp_path / "b"), resume=True, callbacks=[Ticker()])
+    assert resumed["steps"] == 39
+    b = torch.load(tmp_path / "b/checkpoints/last.ckpt", weights_only=True)
+    for k in last["state_dict"]:
+        assert torch.equal(last["state_dict"][k], b["state_dict"][k]), k
+
+
+def test_a_budget_that_fits_the_run_changes_nothing(tmp_path):
+    lines = []
+    result = train(_config(tmp_path, max_steps=30, time="10h"), callbacks=[Ticker()], log=lines.append)
+    assert result["steps"] == 30 and not any(line.startswith("time ") for line in lines)
+
+
+@pytest.mark.parametrize("text, seconds", [("15m", 900), ("90s", 90), ("1.5h", 5400), ("20", 1200), (" 2m ", 120)])
+def test_durations(text, seconds):
+    assert parse_time(text) == seconds
+
+
+@pytest.mark.parametrize("over, message", [
+    ({"time": "soon"}, "time 'soon': expected a duration such as 15m, 900s or 1.5h (a plain number is minutes)"),
+    ({"time": "0m"}, "time '0m': expected a duration"),
+    ({"time": "15m", "schedule": {"name": "multistep"}}, "time='15m': a budget shortens a step-based run with a "
+                                                          "cosine or constant schedule (this one: multistep)"),
+])
+def test_bad_budgets_are_refused_by_name(over, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        resolve(None, over)
