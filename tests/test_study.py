@@ -204,3 +204,63 @@ stages:
     out = subprocess.run([*command, str(killed), "--dry-run"], check=True, env=env, capture_output=True, text=True).stdout
     assert "0 finished to merge, 0 pending" in out
     assert json.loads(next(runs.glob("main/toy/hier/seed1/row.json")).read_text())["design"] == "9An{9,3}S"
+
+
+def test_jobs_that_train_the_same_run_train_it_once(tmp_path, capsys):
+    body = f"""datasets: [toy]
+seeds: [0]
+set: {FAST}
+stages:
+  - name: main
+    arms:
+      general: {{design: "9An{{9}}"}}
+      again: {{design: "9An{{9}}", set: {{anchor_s_min: 0.2, max_steps: 4}}}}
+      hier: {{design: "9An{{9,3}}S"}}
+"""
+    plan = load_plan(_plan(tmp_path, body))
+    assert main(["study", "run", str(plan.path), "--dry-run"]) == 0
+    assert "3 pending (1 sharing an earlier job's run)" in capsys.readouterr().out
+    assert main(["study", "run", str(plan.path)]) == 0
+    out = capsys.readouterr().out
+    assert "1 job(s) train the same run as an earlier job" in out and "2 of 3 jobs to run" in out
+    rows = {r["arm"]: r for r in read_rows(plan, "main")}
+    assert list(rows) == ["general", "again", "hier"] and not (plan.runs / "main/toy/again").exists()
+    assert rows["again"]["same_as"] == "main/toy/general/seed0" and rows["again"]["mAP"] == rows["general"]["mAP"]
+    assert json.loads(rows["again"]["settings"])["anchor_s_min"] == 0.2 and rows["hier"]["same_as"] == ""
+    assert main(["study", "run", str(plan.path), "--dry-run"]) == 0
+    assert "3 with rows, 0 finished to merge, 0 pending" in capsys.readouterr().out
+
+
+def test_the_adopt_rule_pools_the_datasets_and_refuses_a_loss_on_any(tmp_path):
+    from scipy import stats
+
+    body = """datasets: [toy, toy2]
+seeds: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+stages:
+  - name: holdout
+    score: holdout
+    holdout: 0.2
+    arms:
+      today: {design: "9An{9}"}
+      rule: {design: "9An{9}", set: {anchor_s_min: auto}}
+      risky: {design: "9An{9}", set: {image_size: auto}}
+    decision: {baseline: today, margin: 1.0, rule: adopt}
+"""
+    plan = load_plan(_plan(tmp_path, body))
+    wiggle = [0.1, -0.1, 0.2, -0.2, 0.0, 0.1, -0.1, 0.3, -0.3, 0.0]
+    gain = {"toy": [2.0 + w for w in wiggle], "toy2": [w for w in wiggle]}
+    loss = {"toy": [2.0 + w for w in wiggle], "toy2": [-1.2 + w for w in wiggle]}  # a pooled gain, a loss on toy2
+    values = {(d, "today", s): 50.0 for d in gain for s in range(10)}
+    values |= {(d, "rule", s): 50.0 + gain[d][s] for d in gain for s in range(10)}
+    values |= {(d, "risky", s): 50.0 + loss[d][s] for d in loss for s in range(10)}
+    _rows(plan, "holdout", values)
+    write_report(plan)
+    text = (plan.rows / "report.md").read_text()
+    for arm, diffs, verdict in (("rule", gain, "adopt"), ("risky", loss, "keep today (toy2 -1.20)")):
+        pooled = diffs["toy"] + diffs["toy2"]
+        m, sd = sum(pooled) / 20, math.sqrt(sum((d - sum(pooled) / 20) ** 2 for d in pooled) / 19)
+        half = stats.t.ppf(0.975, 19) * sd / math.sqrt(20)
+        assert m - half > -1.0  # the pooled bound holds for both: only toy2's mean loss refuses "risky"
+        per = [sum(diffs[d]) / 10 for d in ("toy", "toy2")]
+        assert (f"| {arm} | {m:+.2f} [{m - half:+.2f}, {m + half:+.2f}] | 20 | {per[0]:+.2f} | {per[1]:+.2f} | "
+                f"{verdict} |") in text

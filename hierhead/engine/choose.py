@@ -24,7 +24,7 @@ import functools
 
 import torch
 
-__all__ = ["SIZES", "S_MINS", "TOLERANCE", "best_possible_recall", "choose", "relative_boxes"]
+__all__ = ["SIZES", "S_MINS", "TOLERANCE", "best_possible_recall", "choose", "relative_boxes", "resolve_auto"]
 
 SIZES = (320, 416, 512)
 S_MINS = (0.2, 0.15, 0.1, 0.07, 0.05)
@@ -124,6 +124,22 @@ def choose(config: dict, train_set) -> tuple[dict, list[str]]:
                      f"training boxes at {side} px (the paper's 0.2: {paper:.0%})")
         out["anchor_s_min"] = chosen_s
     return out, lines
+
+
+def resolve_auto(config: dict) -> tuple[dict, list[str]]:
+    """:func:`choose` on the run's training split (its fraction included), opened here; configs with nothing
+    ``auto`` come back at once."""
+    if "auto" not in (config.get("image_size"), config.get("anchor_s_min")):
+        return config, []
+    import warnings
+
+    from .data import fraction_subset, open_config_splits
+
+    with warnings.catch_warnings():  # the reader's warnings are shown when the run opens its data
+        warnings.simplefilter("ignore")
+        train_set = fraction_subset(open_config_splits(config)[0], float(config["data"].get("fraction", 1.0)),
+                                    config["seed"])
+    return choose(config, train_set)
 
 
 def _default_side(model: str) -> int:

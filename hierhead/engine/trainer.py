@@ -33,6 +33,7 @@ from ..models import ModelSpec, input_size
 from ..models.stock import size_options
 from .averaging import EMA
 from .budget import TimeBudget, parse_time
+from .choose import resolve_auto
 from .data import DetectionDataModule, fraction_subset, open_config_splits
 from .module import DetectorModule
 
@@ -263,19 +264,6 @@ def prepare(config: dict) -> tuple[DetectorModule, DetectionDataModule]:
     return module, dm
 
 
-def _choose(config: dict) -> tuple[dict, list[str]]:
-    """``auto`` settings replaced by numbers chosen on the training split (:mod:`.choose`), and why."""
-    if "auto" not in (config.get("image_size"), config.get("anchor_s_min")):
-        return config, []
-    from .choose import choose
-
-    with warnings.catch_warnings():  # the reader's warnings are shown when prepare opens the data
-        warnings.simplefilter("ignore")
-        train_set = fraction_subset(open_config_splits(config)[0], float(config["data"].get("fraction", 1.0)),
-                                    config["seed"])
-    return choose(config, train_set)
-
-
 def _terminal() -> bool:
     """Whether the output is a terminal (progress bars) rather than a log file (progress lines)."""
     return sys.stdout.isatty()
@@ -496,7 +484,7 @@ def _train(config: dict, out: Path, resume: bool, callbacks: list | None, log: C
         raise FileExistsError(f"--out {str(out)!r} holds a run ({str(last)!r}): --resume continues it; "
                               f"give a new --out to start another")
     pl.seed_everything(int(config["seed"]), workers=True, verbose=False)
-    config, chosen = _choose(config)
+    config, chosen = resolve_auto(config)
     module, dm = prepare(config)
     if config.get("paper") and not (backbone_weights(config) or config.get("torchvision_weights")
                                     or config.get("init")):

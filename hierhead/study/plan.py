@@ -43,9 +43,11 @@ __all__ = ["Plan", "Stage", "Arm", "Dataset", "Job", "Pick", "Decision", "load_p
 
 #: One row schema for every study (and every new results CSV): who ran what, on which split, what it scored.
 #: ``mAP`` is VOC07 in percent; ``AP50`` and ``AP`` COCO-style (pycocotools) in percent; ``settings`` the JSON of
-#: the arm's effective settings (picks filled in); ``seconds`` the job's wall time, ``threads`` its CPU threads.
+#: the arm's effective settings (picks filled in); ``same_as`` the job whose run this one shares (the same
+#: training config once its ``auto`` choices are made: trained once); ``seconds`` the job's wall time,
+#: ``threads`` its CPU threads.
 ROW_COLUMNS = ("study", "stage", "dataset", "arm", "design", "seed", "fraction", "protocol", "recipe", "settings",
-               "split", "scored_images", "skipped_boxes", "mAP", "AP50", "AP", "steps", "train_images", "seconds",
+               "same_as", "split", "scored_images", "skipped_boxes", "mAP", "AP50", "AP", "steps", "train_images", "seconds",
                "threads", "device", "version", "commit")
 SCORES = ("test", "holdout")
 
@@ -81,13 +83,18 @@ class Pick:
 
 @dataclasses.dataclass(frozen=True)
 class Decision:
-    """Each arm against ``baseline`` by paired differences (same dataset, seed and fraction), Holm-corrected
-    across the ``family`` (``arms``: the arms of one dataset; ``all``: every dataset x arm of the stage);
-    ``margin`` the equivalence bound of "no effect" (:func:`hierhead.comparison.decide`)."""
+    """Each arm against ``baseline`` by paired differences (same dataset, seed and fraction).
+
+    ``rule: holm``: per dataset, Holm-corrected across the ``family`` (``arms``: the arms of one dataset;
+    ``all``: every dataset x arm of the stage); ``margin`` the equivalence bound of "no effect"
+    (:func:`hierhead.comparison.decide`). ``rule: adopt``: the pairs of every dataset pooled; an arm is
+    adopted when their mean is > 0, the lower bound of their (1 - alpha) t interval >= -margin, and no
+    dataset's mean difference is below -margin; else the baseline is kept."""
     baseline: str
     margin: float | None = None
     alpha: float = 0.05
     family: str = "arms"
+    rule: str = "holm"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -332,12 +339,16 @@ def load_plan(path: str | Path) -> Plan:
             if pick.per not in ("all", "dataset"):
                 raise PlanError(f"{where}: pick.per {pick.per!r}: choose all or dataset")
         if s.get("decision"):
-            _keys(s["decision"], {"baseline", "margin", "alpha", "family"}, {"baseline"}, f"{where}: decision")
+            _keys(s["decision"], {"baseline", "margin", "alpha", "family", "rule"}, {"baseline"}, f"{where}: decision")
             decision = Decision(**s["decision"])
             if decision.baseline not in [a.name for a in arms]:
                 raise PlanError(f"{where}: decision.baseline {decision.baseline!r} is not one of its arms")
             if decision.family not in ("arms", "all"):
                 raise PlanError(f"{where}: decision.family {decision.family!r}: choose arms or all")
+            if decision.rule not in ("holm", "adopt"):
+                raise PlanError(f"{where}: decision.rule {decision.rule!r}: choose holm or adopt")
+            if decision.rule == "adopt" and decision.margin is None:
+                raise PlanError(f"{where}: decision.rule adopt needs a margin (the worst mean loss allowed)")
         stages.append(Stage(str(s["name"]), tuple(arms), score, holdout, nest(s.get("set") or {}, f"{where}.set"),
                             pick, decision))
     if not stages:

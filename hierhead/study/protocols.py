@@ -45,8 +45,21 @@ class Protocol:
     def run(self, config: dict, score: str) -> dict:  # pragma: no cover - the base is abstract
         raise NotImplementedError
 
+    def fingerprint(self, config: dict) -> str:
+        """What decides the job's result: two jobs with the same fingerprint train the same run (the runner
+        trains it once and gives both its row). Here: the config with its ``auto`` choices made, less its folder."""
+        return settings_json({k: v for k, v in config.items() if k != "out"})
+
 
 class TrainProtocol(Protocol):
+    def fingerprint(self, config: dict) -> str:
+        from ..engine.choose import resolve_auto
+        from ..engine.trainer import _image_size
+
+        chosen = resolve_auto(config)[0]  # the defaults written out: null and the paper's 0.2 train the same model
+        return super().fingerprint({**chosen, "image_size": list(_image_size(chosen) or []),
+                                    "anchor_s_min": chosen.get("anchor_s_min") or 0.2})
+
     def run(self, config: dict, score: str) -> dict:
         from ..engine.checkpoint import load_checkpoint
         from ..engine.trainer import train

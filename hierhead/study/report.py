@@ -50,7 +50,8 @@ def stage_table(plan: Plan, stage: Stage) -> str:
              f", last checkpoint; {len(rows)} of {len(keys)} rows (`{plan.rows_file(stage.name).name}`)"
              + ("" if complete else "; **incomplete: no verdict until every row exists**") + "."]
     value = {(r["dataset"], r["arm"], int(r["seed"]), float(r["fraction"])): float(r[metric]) for r in rows}
-    verdicts = _decisions(plan, stage, value) if complete and stage.decision else {}
+    holm = stage.decision is not None and stage.decision.rule == "holm"
+    verdicts = _decisions(plan, stage, value) if complete and holm else {}
     for d in plan.datasets:
         head = "| arm | design | n | mean | SD | min - max | min/run |"
         if verdicts:
@@ -71,6 +72,8 @@ def stage_table(plan: Plan, stage: Stage) -> str:
         made = picks(plan)[f"{stage.name}.{stage.pick.name}"]
         lines += ["", f"Pick `{stage.name}.{stage.pick.name}` ({stage.pick.setting} of the arm with the highest mean "
                       f"{metric}{', per dataset' if stage.pick.per == 'dataset' else ''}): {made!r}."]
+    if complete and stage.decision and stage.decision.rule == "adopt":
+        lines += ["", *_adopt(plan, stage, value)]
     if verdicts:
         dec = stage.decision
         lines += ["", f"Decision: paired differences (same dataset, seed, fraction) to `{dec.baseline}`; Holm across "
@@ -81,14 +84,45 @@ def stage_table(plan: Plan, stage: Stage) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _decisions(plan: Plan, stage: Stage, value: dict) -> dict:
-    """(dataset, arm) -> :func:`~hierhead.comparison.decide`'s entry for the arm against the baseline."""
-    dec = stage.decision
+def _pairs(stage: Stage, value: dict) -> dict[tuple, list[float]]:
+    """(dataset, arm) -> the arm's paired differences to the baseline (same dataset, seed, fraction)."""
+    base_arm = stage.decision.baseline
     pairs: dict[tuple, list[float]] = {}
     for (ds, arm, seed, f), v in value.items():
-        base = value.get((ds, dec.baseline, seed, f))
-        if arm != dec.baseline and base is not None:
+        base = value.get((ds, base_arm, seed, f))
+        if arm != base_arm and base is not None:
             pairs.setdefault((ds, arm), []).append(v - base)
+    return pairs
+
+
+def _adopt(plan: Plan, stage: Stage, value: dict) -> list[str]:
+    """The ``adopt`` rule's table: per arm, the pooled paired difference and each dataset's mean difference."""
+    dec, pairs = stage.decision, _pairs(stage, value)
+    names = [d.name for d in plan.datasets]
+    head = (f"| arm | pooled minus {dec.baseline} [{1 - dec.alpha:.0%} CI] | n | "
+            + " | ".join(names) + " | verdict |")
+    lines = [f"Pooled over the datasets (rule `adopt`: mean > 0, lower bound >= -{dec.margin:g}, no dataset's mean "
+             f"below -{dec.margin:g}):", "", head, "|" + "---|" * (head.count("|") - 1)]
+    for a in stage.arms:
+        if a.name == dec.baseline:
+            continue
+        everything = [d for n in names for d in pairs.get((n, a.name), [])]
+        mean, lo, hi = paired_interval(everything, dec.alpha)
+        per = {n: sum(pairs[(n, a.name)]) / len(pairs[(n, a.name)]) for n in names if pairs.get((n, a.name))}
+        if mean > 0 and lo >= -dec.margin and min(per.values()) >= -dec.margin:
+            verdict = "adopt"
+        else:
+            why = ("mean <= 0" if mean <= 0 else f"lower bound {lo:+.2f} < -{dec.margin:g}" if lo < -dec.margin
+                   else f"{min(per, key=per.get)} {min(per.values()):+.2f}")
+            verdict = f"keep {dec.baseline} ({why})"
+        lines.append(f"| {a.name} | {_num(mean, True)} [{_num(lo, True)}, {_num(hi, True)}] | {len(everything)} | "
+                     + " | ".join(_num(per[n], True) if n in per else "n/a" for n in names) + f" | {verdict} |")
+    return lines
+
+
+def _decisions(plan: Plan, stage: Stage, value: dict) -> dict:
+    """(dataset, arm) -> :func:`~hierhead.comparison.decide`'s entry for the arm against the baseline."""
+    dec, pairs = stage.decision, _pairs(stage, value)
     families = ([[k for k in pairs if k[0] == d.name] for d in plan.datasets] if dec.family == "arms"
                 else [list(pairs)])
     out = {}

@@ -104,8 +104,9 @@ def run(plan: Plan, workers: int = 1, threads: int | None = None, dry_run: bool 
     if dry_run:
         for st in status(plan):
             wait = f"; waits on {', '.join(st['waits'])}" if st["waits"] else ""
+            shared = len(shared_runs(plan, st["stage"], st["pending"])) if st["pending"] and not st["waits"] else 0
             log(f"{plan.name}/{st['stage']}: {st['jobs']} jobs, {st['done']} with rows, {len(st['finished'])} finished "
-                f"to merge, {len(st['pending'])} pending{wait}")
+                f"to merge, {len(st['pending'])} pending{f' ({shared} sharing an earlier job' + chr(39) + 's run)' if shared else ''}{wait}")
             for j in st["pending"][:5]:
                 log(f"  {j.key}")
             if len(st["pending"]) > 5:
@@ -117,9 +118,13 @@ def run(plan: Plan, workers: int = 1, threads: int | None = None, dry_run: bool 
         if st["waits"]:  # an earlier stage is unfinished only when it failed, which returned already
             raise PlanError(f"{plan.name}/{s.name}: waits on {', '.join(st['waits'])}, not finished")
         _merge(plan, s.name, [json.loads((plan.runs / j.key / "row.json").read_text()) for j in st["finished"]])
-        todo = st["pending"]
-        if not todo:
+        if not st["pending"]:
             continue
+        leaders = shared_runs(plan, s.name, st["pending"])
+        todo = [j for j in st["pending"] if j not in leaders]
+        if len(todo) < len(st["pending"]):
+            log(f"{plan.name}/{s.name}: {len(st['pending']) - len(todo)} job(s) train the same run as an earlier job "
+                f"(the same config once 'auto' is chosen): trained once, the row shared")
         log(f"{plan.name}/{s.name}: {len(todo)} of {st['jobs']} jobs to run, {workers} at a time, {threads} thread(s) each")
         count = {"ended": 0}
 
@@ -134,10 +139,39 @@ def run(plan: Plan, workers: int = 1, threads: int | None = None, dry_run: bool 
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
             failed += sum(not ok for ok in pool.map(one, todo))
+        done = {_row_key(r): r for r in read_rows(plan, s.name)}
+        _merge(plan, s.name, [{**done[lead.row_key()], "arm": j.arm, "design": s.arm(j.arm).design,
+                               "settings": _settings(plan, j), "same_as": lead.key, "seconds": ""}
+                              for j, lead in leaders.items() if lead.row_key() in done])
         if failed:
             log(f"{plan.name}/{s.name}: {failed} job(s) failed; later stages not started")
             return failed
     return failed
+
+
+def _settings(plan: Plan, job: Job) -> str:
+    from .protocols import settings_json
+
+    return settings_json(plan.settings(job, picks(plan, upto=job.stage)))
+
+
+def shared_runs(plan: Plan, stage: str, pending: list[Job]) -> dict[Job, Job]:
+    """The pending jobs that train the same run as an earlier job of the stage (the protocol's fingerprint:
+    e.g. an ``auto`` rule that chooses the defaults on this dataset), each with that earlier job."""
+    from .protocols import PROTOCOLS, job_config
+
+    protocol, made = PROTOCOLS[plan.protocol], picks(plan, upto=stage)
+    groups = {(j.dataset, j.seed, j.fraction) for j in pending}
+    first: dict[str, Job] = {}
+    out = {}
+    for j in plan.jobs(stage):
+        if (j.dataset, j.seed, j.fraction) not in groups:
+            continue
+        fp = protocol.fingerprint(job_config(plan, j, made, plan.runs / j.key))
+        if fp in first and j in pending:
+            out[j] = first[fp]
+        first.setdefault(fp, j)
+    return out
 
 
 def _spawn(plan: Plan, job: Job, threads: int) -> tuple[bool, str]:
