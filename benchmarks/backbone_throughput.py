@@ -20,7 +20,8 @@ import torch
 
 from hierhead.engine import resolve
 from hierhead.engine.module import DetectorModule
-from hierhead.engine.trainer import backbone_weights, prepare
+from hierhead.engine.from_config import backbone_weights
+from hierhead.engine.trainer import prepare
 
 
 def main() -> None:

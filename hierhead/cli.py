@@ -87,7 +87,7 @@ def _recommend(args: argparse.Namespace) -> int:
     from .recommend import AGREEMENT, EVIDENCE
 
     from .engine import resolve
-    from .engine.trainer import backbone_weights
+    from .engine.from_config import backbone_weights
 
     data = shlex.quote(str(args.data))
     if backbone_weights(resolve(None, {"model": args.model})):  # ImageNet weights ship: every run from them

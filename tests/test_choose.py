@@ -13,7 +13,7 @@ from torchvision.ops import box_iou
 
 from hierhead.cli import main
 from hierhead.engine import load_checkpoint, resolve
-from hierhead.engine.choose import best_possible_recall, choose, relative_boxes, _grids
+from hierhead.engine.choose import _grids, best_possible_recall, choose
 from hierhead.models.builders import paper_anchors
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"

@@ -237,7 +237,7 @@ def test_two_process_ddp_on_cpu(tmp_path):
 def test_the_defaults_fine_tune_the_pretrained_detector_as_cards_ssdlite():
     """No --recipe: the pretrained detector with the fine-tuning schedule chosen for cards-ssdlite;
     --max-steps and image_size keep it a fine-tuning run; the paper recipes keep one lr for all."""
-    from hierhead.engine.trainer import backbone_weights
+    from hierhead.engine.from_config import backbone_weights
 
     defaults, cards = resolve(None, {}), resolve("cards-ssdlite")
     for key in ("model", "design", "batch_size", "optimizer", "schedule", "augment", "image_size"):

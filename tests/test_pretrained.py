@@ -47,7 +47,7 @@ def test_mapped_timm_network_computes_the_reference_logits(shipped):
 def test_the_default_detector_holds_exactly_the_shipped_backbone(shipped):
     from hierhead.engine import resolve
     from hierhead.engine.module import DetectorModule
-    from hierhead.engine.trainer import backbone_weights
+    from hierhead.engine.from_config import backbone_weights
     from hierhead.models import ModelSpec
 
     path, state = shipped

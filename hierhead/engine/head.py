@@ -404,7 +404,7 @@ class HeadProtocol:
         from ..models import build
         from .checkpoint import load_start_model
         from .data import open_config_splits
-        from .trainer import _image_size, backbone_weights, config_spec
+        from .from_config import backbone_weights, config_spec, image_size
 
         if cut not in CUTS:
             raise ValueError(f"cut={cut!r}: choose {' or '.join(CUTS)}")
@@ -428,10 +428,10 @@ class HeadProtocol:
         t0 = time.perf_counter()
         h = config[self.section]
         key = {"init": str(source), "stamp": [source.stat().st_size, source.stat().st_mtime_ns],
-               "data": config["data"], "model": config["model"], "size": _image_size(config),
+               "data": config["data"], "model": config["model"], "size": image_size(config),
                **({"cut": cut, "options": self.start.hierhead_spec.options} if cut != "head" else {})}
         self.views = stored({**key, "views": int(h["views"]), "augment": config["augment"]},
-                            lambda: cache_views(self.start, self.train, int(h["views"]), _image_size(config),
+                            lambda: cache_views(self.start, self.train, int(h["views"]), image_size(config),
                                                 config["augment"], cut=cut, progress=progress))
         self.test = stored({**key, "test": True}, lambda: cache_test(self.start, test, cut=cut, progress=progress))
         name = "head protocol" if cut == "head" else "frozen-backbone protocol"

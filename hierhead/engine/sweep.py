@@ -153,7 +153,7 @@ def sweep(recipe: str, data: str, designs: Sequence[str] | str = "all", seeds: i
 
     open_config_splits(config())  # a missing or broken dataset fails here, not after the first run
     if protocol == "imagenet":
-        from .trainer import backbone_weights
+        from .from_config import backbone_weights
         backbone_weights(config())  # a model without ImageNet weights fails here, not at its first run
     section = None  # the recipe section with a cached protocol's steps, batch, optimiser and schedule
     if protocol in CACHED:

@@ -29,11 +29,11 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from ..models import ModelSpec, input_size
-from ..models.stock import size_options
+from ..models import ModelSpec
 from .averaging import EMA
 from .budget import TimeBudget, parse_time
 from .choose import resolve_auto
+from .from_config import backbone_weights, config_spec, image_size
 from .data import DetectionDataModule, fraction_subset, open_config_splits
 from .module import DetectorModule
 
@@ -194,64 +194,12 @@ class PaperSettingWarning(UserWarning):
     """A paper recipe run in a way the paper's numbers do not apply to (e.g. without pretrained weights)."""
 
 
-def _image_size(config: dict) -> tuple[int, int] | None:
-    size = config.get("image_size")
-    if size == "auto":
-        raise ValueError("image_size=auto is chosen from the data when train starts (engine/choose.py); "
-                         "this protocol needs a number")
-    if size is None:
-        size = input_size(config["model"])
-    if size is None:
-        return None
-    return (int(size), int(size)) if isinstance(size, (int, float)) else (int(size[0]), int(size[1]))
-
-
-def backbone_weights(config: dict) -> str | None:
-    """The backbone weights file a run starts from: ``backbone_weights`` if given, else (unless
-    ``pretrained_backbone: false``, a download or an ``--init`` start) the ImageNet weights shipped with
-    hierhead for the model's backbone; ``pretrained_backbone: true`` without any is an error."""
-    given, wanted = config.get("backbone_weights"), config.get("pretrained_backbone")
-    if given or config.get("torchvision_weights"):
-        if wanted is False:
-            raise ValueError("pretrained_backbone=false: contradicts the backbone_weights / torchvision_weights given")
-        return given
-    if config.get("init"):  # the start holds the weights (and decides the backbone's architecture)
-        return None
-    if wanted is False:
-        return None
-    from ..models.builders import timm_backbone
-    from ..models.pretrained import PACKAGED, packaged_weights
-
-    name = timm_backbone(config["model"], config.get("model_kwargs"))
-    if name in PACKAGED:
-        return str(packaged_weights(name))
-    if wanted:
-        raise ValueError(f"pretrained_backbone=true: no ImageNet weights ship for {config['model']!r} "
-                         f"(hierhead ships them for {', '.join(PACKAGED)}); give --backbone-weights FILE")
-    return None
-
-
-def config_spec(config: dict, classes: list[str]) -> ModelSpec:
-    """The :class:`ModelSpec` a resolved config trains (model, design, options, image size) for ``classes``."""
-    size = _image_size(config)
-    options = dict(config.get("model_kwargs") or {})
-    if config.get("image_size") is not None:
-        options = {**size_options(config["model"], size), **options}
-    if config.get("anchor_s_min") == "auto":
-        raise ValueError("anchor_s_min=auto is chosen from the data when train starts (engine/choose.py); "
-                         "this protocol needs a number")
-    if config.get("anchor_s_min") is not None:
-        options["anchor_s_min"] = float(config["anchor_s_min"])
-    return ModelSpec(model=config["model"], num_classes=len(classes) + 1, classes=classes, design=config["design"],
-                     soft=bool(config.get("soft")), options=options, image_size=list(size) if size else None)
-
-
 def prepare(config: dict) -> tuple[DetectorModule, DetectionDataModule]:
     """The module and data module of a resolved config (datasets opened and checked here)."""
     data = config["data"]
     train_set, val_set = open_config_splits(config)
     train_set = fraction_subset(train_set, float(data.get("fraction", 1.0)), config["seed"])
-    size = _image_size(config)
+    size = image_size(config)
     dm = DetectionDataModule(train_set, val_set if config.get("validate", True) else None, int(config["batch_size"]),
                              size, config["augment"], int(config["num_workers"]), int(config["seed"]),
                              config.get("val_batch_size"))  # checks the training set before the model is built
@@ -496,7 +444,7 @@ def _train(config: dict, out: Path, resume: bool, callbacks: list | None, log: C
         _check_same_settings(out / "config.yaml", config)
     if config["accelerator"] == "cpu" or config["accelerator"] == "auto" and not torch.cuda.is_available():
         from .memory import check_fits
-        check_fits(module.model, int(config["batch_size"]), _image_size(config))  # refused before it runs out
+        check_fits(module.model, int(config["batch_size"]), image_size(config))  # refused before it runs out
     out.mkdir(parents=True, exist_ok=True)
     from ..provenance import provenance
     (out / "config.yaml").write_text(yaml.safe_dump({**config, "provenance": provenance()}, sort_keys=False))

@@ -54,10 +54,10 @@ class Protocol:
 class TrainProtocol(Protocol):
     def fingerprint(self, config: dict) -> str:
         from ..engine.choose import resolve_auto
-        from ..engine.trainer import _image_size
+        from ..engine.from_config import image_size
 
         chosen = resolve_auto(config)[0]  # the defaults written out: null and the paper's 0.2 train the same model
-        return super().fingerprint({**chosen, "image_size": list(_image_size(chosen) or []),
+        return super().fingerprint({**chosen, "image_size": list(image_size(chosen) or []),
                                     "anchor_s_min": chosen.get("anchor_s_min") or 0.2})
 
     def run(self, config: dict, score: str) -> dict:

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Callable
 
 from .plan import ROW_COLUMNS, Job, Plan, PlanError, load_plan, pick_value
