@@ -161,7 +161,7 @@ def test_an_incomplete_stage_gets_no_verdict(tmp_path):
     assert picks(plan) == {}
     write_report(plan)
     report = (plan.rows / "report.md").read_text()
-    assert "11 of 12 rows" in report and "incomplete: no verdict" in report and "Pick" not in report
+    assert "11 of 12 rows" in report and "incomplete: not quoted, no verdict" in report and "Pick" not in report
 
 
 def _table(path: Path) -> list[dict]:
@@ -264,3 +264,9 @@ stages:
         per = [sum(diffs[d]) / 10 for d in ("toy", "toy2")]
         assert (f"| {arm} | {m:+.2f} [{m - half:+.2f}, {m + half:+.2f}] | 20 | {per[0]:+.2f} | {per[1]:+.2f} | "
                 f"{verdict} |") in text
+
+
+@pytest.mark.parametrize("plan_file", sorted(p for p in (REPO / "studies").glob("*.yaml") if p.name != "datasets.yaml"), ids=lambda p: p.stem)
+def test_every_committed_plan_reports_its_docs_with_zero_diff(plan_file):
+    """The reports and the docs' study blocks are what `hierhead study report` writes from the committed rows."""
+    assert write_report(load_plan(plan_file), check=True) == []

@@ -148,6 +148,8 @@ class Plan:
     runs: Path
     question: str = ""
     docs: tuple[Path, ...] = ()
+    legacy: dict = dataclasses.field(default_factory=dict)  # stage -> a CSV of an older layout (adapters.py)
+    reference: Path | None = None  # published numbers by dataset, shown beside the summary (report.py)
 
     def stage(self, name: str) -> Stage:
         for s in self.stages:
@@ -266,7 +268,7 @@ def load_datasets(path: Path) -> dict[str, Dataset]:
 
 
 PLAN_KEYS = {"name", "question", "protocol", "recipe", "datasets", "seeds", "fractions", "set", "metric", "threads",
-             "stages", "rows", "runs", "docs", "aliases"}
+             "stages", "rows", "runs", "docs", "aliases", "legacy", "reference"}
 STAGE_KEYS = {"name", "arms", "score", "holdout", "set", "pick", "decision", "note"}
 
 
@@ -360,7 +362,13 @@ def load_plan(path: str | Path) -> Plan:
                 rows=(path.parent / str(raw.get("rows", f"../docs/results/{name}"))).resolve(),
                 runs=(path.parent / str(raw.get("runs", f"../runs/studies/{name}"))).resolve(),
                 question=str(raw.get("question", "")).strip(),
-                docs=tuple((path.parent / str(d)).resolve() for d in raw.get("docs") or []))
+                docs=tuple((path.parent / str(d)).resolve() for d in raw.get("docs") or []),
+                legacy={str(k): (path.parent / str(v)).resolve() for k, v in (raw.get("legacy") or {}).items()},
+                reference=(path.parent / str(raw["reference"])).resolve() if raw.get("reference") else None)
+    for stage_name, file in plan.legacy.items():
+        plan.stage(stage_name)  # names a stage of the plan
+        if not file.is_file():
+            raise PlanError(f"{path}: legacy rows of stage {stage_name}: no file {file}")
     for k, s in enumerate(plan.stages):  # a pick comes from an earlier stage that declares it
         earlier = {f"{t.name}.{t.pick.name}": t for t in plan.stages[:k] if t.pick}
         for layer in (plan.set, s.set, *(a.set for a in s.arms)):

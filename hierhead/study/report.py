@@ -7,6 +7,9 @@ and the plan's decision (paired differences to the baseline, Holm across the dec
     (generated: replaced by ``hierhead study report``)
     <!-- /study -->
 
+(``<!-- study: NAME/STAGE summary -->``: one line per dataset and arm, with the plan's ``reference`` numbers
+beside it: :func:`summary_table`)
+
 so a number quoted in the docs cannot drift from its rows. A stage with missing rows is reported as
 incomplete, with no verdict: a result is quoted once all its pre-registered rows exist.
 """
@@ -21,9 +24,9 @@ from ..comparison import decide, paired_interval
 from .plan import Plan, Stage
 from .runner import _row_key, picks, read_rows
 
-__all__ = ["stage_table", "report", "write_report", "BLOCK"]
+__all__ = ["stage_table", "summary_table", "report", "write_report", "BLOCK"]
 
-BLOCK = re.compile(r"(<!-- study: (?P<id>[^ ]+) -->\n)(?P<body>.*?)(<!-- /study -->)", re.S)
+BLOCK = re.compile(r"(<!-- study: (?P<id>[^ ]+?)(?: (?P<view>summary))? -->\n)(?P<body>.*?)(<!-- /study -->)", re.S)
 
 
 def _sd(values: list[float]) -> float:
@@ -47,8 +50,11 @@ def stage_table(plan: Plan, stage: Stage) -> str:
     metric = plan.metric
     lines = [f"**{plan.name} / {stage.name}**: {metric} ({'VOC07 mAP' if metric == 'mAP' else 'COCO ' + metric}, %) "
              f"on {'a ' + format(stage.holdout, '.0%') + ' holdout of train' if stage.score == 'holdout' else 'the test split'}"
-             f", last checkpoint; {len(rows)} of {len(keys)} rows (`{plan.rows_file(stage.name).name}`)"
-             + ("" if complete else "; **incomplete: no verdict until every row exists**") + "."]
+             f", last checkpoint; {len(rows)} of {len(keys)} rows "
+             f"(`{_shown(plan, plan.legacy.get(stage.name) or plan.rows_file(stage.name))}`)"
+             + ("" if complete else "; **incomplete: not quoted, no verdict, until every row exists**") + "."]
+    if not rows:
+        return lines[0] + "\n"
     value = {(r["dataset"], r["arm"], int(r["seed"]), float(r["fraction"])): float(r[metric]) for r in rows}
     holm = stage.decision is not None and stage.decision.rule == "holm"
     verdicts = _decisions(plan, stage, value) if complete and holm else {}
@@ -81,6 +87,54 @@ def stage_table(plan: Plan, stage: Stage) -> str:
                       f"{dec.alpha:g}; better / worse when the Holm-adjusted p < {dec.alpha:g}"
                       + (f", no effect when the Bonferroni interval lies within +-{dec.margin:g}" if dec.margin else "")
                       + ", else inconclusive."]
+    return "\n".join(lines) + "\n"
+
+
+def _spread(values: list[float]) -> str:
+    return f"{sum(values) / len(values):.1f} ({min(values):.1f}-{max(values):.1f})" if values else "n/a"
+
+
+def _shown(plan: Plan, path: Path) -> str:
+    """A path as the docs name it: relative to the repository (the plan's folder's parent)."""
+    try:
+        return str(path.relative_to(plan.path.parent.parent))
+    except ValueError:
+        return path.name
+
+
+def summary_table(plan: Plan, stage: Stage) -> str:
+    """One line per dataset (and arm, when the stage has several): training images, VOC07 mAP, AP50 and AP as mean
+    (range) over seeds, minutes a run and its threads, seeds; then the columns of the plan's ``reference`` CSV
+    for that dataset (published numbers, e.g. Roboflow 100's)."""
+    import csv as _csv
+
+    rows = read_rows(plan, stage.name)
+    keys = {j.row_key() for j in plan.jobs(stage.name)}
+    rows = [r for r in rows if _row_key(r) in keys]
+    reference: dict[str, dict] = {}
+    if plan.reference:
+        with plan.reference.open(newline="") as f:
+            reference = {r["dataset"]: r for r in _csv.DictReader(f)}
+    extra = [c for c in next(iter(reference.values()), {}) if c not in ("dataset", "source")]
+    several = len(stage.arms) > 1
+    head = ("| dataset |" + (" arm |" if several else "") + " training images | VOC07 mAP | AP50 | AP | minutes a run "
+            "| seeds |" + "".join(f" {c} |" for c in extra))
+    where = (f"a {stage.holdout:.0%} holdout of train" if stage.score == "holdout" else "the test split")
+    lines = [f"Mean (range) over seeds, in %, on {where}, last checkpoint; {len(rows)} of {len(keys)} rows "
+             f"(`{_shown(plan, plan.legacy.get(stage.name) or plan.rows_file(stage.name))}`)"
+             + ("" if len(rows) == len(keys) else "; **incomplete**") + ".", "", head,
+             "|" + "---|" * (head.count("|") - 1)]
+    for d in plan.datasets:
+        for a in stage.arms:
+            mine = [r for r in rows if r["dataset"] == d.name and r["arm"] == a.name]
+            secs = [float(r["seconds"]) for r in mine if r["seconds"]]
+            threads = sorted({r["threads"] for r in mine if r["seconds"] and r["threads"]})
+            images = sorted({r["train_images"] for r in mine if r["train_images"]})
+            minutes = f"{sum(secs) / len(secs) / 60:.1f} ({'/'.join(threads)} threads)" if secs else "n/a"
+            ref = reference.get(d.name, {})
+            lines.append(f"| {d.name} |" + (f" {a.name} |" if several else "") + f" {'/'.join(images) or 'n/a'} | "
+                         + " | ".join(_spread([float(r[m]) for r in mine if r[m] != ""]) for m in ("mAP", "AP50", "AP"))
+                         + f" | {minutes} | {len(mine)} |" + "".join(f" {ref.get(c, '') or ''} |" for c in extra))
     return "\n".join(lines) + "\n"
 
 
@@ -142,7 +196,7 @@ def report(plan: Plan) -> str:
     lines += [f"Protocol `{plan.protocol}`, recipe `{plan.recipe}`, seeds {', '.join(map(str, plan.seeds))}, "
               f"datasets {', '.join(d.name for d in plan.datasets)}.", ""]
     for s in plan.stages:
-        lines += [stage_table(plan, s)]
+        lines += [stage_table(plan, s), summary_table(plan, s)]
     return "\n".join(lines)
 
 
@@ -160,9 +214,13 @@ def write_report(plan: Plan, check: bool = False) -> list[Path]:
                 return m.group(0)  # another study's block
             if ident not in tables:
                 raise ValueError(f"{doc}: block 'study: {ident}' names no stage of {plan.path.name}")
+            stage = plan.stage(ident.split("/", 1)[1])
+            view = m.group("view")
+            if view == "summary":
+                return m.group(1) + summary_table(plan, stage) + m.group(5)
             if tables[ident] is None:
-                tables[ident] = stage_table(plan, plan.stage(ident.split("/", 1)[1]))
-            return m.group(1) + tables[ident] + m.group(4)
+                tables[ident] = stage_table(plan, stage)
+            return m.group(1) + tables[ident] + m.group(5)
 
         wanted[doc] = BLOCK.sub(fill, text)
     changed = [p for p, text in wanted.items() if not p.is_file() or p.read_text() != text]

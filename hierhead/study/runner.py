@@ -27,7 +27,18 @@ __all__ = ["read_rows", "status", "picks", "run", "run_job"]
 
 
 def read_rows(plan: Plan, stage: str) -> list[dict]:
-    """The stage's rows as written (strings), [] before the first."""
+    """The stage's rows as written (strings), [] before the first; a stage with ``legacy`` rows reads them
+    first (:mod:`.adapters`), and a job with a legacy row is not run again."""
+    rows = []
+    if stage in plan.legacy:
+        from .adapters import legacy_rows
+
+        rows = legacy_rows(plan, stage, plan.legacy[stage])
+    known = {_row_key(r) for r in rows}
+    return rows + [r for r in _own_rows(plan, stage) if _row_key(r) not in known]
+
+
+def _own_rows(plan: Plan, stage: str) -> list[dict]:
     path = plan.rows_file(stage)
     if not path.is_file():
         return []
@@ -77,7 +88,7 @@ def _merge(plan: Plan, stage: str, new: list[dict]) -> None:
     """Add rows to the stage's CSV: every earlier row kept as it is, new ones added, ordered as the plan lists
     the jobs (rows of jobs the plan no longer lists stay, at the end). Written aside, then renamed."""
     with _lock:
-        rows = {_row_key(r): r for r in read_rows(plan, stage)}
+        rows = {_row_key(r): r for r in _own_rows(plan, stage)}
         for r in new:
             rows.setdefault(_row_key(r), {c: r.get(c, "") for c in ROW_COLUMNS})
         order = {j.row_key(): k for k, j in enumerate(plan.jobs(stage))}
