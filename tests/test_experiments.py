@@ -196,13 +196,15 @@ def test_recommend_on_cards(capsys):
     for command in commands:  # each runs as printed: no required argument left out, no placeholder
         args = parser().parse_args(command[1:])
         assert "CKPT" not in command and args.data == str(CARDS / "train")
-    # a model whose ImageNet weights ship: one sweep per protocol, every run from them (no trained start)
+    # a model whose ImageNet weights ship: the whole detector fine-tuned from them (no trained start); the frozen
+    # protocol ranked the designs in reverse on our rows, so it is not offered as a screen
     assert main(["recommend", "--data", str(CARDS / "train"), "--model", "ssdlite320_efficientnet_lite0"]) == 0
-    commands = [shlex.split(line) for line in capsys.readouterr().out.splitlines() if line.startswith("  hierhead ")]
-    assert [c[1] for c in commands] == ["sweep", "sweep"] and not any("--init" in c for c in commands)
-    args = [parser().parse_args(c[1:]) for c in commands]  # both protocols of the study, which ranked differently
-    assert [a.protocol for a in args] == ["frozen", "imagenet"] and {a.designs for a in args} == {"9An{9,3,1}S"}
-    assert len({a.out for a in args}) == 2  # neither sweep's runs land in the other's folder
+    out = capsys.readouterr().out
+    commands = [shlex.split(line) for line in out.splitlines() if line.startswith("  hierhead ")]
+    assert [c[1] for c in commands] == ["sweep"] and not any("--init" in c for c in commands)
+    args = parser().parse_args(commands[0][1:])
+    assert args.protocol == "imagenet" and args.designs == "9An{9,3,1}S"
+    assert "in reverse" in out and "Spearman -0.8 cards, -1.0 microcontrollers" in out and "about 20 min a run" in out
 
 
 #: Table II of the paper: (vertical, square, horizontal), (small, medium, large), objects, the paper's reading.
