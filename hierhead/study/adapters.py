@@ -4,7 +4,8 @@ the others and its committed CSV is never rewritten.
 ``pretrained`` is the layout of ``docs/results/pretrained-imagenet.csv`` and the CSVs that took its columns
 (``dataset, design, seed, ..., mAP, split, seconds`` and optionally ``AP50, AP, test_images, skipped_boxes,
 threads, version, commit``), mAP in percent. A row belongs to the stage's arm whose design it names; rows
-of designs the stage has no arm for are not the plan's and are left out.
+of designs the stage has no arm for are not the plan's and are left out. A row without ``threads`` (the
+layout's first CSVs) gets the plan's ``threads``, which must say what those runs used.
 """
 
 from __future__ import annotations
@@ -20,21 +21,26 @@ _SAME = ("dataset", "design", "seed", "fraction", "split", "mAP", "AP50", "AP", 
          "threads", "skipped_boxes", "version", "commit")
 
 
-def legacy_rows(plan: Plan, stage: str, path: Path) -> list[dict]:
-    """The stage's rows in ``path`` (layout ``pretrained``) as study rows (strings, :data:`ROW_COLUMNS`)."""
+def legacy_rows(plan: Plan, stage: str, old: dict) -> list[dict]:
+    """The stage's rows in ``old["file"]`` (layout ``pretrained``) as study rows (strings, :data:`ROW_COLUMNS`);
+    ``old["datasets"]`` renames datasets (``micro`` -> ``microcontrollers``); rows of other datasets are left out."""
     from .protocols import settings_json
 
     arms = {a.design: a.name for a in plan.stage(stage).arms}
-    with path.open(newline="") as f:
-        old = list(csv.DictReader(f))
+    names = {d.name for d in plan.datasets}
+    with Path(old["file"]).open(newline="") as f:
+        rows = list(csv.DictReader(f))
     out = []
-    for r in old:
-        if r["design"] not in arms:
+    for r in rows:
+        dataset = old["datasets"].get(r["dataset"], r["dataset"])
+        if r["design"] not in arms or dataset not in names:
             continue
         row = {c: "" for c in ROW_COLUMNS}
         row.update({k: r.get(k, "") or "" for k in _SAME})
+        row["dataset"] = dataset
         arm = arms[r["design"]]
-        job = Job(stage, r["dataset"], arm, int(r["seed"]), float(r.get("fraction") or 1.0))
+        job = Job(stage, dataset, arm, int(r["seed"]), float(r.get("fraction") or 1.0))
+        row["threads"] = row["threads"] or str(plan.threads)  # the layout's first CSVs left it out: the plan's
         row.update(study=plan.name, stage=stage, arm=arm, protocol=plan.protocol, recipe=plan.recipe,
                    fraction=str(job.fraction), scored_images=r.get("test_images", ""), device="cpu",
                    settings=settings_json(plan.settings(job)))

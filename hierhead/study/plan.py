@@ -148,7 +148,8 @@ class Plan:
     runs: Path
     question: str = ""
     docs: tuple[Path, ...] = ()
-    legacy: dict = dataclasses.field(default_factory=dict)  # stage -> a CSV of an older layout (adapters.py)
+    #: stage -> {"file": a CSV of an older layout, "datasets": {its name: the alias}} (adapters.py)
+    legacy: dict = dataclasses.field(default_factory=dict)
     reference: Path | None = None  # published numbers by dataset, shown beside the summary (report.py)
 
     def stage(self, name: str) -> Stage:
@@ -363,12 +364,12 @@ def load_plan(path: str | Path) -> Plan:
                 runs=(path.parent / str(raw.get("runs", f"../runs/studies/{name}"))).resolve(),
                 question=str(raw.get("question", "")).strip(),
                 docs=tuple((path.parent / str(d)).resolve() for d in raw.get("docs") or []),
-                legacy={str(k): (path.parent / str(v)).resolve() for k, v in (raw.get("legacy") or {}).items()},
+                legacy={str(k): _legacy(path, v) for k, v in (raw.get("legacy") or {}).items()},
                 reference=(path.parent / str(raw["reference"])).resolve() if raw.get("reference") else None)
-    for stage_name, file in plan.legacy.items():
+    for stage_name, old in plan.legacy.items():
         plan.stage(stage_name)  # names a stage of the plan
-        if not file.is_file():
-            raise PlanError(f"{path}: legacy rows of stage {stage_name}: no file {file}")
+        if not old["file"].is_file():
+            raise PlanError(f"{path}: legacy rows of stage {stage_name}: no file {old['file']}")
     for k, s in enumerate(plan.stages):  # a pick comes from an earlier stage that declares it
         earlier = {f"{t.name}.{t.pick.name}": t for t in plan.stages[:k] if t.pick}
         for layer in (plan.set, s.set, *(a.set for a in s.arms)):
@@ -382,6 +383,14 @@ def load_plan(path: str | Path) -> Plan:
                         s.pick.setting) is _MISSING and s.pick.setting != "design":
                     raise PlanError(f"{path}: stage {s.name}: pick.setting {s.pick.setting!r} is not set by arm {a.name}")
     return plan
+
+
+def _legacy(path: Path, entry) -> dict:
+    """A ``legacy`` entry: a file, or ``{file, datasets: {old name: alias}}``."""
+    if not isinstance(entry, dict):
+        entry = {"file": entry}
+    _keys(entry, {"file", "datasets"}, {"file"}, f"{path}: legacy")
+    return {"file": (path.parent / str(entry["file"])).resolve(), "datasets": dict(entry.get("datasets") or {})}
 
 
 _MISSING = object()

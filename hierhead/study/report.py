@@ -8,7 +8,8 @@ and the plan's decision (paired differences to the baseline, Holm across the dec
     <!-- /study -->
 
 (``<!-- study: NAME/STAGE summary -->``: one line per dataset and arm, with the plan's ``reference`` numbers
-beside it: :func:`summary_table`)
+beside it: :func:`summary_table`; ``... summary ARM -->`` one arm's lines only; ``... compact -->``: the decision alone, an arm per line and a dataset per
+column: :func:`compact_table`)
 
 so a number quoted in the docs cannot drift from its rows. A stage with missing rows is reported as
 incomplete, with no verdict: a result is quoted once all its pre-registered rows exist.
@@ -24,9 +25,10 @@ from ..comparison import decide, paired_interval
 from .plan import Plan, Stage
 from .runner import _row_key, picks, read_rows
 
-__all__ = ["stage_table", "summary_table", "report", "write_report", "BLOCK"]
+__all__ = ["stage_table", "summary_table", "compact_table", "report", "write_report", "BLOCK"]
 
-BLOCK = re.compile(r"(<!-- study: (?P<id>[^ ]+?)(?: (?P<view>summary))? -->\n)(?P<body>.*?)(<!-- /study -->)", re.S)
+BLOCK = re.compile(r"(<!-- study: (?P<id>[^ ]+?)(?: (?P<view>summary|compact)(?: (?P<arm>[\w-]+))?)? -->\n)"
+                   r"(?P<body>.*?)(<!-- /study -->)", re.S)
 
 
 def _sd(values: list[float]) -> float:
@@ -51,7 +53,7 @@ def stage_table(plan: Plan, stage: Stage) -> str:
     lines = [f"**{plan.name} / {stage.name}**: {metric} ({'VOC07 mAP' if metric == 'mAP' else 'COCO ' + metric}, %) "
              f"on {'a ' + format(stage.holdout, '.0%') + ' holdout of train' if stage.score == 'holdout' else 'the test split'}"
              f", last checkpoint; {len(rows)} of {len(keys)} rows "
-             f"(`{_shown(plan, plan.legacy.get(stage.name) or plan.rows_file(stage.name))}`)"
+             f"(`{_shown(plan, _rows_path(plan, stage))}`)"
              + ("" if complete else "; **incomplete: not quoted, no verdict, until every row exists**") + "."]
     if not rows:
         return lines[0] + "\n"
@@ -94,6 +96,11 @@ def _spread(values: list[float]) -> str:
     return f"{sum(values) / len(values):.1f} ({min(values):.1f}-{max(values):.1f})" if values else "n/a"
 
 
+def _rows_path(plan: Plan, stage: Stage) -> Path:
+    """Where the stage's rows are: its legacy CSV if it has one, else its own."""
+    return plan.legacy[stage.name]["file"] if stage.name in plan.legacy else plan.rows_file(stage.name)
+
+
 def _shown(plan: Plan, path: Path) -> str:
     """A path as the docs name it: relative to the repository (the plan's folder's parent)."""
     try:
@@ -102,39 +109,64 @@ def _shown(plan: Plan, path: Path) -> str:
         return path.name
 
 
-def summary_table(plan: Plan, stage: Stage) -> str:
+def summary_table(plan: Plan, stage: Stage, arm: str | None = None) -> str:
     """One line per dataset (and arm, when the stage has several): training images, VOC07 mAP, AP50 and AP as mean
     (range) over seeds, minutes a run and its threads, seeds; then the columns of the plan's ``reference`` CSV
     for that dataset (published numbers, e.g. Roboflow 100's)."""
     import csv as _csv
 
-    rows = read_rows(plan, stage.name)
-    keys = {j.row_key() for j in plan.jobs(stage.name)}
-    rows = [r for r in rows if _row_key(r) in keys]
+    arms = [stage.arm(arm)] if arm else list(stage.arms)
+    keys = {j.row_key() for j in plan.jobs(stage.name) if j.arm in {a.name for a in arms}}
+    rows = [r for r in read_rows(plan, stage.name) if _row_key(r) in keys]
     reference: dict[str, dict] = {}
     if plan.reference:
         with plan.reference.open(newline="") as f:
             reference = {r["dataset"]: r for r in _csv.DictReader(f)}
     extra = [c for c in next(iter(reference.values()), {}) if c not in ("dataset", "source")]
-    several = len(stage.arms) > 1
-    head = ("| dataset |" + (" arm |" if several else "") + " training images | VOC07 mAP | AP50 | AP | minutes a run "
-            "| seeds |" + "".join(f" {c} |" for c in extra))
+    several = len(arms) > 1
+    metrics = [m for m in ("mAP", "AP50", "AP") if any(r[m] != "" for r in rows)] or ["mAP"]
+    names = {"mAP": "VOC07 mAP", "AP50": "AP50", "AP": "AP"}
+    head = ("| dataset |" + (" arm |" if several else "") + " training images |"
+            + "".join(f" {names[m]} |" for m in metrics) + " minutes a run | seeds |" + "".join(f" {c} |" for c in extra))
     where = (f"a {stage.holdout:.0%} holdout of train" if stage.score == "holdout" else "the test split")
     lines = [f"Mean (range) over seeds, in %, on {where}, last checkpoint; {len(rows)} of {len(keys)} rows "
-             f"(`{_shown(plan, plan.legacy.get(stage.name) or plan.rows_file(stage.name))}`)"
+             f"(`{_shown(plan, _rows_path(plan, stage))}`)"
              + ("" if len(rows) == len(keys) else "; **incomplete**") + ".", "", head,
              "|" + "---|" * (head.count("|") - 1)]
     for d in plan.datasets:
-        for a in stage.arms:
+        for a in arms:
             mine = [r for r in rows if r["dataset"] == d.name and r["arm"] == a.name]
             secs = [float(r["seconds"]) for r in mine if r["seconds"]]
             threads = sorted({r["threads"] for r in mine if r["seconds"] and r["threads"]})
             images = sorted({r["train_images"] for r in mine if r["train_images"]})
-            minutes = f"{sum(secs) / len(secs) / 60:.1f} ({'/'.join(threads)} threads)" if secs else "n/a"
+            minutes = (f"{sum(secs) / len(secs) / 60:.1f}" + (f" ({'/'.join(threads)} thread{'s' * (threads != ['1'])})"
+                                                             if threads else "")) if secs else "n/a"
             ref = reference.get(d.name, {})
             lines.append(f"| {d.name} |" + (f" {a.name} |" if several else "") + f" {'/'.join(images) or 'n/a'} | "
-                         + " | ".join(_spread([float(r[m]) for r in mine if r[m] != ""]) for m in ("mAP", "AP50", "AP"))
+                         + " | ".join(_spread([float(r[m]) for r in mine if r[m] != ""]) for m in metrics)
                          + f" | {minutes} | {len(mine)} |" + "".join(f" {ref.get(c, '') or ''} |" for c in extra))
+    return "\n".join(lines) + "\n"
+
+
+def compact_table(plan: Plan, stage: Stage) -> str:
+    """The stage's ``holm`` decision in one table: an arm per line, a dataset per column, each cell the paired
+    difference to the baseline [95 % CI] and its verdict (bold when better). Nothing until every row exists."""
+    rows = [r for r in read_rows(plan, stage.name) if _row_key(r) in {j.row_key() for j in plan.jobs(stage.name)}]
+    if len(rows) < len(plan.jobs(stage.name)) or not stage.decision or stage.decision.rule != "holm":
+        return f"({stage.name}: {len(rows)} of {len(plan.jobs(stage.name))} rows; no decision to show yet)\n"
+    value = {(r["dataset"], r["arm"], int(r["seed"]), float(r["fraction"])): float(r[plan.metric]) for r in rows}
+    verdicts = _decisions(plan, stage, value)
+    head = "| design |" + "".join(f" {d.name} |" for d in plan.datasets)
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for a in stage.arms:
+        if a.name == stage.decision.baseline:
+            continue
+        cells = []
+        for d in plan.datasets:
+            v = verdicts[(d.name, a.name)]
+            cell = f"{_num(v['mean'], True)} [{_num(v['low'], True)}, {_num(v['high'], True)}] {v['verdict']}"
+            cells.append(f"**{cell}**" if v["verdict"] == "better" else cell)
+        lines.append(f"| `{a.design}` | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -216,11 +248,12 @@ def write_report(plan: Plan, check: bool = False) -> list[Path]:
                 raise ValueError(f"{doc}: block 'study: {ident}' names no stage of {plan.path.name}")
             stage = plan.stage(ident.split("/", 1)[1])
             view = m.group("view")
-            if view == "summary":
-                return m.group(1) + summary_table(plan, stage) + m.group(5)
+            if view in ("summary", "compact"):
+                text = summary_table(plan, stage, m.group("arm")) if view == "summary" else compact_table(plan, stage)
+                return m.group(1) + text + m.group(6)
             if tables[ident] is None:
                 tables[ident] = stage_table(plan, stage)
-            return m.group(1) + tables[ident] + m.group(5)
+            return m.group(1) + tables[ident] + m.group(6)
 
         wanted[doc] = BLOCK.sub(fill, text)
     changed = [p for p, text in wanted.items() if not p.is_file() or p.read_text() != text]
