@@ -270,3 +270,17 @@ stages:
 def test_every_committed_plan_reports_its_docs_with_zero_diff(plan_file):
     """The reports and the docs' study blocks are what `hierhead study report` writes from the committed rows."""
     assert write_report(load_plan(plan_file), check=True) == []
+
+
+def test_a_second_runner_of_the_same_plan_is_refused(tmp_path, capsys):
+    import fcntl
+
+    plan = load_plan(_plan(tmp_path, TWO_STAGES))
+    plan.runs.mkdir(parents=True)
+    with open(plan.runs / ".study.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert main(["study", "run", str(plan.path)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"hierhead study: error: toy.yaml: another 'hierhead study run' is running this plan ({plan.runs}); "
+                   f"wait for it to end\n")
+    assert main(["study", "run", str(plan.path), "--dry-run"]) == 0  # a dry run reads only

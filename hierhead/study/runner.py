@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import csv
 import json
 import os
@@ -111,17 +112,39 @@ def run(plan: Plan, workers: int = 1, threads: int | None = None, dry_run: bool 
     if workers < 1:
         raise PlanError(f"--workers {workers}: needs at least 1")
     threads = threads or plan.threads
-    if dry_run:
-        for st in status(plan):
-            wait = f"; waits on {', '.join(st['waits'])}" if st["waits"] else ""
-            shared = len(shared_runs(plan, st["stage"], st["pending"])) if st["pending"] and not st["waits"] else 0
-            log(f"{plan.name}/{st['stage']}: {st['jobs']} jobs, {st['done']} with rows, {len(st['finished'])} finished "
-                f"to merge, {len(st['pending'])} pending{f' ({shared} sharing an earlier job' + chr(39) + 's run)' if shared else ''}{wait}")
-            for j in st["pending"][:5]:
-                log(f"  {j.key}")
-            if len(st["pending"]) > 5:
-                log(f"  ... {len(st['pending']) - 5} more")
-        return 0
+    if not dry_run:
+        with _plan_lock(plan):
+            return _run(plan, workers, threads, log)
+    for st in status(plan):
+        wait = f"; waits on {', '.join(st['waits'])}" if st["waits"] else ""
+        shared = len(shared_runs(plan, st["stage"], st["pending"])) if st["pending"] and not st["waits"] else 0
+        sharing = f" ({shared} sharing an earlier job's run)" if shared else ""
+        log(f"{plan.name}/{st['stage']}: {st['jobs']} jobs, {st['done']} with rows, {len(st['finished'])} finished "
+            f"to merge, {len(st['pending'])} pending{sharing}{wait}")
+        for j in st["pending"][:5]:
+            log(f"  {j.key}")
+        if len(st["pending"]) > 5:
+            log(f"  ... {len(st['pending']) - 5} more")
+    return 0
+
+
+@contextlib.contextmanager
+def _plan_lock(plan: Plan):
+    """One runner per plan: an exclusive ``flock`` on ``runs/<study>/.study.lock`` for the whole run (two runners
+    would start the same jobs); the OS drops it when the process ends, however it ends."""
+    import fcntl
+
+    plan.runs.mkdir(parents=True, exist_ok=True)
+    with open(plan.runs / ".study.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise PlanError(f"{plan.path.name}: another 'hierhead study run' is running this plan "
+                            f"({plan.runs}); wait for it to end") from None
+        yield
+
+
+def _run(plan: Plan, workers: int, threads: int, log: Callable[[str], None]) -> int:
     failed = 0
     for s in plan.stages:
         st = next(x for x in status(plan) if x["stage"] == s.name)
