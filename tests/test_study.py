@@ -284,3 +284,44 @@ def test_a_second_runner_of_the_same_plan_is_refused(tmp_path, capsys):
     assert err == (f"hierhead study: error: toy.yaml: another 'hierhead study run' is running this plan ({plan.runs}); "
                    f"wait for it to end\n")
     assert main(["study", "run", str(plan.path), "--dry-run"]) == 0  # a dry run reads only
+
+
+def test_the_spread_rule_compares_two_differences_sds_with_a_bootstrap(tmp_path):
+    import numpy as np
+    from scipy import stats
+
+    body = """datasets: [toy]
+seeds: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+stages:
+  - name: holdout
+    score: holdout
+    holdout: 0.2
+    arms:
+      general: {design: "9An{9}"}
+      global: {design: "9An{9,3,1}S"}
+      general-ema: {design: "9An{9}", set: {ema.enabled: true}}
+      global-ema: {design: "9An{9,3,1}S", set: {ema.enabled: true}}
+    decision: {baseline: general, margin: 1.0, rule: spread, pairs: [[global, general], [global-ema, general-ema]]}
+"""
+    plan = load_plan(_plan(tmp_path, body))
+    rng = np.random.default_rng(3)
+    noise, calm = rng.normal(0, 3, 10), rng.normal(0, 1, 10)
+    values = {("toy", "general", s): 50.0 for s in range(10)}
+    values |= {("toy", "global", s): 51.0 + noise[s] for s in range(10)}
+    values |= {("toy", "general-ema", s): 50.5 for s in range(10)}
+    values |= {("toy", "global-ema", s): 51.5 + calm[s] for s in range(10)}
+    _rows(plan, "holdout", values)
+    write_report(plan)
+    text = (plan.rows / "report.md").read_text()
+    first, second = 1.0 + noise, 1.0 + calm
+    ratio = np.std(second, ddof=1) / np.std(first, ddof=1)
+    boot = stats.bootstrap((first, second), lambda a, b, axis=-1: np.std(b, ddof=1, axis=axis) / np.std(a, ddof=1, axis=axis),
+                           paired=True, vectorized=True, n_resamples=9999, method="percentile",
+                           random_state=np.random.default_rng(0)).confidence_interval
+    assert ratio < 0.7 and boot.high < 1  # the draw above: the EMA arms' difference is calmer
+    row = next(line for line in text.splitlines() if line.startswith("| toy | 10 |"))
+    assert f"| {np.std(first, ddof=1):.2f} | {np.std(second, ddof=1):.2f} | {ratio:.2f} [{boot.low:.2f}, {boot.high:.2f}] " \
+           f"| lower by >= 30 % |" in row
+    assert "| +0.50 [+0.50, +0.50] holds |" in row  # general-ema minus general: +0.5 on every seed
+    with pytest.raises(PlanError, match=re.escape("decision.rule spread needs pairs: [[a, b], [c, d]] of its arms")):
+        load_plan(_plan(tmp_path, body.replace("[global-ema, general-ema]", "[global-ema, nobody]"), name="bad"))

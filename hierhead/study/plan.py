@@ -89,12 +89,17 @@ class Decision:
     ``all``: every dataset x arm of the stage); ``margin`` the equivalence bound of "no effect"
     (:func:`hierhead.comparison.decide`). ``rule: adopt``: the pairs of every dataset pooled; an arm is
     adopted when their mean is > 0, the lower bound of their (1 - alpha) t interval >= -margin, and no
-    dataset's mean difference is below -margin; else the baseline is kept."""
+    dataset's mean difference is below -margin; else the baseline is kept. ``rule: spread``: ``pairs`` names two
+    differences ``[[a, b], [c, d]]`` (a change applied to both arms of a comparison, e.g. EMA); per dataset, the
+    ratio SD(c - d) / SD(a - b) over seeds with a paired bootstrap interval, "lower by >= 30 %" when the ratio
+    is <= 0.7 and its interval's upper bound < 1; and the change's own effect (c - a, d - b) with its t interval,
+    "holds" when the lower bound is >= -margin."""
     baseline: str
     margin: float | None = None
     alpha: float = 0.05
     family: str = "arms"
     rule: str = "holm"
+    pairs: tuple = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -342,14 +347,19 @@ def load_plan(path: str | Path) -> Plan:
             if pick.per not in ("all", "dataset"):
                 raise PlanError(f"{where}: pick.per {pick.per!r}: choose all or dataset")
         if s.get("decision"):
-            _keys(s["decision"], {"baseline", "margin", "alpha", "family", "rule"}, {"baseline"}, f"{where}: decision")
-            decision = Decision(**s["decision"])
+            _keys(s["decision"], {"baseline", "margin", "alpha", "family", "rule", "pairs"}, {"baseline"},
+                  f"{where}: decision")
+            decision = Decision(**{**s["decision"], "pairs": tuple(tuple(p) for p in s["decision"].get("pairs") or ())})
             if decision.baseline not in [a.name for a in arms]:
                 raise PlanError(f"{where}: decision.baseline {decision.baseline!r} is not one of its arms")
             if decision.family not in ("arms", "all"):
                 raise PlanError(f"{where}: decision.family {decision.family!r}: choose arms or all")
-            if decision.rule not in ("holm", "adopt"):
-                raise PlanError(f"{where}: decision.rule {decision.rule!r}: choose holm or adopt")
+            if decision.rule not in ("holm", "adopt", "spread"):
+                raise PlanError(f"{where}: decision.rule {decision.rule!r}: choose holm, adopt or spread")
+            names = [a.name for a in arms]
+            if decision.rule == "spread" and (len(decision.pairs) != 2 or any(
+                    len(p) != 2 or not set(p) <= set(names) for p in decision.pairs) or decision.margin is None):
+                raise PlanError(f"{where}: decision.rule spread needs pairs: [[a, b], [c, d]] of its arms and a margin")
             if decision.rule == "adopt" and decision.margin is None:
                 raise PlanError(f"{where}: decision.rule adopt needs a margin (the worst mean loss allowed)")
         stages.append(Stage(str(s["name"]), tuple(arms), score, holdout, nest(s.get("set") or {}, f"{where}.set"),

@@ -82,6 +82,8 @@ def stage_table(plan: Plan, stage: Stage) -> str:
                       f"{metric}{', per dataset' if stage.pick.per == 'dataset' else ''}): {made!r}."]
     if complete and stage.decision and stage.decision.rule == "adopt":
         lines += ["", *_adopt(plan, stage, value)]
+    if complete and stage.decision and stage.decision.rule == "spread":
+        lines += ["", *_spread_rule(plan, stage, value)]
     if verdicts:
         dec = stage.decision
         lines += ["", f"Decision: paired differences (same dataset, seed, fraction) to `{dec.baseline}`; Holm across "
@@ -203,6 +205,49 @@ def _adopt(plan: Plan, stage: Stage, value: dict) -> list[str]:
             verdict = f"keep {dec.baseline} ({why})"
         lines.append(f"| {a.name} | {_num(mean, True)} [{_num(lo, True)}, {_num(hi, True)}] | {len(everything)} | "
                      + " | ".join(_num(per[n], True) if n in per else "n/a" for n in names) + f" | {verdict} |")
+    return lines
+
+
+def sd_ratio(first: list[float], second: list[float], alpha: float = 0.05) -> tuple[float, float, float]:
+    """(SD(second) / SD(first), low, high): the ratio of two paired samples' SDs (the same seeds) with scipy's
+    paired percentile bootstrap (9,999 resamples of the seeds, a fixed seed so a report is reproducible)."""
+    import numpy as np
+    from scipy import stats
+
+    def ratio(a, b, axis=-1):
+        return np.std(b, ddof=1, axis=axis) / np.std(a, ddof=1, axis=axis)
+
+    a, b = np.asarray(first, float), np.asarray(second, float)
+    point = float(ratio(a, b))
+    ci = stats.bootstrap((a, b), ratio, paired=True, vectorized=True, n_resamples=9999, method="percentile",
+                         confidence_level=1 - alpha, random_state=np.random.default_rng(0)).confidence_interval
+    return point, float(ci.low), float(ci.high)
+
+
+def _spread_rule(plan: Plan, stage: Stage, value: dict) -> list[str]:
+    """The ``spread`` rule's tables (see :class:`~hierhead.study.plan.Decision`)."""
+    dec = stage.decision
+    (a, b), (c, d) = dec.pairs
+    lines = [f"Spread (rule `spread`): the SD over seeds of `{a}` minus `{b}` against that of `{c}` minus `{d}`, "
+             f"their ratio with a paired bootstrap {1 - dec.alpha:.0%} interval; \"lower by >= 30 %\" when the ratio "
+             f"is <= 0.7 and the interval's upper bound < 1. The change's own effect: `{c}` minus `{a}` and `{d}` "
+             f"minus `{b}`, t interval, \"holds\" when the lower bound >= -{dec.margin:g}.", "",
+             f"| dataset | n | SD {a} - {b} | SD {c} - {d} | ratio [{1 - dec.alpha:.0%} CI] | spread | {c} - {a} | "
+             f"{d} - {b} |", "|---|---|---|---|---|---|---|---|"]
+    for ds in plan.datasets:
+        seeds = sorted({(s, f) for (n, _, s, f) in value if n == ds.name})
+        cell = {arm: [value[(ds.name, arm, s, f)] for s, f in seeds] for arm in (a, b, c, d)}
+        first = [x - y for x, y in zip(cell[a], cell[b])]
+        second = [x - y for x, y in zip(cell[c], cell[d])]
+        ratio, lo, hi = sd_ratio(first, second, dec.alpha)
+        spread = "lower by >= 30 %" if ratio <= 0.7 and hi < 1 else "not shown lower by 30 %"
+        effects = []
+        for new, old in ((c, a), (d, b)):
+            mean, elo, ehi = paired_interval([x - y for x, y in zip(cell[new], cell[old])], dec.alpha)
+            effects.append(f"{_num(mean, True)} [{_num(elo, True)}, {_num(ehi, True)}] "
+                           f"{'holds' if elo >= -dec.margin else 'does not hold'}")
+        lines.append(f"| {ds.name} | {len(seeds)} | {_sd(first):.2f} | {_sd(second):.2f} | {ratio:.2f} [{lo:.2f}, "
+                     f"{hi:.2f}] | {spread} | {effects[0]} | {effects[1]} |")
     return lines
 
 
