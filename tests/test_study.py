@@ -231,16 +231,16 @@ stages:
     assert "3 with rows, 0 finished to merge, 0 pending" in capsys.readouterr().out
 
 
+def _ten_seeds_holdout(datasets: str) -> str:
+    """A plan's head: seeds 0-9, one holdout stage whose arms follow."""
+    return f"datasets: [{datasets}]\nseeds: {list(range(10))}\nstages:\n  - name: holdout\n    score: holdout\n" \
+           f"    holdout: 0.2\n    arms:"
+
+
 def test_the_adopt_rule_pools_the_datasets_and_refuses_a_loss_on_any(tmp_path):
     from scipy import stats
 
-    body = """datasets: [toy, toy2]
-seeds: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
-stages:
-  - name: holdout
-    score: holdout
-    holdout: 0.2
-    arms:
+    body = _ten_seeds_holdout("toy, toy2") + """
       today: {design: "9An{9}"}
       rule: {design: "9An{9}", set: {anchor_s_min: auto}}
       risky: {design: "9An{9}", set: {image_size: auto}}
@@ -290,13 +290,7 @@ def test_the_spread_rule_compares_two_differences_sds_with_a_bootstrap(tmp_path)
     import numpy as np
     from scipy import stats
 
-    body = """datasets: [toy]
-seeds: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
-stages:
-  - name: holdout
-    score: holdout
-    holdout: 0.2
-    arms:
+    body = _ten_seeds_holdout("toy") + """
       general: {design: "9An{9}"}
       global: {design: "9An{9,3,1}S"}
       general-ema: {design: "9An{9}", set: {ema.enabled: true}}
