@@ -319,3 +319,26 @@ def test_the_spread_rule_compares_two_differences_sds_with_a_bootstrap(tmp_path)
     assert "| +0.50 [+0.50, +0.50] holds |" in row  # general-ema minus general: +0.5 on every seed
     with pytest.raises(PlanError, match=re.escape("decision.rule spread needs pairs: [[a, b], [c, d]] of its arms")):
         load_plan(_plan(tmp_path, body.replace("[global-ema, general-ema]", "[global-ema, nobody]"), name="bad"))
+
+
+def test_the_frozen_protocol_of_a_plan_is_the_sweeps(tmp_path, capsys):
+    """One concept: a plan's `frozen` job and `hierhead sweep --protocol frozen` train and score the same run."""
+    settings = {"image_size": 96, "num_workers": 0, "progress": False, "frozen.views": 2, "frozen.steps": 3,
+                "frozen.batch_size": 4}
+    data = "synthetic:mode=all,classes=2,train=12,test=6,size=96,seed=3"
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    (studies / "datasets.yaml").write_text(f'toy: {{root: "{data}"}}\n')
+    (studies / "fz.yaml").write_text("name: fz\nprotocol: frozen\nrecipe: defaults-2026-12\ndatasets: [toy]\nseeds: [0]\n"
+                                     f"set: {json.dumps(settings)}\nstages:\n  - name: test\n    arms:\n"
+                                     '      ratios: {design: "9An{9,3}As"}\n')
+    assert main(["study", "run", str(studies / "fz.yaml")]) == 0
+    row = read_rows(load_plan(studies / "fz.yaml"), "test")[0]
+    assert (row["protocol"], row["split"], row["steps"], row["train_images"], row["scored_images"]) == (
+        "frozen", "test", "3", "12", "6")
+    sweep = ["sweep", "--recipe", "defaults-2026-12", "--data", data, "--designs", "9An{9,3}As", "--seeds", "1",
+             "--protocol", "frozen", "--out", str(tmp_path / "sweep"), *(x for k, v in settings.items()
+                                                                         for x in ("--set", f"{k}={v}"))]
+    assert main(sweep) == 0
+    swept = {r["design"]: r for r in csv.DictReader(open(tmp_path / "sweep" / "results.csv"))}
+    assert round(100 * float(swept["9An{9,3}As"]["mAP"]), 3) == float(row["mAP"])

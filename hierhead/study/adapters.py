@@ -4,7 +4,7 @@ the others and its committed CSV is never rewritten.
 ``pretrained`` is the layout of ``docs/results/pretrained-imagenet.csv`` and the CSVs that took its columns
 (``dataset, design, seed, ..., mAP, split, seconds`` and optionally ``AP50, AP, test_images, skipped_boxes,
 threads, version, commit``), mAP in percent. A row belongs to the stage's arm whose design it names; rows
-of designs the stage has no arm for are not the plan's and are left out. A row without ``threads`` (the
+of labels the stage has no arm for (an arm's `label`, default its design) are not the plan's and are left out. A row without ``threads`` (the
 layout's first CSVs) gets the plan's ``threads``, which must say what those runs used.
 """
 
@@ -26,7 +26,7 @@ def legacy_rows(plan: Plan, stage: str, old: dict) -> list[dict]:
     ``old["datasets"]`` renames datasets (``micro`` -> ``microcontrollers``); rows of other datasets are left out."""
     from .protocols import settings_json
 
-    arms = {a.design: a.name for a in plan.stage(stage).arms}
+    arms = {a.row_label: a.name for a in plan.stage(stage).arms}
     names = {d.name for d in plan.datasets}
     with Path(old["file"]).open(newline="") as f:
         rows = list(csv.DictReader(f))

@@ -67,9 +67,16 @@ class Dataset:
 
 @dataclasses.dataclass(frozen=True)
 class Arm:
+    """A design and its settings. ``label``: the name its rows had before plan files (e.g. ``9An{9,3}S@prior0.1``:
+    rows keep their labels, so they stay comparable); default the design."""
     name: str
     design: str
     set: dict = dataclasses.field(default_factory=dict)
+    label: str | None = None
+
+    @property
+    def row_label(self) -> str:
+        return self.label or self.design
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +117,13 @@ class Stage:
     holdout: float | None = None
     set: dict = dataclasses.field(default_factory=dict)
     pick: Pick | None = None
-    decision: Decision | None = None
+    decisions: tuple[Decision, ...] = ()
+    fractions: tuple[float, ...] | None = None  # the plan's when None
+
+    @property
+    def decision(self) -> Decision | None:
+        """The stage's first decision (most stages have one)."""
+        return self.decisions[0] if self.decisions else None
 
     def arm(self, name: str) -> Arm:
         return next(a for a in self.arms if a.name == name)
@@ -173,8 +186,8 @@ class Plan:
         """Every job in run order: stage by stage, then seed-major (each dataset gets seed 0 first), the arms
         of one (dataset, seed, fraction) side by side so pairs finish together."""
         stages = [self.stage(stage)] if stage else self.stages
-        return [Job(s.name, d.name, a.name, seed, f) for s in stages for seed in self.seeds for f in self.fractions
-                for d in self.datasets for a in s.arms]
+        return [Job(s.name, d.name, a.name, seed, f) for s in stages for seed in self.seeds
+                for f in (s.fractions or self.fractions) for d in self.datasets for a in s.arms]
 
     def settings(self, job: Job, picks: dict[str, Any] | None = None) -> dict:
         """The job's settings, nested: plan ``set`` <- dataset ``set`` <- stage ``set`` <- arm ``set``, with
@@ -275,7 +288,7 @@ def load_datasets(path: Path) -> dict[str, Dataset]:
 
 PLAN_KEYS = {"name", "question", "protocol", "recipe", "datasets", "seeds", "fractions", "set", "metric", "threads",
              "stages", "rows", "runs", "docs", "aliases", "legacy", "reference"}
-STAGE_KEYS = {"name", "arms", "score", "holdout", "set", "pick", "decision", "note"}
+STAGE_KEYS = {"name", "arms", "score", "holdout", "set", "pick", "decision", "decisions", "note", "fractions"}
 
 
 def load_plan(path: str | Path) -> Plan:
@@ -324,12 +337,13 @@ def load_plan(path: str | Path) -> Plan:
         where = f"{path}: stage {s['name']}"
         arms = []
         for arm_name, a in (s["arms"] or {}).items():
-            _keys(a, {"design", "set"}, {"design"}, f"{where}: arm {arm_name}")
+            _keys(a, {"design", "set", "label"}, {"design"}, f"{where}: arm {arm_name}")
             try:
                 Design.parse(str(a["design"]), num_sizes=3, num_ratios=3)
             except ValueError as e:
                 raise PlanError(f"{where}: arm {arm_name}: {e}") from None
-            arms.append(Arm(str(arm_name), str(a["design"]), nest(a.get("set") or {}, f"{where}: arm {arm_name}.set")))
+            arms.append(Arm(str(arm_name), str(a["design"]), nest(a.get("set") or {}, f"{where}: arm {arm_name}.set"),
+                            str(a["label"]) if a.get("label") else None))
         if not arms:
             raise PlanError(f"{where}: no arms")
         score = s.get("score", "test")
@@ -340,30 +354,22 @@ def load_plan(path: str | Path) -> Plan:
             raise PlanError(f"{where}: score: holdout and holdout: F (the fraction of train held out) go together")
         if holdout is not None and not (isinstance(holdout, (int, float)) and 0 < holdout < 1):
             raise PlanError(f"{where}: holdout {holdout!r}: a fraction in (0, 1)")
-        pick = decision = None
+        pick = None
         if s.get("pick"):
             _keys(s["pick"], {"name", "setting", "per"}, {"name", "setting"}, f"{where}: pick")
             pick = Pick(str(s["pick"]["name"]), str(s["pick"]["setting"]), str(s["pick"].get("per", "all")))
             if pick.per not in ("all", "dataset"):
                 raise PlanError(f"{where}: pick.per {pick.per!r}: choose all or dataset")
-        if s.get("decision"):
-            _keys(s["decision"], {"baseline", "margin", "alpha", "family", "rule", "pairs"}, {"baseline"},
-                  f"{where}: decision")
-            decision = Decision(**{**s["decision"], "pairs": tuple(tuple(p) for p in s["decision"].get("pairs") or ())})
-            if decision.baseline not in [a.name for a in arms]:
-                raise PlanError(f"{where}: decision.baseline {decision.baseline!r} is not one of its arms")
-            if decision.family not in ("arms", "all"):
-                raise PlanError(f"{where}: decision.family {decision.family!r}: choose arms or all")
-            if decision.rule not in ("holm", "adopt", "spread"):
-                raise PlanError(f"{where}: decision.rule {decision.rule!r}: choose holm, adopt or spread")
-            names = [a.name for a in arms]
-            if decision.rule == "spread" and (len(decision.pairs) != 2 or any(
-                    len(p) != 2 or not set(p) <= set(names) for p in decision.pairs) or decision.margin is None):
-                raise PlanError(f"{where}: decision.rule spread needs pairs: [[a, b], [c, d]] of its arms and a margin")
-            if decision.rule == "adopt" and decision.margin is None:
-                raise PlanError(f"{where}: decision.rule adopt needs a margin (the worst mean loss allowed)")
+        if s.get("decision") and s.get("decisions"):
+            raise PlanError(f"{where}: give decision or decisions, not both")
+        decisions = tuple(_decision(d, [a.name for a in arms], where)
+                          for d in ([s["decision"]] if s.get("decision") else s.get("decisions") or []))
+        own = s.get("fractions")
+        if own is not None and (not isinstance(own, list) or not own or not all(
+                isinstance(f, (int, float)) and 0 < f <= 1 for f in own)):
+            raise PlanError(f"{where}: fractions {own!r}: numbers in (0, 1]")
         stages.append(Stage(str(s["name"]), tuple(arms), score, holdout, nest(s.get("set") or {}, f"{where}.set"),
-                            pick, decision))
+                            pick, decisions, tuple(float(f) for f in own) if own else None))
     if not stages:
         raise PlanError(f"{path}: no stages")
     plan = Plan(path=path, name=name, protocol=raw["protocol"], recipe=str(raw["recipe"]),
@@ -393,6 +399,24 @@ def load_plan(path: str | Path) -> Plan:
                         s.pick.setting) is _MISSING and s.pick.setting != "design":
                     raise PlanError(f"{path}: stage {s.name}: pick.setting {s.pick.setting!r} is not set by arm {a.name}")
     return plan
+
+
+def _decision(raw: dict, names: list[str], where: str) -> Decision:
+    """A stage's decision, checked against its arms."""
+    _keys(raw, {"baseline", "margin", "alpha", "family", "rule", "pairs"}, {"baseline"}, f"{where}: decision")
+    decision = Decision(**{**raw, "pairs": tuple(tuple(p) for p in raw.get("pairs") or ())})
+    if decision.baseline not in names:
+        raise PlanError(f"{where}: decision.baseline {decision.baseline!r} is not one of its arms")
+    if decision.family not in ("arms", "all"):
+        raise PlanError(f"{where}: decision.family {decision.family!r}: choose arms or all")
+    if decision.rule not in ("holm", "adopt", "spread"):
+        raise PlanError(f"{where}: decision.rule {decision.rule!r}: choose holm, adopt or spread")
+    if decision.rule == "adopt" and decision.margin is None:
+        raise PlanError(f"{where}: decision.rule adopt needs a margin (the worst mean loss allowed)")
+    if decision.rule == "spread" and (len(decision.pairs) != 2 or any(
+            len(p) != 2 or not set(p) <= set(names) for p in decision.pairs) or decision.margin is None):
+        raise PlanError(f"{where}: decision.rule spread needs pairs: [[a, b], [c, d]] of its arms and a margin")
+    return decision
 
 
 def _legacy(path: Path, entry) -> dict:

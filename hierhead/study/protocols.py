@@ -92,19 +92,46 @@ def scores(model, ds) -> dict:
     """VOC07 mAP, COCO AP50 and AP of ``model`` on ``ds`` in percent (one pass of the model), with the images
     and the boxes the reader skipped."""
     from ..engine.infer import run_model
-    from ..metrics import mean_ap
 
     preds = run_model(model, (ds[i][0] for i in range(len(ds))), 8)
-    targets = [ds.target(i) for i in range(len(ds))]
-    voc = mean_ap(preds, targets, "voc07", ds.classes)
-    coco = mean_ap(preds, targets, "coco", ds.classes)
-    return {"mAP": round(100 * voc["mAP"], 3), "AP50": round(100 * coco["AP50"], 3), "AP": round(100 * coco["AP"], 3),
-            "scored_images": len(ds), "skipped_boxes": sum(ds.skipped.values())}
+    return {**_scores_of(preds, [ds.target(i) for i in range(len(ds))], ds.classes), "scored_images": len(ds),
+            "skipped_boxes": sum(ds.skipped.values())}
+
+
+def _scores_of(preds: list, targets: list, classes: list[str]) -> dict:
+    from ..metrics import mean_ap
+
+    voc = mean_ap(preds, targets, "voc07", classes)
+    coco = mean_ap(preds, targets, "coco", classes)
+    return {"mAP": round(100 * voc["mAP"], 3), "AP50": round(100 * coco["AP50"], 3), "AP": round(100 * coco["AP"], 3)}
+
+
+class FrozenProtocol(Protocol):
+    """The frozen-backbone protocol of sweeps (:class:`hierhead.engine.head.HeadProtocol`, ``cut="body"``): the
+    ImageNet backbone frozen and its features of a few augmented views cached, the extra blocks and the head drawn
+    from the job's seed and trained (the recipe's ``frozen`` section). The caches are stored on disk
+    (``HIERHEAD_CACHE``), so every job after the first reads them. It scores the run's held-out split, so
+    ``score: test`` reads a root's ``test`` split explicitly (not a ``val`` one)."""
+
+    def run(self, config: dict, score: str) -> dict:
+        from ..engine.head import HeadProtocol
+
+        data = config["data"]
+        if score == "test" and not data.get("resplit") and not str(data["path"]).startswith("synthetic:"):
+            config = {**config, "data": {**data, "train_split": "train", "val_split": "test"}}
+        runner = HeadProtocol(config, cut="body")
+        result = runner.run(config, "voc07")
+        ds, split = scored_split(config, runner.train.classes, score)
+        return {**_scores_of(runner.detections, runner.test.targets, runner.train.classes), "split": split,
+                "scored_images": len(runner.test.targets), "skipped_boxes": sum(ds.skipped.values()),
+                "steps": result["steps"], "train_images": result["train_images"]}
 
 
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
     TrainProtocol("train", "the product's training (hierhead train) from the recipe's start, the last checkpoint "
                            "scored once"),
+    FrozenProtocol("frozen", "the ImageNet backbone frozen and cached, the extra blocks and head trained from the "
+                             "seed's draw (the recipe's frozen section)"),
 )}
 
 

@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 
 from ..comparison import decide, paired_interval
-from .plan import Plan, Stage
+from .plan import Decision, Plan, Stage
 from .runner import _row_key, picks, read_rows
 
 __all__ = ["stage_table", "summary_table", "compact_table", "report", "write_report", "BLOCK"]
@@ -58,40 +58,40 @@ def stage_table(plan: Plan, stage: Stage) -> str:
     if not rows:
         return lines[0] + "\n"
     value = {(r["dataset"], r["arm"], int(r["seed"]), float(r["fraction"])): float(r[metric]) for r in rows}
-    holm = stage.decision is not None and stage.decision.rule == "holm"
-    verdicts = _decisions(plan, stage, value) if complete and holm else {}
     for d in plan.datasets:
         head = "| arm | design | n | mean | SD | min - max | min/run |"
-        if verdicts:
-            head += f" minus {stage.decision.baseline} [95 % CI] | Holm p | verdict |"
         lines += ["", f"{d.name}:", "", head, "|" + "---|" * (head.count("|") - 1)]
         for a in stage.arms:
             vals = [v for (ds, arm, _, _), v in value.items() if ds == d.name and arm == a.name]
             secs = [float(r["seconds"]) for r in rows if r["dataset"] == d.name and r["arm"] == a.name and r["seconds"]]
-            cell = (f"| {a.name} | `{a.design}` | {len(vals)} | {_num(sum(vals) / len(vals)) if vals else 'n/a'} | "
-                    f"{_num(_sd(vals))} | {f'{min(vals):.2f} - {max(vals):.2f}' if vals else 'n/a'} | "
-                    f"{f'{sum(secs) / len(secs) / 60:.1f}' if secs else 'n/a'} |")
-            if verdicts:
-                v = verdicts.get((d.name, a.name))
-                cell += (f" {_num(v['mean'], True)} [{_num(v['low'], True)}, {_num(v['high'], True)}] | {v['p_holm']:.3f} "
-                         f"| {v['verdict']} |" if v else " (baseline) | | |")
-            lines.append(cell)
+            lines.append(f"| {a.name} | `{a.design}` | {len(vals)} | {_num(sum(vals) / len(vals)) if vals else 'n/a'} | "
+                         f"{_num(_sd(vals))} | {f'{min(vals):.2f} - {max(vals):.2f}' if vals else 'n/a'} | "
+                         f"{f'{sum(secs) / len(secs) / 60:.1f}' if secs else 'n/a'} |")
     if stage.pick and complete:
         made = picks(plan)[f"{stage.name}.{stage.pick.name}"]
         lines += ["", f"Pick `{stage.name}.{stage.pick.name}` ({stage.pick.setting} of the arm with the highest mean "
                       f"{metric}{', per dataset' if stage.pick.per == 'dataset' else ''}): {made!r}."]
-    if complete and stage.decision and stage.decision.rule == "adopt":
-        lines += ["", *_adopt(plan, stage, value)]
-    if complete and stage.decision and stage.decision.rule == "spread":
-        lines += ["", *_spread_rule(plan, stage, value)]
-    if verdicts:
-        dec = stage.decision
-        lines += ["", f"Decision: paired differences (same dataset, seed, fraction) to `{dec.baseline}`; Holm across "
-                      f"{'the arms of each dataset' if dec.family == 'arms' else 'every dataset x arm'} at "
-                      f"{dec.alpha:g}; better / worse when the Holm-adjusted p < {dec.alpha:g}"
-                      + (f", no effect when the Bonferroni interval lies within +-{dec.margin:g}" if dec.margin else "")
-                      + ", else inconclusive."]
+    for dec in stage.decisions if complete else ():
+        lines += ["", *{"holm": _holm_rule, "adopt": _adopt, "spread": _spread_rule}[dec.rule](plan, stage, dec, value)]
     return "\n".join(lines) + "\n"
+
+
+def _holm_rule(plan: Plan, stage: Stage, dec: Decision, value: dict) -> list[str]:
+    """The ``holm`` rule's table: each arm against the baseline, per dataset."""
+    verdicts = _decisions(plan, dec, value)
+    lines = [f"Against `{dec.baseline}`: paired differences (same dataset, seed, fraction); Holm across "
+             f"{'the arms of each dataset' if dec.family == 'arms' else 'every dataset x arm'} at {dec.alpha:g}; "
+             f"better / worse when the Holm-adjusted p < {dec.alpha:g}"
+             + (f", no effect when the Bonferroni interval lies within +-{dec.margin:g}" if dec.margin else "")
+             + ", else inconclusive.", "",
+             f"| arm | dataset | minus {dec.baseline} [95 % CI] | ahead | Holm p | verdict |", "|---|---|---|---|---|---|"]
+    for a in stage.arms:
+        for d in plan.datasets:
+            v = verdicts.get((d.name, a.name))
+            if v:
+                lines.append(f"| {a.name} | {d.name} | {_num(v['mean'], True)} [{_num(v['low'], True)}, "
+                             f"{_num(v['high'], True)}] | {v['ahead']} | {v['p_holm']:.3f} | {v['verdict']} |")
+    return lines
 
 
 def _spread(values: list[float]) -> str:
@@ -150,31 +150,33 @@ def summary_table(plan: Plan, stage: Stage, arm: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compact_table(plan: Plan, stage: Stage) -> str:
-    """The stage's ``holm`` decision in one table: an arm per line, a dataset per column, each cell the paired
-    difference to the baseline [95 % CI] and its verdict (bold when better). Nothing until every row exists."""
+def compact_table(plan: Plan, stage: Stage, baseline: str | None = None) -> str:
+    """A ``holm`` decision of the stage (the one against ``baseline``, default the first) in one table: an arm per
+    line, a dataset per column, each cell the paired difference to the baseline [95 % CI] and its verdict (bold
+    when decided: better or worse). Nothing until every row exists."""
     rows = [r for r in read_rows(plan, stage.name) if _row_key(r) in {j.row_key() for j in plan.jobs(stage.name)}]
-    if len(rows) < len(plan.jobs(stage.name)) or not stage.decision or stage.decision.rule != "holm":
+    dec = next((d for d in stage.decisions if d.rule == "holm" and baseline in (None, d.baseline)), None)
+    if len(rows) < len(plan.jobs(stage.name)) or dec is None:
         return f"({stage.name}: {len(rows)} of {len(plan.jobs(stage.name))} rows; no decision to show yet)\n"
     value = {(r["dataset"], r["arm"], int(r["seed"]), float(r["fraction"])): float(r[plan.metric]) for r in rows}
-    verdicts = _decisions(plan, stage, value)
+    verdicts = _decisions(plan, dec, value)
     head = "| design |" + "".join(f" {d.name} |" for d in plan.datasets)
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for a in stage.arms:
-        if a.name == stage.decision.baseline:
+        if a.name == dec.baseline:
             continue
         cells = []
         for d in plan.datasets:
             v = verdicts[(d.name, a.name)]
             cell = f"{_num(v['mean'], True)} [{_num(v['low'], True)}, {_num(v['high'], True)}] {v['verdict']}"
-            cells.append(f"**{cell}**" if v["verdict"] == "better" else cell)
+            cells.append(f"**{cell}**" if v["verdict"] in ("better", "worse") else cell)
         lines.append(f"| `{a.design}` | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _pairs(stage: Stage, value: dict) -> dict[tuple, list[float]]:
+def _pairs(dec: Decision, value: dict) -> dict[tuple, list[float]]:
     """(dataset, arm) -> the arm's paired differences to the baseline (same dataset, seed, fraction)."""
-    base_arm = stage.decision.baseline
+    base_arm = dec.baseline
     pairs: dict[tuple, list[float]] = {}
     for (ds, arm, seed, f), v in value.items():
         base = value.get((ds, base_arm, seed, f))
@@ -183,9 +185,9 @@ def _pairs(stage: Stage, value: dict) -> dict[tuple, list[float]]:
     return pairs
 
 
-def _adopt(plan: Plan, stage: Stage, value: dict) -> list[str]:
+def _adopt(plan: Plan, stage: Stage, dec: Decision, value: dict) -> list[str]:
     """The ``adopt`` rule's table: per arm, the pooled paired difference and each dataset's mean difference."""
-    dec, pairs = stage.decision, _pairs(stage, value)
+    pairs = _pairs(dec, value)
     names = [d.name for d in plan.datasets]
     head = (f"| arm | pooled minus {dec.baseline} [{1 - dec.alpha:.0%} CI] | n | "
             + " | ".join(names) + " | verdict |")
@@ -224,9 +226,8 @@ def sd_ratio(first: list[float], second: list[float], alpha: float = 0.05) -> tu
     return point, float(ci.low), float(ci.high)
 
 
-def _spread_rule(plan: Plan, stage: Stage, value: dict) -> list[str]:
+def _spread_rule(plan: Plan, stage: Stage, dec: Decision, value: dict) -> list[str]:
     """The ``spread`` rule's tables (see :class:`~hierhead.study.plan.Decision`)."""
-    dec = stage.decision
     (a, b), (c, d) = dec.pairs
     lines = [f"Spread (rule `spread`): the SD over seeds of `{a}` minus `{b}` against that of `{c}` minus `{d}`, "
              f"their ratio with a paired bootstrap {1 - dec.alpha:.0%} interval; \"lower by >= 30 %\" when the ratio "
@@ -251,9 +252,9 @@ def _spread_rule(plan: Plan, stage: Stage, value: dict) -> list[str]:
     return lines
 
 
-def _decisions(plan: Plan, stage: Stage, value: dict) -> dict:
+def _decisions(plan: Plan, dec: Decision, value: dict) -> dict:
     """(dataset, arm) -> :func:`~hierhead.comparison.decide`'s entry for the arm against the baseline."""
-    dec, pairs = stage.decision, _pairs(stage, value)
+    pairs = _pairs(dec, value)
     families = ([[k for k in pairs if k[0] == d.name] for d in plan.datasets] if dec.family == "arms"
                 else [list(pairs)])
     out = {}
@@ -294,7 +295,7 @@ def write_report(plan: Plan, check: bool = False) -> list[Path]:
             stage = plan.stage(ident.split("/", 1)[1])
             view = m.group("view")
             if view in ("summary", "compact"):
-                text = summary_table(plan, stage, m.group("arm")) if view == "summary" else compact_table(plan, stage)
+                text = (summary_table if view == "summary" else compact_table)(plan, stage, m.group("arm"))
                 return m.group(1) + text + m.group(6)
             if tables[ident] is None:
                 tables[ident] = stage_table(plan, stage)
