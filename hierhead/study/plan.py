@@ -92,7 +92,8 @@ class Pick:
 class Decision:
     """Each arm against ``baseline`` by paired differences (same dataset, seed and fraction).
 
-    ``rule: holm``: per dataset, Holm-corrected across the ``family`` (``arms``: the arms of one dataset;
+    ``arms``: the arms compared (default every arm but the baseline). ``rule: holm``: per dataset, Holm-corrected
+    across the ``family`` (``arms``: the arms of one dataset;
     ``all``: every dataset x arm of the stage); ``margin`` the equivalence bound of "no effect"
     (:func:`hierhead.comparison.decide`). ``rule: adopt``: the pairs of every dataset pooled; an arm is
     adopted when their mean is > 0, the lower bound of their (1 - alpha) t interval >= -margin, and no
@@ -107,6 +108,7 @@ class Decision:
     family: str = "arms"
     rule: str = "holm"
     pairs: tuple = ()
+    arms: tuple = ()  # the arms compared with the baseline (the family); default every other arm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -403,8 +405,11 @@ def load_plan(path: str | Path) -> Plan:
 
 def _decision(raw: dict, names: list[str], where: str) -> Decision:
     """A stage's decision, checked against its arms."""
-    _keys(raw, {"baseline", "margin", "alpha", "family", "rule", "pairs"}, {"baseline"}, f"{where}: decision")
-    decision = Decision(**{**raw, "pairs": tuple(tuple(p) for p in raw.get("pairs") or ())})
+    _keys(raw, {"baseline", "margin", "alpha", "family", "rule", "pairs", "arms"}, {"baseline"}, f"{where}: decision")
+    decision = Decision(**{**raw, "pairs": tuple(tuple(p) for p in raw.get("pairs") or ()),
+                           "arms": tuple(raw.get("arms") or ())})
+    if not set(decision.arms) <= set(names) - {decision.baseline}:
+        raise PlanError(f"{where}: decision.arms {list(decision.arms)}: arms of the stage other than the baseline")
     if decision.baseline not in names:
         raise PlanError(f"{where}: decision.baseline {decision.baseline!r} is not one of its arms")
     if decision.family not in ("arms", "all"):

@@ -163,14 +163,14 @@ def compact_table(plan: Plan, stage: Stage, baseline: str | None = None) -> str:
     head = "| design |" + "".join(f" {d.name} |" for d in plan.datasets)
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for a in stage.arms:
-        if a.name == dec.baseline:
+        if a.name == dec.baseline or (dec.arms and a.name not in dec.arms):
             continue
         cells = []
         for d in plan.datasets:
             v = verdicts[(d.name, a.name)]
             cell = f"{_num(v['mean'], True)} [{_num(v['low'], True)}, {_num(v['high'], True)}] {v['verdict']}"
             cells.append(f"**{cell}**" if v["verdict"] in ("better", "worse") else cell)
-        lines.append(f"| `{a.design}` | " + " | ".join(cells) + " |")
+        lines.append(f"| `{a.row_label}` | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -180,7 +180,7 @@ def _pairs(dec: Decision, value: dict) -> dict[tuple, list[float]]:
     pairs: dict[tuple, list[float]] = {}
     for (ds, arm, seed, f), v in value.items():
         base = value.get((ds, base_arm, seed, f))
-        if arm != base_arm and base is not None:
+        if arm != base_arm and base is not None and (not dec.arms or arm in dec.arms):
             pairs.setdefault((ds, arm), []).append(v - base)
     return pairs
 
@@ -194,7 +194,7 @@ def _adopt(plan: Plan, stage: Stage, dec: Decision, value: dict) -> list[str]:
     lines = [f"Pooled over the datasets (rule `adopt`: mean > 0, lower bound >= -{dec.margin:g}, no dataset's mean "
              f"below -{dec.margin:g}):", "", head, "|" + "---|" * (head.count("|") - 1)]
     for a in stage.arms:
-        if a.name == dec.baseline:
+        if a.name == dec.baseline or (dec.arms and a.name not in dec.arms):
             continue
         everything = [d for n in names for d in pairs.get((n, a.name), [])]
         mean, lo, hi = paired_interval(everything, dec.alpha)
