@@ -536,7 +536,8 @@ def _add_study_parser(sub) -> None:
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     st.add_argument("action", choices=["run", "report"])
     st.add_argument("plan", help="the plan file (YAML; see hierhead/study/plan.py)")
-    st.add_argument("--workers", type=int, default=1, help="jobs at once (run)")
+    st.add_argument("--workers", type=int, default=1, help="jobs at once, each in its own process (run; 0: one "
+                    "after another in this process)")
     st.add_argument("--threads", type=int, help="CPU threads per job (run; default: the plan's)")
     st.add_argument("--dry-run", action="store_true", help="say what is pending, run nothing (run)")
     st.add_argument("--check", action="store_true", help="exit 1 if the report or a docs block is out of date "

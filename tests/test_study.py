@@ -181,8 +181,8 @@ stages:
 """
     command = [sys.executable, "-m", "hierhead", "study", "run"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    whole = _plan(tmp_path / "whole", body)
-    subprocess.run([*command, str(whole), "--workers", "2"], check=True, env=env, capture_output=True)
+    whole = _plan(tmp_path / "whole", body)  # uninterrupted, its jobs in one process (no process start each)
+    assert main(["study", "run", str(whole), "--workers", "0"]) == 0
     killed = _plan(tmp_path / "killed", body)
     runs = tmp_path / "killed" / "runs" / "studies" / "toy"
     proc = subprocess.Popen([*command, str(killed), "--workers", "2"], env=env, start_new_session=True,
@@ -220,7 +220,7 @@ stages:
     plan = load_plan(_plan(tmp_path, body))
     assert main(["study", "run", str(plan.path), "--dry-run"]) == 0
     assert "3 pending (1 sharing an earlier job's run)" in capsys.readouterr().out
-    assert main(["study", "run", str(plan.path)]) == 0
+    assert main(["study", "run", str(plan.path), "--workers", "0"]) == 0  # in this process
     out = capsys.readouterr().out
     assert "1 job(s) train the same run as an earlier job" in out and "2 of 3 jobs to run" in out
     rows = {r["arm"]: r for r in read_rows(plan, "main")}

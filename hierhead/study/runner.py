@@ -107,10 +107,11 @@ def _merge(plan: Plan, stage: str, new: list[dict]) -> None:
 def run(plan: Plan, workers: int = 1, threads: int | None = None, dry_run: bool = False,
         log: Callable[[str], None] = print) -> int:
     """Run every pending job of the plan, stage after stage (a stage that needs an earlier stage's pick waits
-    for it); ``workers`` jobs at once, each with ``threads`` CPU threads (default: the plan's). Returns the
+    for it); ``workers`` jobs at once, each in its own process with ``threads`` CPU threads (default: the plan's;
+    ``workers=0``: one after another in this process, as a sweep of seconds-long runs wants). Returns the
     number of jobs that failed (their logs named). ``dry_run``: only say what is pending."""
-    if workers < 1:
-        raise PlanError(f"--workers {workers}: needs at least 1")
+    if workers < 0:
+        raise PlanError(f"--workers {workers}: 0 (jobs one after another in this process) or more")
     threads = threads or plan.threads
     if not dry_run:
         with _plan_lock(plan):
@@ -162,7 +163,7 @@ def _run(plan: Plan, workers: int, threads: int, log: Callable[[str], None]) -> 
         count = {"ended": 0}
 
         def one(job: Job) -> bool:
-            ok, line = _spawn(plan, job, threads)
+            ok, line = _spawn(plan, job, threads) if workers else _inline(plan, job, threads)
             with _lock:
                 count["ended"] += 1
                 log(f"[{count['ended']}/{len(todo)}] {job.key}: {line}")
@@ -170,7 +171,7 @@ def _run(plan: Plan, workers: int, threads: int, log: Callable[[str], None]) -> 
                 _merge(plan, s.name, [json.loads((plan.runs / job.key / "row.json").read_text())])
             return ok
 
-        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             failed += sum(not ok for ok in pool.map(one, todo))
         done = {_row_key(r): r for r in read_rows(plan, s.name)}
         _merge(plan, s.name, [{**done[lead.row_key()], "arm": j.arm, "design": s.arm(j.arm).design,
@@ -218,9 +219,21 @@ def _spawn(plan: Plan, job: Job, threads: int) -> tuple[bool, str]:
     if done.returncode != 0 or not (folder / "row.json").is_file():
         lines = (folder / "job.log").read_text(errors="replace").strip().splitlines()
         return False, f"FAILED (exit {done.returncode}): {lines[-1] if lines else 'no output'} (log: {folder / 'job.log'})"
-    row = json.loads((folder / "row.json").read_text())
-    return True, f"{plan.metric} {float(row[plan.metric]):.2f}" + (f", {float(row['seconds']) / 60:.1f} min"
-                                                                     if row["seconds"] != "" else " (resumed)")
+    return True, _summary(plan, json.loads((folder / "row.json").read_text()))
+
+
+def _inline(plan: Plan, job: Job, threads: int) -> tuple[bool, str]:
+    """Run one job in this process (``--workers 0``: no process start per job); its errors become a failed job."""
+    try:
+        row = run_job(plan, job.key, threads)
+    except Exception as e:  # noqa: BLE001 - one job's failure is reported like a worker's, the others go on
+        return False, f"FAILED: {type(e).__name__}: {e}"
+    return True, _summary(plan, row)
+
+
+def _summary(plan: Plan, row: dict) -> str:
+    return f"{plan.metric} {float(row[plan.metric]):.2f}" + (f", {float(row['seconds']) / 60:.1f} min"
+                                                           if row["seconds"] != "" else " (resumed)")
 
 
 def run_job(plan: Plan, key: str, threads: int) -> dict:
