@@ -86,3 +86,20 @@ def test_durations(text, seconds):
 def test_bad_budgets_are_refused_by_name(over, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         resolve(None, over)
+
+
+def test_cached_images_train_the_same_run_and_are_decoded_once(tmp_path, monkeypatch):
+    """cache_images (issue 41): the training images decoded once, the run unchanged bit for bit."""
+    from hierhead.data import readers
+
+    decoded = []
+    real = readers.load_image
+    monkeypatch.setattr(readers, "load_image", lambda path: decoded.append(path) or real(path))
+    over = {"time": None, "max_steps": 12, "validate": False}  # 12 steps of batch 2 on 8 images: 3 epochs
+    plain = train(_config(tmp_path / "plain", **over))
+    reads = len(decoded)
+    decoded.clear()
+    cached = train(_config(tmp_path / "cached", cache_images=True, **over))
+    assert reads == 24 and len(decoded) == 8  # every image once, however many epochs
+    a, b = (torch.load(r["last"], weights_only=True)["state_dict"] for r in (plain, cached))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

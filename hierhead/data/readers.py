@@ -128,6 +128,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         self.name = name
         self.problems = problems
         self.transforms = transforms
+        self.decoded: dict[int, torch.Tensor] | None = None  # :meth:`keep_decoded`
         problems.warn(name)
 
     @property
@@ -148,20 +149,36 @@ class DetectionDataset(torch.utils.data.Dataset):
             **({"area": torch.tensor(r.areas, dtype=torch.float64)} if r.areas is not None else {}),
         }
 
-    def __getitem__(self, i: int):
+    def _decode(self, i: int) -> torch.Tensor:
         r = self.records[i]
         try:
-            image = tv_tensors.Image(load_image(r.image_path))
+            return load_image(r.image_path)
         except (OSError, ValueError, *IMAGE_BOMBS) as e:
             raise DataError(f"{self.name}: image file {str(r.image_path)!r} cannot be decoded ({e})") from None
+
+    def decoded_bytes(self) -> int:
+        """The memory :meth:`keep_decoded` takes: every image as RGB uint8 (from the records' sizes)."""
+        return sum(3 * r.width * r.height for r in self.records)
+
+    def keep_decoded(self) -> None:
+        """Decode every image once and keep it (RGB uint8) so that later reads skip the file and the decoder:
+        the same tensors as :func:`load_image` gives, so training is unchanged, bit for bit. Made in the
+        process that forks the data loader's workers, which share it (copy on write)."""
+        self.decoded = {i: self._decode(i) for i in range(len(self.records))}
+
+    def __getitem__(self, i: int):
+        image = tv_tensors.Image(self.decoded[i] if self.decoded is not None else self._decode(i))
         target = self.target(i)
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         return image, target
 
     def subset(self, indices: Sequence[int]) -> "DetectionDataset":
-        return DetectionDataset([self.records[i] for i in indices], self.classes, self.name, Problems(True),
-                                self.transforms)
+        out = DetectionDataset([self.records[i] for i in indices], self.classes, self.name, Problems(True),
+                               self.transforms)
+        if self.decoded is not None:
+            out.decoded = {k: self.decoded[i] for k, i in enumerate(indices)}
+        return out
 
 
 # -- shared record building ---------------------------------------------------------------------

@@ -89,6 +89,9 @@ DEFAULTS: dict[str, Any] = {
     "deterministic": False,
     "seed": 0,
     "num_workers": 2,
+    # keep the training images decoded in memory (RGB uint8; the same tensors, so the same run): off until
+    # its speed is measured (issue 41)
+    "cache_images": False,
     "accelerator": "auto",
     "devices": 1,
     "num_nodes": 1,
