@@ -38,7 +38,8 @@ def _plan(tmp_path: Path, body: str, name: str = "toy") -> Path:
     (studies / "datasets.yaml").write_text(f'toy: {{root: "{TOY}"}}\n'
                                            f'toy2: {{root: "{TOY}", set: {{data.resplit: 0.5}}}}\n')
     path = studies / f"{name}.yaml"
-    path.write_text(f"name: {name}\nprotocol: train\nrecipe: synthetic-ssdlite\n" + body)
+    path.write_text(f"name: {name}\nrows: ../docs/results/{name}\nruns: ../runs/studies/{name}\nprotocol: train\n"
+                    "recipe: synthetic-ssdlite\n" + body)
     return path
 
 
@@ -329,7 +330,7 @@ def test_the_frozen_protocol_of_a_plan_is_the_sweeps(tmp_path, capsys):
     studies = tmp_path / "studies"
     studies.mkdir()
     (studies / "datasets.yaml").write_text(f'toy: {{root: "{data}"}}\n')
-    (studies / "fz.yaml").write_text("name: fz\nprotocol: frozen\nrecipe: defaults-2026-12\ndatasets: [toy]\nseeds: [0]\n"
+    (studies / "fz.yaml").write_text("name: fz\nrows: ../docs/results/fz\nprotocol: frozen\nrecipe: defaults-2026-12\ndatasets: [toy]\nseeds: [0]\n"
                                      f"set: {json.dumps(settings)}\nstages:\n  - name: test\n    arms:\n"
                                      '      ratios: {design: "9An{9,3}As"}\n')
     assert main(["study", "run", str(studies / "fz.yaml")]) == 0
@@ -342,3 +343,14 @@ def test_the_frozen_protocol_of_a_plan_is_the_sweeps(tmp_path, capsys):
     assert main(sweep) == 0
     swept = {r["design"]: r for r in csv.DictReader(open(tmp_path / "sweep" / "results.csv"))}
     assert round(100 * float(swept["9An{9,3}As"]["mAP"]), 3) == float(row["mAP"])
+
+
+def test_a_plan_can_define_its_own_data_without_an_aliases_file(tmp_path):
+    (tmp_path / "mine.yaml").write_text(
+        "name: mine\nprotocol: train\nrecipe: defaults-2026-12\nseeds: [0, 1]\n"
+        "datasets: [{name: parts, root: data/parts, set: {data.holdout: 0.2}}]\n"
+        'stages:\n  - name: test\n    arms:\n      general: {design: "9An{9}"}\n      hier: {design: "9An{9,3,1}S"}\n')
+    plan = load_plan(tmp_path / "mine.yaml")
+    assert [(d.name, d.root, d.set) for d in plan.datasets] == [("parts", str(tmp_path / "data" / "parts"),
+                                                                 {"data": {"holdout": 0.2}})]
+    assert len(plan.jobs()) == 4 and plan.rows == tmp_path / "results" / "mine" and plan.runs == tmp_path / "runs" / "mine"

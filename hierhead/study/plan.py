@@ -2,7 +2,7 @@
 
 A plan is a YAML file with no loops or conditionals; everything a run needs is declared::
 
-    name: example                      # the rows go to docs/results/<name>/<stage>.csv
+    name: example                      # rows: results/<name>/<stage>.csv beside the plan (``rows:``)
     question: what the study asks      # prose; the pre-registration is this file and the prose beside it
     protocol: train                    # hierhead.study.protocols: how a job trains and what it scores
     recipe: defaults-2026-12           # the recipe every arm starts from
@@ -278,14 +278,20 @@ def load_datasets(path: Path) -> dict[str, Dataset]:
         raw = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as e:
         raise PlanError(f"{path}: cannot read the dataset aliases ({e})") from None
-    out = {}
-    for name, entry in raw.items():
-        _keys(entry, {"root", "set", "note"}, {"root"}, f"{path}: {name}")
-        root = str(entry["root"])
-        if not root.startswith("synthetic:"):
-            root = str((path.parent / root).resolve())
-        out[str(name)] = Dataset(str(name), root, nest(entry.get("set") or {}, f"{path}: {name}.set"))
-    return out
+    return {str(name): _dataset(path, str(name), entry) for name, entry in raw.items()}
+
+
+def _inline_datasets(path: Path, entries: list[dict]) -> dict[str, Dataset]:
+    """Datasets defined in the plan itself (``{name, root, set}``): a user's own data needs no aliases file."""
+    return {str(e["name"]): _dataset(path, str(e["name"]), {k: v for k, v in e.items() if k != "name"}) for e in entries}
+
+
+def _dataset(path: Path, name: str, entry: dict) -> Dataset:
+    _keys(entry, {"root", "set", "note"}, {"root"}, f"{path}: {name}")
+    root = str(entry["root"])
+    if not root.startswith("synthetic:"):
+        root = str((path.parent / root).resolve())
+    return Dataset(name, root, nest(entry.get("set") or {}, f"{path}: {name}.set"))
 
 
 PLAN_KEYS = {"name", "question", "protocol", "recipe", "datasets", "seeds", "fractions", "set", "metric", "threads",
@@ -311,11 +317,21 @@ def load_plan(path: str | Path) -> Plan:
         raise PlanError(f"{path}: name {name!r}: a file name without spaces or slashes")
     if raw["protocol"] not in PROTOCOLS:
         raise PlanError(f"{path}: protocol {raw['protocol']!r}: unknown; choose {', '.join(PROTOCOLS)}")
-    aliases = load_datasets(path.parent / str(raw.get("aliases", "datasets.yaml")))
-    missing = [d for d in raw["datasets"] if d not in aliases]
+    if not isinstance(raw["datasets"], list) or not raw["datasets"]:
+        raise PlanError(f"{path}: datasets: a list of aliases or of {{name, root, set}}")
+    inline = {str(d["name"]): d for d in raw["datasets"] if isinstance(d, dict) and "name" in d}
+    aliases = {}
+    if len(inline) < len(raw["datasets"]):  # some are aliases: read the file that defines them
+        aliases = load_datasets(path.parent / str(raw.get("aliases", "datasets.yaml")))
+    aliases.update(_inline_datasets(path, list(inline.values())))
+    names = [str(d["name"]) if isinstance(d, dict) and "name" in d else str(d) for d in raw["datasets"]]
+    missing = [d for d in names if d not in aliases]
     if missing:
         raise PlanError(f"{path}: dataset {missing[0]!r} has no alias in "
-                        f"{path.parent / str(raw.get('aliases', 'datasets.yaml'))} (known: {', '.join(aliases)})")
+                        f"{path.parent / str(raw.get('aliases', 'datasets.yaml'))} (known: {', '.join(aliases)}); "
+                        f"or define it in the plan: {{name: NAME, root: FOLDER}}")
+    if len(set(names)) != len(names):
+        raise PlanError(f"{path}: datasets {names}: a dataset is listed twice")
     seeds = raw["seeds"]
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise PlanError(f"{path}: seeds {seeds!r}: a list of whole numbers")
@@ -375,11 +391,11 @@ def load_plan(path: str | Path) -> Plan:
     if not stages:
         raise PlanError(f"{path}: no stages")
     plan = Plan(path=path, name=name, protocol=raw["protocol"], recipe=str(raw["recipe"]),
-                datasets=tuple(aliases[d] for d in raw["datasets"]), seeds=tuple(seeds),
+                datasets=tuple(aliases[d] for d in names), seeds=tuple(seeds),
                 fractions=tuple(float(f) for f in fractions), stages=tuple(stages), set=nest(raw.get("set") or {}, f"{path}: set"),
                 metric=metric, threads=threads,
-                rows=(path.parent / str(raw.get("rows", f"../docs/results/{name}"))).resolve(),
-                runs=(path.parent / str(raw.get("runs", f"../runs/studies/{name}"))).resolve(),
+                rows=(path.parent / str(raw.get("rows", f"results/{name}"))).resolve(),
+                runs=(path.parent / str(raw.get("runs", f"runs/{name}"))).resolve(),
                 question=str(raw.get("question", "")).strip(),
                 docs=tuple((path.parent / str(d)).resolve() for d in raw.get("docs") or []),
                 legacy={str(k): _legacy(path, v) for k, v in (raw.get("legacy") or {}).items()},
