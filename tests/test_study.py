@@ -354,3 +354,12 @@ def test_a_plan_can_define_its_own_data_without_an_aliases_file(tmp_path):
     assert [(d.name, d.root, d.set) for d in plan.datasets] == [("parts", str(tmp_path / "data" / "parts"),
                                                                  {"data": {"holdout": 0.2}})]
     assert len(plan.jobs()) == 4 and plan.rows == tmp_path / "results" / "mine" and plan.runs == tmp_path / "runs" / "mine"
+
+
+def test_a_missing_dataset_folder_is_refused_before_any_job(tmp_path, capsys):
+    (tmp_path / "mine.yaml").write_text(
+        "name: mine\nprotocol: train\nrecipe: defaults-2026-12\nseeds: [0]\ndatasets: [{name: parts, root: nowhere}]\n"
+        'stages:\n  - name: test\n    arms:\n      general: {design: "9An{9}"}\n')
+    assert main(["study", "run", str(tmp_path / "mine.yaml")]) == 2
+    assert capsys.readouterr().err == f"hierhead study: error: mine.yaml: dataset parts: no folder {tmp_path / 'nowhere'}\n"
+    assert not (tmp_path / "runs" / "mine" / "test").exists()

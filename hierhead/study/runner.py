@@ -146,6 +146,12 @@ def _plan_lock(plan: Plan):
 
 
 def _run(plan: Plan, workers: int, threads: int, log: Callable[[str], None]) -> int:
+    from pathlib import Path
+
+    pending = [j for st in status(plan) for j in st["pending"]]
+    for d in plan.datasets:  # before hours of jobs: every dataset a pending job reads is there
+        if any(j.dataset == d.name for j in pending) and not d.root.startswith("synthetic:") and not Path(d.root).exists():
+            raise PlanError(f"{plan.path.name}: dataset {d.name}: no folder {d.root}")
     failed = 0
     for s in plan.stages:
         st = next(x for x in status(plan) if x["stage"] == s.name)
