@@ -86,6 +86,7 @@ class StepProgressBar(TQDMProgressBar):
 
     def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", *_) -> None:
         bar = self.train_progress_bar
+        bar.total = trainer.max_steps  # a time budget (budget.py) may shorten the run after the bar opened
         if self._should_update(trainer.global_step, bar.total) and not bar.disable:
             bar.n = trainer.global_step
             bar.set_postfix(self.get_metrics(trainer, pl_module))  # refreshes the bar
