@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from .comparison import interval_text, paired_interval
+from .comparison import decide, interval_text, paired_interval
 from .design import GENERAL
 from .engine import resolve
 from .engine.head import HeadProtocol
@@ -56,14 +56,13 @@ def _latency(model: torch.nn.Module, image: torch.Tensor, repeats: int = 7) -> f
 
 
 def _verdict(diffs: list[float]) -> str:
-    mean, lo, hi = paired_interval(diffs)
+    """The verdict of every study (:func:`hierhead.comparison.decide`, one comparison) in words."""
     if len(diffs) < 2:
         return "one seed: no interval"
-    if lo > 0:
-        return "the hierarchical head is better"
-    if hi < 0:
-        return "the hierarchical head is worse"
-    return f"no detectable difference (the interval excludes effects beyond {max(-lo, hi):.1f} points)"
+    v = decide({"design": diffs})["design"]
+    if v["verdict"] in ("better", "worse"):
+        return f"the hierarchical head is {v['verdict']}"
+    return f"no detectable difference (the interval excludes effects beyond {max(-v['low'], v['high']):.1f} points)"
 
 
 MODEL = "ssdlite320_efficientnet_lite0"  # its ImageNet weights ship with hierhead
