@@ -42,9 +42,8 @@ DEFAULTS: dict[str, Any] = {
     "optimizer": {"name": "adamw", "lr": 0.003, "momentum": 0.9, "weight_decay": 0.0001, "unit_lr_scale": 1.0,
                   "backbone_lr_scale": 0.1,  # the backbone body's lr = this x lr; 0 freezes it
                   # sharing as a prior: coupled L2 on the prediction convs' anchor weights / units (optim.prior_penalty);
-                  # off: at anchor_l2 0.1 no design beat the general head without it (100 %, 30 seeds, both datasets;
-                  # docs/results/pretrained-prior.csv); at 25 % the plain L2 on the general head alone did
-                  # (micro +2.8, cards +4.1): one strength, not a default (at 100 % worse on cards; docs/results.md)
+                  # off: the pre-registered rule read the 100 % columns, where no design with it beat the general
+                  # head (studies/pretrained-prior.yaml; at 25 % the plain L2 alone helped: one strength, a lead)
                   "anchor_l2": 0.0, "unit_l2": 0.0,
                   "decay": None, "eps": None},  # decay / eps: RMSprop's (default 0.9 / 1.0); eps also Adam's
     "schedule": {"name": "cosine", "milestones": [], "gamma": 0.1, "step_size": 0, "warmup_steps": 50,
