@@ -59,8 +59,8 @@ DEFAULTS: dict[str, Any] = {
                           "warmup_start_lr": 0.00001}},
     # the frozen-backbone protocol (hierhead sweep --protocol frozen): the ImageNet body frozen and cached, the
     # extra blocks and head trained from each seed's draw; the same keys as ``head``. lr and steps chosen on a
-    # 20 % holdout of cards and microcontrollers (docs/results/plan-pretrained.md, stage val-settings:
-    # lr 0.01 x 500 steps, mean val mAP 69.2 over 2 datasets x 3 seeds, against 60.0-69.0 for the other five)
+    # 20 % holdout of cards and microcontrollers by the plan's rule (docs/results/plan-pretrained.md, stage
+    # val-settings; rows docs/results/pretrained-val-settings.csv)
     "frozen": {"views": 4, "steps": 500, "batch_size": 16,
                "optimizer": {"name": "adamw", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.00004,
                              "unit_lr_scale": 1.0, "anchor_l2": 0.0, "unit_l2": 0.0},
