@@ -84,7 +84,7 @@ def _recommend(args: argparse.Namespace) -> int:
     size = input_size(args.model)  # an unknown model fails before the dataset is read
     r = recommend(_open(args), size)
     print(f"{r['design']}\n{r['reason']}")
-    from .recommend import AGREEMENT, EVIDENCE
+    from .recommend import AGREEMENT, EVIDENCE, shown
 
     from .engine import resolve
     from .engine.from_config import backbone_weights
@@ -101,7 +101,7 @@ def _recommend(args: argparse.Namespace) -> int:
         how = (f"  hierhead train --data {data} --model {args.model} --design '9An{{9}}' --out runs/start\n"
                f"  hierhead sweep --data {data} --set model={args.model} --protocol head "
                f"--init runs/start/checkpoints/last.ckpt --designs '{r['design']}' --seeds 10 --out runs/head")
-    print(f"This is the paper's heuristic, not a measurement. {AGREEMENT}\n{EVIDENCE}\nCompare on your data (the "
+    print(f"This is the paper's heuristic, not a measurement. {shown(AGREEMENT)}\n{shown(EVIDENCE)}\nCompare on your data (the "
           f"sweep always runs the general head 9An{{9}} too; {cost}):\n{how}")
     return 0
 

@@ -9,7 +9,7 @@ and the plan's decision (paired differences to the baseline, Holm across the dec
 
 (``<!-- study: NAME/STAGE summary -->``: one line per dataset and arm, with the plan's ``reference`` numbers
 beside it: :func:`summary_table`; ``... summary ARM -->`` one arm's lines only; ``... compact -->``: the decision alone, an arm per line and a dataset per
-column: :func:`compact_table`)
+column: :func:`compact_table`; ``... wins -->``: in how many seeds each arm was the best: :func:`wins_table`)
 
 so a number quoted in the docs cannot drift from its rows. A stage with missing rows is reported as
 incomplete, with no verdict: a result is quoted once all its pre-registered rows exist.
@@ -27,7 +27,7 @@ from .runner import _row_key, picks, read_rows
 
 __all__ = ["stage_table", "summary_table", "compact_table", "report", "write_report", "BLOCK"]
 
-BLOCK = re.compile(r"(<!-- study: (?P<id>[^ ]+?)(?: (?P<view>summary|compact)(?: (?P<arm>[\w-]+))?)? -->\n)"
+BLOCK = re.compile(r"(<!-- study: (?P<id>[^ ]+?)(?: (?P<view>summary|compact|wins)(?: (?P<arm>[\w-]+))?)? -->\n)"
                    r"(?P<body>.*?)(<!-- /study -->)", re.S)
 
 
@@ -174,6 +174,27 @@ def compact_table(plan: Plan, stage: Stage, baseline: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def wins_table(plan: Plan, stage: Stage, arm: str | None = None) -> str:
+    """In how many seeds (and fractions) each arm had the best value of its dataset (ties count for each arm at
+    the top), against chance (1 in the number of arms); ``arm``: that arm's line only."""
+    rows = [r for r in read_rows(plan, stage.name) if _row_key(r) in {j.row_key() for j in plan.jobs(stage.name)}]
+    if len(rows) < len(plan.jobs(stage.name)):
+        return f"({stage.name}: {len(rows)} of {len(plan.jobs(stage.name))} rows; no counts yet)\n"
+    value = {(r["dataset"], r["arm"], int(r["seed"]), float(r["fraction"])): float(r[plan.metric]) for r in rows}
+    head = "| design |" + "".join(f" {d.name} |" for d in plan.datasets)
+    lines = [f"Seeds in which the design had the best {plan.metric} of the {len(stage.arms)} (chance: 1 in "
+             f"{len(stage.arms)}):", "", head, "|" + "---|" * (head.count("|") - 1)]
+    for a in ([stage.arm(arm)] if arm else stage.arms):
+        cells = []
+        for d in plan.datasets:
+            cases = sorted({(s, f) for (n, _, s, f) in value if n == d.name})
+            best = sum(value[(d.name, a.name, s, f)] == max(value[(d.name, b.name, s, f)] for b in stage.arms)
+                       for s, f in cases)
+            cells.append(f"{best} of {len(cases)}")
+        lines.append(f"| `{a.row_label}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _pairs(dec: Decision, value: dict) -> dict[tuple, list[float]]:
     """(dataset, arm) -> the arm's paired differences to the baseline (same dataset, seed, fraction)."""
     base_arm = dec.baseline
@@ -294,8 +315,9 @@ def write_report(plan: Plan, check: bool = False) -> list[Path]:
                 raise ValueError(f"{doc}: block 'study: {ident}' names no stage of {plan.path.name}")
             stage = plan.stage(ident.split("/", 1)[1])
             view = m.group("view")
-            if view in ("summary", "compact"):
-                text = (summary_table if view == "summary" else compact_table)(plan, stage, m.group("arm"))
+            if view in ("summary", "compact", "wins"):
+                view_of = {"summary": summary_table, "compact": compact_table, "wins": wins_table}[view]
+                text = view_of(plan, stage, m.group("arm"))
                 return m.group(1) + text + m.group(6)
             if tables[ident] is None:
                 tables[ident] = stage_table(plan, stage)
