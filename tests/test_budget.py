@@ -103,3 +103,30 @@ def test_cached_images_train_the_same_run_and_are_decoded_once(tmp_path, monkeyp
     assert reads == 24 and len(decoded) == 8  # every image once, however many epochs
     a, b = (torch.load(r["last"], weights_only=True)["state_dict"] for r in (plain, cached))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_mosaic_tiles_four_samples_with_their_boxes_and_is_seeded():
+    from hierhead.data.synthetic import open_synthetic
+    from hierhead.engine.data import SeededSamples, mosaic
+
+    train, _ = open_synthetic("synthetic:classes=2,train=8,test=2,size=64,seed=2")
+    samples = [train[i] for i in range(4)]
+    image, target = mosaic(samples, (32, 48))
+    assert image.shape == (3, 64, 96) and target["boxes"].canvas_size == (64, 96)
+    counts = [len(t["boxes"]) for _, t in samples]
+    assert len(target["boxes"]) == len(target["labels"]) == len(target["difficult"]) == sum(counts)
+    second = target["boxes"][counts[0]:counts[0] + counts[1]]  # the second sample: top right, scaled 48/64, 32/64
+    expected = samples[1][1]["boxes"].as_subclass(torch.Tensor) * torch.tensor([0.75, 0.5, 0.75, 0.5]) + torch.tensor(
+        [48.0, 0, 48.0, 0])
+    torch.testing.assert_close(second.as_subclass(torch.Tensor), expected)
+    keep = lambda image, target: (image, target)  # noqa: E731 - no augmentation: the raw mosaic
+    always = SeededSamples(train, keep, seed=3, mosaic=1.0, tile=(32, 32))
+    a, b = always[(5, 1)], always[(5, 1)]
+    assert a[0].shape == (3, 64, 64) and torch.equal(a[0], b[0]) and torch.equal(a[1]["boxes"], b[1]["boxes"])
+    never = SeededSamples(train, keep, seed=3)  # mosaic 0: the sample as it is, no random draw spent on it
+    assert torch.equal(never[(5, 1)][0], train[5][0])
+
+
+def test_a_run_with_mosaic_trains(tmp_path):
+    result = train(_config(tmp_path, time=None, max_steps=3, validate=False, augment={"mosaic": 1.0}))
+    assert result["steps"] == 3

@@ -562,5 +562,5 @@ def test_todays_defaults_stay_runnable_as_a_recipe():
     assert (pinned["optimizer"]["name"], pinned["optimizer"]["lr"], pinned["optimizer"]["backbone_lr_scale"],
             pinned["schedule"]["name"], pinned["schedule"]["warmup_steps"], pinned["ema"]["enabled"]) == (
         "adamw", 0.003, 0.1, "cosine", 50, False)
-    assert pinned["augment"] == {"flip": True, "iou_crop": True, "zoom_out": False, "photometric": True}
+    assert pinned["augment"] == {"flip": True, "iou_crop": True, "zoom_out": False, "photometric": True, "mosaic": 0.0}
     assert pinned["anchor_s_min"] is None  # the paper's 0.2

@@ -207,10 +207,15 @@ class ResumableLoader(DataLoader):
 
 
 class SeededSamples(torch.utils.data.Dataset):
-    """``dataset[(index, epoch)]`` with the transforms' randomness seeded by (seed, epoch, index)."""
+    """``dataset[(index, epoch)]`` with the transforms' randomness seeded by (seed, epoch, index).
 
-    def __init__(self, dataset: DetectionDataset, transforms, seed: int) -> None:
+    ``mosaic``: the probability that a sample is a mosaic (:func:`mosaic`) of its image and three others drawn
+    from the same seeded generator, before the transforms; 0 draws nothing, so a run without it is unchanged."""
+
+    def __init__(self, dataset: DetectionDataset, transforms, seed: int, mosaic: float = 0.0,
+                 tile: tuple[int, int] | None = None) -> None:
         self.dataset, self.transforms, self.seed = dataset, transforms, seed
+        self.mosaic, self.tile = float(mosaic), tile
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -220,7 +225,42 @@ class SeededSamples(torch.utils.data.Dataset):
         image, target = self.dataset[index]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + index)
+            if self.mosaic and float(torch.rand(())) < self.mosaic:
+                others = torch.randint(len(self.dataset), (3,)).tolist()
+                image, target = mosaic([(image, target)] + [self.dataset[j] for j in others], self.tile)
             return self.transforms(image, target)
+
+
+def mosaic(samples: Sequence[tuple], tile: tuple[int, int] | None = None) -> tuple:
+    """Four (image, target) samples as one: each resized to ``tile`` (h, w; default the first image's size) and
+    placed in a 2 x 2 grid, their boxes moved with them, as the YOLOs' mosaic augmentation (Bochkovskiy et al.
+    2020) before its random crop (here the paper's IoU crop and the resize that follow). Hand-written because
+    torchvision's transforms.v2 has no multi-image transform. COCO ``area`` is dropped (training does not read it)."""
+    first = samples[0][0]
+    th, tw = tile or tuple(first.shape[-2:])
+    resize = T.Resize((th, tw), antialias=True)
+    canvas = torch.zeros((first.shape[0], 2 * th, 2 * tw), dtype=first.dtype)
+    boxes, labels, difficult = [], [], []
+    for k, (image, target) in enumerate(samples[:4]):
+        image, target = resize(image, target)
+        y, x = (k // 2) * th, (k % 2) * tw
+        canvas[:, y:y + th, x:x + tw] = image
+        boxes.append(target["boxes"].as_subclass(torch.Tensor) + torch.tensor([x, y, x, y], dtype=torch.float32))
+        labels.append(target["labels"])
+        difficult.append(target["difficult"])
+    out = {k: v for k, v in samples[0][1].items() if k not in ("boxes", "labels", "difficult", "area")}
+    out.update(boxes=tv_tensors.BoundingBoxes(torch.cat(boxes), format="XYXY", canvas_size=(2 * th, 2 * tw)),
+               labels=torch.cat(labels), difficult=torch.cat(difficult))
+    return tv_tensors.Image(canvas), out
+
+
+#: the ``augment`` keys of the sample level (:class:`SeededSamples`); the rest are :func:`train_transforms`'
+SAMPLE_AUGMENT = ("mosaic",)
+
+
+def transform_augment(augment: dict) -> dict:
+    """The ``augment`` section without the sample-level keys (what :func:`train_transforms` takes)."""
+    return {k: v for k, v in augment.items() if k not in SAMPLE_AUGMENT}
 
 
 def collate(batch: Sequence) -> tuple[list, list]:
@@ -269,7 +309,8 @@ class DetectionDataModule(pl.LightningDataModule):
         if len(sampler) < per_process:
             raise DataError(f"{self.train_set.name}: {len(self.train_set)} training images for batch size "
                             f"{self.batch_size}: lower the batch size")
-        ds = SeededSamples(self.train_set, train_transforms(self.image_size, **self.augment), self.seed)
+        ds = SeededSamples(self.train_set, train_transforms(self.image_size, **transform_augment(self.augment)),
+                           self.seed, float(self.augment.get("mosaic") or 0.0), self.image_size)
         return self._loader(ds, sampler, per_process, drop_last=True, cls=ResumableLoader)
 
     def val_dataloader(self) -> DataLoader:

@@ -45,7 +45,7 @@ from ..metrics import mean_ap
 from ..design import GENERAL
 from ..models import ModelSpec, build_from_spec, hierarchize, prediction_convs
 from ..models.builders import backbone_body
-from .data import SeededSamples, eval_transforms, train_transforms
+from .data import SeededSamples, eval_transforms, train_transforms, transform_augment
 from .optim import lr_scheduler, make_optimizer, prior_penalty
 
 __all__ = ["FeatureCache", "cache_views", "cache_test", "stored", "LiveViews", "head_model", "backbone_model",
@@ -153,7 +153,7 @@ def outputs_from(model: nn.Module, inputs: list[torch.Tensor], cut: str = "head"
 
 
 def _views(dataset: DetectionDataset, views: int, image_size, augment: dict, seed: int) -> tuple[SeededSamples, list]:
-    samples = SeededSamples(dataset, train_transforms(image_size, **augment), seed)
+    samples = SeededSamples(dataset, train_transforms(image_size, **transform_augment(augment)), seed)
     return samples, [(i, v) for v in range(views) for i in range(len(dataset))]
 
 

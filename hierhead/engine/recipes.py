@@ -48,7 +48,8 @@ DEFAULTS: dict[str, Any] = {
                   "decay": None, "eps": None},  # decay / eps: RMSprop's (default 0.9 / 1.0); eps also Adam's
     "schedule": {"name": "cosine", "milestones": [], "gamma": 0.1, "step_size": 0, "warmup_steps": 50,
                  "warmup_start_lr": 0.0001},
-    "augment": {"flip": True, "iou_crop": True, "zoom_out": False, "photometric": True},
+    # mosaic: the probability of a 4-image mosaic sample (engine/data.py), 0: none (the paper's augmentation)
+    "augment": {"flip": True, "iou_crop": True, "zoom_out": False, "photometric": True, "mosaic": 0.0},
     "model_kwargs": {},
     # the head protocol (hierhead sweep --protocol head): prediction convs only, on cached frozen features;
     # 200 steps of 32 views at AdamW lr 0.003, the paper's weight decay: benchmarks/head_pilot.py, docs/results.md
