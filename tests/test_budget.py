@@ -130,3 +130,14 @@ def test_mosaic_tiles_four_samples_with_their_boxes_and_is_seeded():
 def test_a_run_with_mosaic_trains(tmp_path):
     result = train(_config(tmp_path, time=None, max_steps=3, validate=False, augment={"mosaic": 1.0}))
     assert result["steps"] == 3
+
+
+def test_a_budget_inside_the_warm_up_shortens_the_warm_up_too(tmp_path):
+    lines = []
+    result = train(_config(tmp_path, time="20s", schedule={"warmup_steps": 30}), callbacks=[Ticker()], log=lines.append)
+    # planned at step 5 (1 s a step since step 1, 4 s spent): 0.95 x 20 - 4 = 15 more steps: 20, inside the warm-up
+    assert lines[-1] == ("time 0.333333 min: 20 of 200 steps fit (1.00 s a step); the schedule ends at step 20, "
+                         "its warm-up shortened to 6 steps")
+    last = torch.load(result["last"], weights_only=True)
+    assert result["steps"] == 20
+    assert all(g["lr"] == pytest.approx(0.0, abs=1e-12) for g in last["optimizer_states"][0]["param_groups"])
