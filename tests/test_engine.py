@@ -264,7 +264,8 @@ def test_recipes_hold_the_paper_values():
     voc = resolve("voc-ssd300")
     assert voc["batch_size"] == 32 and voc["optimizer"]["name"] == "tf_rmsprop" and voc["optimizer"]["lr"] == 1e-3
     assert (voc["optimizer"]["decay"], voc["optimizer"]["eps"], voc["optimizer"]["weight_decay"]) == (0.9, 1.0, 4e-5)
-    assert voc["augment"] == {"flip": True, "iou_crop": True, "zoom_out": False, "photometric": False}  # IV-C
+    assert voc["augment"] == {"flip": True, "iou_crop": True, "zoom_out": False, "photometric": False,
+                              "mosaic": 0.0}  # IV-C: no mosaic
     assert voc["model_kwargs"] == {"nms_thresh": 0.5, "loss": "sigmoid"}
     assert voc["design"] == "9An{9,3}As" and resolve("voc-ssd512")["design"] == "9An{9,3,1}S"  # Table III val
     val = resolve("voc-ssd300-val")
