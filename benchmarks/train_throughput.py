@@ -9,6 +9,11 @@ images, two boxes each: no data loading); the engine is ``hierhead train`` on ca
 the median images/s of each is compared; the first steps of each run are warm-up.
 
     python benchmarks/train_throughput.py [--steps 25] [--rounds 2] [--data ../shared/datasets/cards]
+                                          [--device cpu|cuda] [--precision 32-true|bf16-mixed|16-mixed]
+
+``--device cuda`` runs both on the GPU (the plain loop moves the module and the batch there); ``--precision``
+is the engine's (Lightning's) and the plain loop's autocast (bf16 / fp16 around the forward pass, fp32 weights),
+so a ratio compares the same arithmetic. For a lent GPU (issue 41): run it once per precision in one call.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ class StepTimes(Callback):
         self.times: list[float] = []
 
     def on_train_batch_end(self, *args) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # the step's kernels finished, not only queued
         self.times.append(time.perf_counter())
 
 
@@ -54,10 +61,15 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--precision", choices=["32-true", "bf16-mixed", "16-mixed"], default="32-true")
     args = ap.parse_args()
     over = {"data": {"path": args.data}, "max_steps": args.steps, "batch_size": args.batch, "validate": False,
             "num_workers": args.workers, "progress": False, "plots": False, "checkpoint_every_n_steps": None,
-            "seed": 0}
+            "seed": 0, "accelerator": "gpu" if args.device == "cuda" else "cpu", "devices": 1,
+            "precision": args.precision}
+    device = torch.device(args.device)
+    autocast = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(args.precision)
     config = resolve(None, over)  # the built-in defaults
 
     # the data loader alone
@@ -71,20 +83,26 @@ def main() -> None:
 
     plain, engine = [], []
     images, targets = synthetic_batch(args.batch)
+    images = [x.to(device) for x in images]
+    targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
     for _ in range(args.rounds):
-        # plain fp32 eager loop: the same module (model, trainable parameters, optimiser, schedule), one batch
+        # plain eager loop: the same module (model, trainable parameters, optimiser, schedule), one batch
         torch.manual_seed(0)
         module, _ = prepare(config)
+        module.model.to(device)
         opt_cfg = module.configure_optimizers()
         opt, sched = opt_cfg["optimizer"], opt_cfg["lr_scheduler"]["scheduler"]
         module.model.train()
         stamps = []
         for _step in range(args.steps):
-            losses = module.model(images, targets)
+            with torch.autocast(args.device, dtype=autocast, enabled=autocast is not None):
+                losses = module.model(images, targets)
             opt.zero_grad(set_to_none=True)
             sum(losses.values()).backward()
             opt.step()
             sched.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
             stamps.append(time.perf_counter())
         plain.append(rate(stamps, args.batch, args.warmup))
 
@@ -94,9 +112,10 @@ def main() -> None:
         engine.append(rate(cb.times, args.batch, args.warmup))
 
     p, e = statistics.median(plain), statistics.median(engine)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
-          f"{torch.backends.cpu.get_cpu_capability()}, {config['model']}, batch {args.batch}, {args.steps} steps "
-          f"({args.warmup} warm-up), {args.workers} workers, {args.rounds} rounds")
+    where = (torch.cuda.get_device_name() if device.type == "cuda" else
+             f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    print(f"torch {torch.__version__}, {where}, {args.precision}, {config['model']}, batch {args.batch}, "
+          f"{args.steps} steps ({args.warmup} warm-up), {args.workers} workers, {args.rounds} rounds")
     print(f"plain loop   {p:6.2f} img/s = {args.batch / p:.3f} s a step  (runs: {', '.join(f'{x:.2f}' for x in plain)})")
     print(f"hierhead     {e:6.2f} img/s = {args.batch / e:.3f} s a step  (runs: {', '.join(f'{x:.2f}' for x in engine)})")
     print(f"engine step / plain step: {p / e:.3f} (issue 41's goal: <= 0.5)")
