@@ -363,3 +363,34 @@ def test_a_missing_dataset_folder_is_refused_before_any_job(tmp_path, capsys):
     assert main(["study", "run", str(tmp_path / "mine.yaml")]) == 2
     assert capsys.readouterr().err == f"hierhead study: error: mine.yaml: dataset parts: no folder {tmp_path / 'nowhere'}\n"
     assert not (tmp_path / "runs" / "mine" / "test").exists()
+
+
+def test_the_pretrained_studys_picks_are_computed_from_its_rows_and_used_by_its_test_stages():
+    """The validation stages' rules (studies/pretrained-val.yaml) computed from the committed rows give the values
+    the test-stage plans train with: nothing copied by hand. The seeds rule recomputed here without the report."""
+    import statistics
+
+    from scipy import stats
+
+    from hierhead.engine import resolve
+    from hierhead.engine.from_config import image_size
+
+    made = picks(load_plan(REPO / "studies" / "pretrained-val.yaml"))
+    assert made == {"settings.lr": 0.01, "settings.steps": 500, "pilot.seeds": 30, "prior.strength": 0.1,
+                    "size.image_size": 320}
+    p1, prior, p2 = (load_plan(REPO / "studies" / f"pretrained-{n}.yaml") for n in ("p1", "prior", "p2"))
+    for plan in (p1, prior):
+        assert len(plan.seeds) == made["pilot.seeds"]
+        assert plan.set["frozen"]["optimizer"]["lr"] == made["settings.lr"]
+        assert plan.set["frozen"]["steps"] == made["settings.steps"]
+    assert {a.set.get("frozen", {}).get("optimizer", {}).get("anchor_l2") for a in prior.stage("full").arms} == {
+        None, made["prior.strength"]}
+    assert image_size(resolve(p2.recipe, p2.set)) == (made["size.image_size"],) * 2
+    with (REPO / "docs" / "results" / "pretrained-val-pilot.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    value = {(r["dataset"], r["fraction"], r["design"], r["seed"]): float(r["mAP"]) for r in rows}
+    sds = [statistics.stdev([v - value[(d, f, "9An{9}", s)] for (d2, f2, g2, s), v in value.items()
+                             if (d2, f2, g2) == (d, f, g)])
+           for d, f, g in {(d, f, g) for d, f, g, _ in value if g != "9An{9}"}]
+    n = next((n for n in range(10, 31) if stats.t.ppf(0.975, n - 1) * max(sds) / math.sqrt(n) <= 0.9), 30)
+    assert n == made["pilot.seeds"]

@@ -25,24 +25,29 @@ def legacy_rows(plan: Plan, stage: str, old: dict) -> list[dict]:
     """The stage's rows in ``old["file"]`` (layout ``pretrained``) as study rows (strings, :data:`ROW_COLUMNS`);
     ``old["datasets"]`` renames datasets (``micro`` -> ``microcontrollers``); rows of other datasets are left out."""
     from .protocols import settings_json
+    from .runner import picks
 
-    arms = {a.row_label: a.name for a in plan.stage(stage).arms}
+    import re
+
+    arms = plan.stage(stage).arms
     names = {d.name for d in plan.datasets}
     with Path(old["file"]).open(newline="") as f:
         rows = list(csv.DictReader(f))
+    made = picks(plan, upto=stage)  # an arm's settings may hold an earlier stage's pick
     out = []
     for r in rows:
         dataset = old["datasets"].get(r["dataset"], r["dataset"])
-        if r["design"] not in arms or dataset not in names:
+        arm = next((a.name for a in arms if a.row_label == r["design"] and all(
+            re.search(pattern, str(r.get(column, ""))) for column, pattern in a.match.items())), None)
+        if arm is None or dataset not in names:
             continue
         row = {c: "" for c in ROW_COLUMNS}
         row.update({k: r.get(k, "") or "" for k in _SAME})
         row["dataset"] = dataset
-        arm = arms[r["design"]]
         job = Job(stage, dataset, arm, int(r["seed"]), float(r.get("fraction") or 1.0))
         row["threads"] = row["threads"] or str(plan.threads)  # the layout's first CSVs left it out: the plan's
-        row.update(study=plan.name, stage=stage, arm=arm, protocol=plan.protocol, recipe=plan.recipe,
+        row.update(study=plan.name, stage=stage, arm=arm, protocol=plan.protocol_of(stage), recipe=plan.recipe,
                    fraction=str(job.fraction), scored_images=r.get("test_images", ""), device="cpu",
-                   settings=settings_json(plan.settings(job)))
+                   settings=settings_json(plan.settings(job, made)))
         out.append(row)
     return out

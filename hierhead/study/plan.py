@@ -73,6 +73,7 @@ class Arm:
     design: str
     set: dict = dataclasses.field(default_factory=dict)
     label: str | None = None
+    match: dict = dataclasses.field(default_factory=dict)  # legacy rows: {column: regex} besides the label
 
     @property
     def row_label(self) -> str:
@@ -81,11 +82,26 @@ class Arm:
 
 @dataclasses.dataclass(frozen=True)
 class Pick:
-    """Carries a value from a finished stage to the next: the ``setting`` of the arm with the highest mean
-    ``metric`` (over the stage's datasets and seeds, or per dataset). Ties go to the arm listed first."""
+    """Carries a value from a finished stage to the next, computed from its rows (never copied by hand).
+
+    ``rule: best`` (default): the ``setting`` of the best arm by mean ``metric``, among ``among`` (default every
+    arm): the arms within ``tolerance`` of the highest mean are tied, and the first of them in ``prefer`` (default
+    the stage's order) is taken. ``per``: ``all`` pools the datasets; ``dataset`` picks per dataset
+    (``{dataset: value}``); ``each`` keeps only arms within ``tolerance`` of the best on every dataset.
+    ``rule: seeds``: a number of seeds, the smallest n in [``min_n``, ``max_n``] with t(0.975, n-1) s / sqrt(n) <=
+    ``half_width``, s the largest SD of the paired differences to ``baseline`` over the stage's (dataset,
+    fraction, arm) cells (``max_n`` when none is small enough)."""
     name: str
-    setting: str
-    per: str = "all"  # all | dataset
+    setting: str | None = None
+    per: str = "all"  # all | dataset | each
+    tolerance: float = 0.0
+    prefer: tuple = ()
+    among: tuple = ()
+    rule: str = "best"  # best | seeds
+    baseline: str | None = None
+    half_width: float | None = None
+    min_n: int = 2
+    max_n: int = 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,9 +134,16 @@ class Stage:
     score: str = "test"
     holdout: float | None = None
     set: dict = dataclasses.field(default_factory=dict)
-    pick: Pick | None = None
+    picks: tuple[Pick, ...] = ()
     decisions: tuple[Decision, ...] = ()
     fractions: tuple[float, ...] | None = None  # the plan's when None
+    seeds: tuple[int, ...] | None = None  # the plan's when None
+    protocol: str | None = None  # the plan's when None
+
+    @property
+    def pick(self) -> Pick | None:
+        """The stage's first pick (most stages carry one value)."""
+        return self.picks[0] if self.picks else None
 
     @property
     def decision(self) -> Decision | None:
@@ -188,8 +211,11 @@ class Plan:
         """Every job in run order: stage by stage, then seed-major (each dataset gets seed 0 first), the arms
         of one (dataset, seed, fraction) side by side so pairs finish together."""
         stages = [self.stage(stage)] if stage else self.stages
-        return [Job(s.name, d.name, a.name, seed, f) for s in stages for seed in self.seeds
+        return [Job(s.name, d.name, a.name, seed, f) for s in stages for seed in (s.seeds or self.seeds)
                 for f in (s.fractions or self.fractions) for d in self.datasets for a in s.arms]
+
+    def protocol_of(self, stage: str) -> str:
+        return self.stage(stage).protocol or self.protocol
 
     def settings(self, job: Job, picks: dict[str, Any] | None = None) -> dict:
         """The job's settings, nested: plan ``set`` <- dataset ``set`` <- stage ``set`` <- arm ``set``, with
@@ -296,7 +322,8 @@ def _dataset(path: Path, name: str, entry: dict) -> Dataset:
 
 PLAN_KEYS = {"name", "question", "protocol", "recipe", "datasets", "seeds", "fractions", "set", "metric", "threads",
              "stages", "rows", "runs", "docs", "aliases", "legacy", "reference"}
-STAGE_KEYS = {"name", "arms", "score", "holdout", "set", "pick", "decision", "decisions", "note", "fractions"}
+STAGE_KEYS = {"name", "arms", "score", "holdout", "set", "pick", "picks", "decision", "decisions", "note", "fractions",
+              "seeds", "protocol"}
 
 
 def load_plan(path: str | Path) -> Plan:
@@ -355,13 +382,14 @@ def load_plan(path: str | Path) -> Plan:
         where = f"{path}: stage {s['name']}"
         arms = []
         for arm_name, a in (s["arms"] or {}).items():
-            _keys(a, {"design", "set", "label"}, {"design"}, f"{where}: arm {arm_name}")
+            _keys(a, {"design", "set", "label", "match"}, {"design"}, f"{where}: arm {arm_name}")
             try:
                 Design.parse(str(a["design"]), num_sizes=3, num_ratios=3)
             except ValueError as e:
                 raise PlanError(f"{where}: arm {arm_name}: {e}") from None
             arms.append(Arm(str(arm_name), str(a["design"]), nest(a.get("set") or {}, f"{where}: arm {arm_name}.set"),
-                            str(a["label"]) if a.get("label") else None))
+                            str(a["label"]) if a.get("label") else None,
+                            {str(k): str(v) for k, v in (a.get("match") or {}).items()}))
         if not arms:
             raise PlanError(f"{where}: no arms")
         score = s.get("score", "test")
@@ -372,22 +400,21 @@ def load_plan(path: str | Path) -> Plan:
             raise PlanError(f"{where}: score: holdout and holdout: F (the fraction of train held out) go together")
         if holdout is not None and not (isinstance(holdout, (int, float)) and 0 < holdout < 1):
             raise PlanError(f"{where}: holdout {holdout!r}: a fraction in (0, 1)")
-        pick = None
-        if s.get("pick"):
-            _keys(s["pick"], {"name", "setting", "per"}, {"name", "setting"}, f"{where}: pick")
-            pick = Pick(str(s["pick"]["name"]), str(s["pick"]["setting"]), str(s["pick"].get("per", "all")))
-            if pick.per not in ("all", "dataset"):
-                raise PlanError(f"{where}: pick.per {pick.per!r}: choose all or dataset")
-        if s.get("decision") and s.get("decisions"):
-            raise PlanError(f"{where}: give decision or decisions, not both")
-        decisions = tuple(_decision(d, [a.name for a in arms], where)
-                          for d in ([s["decision"]] if s.get("decision") else s.get("decisions") or []))
+        picks_ = tuple(_pick(p, [a.name for a in arms], where) for p in _one_or_many(s, "pick", where))
+        stage_seeds = s.get("seeds")
+        if stage_seeds is not None and (not isinstance(stage_seeds, list) or not stage_seeds or not all(
+                isinstance(x, int) and not isinstance(x, bool) for x in stage_seeds) or len(set(stage_seeds)) != len(stage_seeds)):
+            raise PlanError(f"{where}: seeds {stage_seeds!r}: a list of distinct whole numbers")
+        if s.get("protocol") is not None and s["protocol"] not in PROTOCOLS:
+            raise PlanError(f"{where}: protocol {s['protocol']!r}: unknown; choose {', '.join(PROTOCOLS)}")
+        decisions = tuple(_decision(d, [a.name for a in arms], where) for d in _one_or_many(s, "decision", where))
         own = s.get("fractions")
         if own is not None and (not isinstance(own, list) or not own or not all(
                 isinstance(f, (int, float)) and 0 < f <= 1 for f in own)):
             raise PlanError(f"{where}: fractions {own!r}: numbers in (0, 1]")
         stages.append(Stage(str(s["name"]), tuple(arms), score, holdout, nest(s.get("set") or {}, f"{where}.set"),
-                            pick, decisions, tuple(float(f) for f in own) if own else None))
+                            picks_, decisions, tuple(float(f) for f in own) if own else None,
+                            tuple(stage_seeds) if stage_seeds else None, s.get("protocol")))
     if not stages:
         raise PlanError(f"{path}: no stages")
     plan = Plan(path=path, name=name, protocol=raw["protocol"], recipe=str(raw["recipe"]),
@@ -405,18 +432,45 @@ def load_plan(path: str | Path) -> Plan:
         if not old["file"].is_file():
             raise PlanError(f"{path}: legacy rows of stage {stage_name}: no file {old['file']}")
     for k, s in enumerate(plan.stages):  # a pick comes from an earlier stage that declares it
-        earlier = {f"{t.name}.{t.pick.name}": t for t in plan.stages[:k] if t.pick}
+        earlier = {f"{t.name}.{p.name}": t for t in plan.stages[:k] for p in t.picks}
         for layer in (plan.set, s.set, *(a.set for a in s.arms)):
             for ref in _refs(layer):
                 if ref not in earlier:
                     raise PlanError(f"{path}: stage {s.name}: pick {ref!r} is not declared by an earlier stage "
                                     f"(declared: {', '.join(earlier) or 'none'})")
-        if s.pick:
+        for p in s.picks:
             for a in s.arms:
-                if _get(plan.settings(Job(s.name, plan.datasets[0].name, a.name, 0, 1.0), _placeholder(plan, k)),
-                        s.pick.setting) is _MISSING and s.pick.setting != "design":
-                    raise PlanError(f"{path}: stage {s.name}: pick.setting {s.pick.setting!r} is not set by arm {a.name}")
+                if p.rule == "best" and p.setting != "design" and (not p.among or a.name in p.among) and _get(
+                        plan.settings(Job(s.name, plan.datasets[0].name, a.name, 0, 1.0), _placeholder(plan, k)),
+                        p.setting) is _MISSING:
+                    raise PlanError(f"{path}: stage {s.name}: pick.setting {p.setting!r} is not set by arm {a.name}")
     return plan
+
+
+def _one_or_many(stage: dict, key: str, where: str) -> list:
+    """A stage's ``pick`` / ``picks`` (or ``decision`` / ``decisions``) as a list."""
+    if stage.get(key) and stage.get(key + "s"):
+        raise PlanError(f"{where}: give {key} or {key}s, not both")
+    return [stage[key]] if stage.get(key) else list(stage.get(key + "s") or [])
+
+
+def _pick(raw: dict, names: list[str], where: str) -> Pick:
+    """A stage's pick, checked against its arms."""
+    _keys(raw, {"name", "setting", "per", "tolerance", "prefer", "among", "rule", "baseline", "half_width", "min_n",
+                "max_n"}, {"name"}, f"{where}: pick")
+    pick = Pick(**{**raw, "prefer": tuple(raw.get("prefer") or ()), "among": tuple(raw.get("among") or ())})
+    if pick.rule not in ("best", "seeds"):
+        raise PlanError(f"{where}: pick.rule {pick.rule!r}: choose best or seeds")
+    if pick.per not in ("all", "dataset", "each"):
+        raise PlanError(f"{where}: pick.per {pick.per!r}: choose all, dataset or each")
+    if pick.rule == "best" and not pick.setting:
+        raise PlanError(f"{where}: pick {pick.name}: rule best carries a setting: give setting")
+    if pick.rule == "seeds" and (pick.baseline not in names or not pick.half_width):
+        raise PlanError(f"{where}: pick {pick.name}: rule seeds needs a baseline arm and a half_width")
+    for key in ("prefer", "among"):
+        if not set(getattr(pick, key)) <= set(names):
+            raise PlanError(f"{where}: pick.{key} {list(getattr(pick, key))}: arms of the stage")
+    return pick
 
 
 def _decision(raw: dict, names: list[str], where: str) -> Decision:
@@ -453,7 +507,7 @@ _MISSING = object()
 
 def _placeholder(plan: Plan, upto: int) -> dict:
     """Stand-in picks for checking a stage's settings before earlier stages have run."""
-    return {f"{t.name}.{t.pick.name}": None for t in plan.stages[:upto] if t.pick}
+    return {f"{t.name}.{p.name}": None for t in plan.stages[:upto] for p in t.picks}
 
 
 def _get(settings: dict, dotted: str) -> Any:
@@ -465,23 +519,54 @@ def _get(settings: dict, dotted: str) -> Any:
     return node
 
 
-def pick_value(plan: Plan, stage: Stage, rows: list[dict]) -> Any:
-    """The value a finished stage's pick carries: the chosen arm's ``setting`` (``design`` is the arm's design).
-    ``per: dataset`` gives ``{dataset: value}``. Rows are the stage's, complete."""
-    def best(subset: list[dict]) -> str:
-        means = {}
-        for a in stage.arms:
+def pick_value(plan: Plan, stage: Stage, pick: Pick, rows: list[dict]) -> Any:
+    """The value a finished stage's ``pick`` carries (:class:`Pick`); ``rows`` are the stage's, complete."""
+    if pick.rule == "seeds":
+        return _seeds_needed(plan, pick, rows)
+    arms = [stage.arm(n) for n in pick.among] if pick.among else list(stage.arms)
+    order = [stage.arm(n) for n in pick.prefer] + [a for a in arms if a.name not in pick.prefer]
+
+    def means(subset: list[dict]) -> dict[str, float]:
+        out = {}
+        for a in arms:
             values = [float(r[plan.metric]) for r in subset if r["arm"] == a.name]
-            means[a.name] = sum(values) / len(values) if values else -math.inf
-        return max(means, key=lambda name: (means[name], -[a.name for a in stage.arms].index(name)))
+            out[a.name] = sum(values) / len(values) if values else -math.inf
+        return out
+
+    def first(tied: set[str]) -> str:
+        return next(a.name for a in order if a.name in tied)
+
+    def best(subset: list[dict]) -> str:
+        m = means(subset)
+        return first({n for n, v in m.items() if v >= max(m.values()) - pick.tolerance})
 
     def value(arm: str, dataset: str) -> Any:
-        if stage.pick.setting == "design":
+        if pick.setting == "design":
             return stage.arm(arm).design
         return _get(json.loads(next(r["settings"] for r in rows if r["arm"] == arm and r["dataset"] == dataset)),
-                    stage.pick.setting)
+                    pick.setting)
 
-    if stage.pick.per == "dataset":
+    if pick.per == "dataset":
         return {d.name: value(best([r for r in rows if r["dataset"] == d.name]), d.name) for d in plan.datasets}
-    arm = best(rows)
-    return value(arm, plan.datasets[0].name)
+    if pick.per == "each":
+        per = [means([r for r in rows if r["dataset"] == d.name]) for d in plan.datasets]
+        tied = {a.name for a in arms if all(m[a.name] >= max(m.values()) - pick.tolerance for m in per)}
+        return value(first(tied) if tied else best(rows), plan.datasets[0].name)
+    return value(best(rows), plan.datasets[0].name)
+
+
+def _seeds_needed(plan: Plan, pick: Pick, rows: list[dict]) -> int:
+    """``rule: seeds`` (:class:`Pick`)."""
+    import statistics
+
+    from scipy import stats
+
+    value = {(r["dataset"], r["arm"], int(r["seed"]), float(r["fraction"])): float(r[plan.metric]) for r in rows}
+    cells: dict[tuple, list[float]] = {}
+    for (ds, arm, seed, f), v in value.items():
+        base = value.get((ds, pick.baseline, seed, f))
+        if arm != pick.baseline and base is not None:
+            cells.setdefault((ds, f, arm), []).append(v - base)
+    s = max(statistics.stdev(d) for d in cells.values() if len(d) > 1)
+    return next((n for n in range(max(2, pick.min_n), pick.max_n + 1)
+                 if stats.t.ppf(0.975, n - 1) * s / math.sqrt(n) <= pick.half_width), pick.max_n)

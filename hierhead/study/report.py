@@ -67,13 +67,24 @@ def stage_table(plan: Plan, stage: Stage) -> str:
             lines.append(f"| {a.name} | `{a.design}` | {len(vals)} | {_num(sum(vals) / len(vals)) if vals else 'n/a'} | "
                          f"{_num(_sd(vals))} | {f'{min(vals):.2f} - {max(vals):.2f}' if vals else 'n/a'} | "
                          f"{f'{sum(secs) / len(secs) / 60:.1f}' if secs else 'n/a'} |")
-    if stage.pick and complete:
-        made = picks(plan)[f"{stage.name}.{stage.pick.name}"]
-        lines += ["", f"Pick `{stage.name}.{stage.pick.name}` ({stage.pick.setting} of the arm with the highest mean "
-                      f"{metric}{', per dataset' if stage.pick.per == 'dataset' else ''}): {made!r}."]
+    made = picks(plan) if complete and stage.picks else {}
+    for p in stage.picks if complete else ():
+        lines += ["", f"Pick `{stage.name}.{p.name}` ({_pick_rule(p, metric)}): {made[f'{stage.name}.{p.name}']!r}."]
     for dec in stage.decisions if complete else ():
         lines += ["", *{"holm": _holm_rule, "adopt": _adopt, "spread": _spread_rule}[dec.rule](plan, stage, dec, value)]
     return "\n".join(lines) + "\n"
+
+
+def _pick_rule(p, metric: str) -> str:
+    """A pick's rule in words."""
+    if p.rule == "seeds":
+        return (f"the smallest n in [{p.min_n}, {p.max_n}] with t(0.975, n-1) s / sqrt(n) <= {p.half_width:g}, s the "
+                f"largest SD of the paired differences to `{p.baseline}`")
+    among = f" among {', '.join(p.among)}" if p.among else ""
+    where = {"all": "pooled over the datasets", "dataset": "per dataset", "each": "on every dataset"}[p.per]
+    tie = (f"; within {p.tolerance:g} of it, the first of {', '.join(p.prefer) or 'the arms in order'}"
+           if p.tolerance else "")
+    return f"{p.setting} of the arm with the highest mean {metric}{among}, {where}{tie}"
 
 
 def _holm_rule(plan: Plan, stage: Stage, dec: Decision, value: dict) -> list[str]:

@@ -57,12 +57,13 @@ def picks(plan: Plan, upto: str | None = None) -> dict:
     for s in plan.stages:
         if s.name == upto:
             break
-        if s.pick:
+        if s.picks:
             rows = read_rows(plan, s.name)
             done = {_row_key(r) for r in rows}
             if all(j.row_key() in done for j in plan.jobs(s.name)):
                 keys = {j.row_key() for j in plan.jobs(s.name)}
-                out[f"{s.name}.{s.pick.name}"] = pick_value(plan, s, [r for r in rows if _row_key(r) in keys])
+                for p in s.picks:
+                    out[f"{s.name}.{p.name}"] = pick_value(plan, s, p, [r for r in rows if _row_key(r) in keys])
     return out
 
 
@@ -74,7 +75,7 @@ def status(plan: Plan) -> list[dict]:
     for s in plan.stages:
         done = {_row_key(r) for r in read_rows(plan, s.name)}
         jobs = plan.jobs(s.name)
-        waits = [n for n in plan.needs(s.name) if f"{n}.{plan.stage(n).pick.name}" not in made]
+        waits = [n for n in plan.needs(s.name) if any(f"{n}.{p.name}" not in made for p in plan.stage(n).picks)]
         finished = [j for j in jobs if j.row_key() not in done and (plan.runs / j.key / "row.json").is_file()]
         pending = [j for j in jobs if j.row_key() not in done and j not in finished]
         out.append({"stage": s.name, "jobs": len(jobs), "done": len(jobs) - len(finished) - len(pending),
@@ -200,7 +201,7 @@ def shared_runs(plan: Plan, stage: str, pending: list[Job]) -> dict[Job, Job]:
     e.g. an ``auto`` rule that chooses the defaults on this dataset), each with that earlier job."""
     from .protocols import PROTOCOLS, job_config
 
-    protocol, made = PROTOCOLS[plan.protocol], picks(plan, upto=stage)
+    protocol, made = PROTOCOLS[plan.protocol_of(stage)], picks(plan, upto=stage)
     groups = {(j.dataset, j.seed, j.fraction) for j in pending}
     first: dict[str, Job] = {}
     out = {}
@@ -259,10 +260,10 @@ def run_job(plan: Plan, key: str, threads: int) -> dict:
     t = time.perf_counter()
     config = job_config(plan, job, made, folder)
     stage = plan.stage(job.stage)
-    metrics = PROTOCOLS[plan.protocol].run(config, stage.score)
+    metrics = PROTOCOLS[plan.protocol_of(job.stage)].run(config, stage.score)
     seconds = time.perf_counter() - t
     row = {"study": plan.name, "stage": job.stage, "dataset": job.dataset, "arm": job.arm,
-           "design": stage.arm(job.arm).design, "seed": job.seed, "fraction": job.fraction, "protocol": plan.protocol,
+           "design": stage.arm(job.arm).design, "seed": job.seed, "fraction": job.fraction, "protocol": plan.protocol_of(job.stage),
            "recipe": plan.recipe, "settings": settings_json(plan.settings(job, made)), **metrics,
            "seconds": "" if resumed else round(seconds, 1), "threads": threads,
            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", **row_provenance()}
