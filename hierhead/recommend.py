@@ -79,7 +79,7 @@ Seeds in which the design had the best mAP of the 6 (chance: 1 in 6):
 | `9An{9,3,1}S` | 5 of 30 | 6 of 30 |
 | `9An{9,3,1}As` | 5 of 30 | 3 of 30 |
 <!-- /study -->
-(From-scratch studies: docs/results.md.)"""
+(From-scratch studies: docs/results.md, "In short", and docs/results-history.md.)"""
 def shown(text: str) -> str:
     """EVIDENCE or AGREEMENT as printed: without the report's block markers."""
     return "\n".join(line for line in text.splitlines() if not line.startswith(("<!-- study", "<!-- /study")))

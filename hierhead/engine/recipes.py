@@ -52,7 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "augment": {"flip": True, "iou_crop": True, "zoom_out": False, "photometric": True, "mosaic": 0.0},
     "model_kwargs": {},
     # the head protocol (hierhead sweep --protocol head): prediction convs only, on cached frozen features;
-    # 200 steps of 32 views at AdamW lr 0.003, the paper's weight decay: benchmarks/head_pilot.py, docs/results.md
+    # 200 steps of 32 views at AdamW lr 0.003, the paper's weight decay: benchmarks/head_pilot.py, docs/results-history.md
     "head": {"views": 4, "steps": 200, "batch_size": 32,
              "optimizer": {"name": "adamw", "lr": 0.003, "momentum": 0.9, "weight_decay": 0.00004,
                            "unit_lr_scale": 1.0, "anchor_l2": 0.0, "unit_l2": 0.0},

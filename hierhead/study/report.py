@@ -9,7 +9,8 @@ and the plan's decision (paired differences to the baseline, Holm across the dec
 
 (``<!-- study: NAME/STAGE summary -->``: one line per dataset and arm, with the plan's ``reference`` numbers
 beside it: :func:`summary_table`; ``... summary ARM -->`` one arm's lines only; ``... compact -->``: the decision alone, an arm per line and a dataset per
-column: :func:`compact_table`; ``... wins -->``: in how many seeds each arm was the best: :func:`wins_table`)
+column: :func:`compact_table`; ``... wins -->``: in how many seeds each arm was the best: :func:`wins_table`;
+``... picks -->``: the values the stage's picks carry, with their rules: :func:`picks_list`)
 
 so a number quoted in the docs cannot drift from its rows. A stage with missing rows is reported as
 incomplete, with no verdict: a result is quoted once all its pre-registered rows exist.
@@ -27,7 +28,7 @@ from .runner import _row_key, picks, read_rows
 
 __all__ = ["stage_table", "summary_table", "compact_table", "report", "write_report", "BLOCK"]
 
-BLOCK = re.compile(r"(<!-- study: (?P<id>[^ ]+?)(?: (?P<view>summary|compact|wins)(?: (?P<arm>[\w-]+))?)? -->\n)"
+BLOCK = re.compile(r"(<!-- study: (?P<id>[^ ]+?)(?: (?P<view>summary|compact|wins|picks)(?: (?P<arm>[\w-]+))?)? -->\n)"
                    r"(?P<body>.*?)(<!-- /study -->)", re.S)
 
 
@@ -75,6 +76,14 @@ def stage_table(plan: Plan, stage: Stage) -> str:
     return "\n".join(lines) + "\n"
 
 
+def picks_list(plan: Plan, stage: Stage, _: str | None = None) -> str:
+    """The stage's picks as a list: name, value, rule (nothing until the stage is complete)."""
+    made = picks(plan)
+    lines = [f"- `{stage.name}.{p.name}` = {made[f'{stage.name}.{p.name}']!r}: {_pick_rule(p, plan.metric)}"
+             for p in stage.picks if f"{stage.name}.{p.name}" in made]
+    return "\n".join(lines) + "\n" if lines else f"({stage.name}: not finished; no picks yet)\n"
+
+
 def _pick_rule(p, metric: str) -> str:
     """A pick's rule in words."""
     if p.rule == "seeds":
@@ -82,7 +91,7 @@ def _pick_rule(p, metric: str) -> str:
                 f"largest SD of the paired differences to `{p.baseline}`")
     among = f" among {', '.join(p.among)}" if p.among else ""
     where = {"all": "pooled over the datasets", "dataset": "per dataset", "each": "on every dataset"}[p.per]
-    tie = (f"; within {p.tolerance:g} of it, the first of {', '.join(p.prefer) or 'the arms in order'}"
+    tie = (f"; within {p.tolerance:g} of it, the first of {', '.join(p.prefer) or 'them in the stage order'}"
            if p.tolerance else "")
     return f"{p.setting} of the arm with the highest mean {metric}{among}, {where}{tie}"
 
@@ -326,8 +335,9 @@ def write_report(plan: Plan, check: bool = False) -> list[Path]:
                 raise ValueError(f"{doc}: block 'study: {ident}' names no stage of {plan.path.name}")
             stage = plan.stage(ident.split("/", 1)[1])
             view = m.group("view")
-            if view in ("summary", "compact", "wins"):
-                view_of = {"summary": summary_table, "compact": compact_table, "wins": wins_table}[view]
+            if view in ("summary", "compact", "wins", "picks"):
+                view_of = {"summary": summary_table, "compact": compact_table, "wins": wins_table,
+                           "picks": picks_list}[view]
                 text = view_of(plan, stage, m.group("arm"))
                 return m.group(1) + text + m.group(6)
             if tables[ident] is None:
