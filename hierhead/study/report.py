@@ -65,8 +65,10 @@ def stage_table(plan: Plan, stage: Stage) -> str:
         for a in stage.arms:
             vals = [v for (ds, arm, _, _), v in value.items() if ds == d.name and arm == a.name]
             secs = [float(r["seconds"]) for r in rows if r["dataset"] == d.name and r["arm"] == a.name and r["seconds"]]
-            lines.append(f"| {a.name} | `{a.design}` | {len(vals)} | {_num(sum(vals) / len(vals)) if vals else 'n/a'} | "
-                         f"{_num(_sd(vals))} | {f'{min(vals):.2f} - {max(vals):.2f}' if vals else 'n/a'} | "
+            shown = vals if complete else []  # scores are not shown until every row exists
+            lines.append(f"| {a.name} | `{a.design}` | {len(vals)} | {_num(sum(shown) / len(shown)) if shown else '-'} | "
+                         f"{_num(_sd(shown)) if shown else '-'} | "
+                         f"{f'{min(shown):.2f} - {max(shown):.2f}' if shown else '-'} | "
                          f"{f'{sum(secs) / len(secs) / 60:.1f}' if secs else 'n/a'} |")
     made = picks(plan) if complete and stage.picks else {}
     for p in stage.picks if complete else ():
@@ -151,9 +153,11 @@ def summary_table(plan: Plan, stage: Stage, arm: str | None = None) -> str:
     head = ("| dataset |" + (" arm |" if several else "") + " training images |"
             + "".join(f" {names[m]} |" for m in metrics) + " minutes a run | seeds |" + "".join(f" {c} |" for c in extra))
     where = (f"a {stage.holdout:.0%} holdout of train" if stage.score == "holdout" else "the test split")
+    complete = len(rows) == len(keys)
     lines = [f"Mean (range) over seeds, in %, on {where}, last checkpoint; {len(rows)} of {len(keys)} rows "
              f"(`{_shown(plan, _rows_path(plan, stage))}`)"
-             + ("" if len(rows) == len(keys) else "; **incomplete**") + ".", "", head,
+             + ("" if complete else "; **incomplete: the scores are not shown until every row exists**") + ".", "",
+             head,
              "|" + "---|" * (head.count("|") - 1)]
     for d in plan.datasets:
         for a in arms:
@@ -165,7 +169,8 @@ def summary_table(plan: Plan, stage: Stage, arm: str | None = None) -> str:
                                                              if threads else "")) if secs else "n/a"
             ref = reference.get(d.name, {})
             lines.append(f"| {d.name} |" + (f" {a.name} |" if several else "") + f" {'/'.join(images) or 'n/a'} | "
-                         + " | ".join(_spread([float(r[m]) for r in mine if r[m] != ""]) for m in metrics)
+                         + " | ".join(_spread([float(r[m]) for r in mine if r[m] != ""]) if complete else "-"
+                                      for m in metrics)
                          + f" | {minutes} | {len(mine)} |" + "".join(f" {ref.get(c, '') or ''} |" for c in extra))
     return "\n".join(lines) + "\n"
 
