@@ -126,11 +126,14 @@ def _rows_path(plan: Plan, stage: Stage) -> Path:
 
 
 def _shown(plan: Plan, path: Path) -> str:
-    """A path as the docs name it: relative to the repository (the plan's folder's parent)."""
-    try:
-        return str(path.relative_to(plan.path.parent.parent))
-    except ValueError:
-        return path.name
+    """A path as the docs name it: relative to the plan's folder when inside it, else to that folder's parent
+    (the repository, for the plans in ``studies/``)."""
+    for base in (plan.path.parent, plan.path.parent.parent):
+        try:
+            return str(path.relative_to(base))
+        except ValueError:
+            continue
+    return path.name
 
 
 def summary_table(plan: Plan, stage: Stage, arm: str | None = None) -> str:
