@@ -394,3 +394,21 @@ def test_the_pretrained_studys_picks_are_computed_from_its_rows_and_used_by_its_
            for d, f, g in {(d, f, g) for d, f, g, _ in value if g != "9An{9}"}]
     n = next((n for n in range(10, 31) if stats.t.ppf(0.975, n - 1) * max(sds) / math.sqrt(n) <= 0.9), 30)
     assert n == made["pilot.seeds"]
+
+
+def test_a_failing_job_is_reported_in_one_line_and_the_others_run(tmp_path, capsys):
+    body = f"""datasets: [toy]
+seeds: [0]
+set: {FAST}
+stages:
+  - name: main
+    arms:
+      general: {{design: "9An{{9}}"}}
+      broken: {{design: "9An{{9}}", set: {{optimizer.name: nonesuch}}}}
+"""
+    plan = load_plan(_plan(tmp_path, body))
+    assert main(["study", "run", str(plan.path), "--workers", "0"]) == 1
+    out = capsys.readouterr().out
+    failed = [line for line in out.splitlines() if "main/toy/broken/seed0: FAILED" in line]
+    assert len(failed) == 1 and "nonesuch" in failed[0]
+    assert "1 job(s) failed" in out and [r["arm"] for r in read_rows(plan, "main")] == ["general"]
