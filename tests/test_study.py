@@ -207,16 +207,20 @@ stages:
     assert json.loads(next(runs.glob("main/toy/hier/seed1/row.json")).read_text())["design"] == "9An{9,3}S"
 
 
-def test_jobs_that_train_the_same_run_train_it_once(tmp_path, capsys):
-    body = f"""datasets: [toy]
+#: a plan's head: one seed of the toy data, quick settings, a stage `main` whose first arm is the general head
+ONE_SEED_MAIN = f"""datasets: [toy]
 seeds: [0]
 set: {FAST}
 stages:
   - name: main
     arms:
-      general: {{design: "9An{{9}}"}}
-      again: {{design: "9An{{9}}", set: {{anchor_s_min: 0.2, max_steps: 4}}}}
-      hier: {{design: "9An{{9,3}}S"}}
+      general: {{design: "9An{{9}}"}}"""
+
+
+def test_jobs_that_train_the_same_run_train_it_once(tmp_path, capsys):
+    body = ONE_SEED_MAIN + """
+      again: {design: "9An{9}", set: {anchor_s_min: 0.2, max_steps: 4}}
+      hier: {design: "9An{9,3}S"}
 """
     plan = load_plan(_plan(tmp_path, body))
     assert main(["study", "run", str(plan.path), "--dry-run"]) == 0
@@ -397,14 +401,8 @@ def test_the_pretrained_studys_picks_are_computed_from_its_rows_and_used_by_its_
 
 
 def test_a_failing_job_is_reported_in_one_line_and_the_others_run(tmp_path, capsys):
-    body = f"""datasets: [toy]
-seeds: [0]
-set: {FAST}
-stages:
-  - name: main
-    arms:
-      general: {{design: "9An{{9}}"}}
-      broken: {{design: "9An{{9}}", set: {{optimizer.name: nonesuch}}}}
+    body = ONE_SEED_MAIN + """
+      broken: {design: "9An{9}", set: {optimizer.name: nonesuch}}
 """
     plan = load_plan(_plan(tmp_path, body))
     assert main(["study", "run", str(plan.path), "--workers", "0"]) == 1
