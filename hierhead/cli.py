@@ -513,11 +513,20 @@ def _add_sweep_parser(sub) -> None:
 def _study(args: argparse.Namespace) -> int:
     from .study import load_plan
 
+    wrong = (["--check"] if args.check else []) if args.action == "run" else \
+        [f for f, given in (("--workers", args.workers != 1), ("--threads", args.threads is not None),
+                            ("--dry-run", args.dry_run)) if given]
+    if wrong:
+        raise ValueError(f"{wrong[0]} is an option of 'study {'report' if args.action == 'run' else 'run'}', "
+                         f"not of 'study {args.action}'")
     plan = load_plan(args.plan)
     if args.action == "run":
         from .study.runner import run
 
-        return 1 if run(plan, args.workers, args.threads, args.dry_run, log=lambda line: print(line, flush=True)) else 0
+        failed = run(plan, args.workers, args.threads, args.dry_run, log=lambda line: print(line, flush=True))
+        if not args.dry_run:
+            print(f"rows in {plan.rows}; tables: hierhead study report {args.plan}", flush=True)
+        return 1 if failed else 0
     from .study.report import write_report
 
     changed = write_report(plan, check=args.check)

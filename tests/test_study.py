@@ -410,3 +410,14 @@ def test_a_failing_job_is_reported_in_one_line_and_the_others_run(tmp_path, caps
     failed = [line for line in out.splitlines() if "main/toy/broken/seed0: FAILED" in line]
     assert len(failed) == 1 and "nonesuch" in failed[0]
     assert "1 job(s) failed" in out and [r["arm"] for r in read_rows(plan, "main")] == ["general"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--check"], "--check is an option of 'study report', not of 'study run'"),
+    (["report", "--workers", "2"], "--workers is an option of 'study run', not of 'study report'"),
+    (["report", "--dry-run"], "--dry-run is an option of 'study run', not of 'study report'"),
+])
+def test_an_option_of_the_other_action_is_refused(tmp_path, capsys, args, message):
+    plan = _plan(tmp_path, TWO_STAGES)
+    assert main(["study", args[0], str(plan), *args[1:]]) == 2
+    assert capsys.readouterr().err == f"hierhead study: error: {message}\n"
