@@ -84,6 +84,7 @@ def choose(config: dict, train_set) -> tuple[dict, list[str]]:
     """The config with ``image_size: auto`` and ``anchor_s_min: auto`` replaced by numbers chosen on
     ``train_set``'s boxes, and one line per choice saying why. Other configs come back as they are."""
     from ..models.builders import _architecture
+    from .from_config import image_size
 
     size, s_min = config.get("image_size"), config.get("anchor_s_min")
     if "auto" not in (size, s_min):
@@ -104,8 +105,7 @@ def choose(config: dict, train_set) -> tuple[dict, list[str]]:
         top = max(b for b, _ in scores)
         return next(s for b, s in scores if b == top), top
 
-    sides = SIZES if size == "auto" else [int(size if isinstance(size, int) else size[0])] if size else [
-        _default_side(config["model"])]
+    sides = SIZES if size == "auto" else [(image_size(config) or (300, 300))[0]]  # the given side, or the model's
     results = {side: best(side) for side in sides}
     top = max(bpr for _, bpr in results.values())
     side = next(s for s in sorted(results) if results[s][1] >= top - TOLERANCE)
@@ -140,9 +140,3 @@ def resolve_auto(config: dict) -> tuple[dict, list[str]]:
         train_set = fraction_subset(open_config_splits(config)[0], float(config["data"].get("fraction", 1.0)),
                                     config["seed"])
     return choose(config, train_set)
-
-
-def _default_side(model: str) -> int:
-    from ..models.builders import input_size
-
-    return input_size(model) or 300

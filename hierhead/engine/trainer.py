@@ -401,7 +401,7 @@ def _run_lock(out: Path):
     taken before the "holds a run" check (two processes started a second apart both passed that check
     and wrote over each other). The OS drops the lock when the process ends, however it ends. DDP ranks
     other than global 0 (``RANK`` / ``LOCAL_RANK`` / ``NODE_RANK`` set and not 0) share rank 0's run."""
-    import fcntl
+    from .._lock import exclusive
 
     if _other_rank():
         yield
@@ -410,12 +410,8 @@ def _run_lock(out: Path):
     out.mkdir(parents=True, exist_ok=True)
     lock = out / ".train.lock"
     try:
-        with open(lock, "w") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                raise FileExistsError(f"--out {str(out)!r}: another hierhead train is running in it; wait for it to "
-                                      f"end or give a new --out") from None
+        with exclusive(lock, FileExistsError(f"--out {str(out)!r}: another hierhead train is running in it; wait "
+                                             f"for it to end or give a new --out")):
             yield
     finally:
         if made and [p.name for p in out.iterdir()] == [lock.name]:  # refused before writing: leave no folder

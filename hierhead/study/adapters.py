@@ -3,14 +3,16 @@ the others and its committed CSV is never rewritten.
 
 ``pretrained`` is the layout of ``docs/results/pretrained-imagenet.csv`` and the CSVs that took its columns
 (``dataset, design, seed, ..., mAP, split, seconds`` and optionally ``AP50, AP, test_images, skipped_boxes,
-threads, version, commit``), mAP in percent. A row belongs to the stage's arm whose design it names; rows
-of labels the stage has no arm for (an arm's `label`, default its design) are not the plan's and are left out. A row without ``threads`` (the
-layout's first CSVs) gets the plan's ``threads``, which must say what those runs used.
+threads, version, commit``), mAP in percent. A row belongs to the stage's arm whose label (``label``, default
+the design) its ``design`` column holds and whose ``match`` (column: regular expression) its columns meet;
+rows no arm takes are not the plan's and are left out. A row without ``threads`` (the layout's first CSVs) gets
+the plan's ``threads``, which must say what those runs used.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 from .plan import ROW_COLUMNS, Job, Plan
@@ -26,8 +28,6 @@ def legacy_rows(plan: Plan, stage: str, old: dict) -> list[dict]:
     ``old["datasets"]`` renames datasets (``micro`` -> ``microcontrollers``); rows of other datasets are left out."""
     from .protocols import settings_json
     from .runner import picks
-
-    import re
 
     arms = plan.stage(stage).arms
     names = {d.name for d in plan.datasets}

@@ -562,13 +562,18 @@ def pick_value(plan: Plan, stage: Stage, pick: Pick, rows: list[dict]) -> Any:
     return value(best(rows), plan.datasets[0].name)
 
 
+def row_values(rows: list[dict], metric: str) -> dict[tuple, float]:
+    """(dataset, arm, seed, fraction) -> the rows' ``metric``: what picks, decisions and tables compare."""
+    return {(r["dataset"], r["arm"], int(r["seed"]), float(r["fraction"])): float(r[metric]) for r in rows}
+
+
 def _seeds_needed(plan: Plan, pick: Pick, rows: list[dict]) -> int:
     """``rule: seeds`` (:class:`Pick`)."""
     import statistics
 
     from scipy import stats
 
-    value = {(r["dataset"], r["arm"], int(r["seed"]), float(r["fraction"])): float(r[plan.metric]) for r in rows}
+    value = row_values(rows, plan.metric)
     cells: dict[tuple, list[float]] = {}
     for (ds, arm, seed, f), v in value.items():
         base = value.get((ds, pick.baseline, seed, f))

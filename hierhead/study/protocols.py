@@ -81,11 +81,14 @@ def scored_split(config: dict, classes: list[str], score: str):
         warnings.simplefilter("ignore")
         if score == "holdout":
             return open_config_splits(config)[1], f"holdout {data['holdout']:.0%} of train (split_seed {data['split_seed']})"
-        if data.get("resplit"):
-            return open_config_splits(config)[1], f"test (re-split {data['resplit']:.0%})"
-        if str(data["path"]).startswith("synthetic:"):
-            return open_config_splits(config)[1], "test"
+        if not _reads_roots_test(data):
+            return open_config_splits(config)[1], f"test (re-split {data['resplit']:.0%})" if data.get("resplit") else "test"
         return open_dataset(data["path"], data.get("format"), classes=classes, skip_bad=True, split="test"), "test"
+
+
+def _reads_roots_test(data: dict) -> bool:
+    """Whether ``score: test`` reads the root's own ``test`` split (not a re-split's or synthetic data's part)."""
+    return not data.get("resplit") and not str(data["path"]).startswith("synthetic:")
 
 
 def scores(model, ds) -> dict:
@@ -117,7 +120,7 @@ class FrozenProtocol(Protocol):
         from ..engine.head import HeadProtocol
 
         data = config["data"]
-        if score == "test" and not data.get("resplit") and not str(data["path"]).startswith("synthetic:"):
+        if score == "test" and _reads_roots_test(data):
             config = {**config, "data": {**data, "train_split": "train", "val_split": "test"}}
         runner = HeadProtocol(config, cut="body")
         result = runner.run(config, "voc07")

@@ -18,13 +18,14 @@ incomplete, with no verdict: a result is quoted once all its pre-registered rows
 
 from __future__ import annotations
 
+import csv
 import math
 import re
 from pathlib import Path
 
 from ..comparison import decide, paired_interval
-from .plan import Decision, Plan, Stage
-from .runner import _row_key, picks, read_rows
+from .plan import Decision, Plan, Stage, row_values
+from .runner import _row_key, picks, read_rows, stage_rows
 
 __all__ = ["stage_table", "summary_table", "compact_table", "report", "write_report", "BLOCK"]
 
@@ -46,19 +47,16 @@ def _num(x: float, sign: bool = False) -> str:
 def stage_table(plan: Plan, stage: Stage) -> str:
     """The Markdown of one stage: a table per dataset (arm, n, mean, SD, min-max, seconds; with a decision, the
     paired difference to the baseline, its 95 % t interval, Holm p and verdict), then the pick."""
-    rows = read_rows(plan, stage.name)
-    keys = {j.row_key() for j in plan.jobs(stage.name)}
-    rows = [r for r in rows if _row_key(r) in keys]
-    complete = len(rows) == len(keys)
+    rows, complete = stage_rows(plan, stage.name)
     metric = plan.metric
     lines = [f"**{plan.name} / {stage.name}**: {metric} ({'VOC07 mAP' if metric == 'mAP' else 'COCO ' + metric}, %) "
              f"on {'a ' + format(stage.holdout, '.0%') + ' holdout of train' if stage.score == 'holdout' else 'the test split'}"
-             f", last checkpoint; {len(rows)} of {len(keys)} rows "
+             f", last checkpoint; {len(rows)} of {len(plan.jobs(stage.name))} rows "
              f"(`{_shown(plan, _rows_path(plan, stage))}`)"
              + ("" if complete else "; **incomplete: not quoted, no verdict, until every row exists**") + "."]
     if not rows:
         return lines[0] + "\n"
-    value = {(r["dataset"], r["arm"], int(r["seed"]), float(r["fraction"])): float(r[metric]) for r in rows}
+    value = row_values(rows, metric)
     for d in plan.datasets:
         head = "| arm | design | n | mean | SD | min - max | min/run |"
         lines += ["", f"{d.name}:", "", head, "|" + "---|" * (head.count("|") - 1)]
@@ -140,15 +138,13 @@ def summary_table(plan: Plan, stage: Stage, arm: str | None = None) -> str:
     """One line per dataset (and arm, when the stage has several): training images, VOC07 mAP, AP50 and AP as mean
     (range) over seeds, minutes a run and its threads, seeds; then the columns of the plan's ``reference`` CSV
     for that dataset (published numbers, e.g. Roboflow 100's)."""
-    import csv as _csv
-
     arms = [stage.arm(arm)] if arm else list(stage.arms)
     keys = {j.row_key() for j in plan.jobs(stage.name) if j.arm in {a.name for a in arms}}
     rows = [r for r in read_rows(plan, stage.name) if _row_key(r) in keys]
     reference: dict[str, dict] = {}
     if plan.reference:
         with plan.reference.open(newline="") as f:
-            reference = {r["dataset"]: r for r in _csv.DictReader(f)}
+            reference = {r["dataset"]: r for r in csv.DictReader(f)}
     extra = [c for c in next(iter(reference.values()), {}) if c not in ("dataset", "source")]
     several = len(arms) > 1
     metrics = [m for m in ("mAP", "AP50", "AP") if any(r[m] != "" for r in rows)] or ["mAP"]
@@ -182,12 +178,11 @@ def compact_table(plan: Plan, stage: Stage, baseline: str | None = None) -> str:
     """A ``holm`` decision of the stage (the one against ``baseline``, default the first) in one table: an arm per
     line, a dataset per column, each cell the paired difference to the baseline [95 % CI] and its verdict (bold
     when decided: better or worse). Nothing until every row exists."""
-    rows = [r for r in read_rows(plan, stage.name) if _row_key(r) in {j.row_key() for j in plan.jobs(stage.name)}]
+    rows, complete = stage_rows(plan, stage.name)
     dec = next((d for d in stage.decisions if d.rule == "holm" and baseline in (None, d.baseline)), None)
-    if len(rows) < len(plan.jobs(stage.name)) or dec is None:
+    if not complete or dec is None:
         return f"({stage.name}: {len(rows)} of {len(plan.jobs(stage.name))} rows; no decision to show yet)\n"
-    value = {(r["dataset"], r["arm"], int(r["seed"]), float(r["fraction"])): float(r[plan.metric]) for r in rows}
-    verdicts = _decisions(plan, dec, value)
+    verdicts = _decisions(plan, dec, row_values(rows, plan.metric))
     head = "| design |" + "".join(f" {d.name} |" for d in plan.datasets)
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for a in stage.arms:
@@ -205,10 +200,10 @@ def compact_table(plan: Plan, stage: Stage, baseline: str | None = None) -> str:
 def wins_table(plan: Plan, stage: Stage, arm: str | None = None) -> str:
     """In how many seeds (and fractions) each arm had the best value of its dataset (ties count for each arm at
     the top), against chance (1 in the number of arms); ``arm``: that arm's line only."""
-    rows = [r for r in read_rows(plan, stage.name) if _row_key(r) in {j.row_key() for j in plan.jobs(stage.name)}]
-    if len(rows) < len(plan.jobs(stage.name)):
+    rows, complete = stage_rows(plan, stage.name)
+    if not complete:
         return f"({stage.name}: {len(rows)} of {len(plan.jobs(stage.name))} rows; no counts yet)\n"
-    value = {(r["dataset"], r["arm"], int(r["seed"]), float(r["fraction"])): float(r[plan.metric]) for r in rows}
+    value = row_values(rows, plan.metric)
     head = "| design |" + "".join(f" {d.name} |" for d in plan.datasets)
     lines = [f"Seeds in which the design had the best {plan.metric} of the {len(stage.arms)} (chance: 1 in "
              f"{len(stage.arms)}):", "", head, "|" + "---|" * (head.count("|") - 1)]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import contextlib
 import csv
 import json
 import os
@@ -20,11 +19,12 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Callable
 
 from .plan import ROW_COLUMNS, Job, Plan, PlanError, load_plan, pick_value
 
-__all__ = ["read_rows", "status", "picks", "run", "run_job"]
+__all__ = ["read_rows", "stage_rows", "status", "picks", "run", "run_job"]
 
 
 def read_rows(plan: Plan, stage: str) -> list[dict]:
@@ -51,6 +51,13 @@ def _row_key(row: dict) -> tuple:
     return (row["stage"], row["dataset"], row["arm"], int(row["seed"]), float(row["fraction"]))
 
 
+def stage_rows(plan: Plan, stage: str) -> tuple[list[dict], bool]:
+    """(the rows of the stage's jobs, whether every job has one): what picks and reports read."""
+    keys = {j.row_key() for j in plan.jobs(stage)}
+    rows = [r for r in read_rows(plan, stage) if _row_key(r) in keys]
+    return rows, len(rows) == len(keys)
+
+
 def picks(plan: Plan, upto: str | None = None) -> dict:
     """The values carried by the picks of the finished stages before ``upto`` (all stages when None)."""
     out = {}
@@ -58,21 +65,19 @@ def picks(plan: Plan, upto: str | None = None) -> dict:
         if s.name == upto:
             break
         if s.picks:
-            rows = read_rows(plan, s.name)
-            done = {_row_key(r) for r in rows}
-            if all(j.row_key() in done for j in plan.jobs(s.name)):
-                keys = {j.row_key() for j in plan.jobs(s.name)}
+            rows, complete = stage_rows(plan, s.name)
+            if complete:
                 for p in s.picks:
-                    out[f"{s.name}.{p.name}"] = pick_value(plan, s, p, [r for r in rows if _row_key(r) in keys])
+                    out[f"{s.name}.{p.name}"] = pick_value(plan, s, p, rows)
     return out
 
 
-def status(plan: Plan) -> list[dict]:
-    """Per stage: ``jobs``, ``done`` (rows), ``finished`` (row.json not yet merged), ``pending`` (the jobs to
-    run), ``waits`` (the earlier stages whose picks it needs and which have not finished)."""
-    made = picks(plan)
+def status(plan: Plan, stage: str | None = None) -> list[dict]:
+    """Per stage (or the one named): ``jobs``, ``done`` (rows), ``finished`` (row.json not yet merged), ``pending``
+    (the jobs to run), ``waits`` (the earlier stages whose picks it needs and which have not finished)."""
+    made = picks(plan, upto=stage)
     out = []
-    for s in plan.stages:
+    for s in [plan.stage(stage)] if stage else plan.stages:
         done = {_row_key(r) for r in read_rows(plan, s.name)}
         jobs = plan.jobs(s.name)
         waits = [n for n in plan.needs(s.name) if any(f"{n}.{p.name}" not in made for p in plan.stage(n).picks)]
@@ -130,32 +135,24 @@ def run(plan: Plan, workers: int = 1, threads: int | None = None, dry_run: bool 
     return 0
 
 
-@contextlib.contextmanager
 def _plan_lock(plan: Plan):
-    """One runner per plan: an exclusive ``flock`` on ``runs/<study>/.study.lock`` for the whole run (two runners
-    would start the same jobs); the OS drops it when the process ends, however it ends."""
-    import fcntl
+    """One runner per plan: an exclusive lock on ``runs/<study>/.study.lock`` for the whole run (two runners
+    would start the same jobs)."""
+    from .._lock import exclusive
 
     plan.runs.mkdir(parents=True, exist_ok=True)
-    with open(plan.runs / ".study.lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise PlanError(f"{plan.path.name}: another 'hierhead study run' is running this plan "
-                            f"({plan.runs}); wait for it to end") from None
-        yield
+    return exclusive(plan.runs / ".study.lock", PlanError(
+        f"{plan.path.name}: another 'hierhead study run' is running this plan ({plan.runs}); wait for it to end"))
 
 
 def _run(plan: Plan, workers: int, threads: int, log: Callable[[str], None]) -> int:
-    from pathlib import Path
-
     pending = [j for st in status(plan) for j in st["pending"]]
     for d in plan.datasets:  # before hours of jobs: every dataset a pending job reads is there
         if any(j.dataset == d.name for j in pending) and not d.root.startswith("synthetic:") and not Path(d.root).exists():
             raise PlanError(f"{plan.path.name}: dataset {d.name}: no folder {d.root}")
     failed = 0
     for s in plan.stages:
-        st = next(x for x in status(plan) if x["stage"] == s.name)
+        st = status(plan, s.name)[0]
         if st["waits"]:  # an earlier stage is unfinished only when it failed, which returned already
             raise PlanError(f"{plan.name}/{s.name}: waits on {', '.join(st['waits'])}, not finished")
         _merge(plan, s.name, [json.loads((plan.runs / j.key / "row.json").read_text()) for j in st["finished"]])
