@@ -421,3 +421,112 @@ def test_an_option_of_the_other_action_is_refused(tmp_path, capsys, args, messag
     plan = _plan(tmp_path, TWO_STAGES)
     assert main(["study", args[0], str(plan), *args[1:]]) == 2
     assert capsys.readouterr().err == f"hierhead study: error: {message}\n"
+
+
+LEGACY = """datasets: [toy, toy2]
+seeds: [0, 1]
+legacy:
+  grid:
+    - {file: old-toy.csv, dataset: toy}
+    - {file: old-toy2.csv, dataset: toy2}
+  unseen: {file: demo.csv, dataset: toy, column: unseen_mAP}
+stages:
+  - name: grid
+    arms:
+      general: {design: "9An{9}"}
+      hier: {design: "9An{9,3}As"}
+  - name: unseen
+    datasets: [toy]
+    arms:
+      general: {design: "9An{9}"}
+      hier: {design: "9An{9,3}As"}
+"""
+
+
+def _legacy_files(studies: Path) -> None:
+    """A `sweep` layout file per dataset (mAP a fraction) and a `demo` one (two scores, in percent)."""
+    for name, base in (("old-toy.csv", 0.40), ("old-toy2.csv", 0.20)):
+        with (studies / name).open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["design", "seed", "fraction", "train_images", "steps", "metric", "mAP", "train_seconds"])
+            for seed in (0, 1):
+                w.writerow(["9An{9}", seed, 1.0, 8, 4, "voc07", base + 0.01 * seed, 30.0])
+                w.writerow(["9An{9,3}As", seed, 1.0, 8, 4, "voc07", base + 0.02 + 0.03 * seed, 31.0])
+                w.writerow(["9An{9,3}S", seed, 1.0, 8, 4, "voc07", 0.9, 31.0])  # no arm: not the plan's
+    (studies / "demo.csv").write_text("design,seed,mAP,unseen_mAP,AP:class0\n9An{9},0,44.5,30.25,50\n"
+                                      "9An{9},1,45.5,31.5,50\n\"9An{9,3}As\",0,46,33,50\n\"9An{9,3}As\",1,44,30,50\n")
+
+
+def test_rows_of_the_older_layouts_are_read_as_study_rows_never_rewritten(tmp_path):
+    """`sweep` rows (no dataset column, mAP a fraction) and `demo` rows (a chosen score column) become study rows;
+    a stage on some of the plan's datasets has jobs on those only; the table view is the paper's Table III form."""
+    path = _plan(tmp_path, LEGACY)
+    _legacy_files(path.parent)
+    before = {p.name: p.read_bytes() for p in path.parent.glob("*.csv")}
+    plan = load_plan(path)
+    assert [j.key for j in plan.jobs("unseen")] == ["unseen/toy/general/seed0", "unseen/toy/hier/seed0",
+                                                    "unseen/toy/general/seed1", "unseen/toy/hier/seed1"]
+    assert all(s["pending"] == [] for s in status(plan))
+    grid = {(r["dataset"], r["arm"], r["seed"]): r for r in read_rows(plan, "grid")}
+    assert len(grid) == 8 and float(grid[("toy2", "hier", "1")]["mAP"]) == pytest.approx(25.0)
+    assert (grid[("toy", "general", "0")]["seconds"], grid[("toy", "general", "0")]["split"]) == ("30.0", "test")
+    assert [float(r["mAP"]) for r in read_rows(plan, "unseen")] == [30.25, 31.5, 33.0, 30.0]
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- study: toy/grid table toy2 -->\n<!-- /study -->\n")
+    plan = load_plan(path.write_text(path.read_text() + "docs: [../doc.md]\n") and path)
+    write_report(plan)
+    text = doc.read_text()
+    diffs = [25.0 - 21.0, 22.0 - 20.0]  # hier minus general, toy2, seeds 1 and 0
+    mean, half = sum(diffs) / 2, 12.706204736 * abs(diffs[0] - diffs[1]) / 2  # t(0.975, 1) x SD / sqrt(2)
+    assert f"| 9An{{9,3}}As | **23.50 +- 2.12 (n=2)**<br>{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}]" in text
+    assert "toy:" not in text and before == {p.name: p.read_bytes() for p in path.parent.glob("*.csv")}
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("    datasets: [toy]\n", "    datasets: [toy, cards]\n", "datasets ['toy', 'cards']: distinct datasets of the plan"),
+    ("{file: old-toy.csv, dataset: toy}", "{file: old-toy.csv, dataset: cards}", "dataset 'cards' is not one of"),
+    ("{file: old-toy.csv, dataset: toy}", "{file: gone.csv, dataset: toy}", "no file"),
+])
+def test_bad_legacy_or_stage_datasets_are_refused(tmp_path, old, new, message):
+    path = _plan(tmp_path, LEGACY.replace(old, new, 1))
+    _legacy_files(path.parent)
+    with pytest.raises(PlanError, match=re.escape(message)):
+        load_plan(path)
+
+
+def test_a_legacy_run_in_two_files_is_kept_once_and_two_scores_for_one_job_are_refused(tmp_path):
+    path = _plan(tmp_path, LEGACY.replace("old-toy2.csv, dataset: toy2", "old-toy2.csv, dataset: toy"))
+    _legacy_files(path.parent)
+    with pytest.raises(PlanError, match=r"two legacy rows of toy/general/0/1.0 differ \(mAP 40.0 and 20.0\)"):
+        read_rows(load_plan(path), "grid")
+    (path.parent / "old-toy2.csv").write_bytes((path.parent / "old-toy.csv").read_bytes())
+    assert len(read_rows(load_plan(path), "grid")) == 4
+
+
+@pytest.mark.parametrize("protocol, settings, message", [
+    ("finetune", {}, "protocol 'finetune' starts from a trained model: set init: CHECKPOINT"),
+    ("head", {}, "protocol 'head' starts from a trained model"),
+    ("train", {"init": "start.ckpt"}, "protocol 'train' has no trained start (init 'start.ckpt')"),
+    ("imagenet", {"pretrained_backbone": False}, "starts from the ImageNet backbone: drop pretrained_backbone: false"),
+])
+def test_each_protocol_says_where_its_jobs_start(protocol, settings, message):
+    from hierhead.engine.recipes import resolve
+    from hierhead.study.protocols import PROTOCOLS
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        PROTOCOLS[protocol].check(resolve("defaults-2026-12", {"data": {"path": TOY}, **settings}))
+    assert PROTOCOLS["imagenet"].check(resolve("defaults-2026-12", {"data": {"path": TOY}}))["pretrained_backbone"]
+
+
+def test_a_committed_from_scratch_interval_is_the_one_recomputed_from_the_raw_rows():
+    """The scratch plan's pooled cards interval for 9An{9,3,1}As, recomputed with scipy from docs/results/cards.csv
+    (mAP a fraction there), is the one docs/results.md shows."""
+    from scipy import stats
+
+    rows = list(csv.DictReader(open(REPO / "docs" / "results" / "cards.csv")))
+    value = {(r["design"], r["fraction"], r["seed"]): 100 * float(r["mAP"]) for r in rows}
+    diffs = [v - value[("9An{9}", f, s)] for (d, f, s), v in value.items() if d == "9An{9,3,1}As"]
+    mean, sem = sum(diffs) / len(diffs), stats.sem(diffs)
+    half = stats.t.ppf(0.975, len(diffs) - 1) * sem
+    assert len(diffs) == 9
+    assert f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}], ahead 0/9" in (REPO / "docs" / "results.md").read_text()

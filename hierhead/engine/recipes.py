@@ -33,7 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "val_batch_size": None,
     "epochs": None,
     # the defaults fine-tune the ImageNet backbone with cards-ssdlite's round-1 schedule (chosen on a validation
-    # split of cards/train: benchmarks/tune_finetune.sh; the recipe's round 2 adds a timm-only frozen_stages and
+    # split of cards/train: docs/results/tune-finetune-cards.csv; the recipe's round 2 adds a timm-only frozen_stages and
     # 850 steps); the paper recipes set their own optimiser and schedule
     "max_steps": 600,
     # a wall-clock budget for training ("15m", "900s", "1.5h"; null: none): max_steps shortened to what fits,
@@ -52,7 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "augment": {"flip": True, "iou_crop": True, "zoom_out": False, "photometric": True, "mosaic": 0.0},
     "model_kwargs": {},
     # the head protocol (hierhead sweep --protocol head): prediction convs only, on cached frozen features;
-    # 200 steps of 32 views at AdamW lr 0.003, the paper's weight decay: benchmarks/head_pilot.py, docs/results-history.md
+    # 200 steps of 32 views at AdamW lr 0.003, the paper's weight decay: chosen by the general head's final training loss, docs/results-history.md
     "head": {"views": 4, "steps": 200, "batch_size": 32,
              "optimizer": {"name": "adamw", "lr": 0.003, "momentum": 0.9, "weight_decay": 0.00004,
                            "unit_lr_scale": 1.0, "anchor_l2": 0.0, "unit_l2": 0.0},

@@ -146,6 +146,7 @@ class Stage:
     fractions: tuple[float, ...] | None = None  # the plan's when None
     seeds: tuple[int, ...] | None = None  # the plan's when None
     protocol: str | None = None  # the plan's when None
+    datasets: tuple[str, ...] | None = None  # the plan's when None (a stage on some of them)
 
     @property
     def pick(self) -> Pick | None:
@@ -198,7 +199,8 @@ class Plan:
     runs: Path
     question: str = ""
     docs: tuple[Path, ...] = ()
-    #: stage -> {"file": a CSV of an older layout, "datasets": {its name: the alias}} (adapters.py)
+    #: stage -> [{"file": a CSV of an older layout, "datasets": {its name: the alias}, "dataset": the alias of
+    #: every row of a file without a dataset column, "device": what they trained on}] (adapters.py)
     legacy: dict = dataclasses.field(default_factory=dict)
     reference: Path | None = None  # published numbers by dataset, shown beside the summary (report.py)
 
@@ -211,6 +213,11 @@ class Plan:
     def dataset(self, name: str) -> Dataset:
         return next(d for d in self.datasets if d.name == name)
 
+    def datasets_of(self, stage: str) -> tuple[Dataset, ...]:
+        """The datasets a stage runs on: its own ``datasets`` (some of the plan's), else the plan's."""
+        own = self.stage(stage).datasets
+        return tuple(d for d in self.datasets if d.name in own) if own else self.datasets
+
     def rows_file(self, stage: str) -> Path:
         return self.rows / f"{stage}.csv"
 
@@ -219,7 +226,7 @@ class Plan:
         of one (dataset, seed, fraction) side by side so pairs finish together."""
         stages = [self.stage(stage)] if stage else self.stages
         return [Job(s.name, d.name, a.name, seed, f) for s in stages for seed in (s.seeds or self.seeds)
-                for f in (s.fractions or self.fractions) for d in self.datasets for a in s.arms]
+                for f in (s.fractions or self.fractions) for d in self.datasets_of(s.name) for a in s.arms]
 
     def protocol_of(self, stage: str) -> str:
         return self.stage(stage).protocol or self.protocol
@@ -330,7 +337,7 @@ def _dataset(path: Path, name: str, entry: dict) -> Dataset:
 PLAN_KEYS = {"name", "question", "protocol", "recipe", "datasets", "seeds", "fractions", "set", "metric", "threads",
              "stages", "rows", "runs", "docs", "aliases", "legacy", "reference"}
 STAGE_KEYS = {"name", "arms", "score", "holdout", "set", "pick", "picks", "decision", "decisions", "note", "fractions",
-              "seeds", "protocol"}
+              "seeds", "protocol", "datasets"}
 
 
 def load_plan(path: str | Path) -> Plan:
@@ -419,9 +426,14 @@ def load_plan(path: str | Path) -> Plan:
         if own is not None and (not isinstance(own, list) or not own or not all(
                 isinstance(f, (int, float)) and 0 < f <= 1 for f in own)):
             raise PlanError(f"{where}: fractions {own!r}: numbers in (0, 1]")
+        own_data = s.get("datasets")
+        if own_data is not None and (not isinstance(own_data, list) or not own_data or not set(map(str, own_data)) <= set(names)
+                                     or len(set(own_data)) != len(own_data)):
+            raise PlanError(f"{where}: datasets {own_data!r}: distinct datasets of the plan ({', '.join(names)})")
         stages.append(Stage(str(s["name"]), tuple(arms), score, holdout, nest(s.get("set") or {}, f"{where}.set"),
                             picks_, decisions, tuple(float(f) for f in own) if own else None,
-                            tuple(stage_seeds) if stage_seeds else None, s.get("protocol")))
+                            tuple(stage_seeds) if stage_seeds else None, s.get("protocol"),
+                            tuple(map(str, own_data)) if own_data else None))
     if not stages:
         raise PlanError(f"{path}: no stages")
     plan = Plan(path=path, name=name, protocol=raw["protocol"], recipe=str(raw["recipe"]),
@@ -434,10 +446,14 @@ def load_plan(path: str | Path) -> Plan:
                 docs=tuple((path.parent / str(d)).resolve() for d in raw.get("docs") or []),
                 legacy={str(k): _legacy(path, v) for k, v in (raw.get("legacy") or {}).items()},
                 reference=(path.parent / str(raw["reference"])).resolve() if raw.get("reference") else None)
-    for stage_name, old in plan.legacy.items():
+    for stage_name, files in plan.legacy.items():
         plan.stage(stage_name)  # names a stage of the plan
-        if not old["file"].is_file():
-            raise PlanError(f"{path}: legacy rows of stage {stage_name}: no file {old['file']}")
+        for old in files:
+            if not old["file"].is_file():
+                raise PlanError(f"{path}: legacy rows of stage {stage_name}: no file {old['file']}")
+            if old["dataset"] is not None and old["dataset"] not in names:
+                raise PlanError(f"{path}: legacy rows of stage {stage_name}: dataset {old['dataset']!r} is not one "
+                                f"of the plan's ({', '.join(names)})")
     for k, s in enumerate(plan.stages):  # a pick comes from an earlier stage that declares it
         earlier = {f"{t.name}.{p.name}": t for t in plan.stages[:k] for p in t.picks}
         for layer in (plan.set, s.set, *(a.set for a in s.arms)):
@@ -448,7 +464,7 @@ def load_plan(path: str | Path) -> Plan:
         for p in s.picks:
             for a in s.arms:
                 if p.rule == "best" and p.setting != "design" and (not p.among or a.name in p.among) and _get(
-                        plan.settings(Job(s.name, plan.datasets[0].name, a.name, 0, 1.0), _placeholder(plan, k)),
+                        plan.settings(Job(s.name, plan.datasets_of(s.name)[0].name, a.name, 0, 1.0), _placeholder(plan, k)),
                         p.setting) is _MISSING:
                     raise PlanError(f"{path}: stage {s.name}: pick.setting {p.setting!r} is not set by arm {a.name}")
     return plan
@@ -501,12 +517,20 @@ def _decision(raw: dict, names: list[str], where: str) -> Decision:
     return decision
 
 
-def _legacy(path: Path, entry) -> dict:
-    """A ``legacy`` entry: a file, or ``{file, datasets: {old name: alias}}``."""
-    if not isinstance(entry, dict):
-        entry = {"file": entry}
-    _keys(entry, {"file", "datasets"}, {"file"}, f"{path}: legacy")
-    return {"file": (path.parent / str(entry["file"])).resolve(), "datasets": dict(entry.get("datasets") or {})}
+def _legacy(path: Path, entries) -> list[dict]:
+    """A stage's ``legacy`` rows: one entry or a list of them, each a file or ``{file, datasets: {old name: alias}}``
+    or ``{file, dataset: alias}`` (a file whose rows have no dataset column: every row is that dataset's), and
+    ``device`` (default ``cpu``) what its runs trained on, ``column`` (a ``demo`` file's: ``mAP`` or ``unseen_mAP``)
+    the score read as the row's mAP."""
+    out = []
+    for entry in entries if isinstance(entries, list) else [entries]:
+        if not isinstance(entry, dict):
+            entry = {"file": entry}
+        _keys(entry, {"file", "datasets", "dataset", "device", "column"}, {"file"}, f"{path}: legacy")
+        out.append({"file": (path.parent / str(entry["file"])).resolve(), "datasets": dict(entry.get("datasets") or {}),
+                    "dataset": str(entry["dataset"]) if entry.get("dataset") else None,
+                    "device": str(entry.get("device") or "cpu"), "column": str(entry.get("column") or "mAP")})
+    return out
 
 
 _MISSING = object()
@@ -531,6 +555,7 @@ def pick_value(plan: Plan, stage: Stage, pick: Pick, rows: list[dict]) -> Any:
     if pick.rule == "seeds":
         return _seeds_needed(plan, pick, rows)
     arms = [stage.arm(n) for n in pick.among] if pick.among else list(stage.arms)
+    datasets = plan.datasets_of(stage.name)
     order = [stage.arm(n) for n in pick.prefer] + [a for a in arms if a.name not in pick.prefer]
 
     def means(subset: list[dict]) -> dict[str, float]:
@@ -554,12 +579,12 @@ def pick_value(plan: Plan, stage: Stage, pick: Pick, rows: list[dict]) -> Any:
                     pick.setting)
 
     if pick.per == "dataset":
-        return {d.name: value(best([r for r in rows if r["dataset"] == d.name]), d.name) for d in plan.datasets}
+        return {d.name: value(best([r for r in rows if r["dataset"] == d.name]), d.name) for d in datasets}
     if pick.per == "each":
-        per = [means([r for r in rows if r["dataset"] == d.name]) for d in plan.datasets]
+        per = [means([r for r in rows if r["dataset"] == d.name]) for d in datasets]
         tied = {a.name for a in arms if all(m[a.name] >= max(m.values()) - pick.tolerance for m in per)}
-        return value(first(tied) if tied else best(rows), plan.datasets[0].name)
-    return value(best(rows), plan.datasets[0].name)
+        return value(first(tied) if tied else best(rows), datasets[0].name)
+    return value(best(rows), datasets[0].name)
 
 
 def row_values(rows: list[dict], metric: str) -> dict[tuple, float]:

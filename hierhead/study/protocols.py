@@ -1,8 +1,10 @@
 """Protocols: how a study's job trains and what it scores, one small object each.
 
+Five protocols (:data:`PROTOCOLS`), one object each (where a job starts, how it trains, what it scores).
 ``train`` is what a user runs: ``hierhead train --recipe R --data ROOT`` with the arm's settings (the recipe's
 own start: the ImageNet backbone for the built-in defaults), then the *last* checkpoint scored once on the
-stage's split (no checkpoint is chosen on it). ``test`` is the root's test split (for a dataset with
+stage's split (no checkpoint is chosen on it); ``imagenet``, ``finetune``, ``frozen`` and ``head`` differ in
+their start or in what trains (:data:`PROTOCOLS`). ``test`` is the root's test split (for a dataset with
 ``data.resplit``, the seeded re-split's held-out part; for ``synthetic:`` data, its test images); ``holdout``
 a seeded fraction of the training split (``data.holdout``, drawn with the job's seed), which the run also
 validates on. Metrics: VOC07 mAP, COCO-style AP50 and AP (pycocotools), in percent.
@@ -15,7 +17,7 @@ import json
 import warnings
 from pathlib import Path
 
-__all__ = ["PROTOCOLS", "Protocol", "TrainProtocol", "job_config"]
+__all__ = ["PROTOCOLS", "Protocol", "TrainProtocol", "CachedProtocol", "job_config"]
 
 
 def job_config(plan, job, picks: dict, folder: Path) -> dict:
@@ -38,12 +40,31 @@ def job_config(plan, job, picks: dict, folder: Path) -> dict:
 @dataclasses.dataclass(frozen=True)
 class Protocol:
     """A protocol: ``run(config, score) -> metrics`` trains one job in its run folder (resuming a killed one)
-    and scores it."""
+    and scores it. ``start``: where a job's weights start: ``recipe`` (as the recipe says), ``init`` (a trained
+    checkpoint, the setting ``init``: the head and fine-tune protocols of the from-scratch studies) or
+    ``imagenet`` (the recipe's ImageNet backbone, required)."""
     name: str
     description: str
+    start: str = "recipe"
 
     def run(self, config: dict, score: str) -> dict:  # pragma: no cover - the base is abstract
         raise NotImplementedError
+
+    def check(self, config: dict) -> dict:
+        """The job's config as this protocol trains it, or a one-line error before any training."""
+        if self.start == "init" and not config.get("init"):
+            raise ValueError(f"protocol {self.name!r} starts from a trained model: set init: CHECKPOINT")
+        if self.start != "init" and config.get("init"):
+            raise ValueError(f"protocol {self.name!r} has no trained start (init {config['init']!r}): "
+                             "use the finetune or head protocol")
+        if self.start == "imagenet":
+            if config.get("pretrained_backbone") is False:
+                raise ValueError(f"protocol {self.name!r} starts from the ImageNet backbone: drop pretrained_backbone: false")
+            from ..engine.from_config import backbone_weights
+
+            config = {**config, "pretrained_backbone": True}
+            backbone_weights(config)  # a model without ImageNet weights fails here, not after its caches
+        return config
 
     def fingerprint(self, config: dict) -> str:
         """What decides the job's result: two jobs with the same fingerprint train the same run (the runner
@@ -64,6 +85,7 @@ class TrainProtocol(Protocol):
         from ..engine.checkpoint import load_checkpoint
         from ..engine.trainer import train
 
+        config = self.check(config)
         folder = Path(config["out"])
         result = train(config, resume=(folder / "checkpoints" / "last.ckpt").is_file())
         model, spec = load_checkpoint(result["last"])
@@ -109,20 +131,25 @@ def _scores_of(preds: list, targets: list, classes: list[str]) -> dict:
     return {"mAP": round(100 * voc["mAP"], 3), "AP50": round(100 * coco["AP50"], 3), "AP": round(100 * coco["AP"], 3)}
 
 
-class FrozenProtocol(Protocol):
-    """The frozen-backbone protocol of sweeps (:class:`hierhead.engine.head.HeadProtocol`, ``cut="body"``): the
-    ImageNet backbone frozen and its features of a few augmented views cached, the extra blocks and the head drawn
-    from the job's seed and trained (the recipe's ``frozen`` section). The caches are stored on disk
-    (``HIERHEAD_CACHE``), so every job after the first reads them. It scores the run's held-out split, so
-    ``score: test`` reads a root's ``test`` split explicitly (not a ``val`` one)."""
+@dataclasses.dataclass(frozen=True)
+class CachedProtocol(Protocol):
+    """A protocol on cached features (:class:`hierhead.engine.head.HeadProtocol`): the part of a start below
+    ``cut`` frozen and its features of a few augmented views cached, the rest trained with the recipe's section
+    of that cut. ``cut="body"`` (``frozen``): the ImageNet backbone, the extra blocks and the head drawn from the
+    job's seed (the ``frozen`` section); ``cut="head"`` (``head``): everything but the prediction convs of the
+    ``init`` checkpoint (the ``head`` section). The caches are stored on disk (``HIERHEAD_CACHE``), so every job
+    after the first reads them. It scores the run's held-out split, so ``score: test`` reads a root's ``test``
+    split explicitly (not a ``val`` one)."""
+    cut: str = "body"
 
     def run(self, config: dict, score: str) -> dict:
         from ..engine.head import HeadProtocol
 
+        config = self.check(config)
         data = config["data"]
         if score == "test" and _reads_roots_test(data):
             config = {**config, "data": {**data, "train_split": "train", "val_split": "test"}}
-        runner = HeadProtocol(config, cut="body")
+        runner = HeadProtocol(config, cut=self.cut)
         result = runner.run(config, "voc07")
         ds, split = scored_split(config, runner.train.classes, score)
         return {**_scores_of(runner.detections, runner.test.targets, runner.train.classes), "split": split,
@@ -133,8 +160,14 @@ class FrozenProtocol(Protocol):
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
     TrainProtocol("train", "the product's training (hierhead train) from the recipe's start, the last checkpoint "
                            "scored once"),
-    FrozenProtocol("frozen", "the ImageNet backbone frozen and cached, the extra blocks and head trained from the "
-                             "seed's draw (the recipe's frozen section)"),
+    TrainProtocol("imagenet", "as train, the recipe's ImageNet backbone required: the whole detector fine-tuned "
+                              "from it (the paper's protocol, P2)", start="imagenet"),
+    TrainProtocol("finetune", "as train, from the trained checkpoint init (every design from the same function: "
+                              "units at 0)", start="init"),
+    CachedProtocol("frozen", "the ImageNet backbone frozen and cached, the extra blocks and head trained from the "
+                             "seed's draw (the recipe's frozen section)", start="imagenet", cut="body"),
+    CachedProtocol("head", "only the prediction convs trained, on the cached features of the trained checkpoint "
+                           "init (the recipe's head section)", start="init", cut="head"),
 )}
 
 

@@ -10,7 +10,8 @@ and the plan's decision (paired differences to the baseline, Holm across the dec
 (``<!-- study: NAME/STAGE summary -->``: one line per dataset and arm, with the plan's ``reference`` numbers
 beside it: :func:`summary_table`; ``... summary ARM -->`` one arm's lines only; ``... compact -->``: the decision alone, an arm per line and a dataset per
 column: :func:`compact_table`; ``... wins -->``: in how many seeds each arm was the best: :func:`wins_table`;
-``... picks -->``: the values the stage's picks carry, with their rules: :func:`picks_list`)
+``... picks -->``: the values the stage's picks carry, with their rules: :func:`picks_list`; ``... table [DATASET]
+-->``: Table III's form, designs by fractions with the paired difference to the general head: :func:`fraction_table`)
 
 so a number quoted in the docs cannot drift from its rows. A stage with missing rows is reported as
 incomplete, with no verdict: a result is quoted once all its pre-registered rows exist.
@@ -23,13 +24,13 @@ import math
 import re
 from pathlib import Path
 
-from ..comparison import decide, paired_interval
+from ..comparison import decide, paired_interval, table
 from .plan import Decision, Plan, Stage, row_values
 from .runner import _row_key, picks, read_rows, stage_rows
 
-__all__ = ["stage_table", "summary_table", "compact_table", "report", "write_report", "BLOCK"]
+__all__ = ["stage_table", "summary_table", "compact_table", "fraction_table", "report", "write_report", "BLOCK"]
 
-BLOCK = re.compile(r"(<!-- study: (?P<id>[^ ]+?)(?: (?P<view>summary|compact|wins|picks)(?: (?P<arm>[\w-]+))?)? -->\n)"
+BLOCK = re.compile(r"(<!-- study: (?P<id>[^ ]+?)(?: (?P<view>summary|compact|wins|picks|table)(?: (?P<arm>[\w-]+))?)? -->\n)"
                    r"(?P<body>.*?)(<!-- /study -->)", re.S)
 
 
@@ -57,7 +58,7 @@ def stage_table(plan: Plan, stage: Stage) -> str:
     if not rows:
         return lines[0] + "\n"
     value = row_values(rows, metric)
-    for d in plan.datasets:
+    for d in plan.datasets_of(stage.name):
         head = "| arm | design | n | mean | SD | min - max | min/run |"
         lines += ["", f"{d.name}:", "", head, "|" + "---|" * (head.count("|") - 1)]
         for a in stage.arms:
@@ -106,7 +107,7 @@ def _holm_rule(plan: Plan, stage: Stage, dec: Decision, value: dict) -> list[str
              + ", else inconclusive.", "",
              f"| arm | dataset | minus {dec.baseline} [95 % CI] | ahead | Holm p | verdict |", "|---|---|---|---|---|---|"]
     for a in stage.arms:
-        for d in plan.datasets:
+        for d in plan.datasets_of(stage.name):
             v = verdicts.get((d.name, a.name))
             if v:
                 lines.append(f"| {a.name} | {d.name} | {_num(v['mean'], True)} [{_num(v['low'], True)}, "
@@ -118,20 +119,22 @@ def _spread(values: list[float]) -> str:
     return f"{sum(values) / len(values):.1f} ({min(values):.1f}-{max(values):.1f})" if values else "n/a"
 
 
-def _rows_path(plan: Plan, stage: Stage) -> Path:
-    """Where the stage's rows are: its legacy CSV if it has one, else its own."""
-    return plan.legacy[stage.name]["file"] if stage.name in plan.legacy else plan.rows_file(stage.name)
+def _rows_path(plan: Plan, stage: Stage) -> list[Path]:
+    """Where the stage's rows are: its legacy CSVs if it has them, else its own."""
+    return [old["file"] for old in plan.legacy[stage.name]] if stage.name in plan.legacy else [plan.rows_file(stage.name)]
 
 
-def _shown(plan: Plan, path: Path) -> str:
-    """A path as the docs name it: relative to the plan's folder when inside it, else to that folder's parent
+def _shown(plan: Plan, paths: list[Path]) -> str:
+    """Paths as the docs name them: relative to the plan's folder when inside it, else to that folder's parent
     (the repository, for the plans in ``studies/``)."""
-    for base in (plan.path.parent, plan.path.parent.parent):
-        try:
-            return str(path.relative_to(base))
-        except ValueError:
-            continue
-    return path.name
+    def one(path: Path) -> str:
+        for base in (plan.path.parent, plan.path.parent.parent):
+            try:
+                return str(path.relative_to(base))
+            except ValueError:
+                continue
+        return path.name
+    return "`, `".join(map(one, paths))
 
 
 def summary_table(plan: Plan, stage: Stage, arm: str | None = None) -> str:
@@ -158,7 +161,7 @@ def summary_table(plan: Plan, stage: Stage, arm: str | None = None) -> str:
              + ("" if complete else "; **incomplete: the scores are not shown until every row exists**") + ".", "",
              head,
              "|" + "---|" * (head.count("|") - 1)]
-    for d in plan.datasets:
+    for d in plan.datasets_of(stage.name):
         for a in arms:
             mine = [r for r in rows if r["dataset"] == d.name and r["arm"] == a.name]
             secs = [float(r["seconds"]) for r in mine if r["seconds"]]
@@ -183,13 +186,13 @@ def compact_table(plan: Plan, stage: Stage, baseline: str | None = None) -> str:
     if not complete or dec is None:
         return f"({stage.name}: {len(rows)} of {len(plan.jobs(stage.name))} rows; no decision to show yet)\n"
     verdicts = _decisions(plan, dec, row_values(rows, plan.metric))
-    head = "| design |" + "".join(f" {d.name} |" for d in plan.datasets)
+    head = "| design |" + "".join(f" {d.name} |" for d in plan.datasets_of(stage.name))
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for a in stage.arms:
         if a.name == dec.baseline or (dec.arms and a.name not in dec.arms):
             continue
         cells = []
-        for d in plan.datasets:
+        for d in plan.datasets_of(stage.name):
             v = verdicts[(d.name, a.name)]
             cell = f"{_num(v['mean'], True)} [{_num(v['low'], True)}, {_num(v['high'], True)}] {v['verdict']}"
             cells.append(f"**{cell}**" if v["verdict"] in ("better", "worse") else cell)
@@ -204,18 +207,37 @@ def wins_table(plan: Plan, stage: Stage, arm: str | None = None) -> str:
     if not complete:
         return f"({stage.name}: {len(rows)} of {len(plan.jobs(stage.name))} rows; no counts yet)\n"
     value = row_values(rows, plan.metric)
-    head = "| design |" + "".join(f" {d.name} |" for d in plan.datasets)
+    head = "| design |" + "".join(f" {d.name} |" for d in plan.datasets_of(stage.name))
     lines = [f"Seeds in which the design had the best {plan.metric} of the {len(stage.arms)} (chance: 1 in "
              f"{len(stage.arms)}):", "", head, "|" + "---|" * (head.count("|") - 1)]
     for a in ([stage.arm(arm)] if arm else stage.arms):
         cells = []
-        for d in plan.datasets:
+        for d in plan.datasets_of(stage.name):
             cases = sorted({(s, f) for (n, _, s, f) in value if n == d.name})
             best = sum(value[(d.name, a.name, s, f)] == max(value[(d.name, b.name, s, f)] for b in stage.arms)
                        for s, f in cases)
             cells.append(f"{best} of {len(cases)}")
         lines.append(f"| `{a.row_label}` | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def fraction_table(plan: Plan, stage: Stage, dataset: str | None = None) -> str:
+    """Per dataset (or the one named), the paper's Table III form (:func:`hierhead.comparison.table`): an arm
+    per line by its label, a fraction of train per column, mean +- SD over seeds, the paired difference to the
+    general head with its 95 % t interval, and a verdict Holm-corrected across the arms. Nothing until every row
+    exists."""
+    rows, complete = stage_rows(plan, stage.name)
+    if not complete:
+        return f"({stage.name}: {len(rows)} of {len(plan.jobs(stage.name))} rows; no table yet)\n"
+    metric = {"mAP": "voc07", "AP50": "COCO AP50", "AP": "COCO AP"}[plan.metric]
+    out = []
+    for d in plan.datasets_of(stage.name):
+        if dataset not in (None, d.name):
+            continue
+        mine = [{"design": stage.arm(r["arm"]).row_label, "seed": int(r["seed"]), "fraction": float(r["fraction"]),
+                 "mAP": float(r[plan.metric]) / 100, "metric": metric} for r in rows if r["dataset"] == d.name]
+        out.append(("" if dataset else f"{d.name}:\n\n") + table(mine))
+    return "\n".join(out)
 
 
 def _pairs(dec: Decision, value: dict) -> dict[tuple, list[float]]:
@@ -232,7 +254,7 @@ def _pairs(dec: Decision, value: dict) -> dict[tuple, list[float]]:
 def _adopt(plan: Plan, stage: Stage, dec: Decision, value: dict) -> list[str]:
     """The ``adopt`` rule's table: per arm, the pooled paired difference and each dataset's mean difference."""
     pairs = _pairs(dec, value)
-    names = [d.name for d in plan.datasets]
+    names = [d.name for d in plan.datasets_of(stage.name)]
     head = (f"| arm | pooled minus {dec.baseline} [{1 - dec.alpha:.0%} CI] | n | "
             + " | ".join(names) + " | verdict |")
     lines = [f"Pooled over the datasets (rule `adopt`: mean > 0, lower bound >= -{dec.margin:g}, no dataset's mean "
@@ -279,7 +301,7 @@ def _spread_rule(plan: Plan, stage: Stage, dec: Decision, value: dict) -> list[s
              f"minus `{b}`, t interval, \"holds\" when the lower bound >= -{dec.margin:g}.", "",
              f"| dataset | n | SD {a} - {b} | SD {c} - {d} | ratio [{1 - dec.alpha:.0%} CI] | spread | {c} - {a} | "
              f"{d} - {b} |", "|---|---|---|---|---|---|---|---|"]
-    for ds in plan.datasets:
+    for ds in plan.datasets_of(stage.name):
         seeds = sorted({(s, f) for (n, _, s, f) in value if n == ds.name})
         cell = {arm: [value[(ds.name, arm, s, f)] for s, f in seeds] for arm in (a, b, c, d)}
         first = [x - y for x, y in zip(cell[a], cell[b])]
@@ -319,6 +341,8 @@ def report(plan: Plan) -> str:
               f"datasets {', '.join(d.name for d in plan.datasets)}.", ""]
     for s in plan.stages:
         lines += [stage_table(plan, s), summary_table(plan, s)]
+        if len(s.fractions or plan.fractions) > 1:  # the tables above pool the fractions: each column apart
+            lines += [fraction_table(plan, s)]
     return "\n".join(lines)
 
 
@@ -338,9 +362,9 @@ def write_report(plan: Plan, check: bool = False) -> list[Path]:
                 raise ValueError(f"{doc}: block 'study: {ident}' names no stage of {plan.path.name}")
             stage = plan.stage(ident.split("/", 1)[1])
             view = m.group("view")
-            if view in ("summary", "compact", "wins", "picks"):
+            if view in ("summary", "compact", "wins", "picks", "table"):
                 view_of = {"summary": summary_table, "compact": compact_table, "wins": wins_table,
-                           "picks": picks_list}[view]
+                           "picks": picks_list, "table": fraction_table}[view]
                 text = view_of(plan, stage, m.group("arm"))
                 return m.group(1) + text + m.group(6)
             if tables[ident] is None:

@@ -34,9 +34,21 @@ def read_rows(plan: Plan, stage: str) -> list[dict]:
     if stage in plan.legacy:
         from .adapters import legacy_rows
 
-        rows = legacy_rows(plan, stage, plan.legacy[stage])
+        rows = _one_per_job([r for old in plan.legacy[stage] for r in legacy_rows(plan, stage, old)], plan, stage)
     known = {_row_key(r) for r in rows}
     return rows + [r for r in _own_rows(plan, stage) if _row_key(r) not in known]
+
+
+def _one_per_job(rows: list[dict], plan: Plan, stage: str) -> list[dict]:
+    """Legacy rows with one row per job: a run written to two old files (the general head of each of a study's
+    comparisons) is kept once, and two different scores for one job are an error."""
+    out: dict[tuple, dict] = {}
+    for r in rows:
+        first = out.setdefault(_row_key(r), r)
+        if first[plan.metric] != r[plan.metric]:
+            raise PlanError(f"{plan.path.name}: stage {stage}: two legacy rows of {'/'.join(map(str, _row_key(r)[1:]))} "
+                            f"differ ({plan.metric} {first[plan.metric]} and {r[plan.metric]})")
+    return list(out.values())
 
 
 def _own_rows(plan: Plan, stage: str) -> list[dict]:
