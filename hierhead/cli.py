@@ -48,7 +48,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     from .engine import parse_overrides
-    from .engine.sweep import sweep
+    from .study.sweep import sweep
 
     designs = "all" if args.designs == "all" else split_names(args.designs)
     try:
@@ -56,25 +56,18 @@ def _sweep(args: argparse.Namespace) -> int:
     except ValueError:
         raise ValueError(f"--fractions {args.fractions!r}: expected comma-separated numbers in (0, 1], "
                          "e.g. 0.25,0.5,1") from None
+    if args.workers < 0:
+        raise ValueError(f"--workers {args.workers}: 0 (runs one after another in this process) or more")
     over = parse_overrides(args.set or [])
     if args.max_steps is not None:
         over["max_steps"] = args.max_steps
-    shard = _shard(args.shard)
-    rows = sweep(args.recipe, args.data, designs, args.seeds, fractions, args.out, over,
-                 log=lambda m: print(m, flush=True), shard=shard, protocol=args.protocol, init=args.init)
-    print(f"{len(rows)} runs; results.csv, results.md and results.png in {args.out}")
-    print((Path(args.out) / "results.md").read_text() if rows else "")
-    return 0
-
-
-def _shard(text: str | None) -> tuple[int, int]:
-    if not text:
-        return 0, 1
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise ValueError(f"--shard {text!r}: expected I/N, e.g. 0/2") from None
-    return i, n
+    rows, failed = sweep(args.recipe, args.data, designs, args.seeds, fractions, args.out, over,
+                         protocol=args.protocol, init=args.init, workers=args.workers, threads=args.threads,
+                         log=lambda m: print(m, flush=True))
+    out = Path(args.out)
+    print(f"{len(rows)} runs; results.csv, results.md and results.png in {args.out} (the plan: {out / 'plan.yaml'})")
+    print((out / "results.md").read_text() if rows else "")
+    return 1 if failed else 0
 
 
 def _recommend(args: argparse.Namespace) -> int:
@@ -505,8 +498,9 @@ def _add_sweep_parser(sub) -> None:
                          "frozen: the ImageNet backbone frozen and cached, extra blocks and head drawn from each seed; "
                          "imagenet: the recipe from its ImageNet backbone (required), fine-tuned whole")
     sw.add_argument("--init", metavar="CKPT", help="the trained start of --protocol finetune / head")
-    sw.add_argument("--shard", metavar="I/N", help="run every N-th job from the I-th (0-based): N processes "
-                    "or GPUs share one sweep folder")
+    sw.add_argument("--workers", type=int, default=0, help="runs at once, each in its own process (0: one after "
+                    "another in this one; e.g. 2 on 2 CPU cores with --threads 1, or several sharing a GPU)")
+    sw.add_argument("--threads", type=int, help="CPU threads a run (default 1)")
     sw.set_defaults(func=_sweep)
 
 

@@ -15,6 +15,7 @@ from hierhead.cli import main
 from hierhead.comparison import decide, holm, paired_interval, paired_p, table
 from hierhead.data import open_dataset
 from hierhead.data.synthetic import open_synthetic, parse_spec, shape_of, unseen_only
+from hierhead.study import ROW_COLUMNS
 
 CARDS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cards"
 
@@ -131,40 +132,45 @@ def test_sweep_is_resumable_and_writes_its_tables(tmp_path, capsys):
             "--set", "image_size=128"]  # small images: the test is about the sweep, not the detector
     assert main(args) == 0
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
-    assert len(rows) == 4
-    assert {(r["design"], r["seed"], r["fraction"]) for r in rows} == {
-        (d, "0", f) for d in ("9An{9}", "9An{9,3,1}As") for f in ("0.5", "1.0")}
-    assert {r["train_images"] for r in rows} == {"4", "8"}
+    assert len(rows) == 4 and list(rows[0]) == list(ROW_COLUMNS)  # the row schema of every study
+    assert {(r["arm"], r["design"], r["seed"], r["fraction"]) for r in rows} == {
+        (d, d, "0", f) for d in ("9An{9}", "9An{9,3,1}As") for f in ("0.5", "1.0")}
+    assert {r["train_images"] for r in rows} == {"4", "8"} and {r["protocol"] for r in rows} == {"train"}
     from hierhead.provenance import provenance
     assert {(r["version"], r["commit"].removesuffix("+dirty")) for r in rows} == {  # every row names its code
         (provenance()["version"], provenance()["commit"] or "")}
     md = (tmp_path / "results.md").read_text()
     assert "| 9An{9,3,1}As |" in md and "50 % of train" in md and "100 % of train" in md
     assert (tmp_path / "results.png").stat().st_size > 5000
-    # a second call finds every run finished and trains nothing; a lost result is rerun alone
-    done = next(tmp_path.glob("runs/f1/9An_9-3-1As/seed0/result.json"))
-    before = done.read_text()
-    done.unlink()
-    capsys.readouterr()
+    assert main(["study", "run", str(tmp_path / "plan.yaml"), "--dry-run"]) == 0  # the sweep is a plan
+    assert "4 with rows, 0 finished to merge, 0 pending" in capsys.readouterr().out
+    # a second call finds every run finished and trains nothing; a lost row is rerun alone
+    lost = next(r for r in rows if r["arm"] == "9An{9,3,1}As" and r["fraction"] == "1.0")
+    with open(tmp_path / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=ROW_COLUMNS, lineterminator="\n")
+        w.writeheader()
+        w.writerows(r for r in rows if r is not lost)
+    (tmp_path / "runs" / "results" / "synthetic" / "9An{9,3,1}As" / "seed0" / "row.json").unlink()
     assert main(args) == 0
     log = capsys.readouterr().out
-    assert log.count("] 9An") == 1 and "9An{9,3,1}As seed 0 fraction 1" in log
-    assert json.loads(done.read_text())["design"] == json.loads(before)["design"]
+    assert "1 of 4 jobs to run" in log and "[1/1] results/synthetic/9An{9,3,1}As/seed0:" in log
+    again = {(r["arm"], r["fraction"]): r for r in csv.DictReader(open(tmp_path / "results.csv"))}
+    assert len(again) == 4 and again[("9An{9,3,1}As", "1.0")]["mAP"] == lost["mAP"]  # resumed to the same score
 
 
-def test_sweep_shards_split_the_jobs(tmp_path, capsys):
+def test_sweep_runs_in_worker_processes_and_refuses_another_settings_folder(tmp_path, capsys):
     args = ["sweep", "--recipe", "cards-ssdlite", "--data", "synthetic:classes=2,train=4,test=2,size=64",
             "--designs", "9An{9,3}S", "--seeds", "1", "--max-steps", "1", "--out", str(tmp_path),
             "--set", "batch_size=2", "--set", "num_workers=0", "--set", "progress=false", "--set", "image_size=128"]
-    assert main([*args, "--shard", "1/2"]) == 0
-    assert [p.parent.parent.name for p in tmp_path.glob("runs/*/*/seed0/result.json")] == ["9An_9-3S"]
-    assert main([*args, "--shard", "0/2"]) == 0
+    assert main([*args, "--workers", "2", "--threads", "1"]) == 0
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
-    assert sorted(r["design"] for r in rows) == ["9An{9,3}S", "9An{9}"]
-    assert not list(tmp_path.glob("*.tmp*"))
+    assert sorted(r["arm"] for r in rows) == ["9An{9,3}S", "9An{9}"] and {r["threads"] for r in rows} == {"1"}
+    assert all((tmp_path / "runs" / "results" / "synthetic" / r["arm"] / "seed0" / "job.log").is_file() for r in rows)
     capsys.readouterr()
-    for bad, msg in (("2/2", "shard 2/2: needs 0 <= i < n"), ("one", "--shard 'one': expected I/N")):
-        assert main([*args, "--shard", bad]) == 2 and msg in capsys.readouterr().err
+    assert main([*args, "--set", "batch_size=1"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a sweep with other settings" in err and len(err.strip().splitlines()) == 1
+    assert main([*args, "--workers", "-1"]) == 2 and "--workers -1" in capsys.readouterr().err
 
 
 def test_sweep_rejects_bad_settings_before_training(tmp_path, capsys):

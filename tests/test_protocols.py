@@ -5,6 +5,7 @@ import csv
 import json
 
 import pytest
+import yaml
 import torch
 
 from hierhead.cli import main
@@ -218,16 +219,18 @@ def test_sweep_head_and_finetune_protocols(start, tmp_path, capsys):
             *(x for k, v in HEAD.items() for x in ("--set", f"head.{k}={v}")), "--set", "head.optimizer.name=sgd"]
     assert main(head) == 0
     rows = list(csv.DictReader(open(tmp_path / "head" / "results.csv")))
-    assert len(rows) == 6 and {r["protocol"] for r in rows} == {"head"} and {r["optimizer"] for r in rows} == {"sgd"}
-    assert {(r["design"], r["unit_lr_scale"]) for r in rows} == {
-        ("9An{9}", "1.0"), ("9An{9,3,1}As", "1.0"), ("9An{9,3,1}As@auto", "auto")}
+    settings = {r["arm"]: json.loads(r["settings"]) for r in rows}
+    assert len(rows) == 6 and {r["protocol"] for r in rows} == {"head"}
+    assert {a: (s["head"]["optimizer"]["name"], s["head"]["optimizer"].get("unit_lr_scale")) for a, s in settings.items()} == {
+        "9An{9}": ("sgd", None), "9An{9,3,1}As": ("sgd", None), "9An{9,3,1}As@auto": ("sgd", "auto")}
+    assert {r["design"] for r in rows} == {"9An{9}", "9An{9,3,1}As"}  # the label is the arm, the design the head
     assert {r["train_images"] for r in rows} == {"6"} and {r["steps"] for r in rows} == {"3"}
-    assert all(float(r["loss"]) > 0 and 0 <= float(r["mAP"]) <= 1 for r in rows)
-    assert json.loads((tmp_path / "head" / "sweep.json").read_text())["protocol"] == "head"
+    assert all(0 <= float(r["mAP"]) <= 100 for r in rows)
+    assert yaml.safe_load((tmp_path / "head" / "plan.yaml").read_text())["protocol"] == "head"
     capsys.readouterr()
     # the same folder with other settings, and a protocol without its start, are one-line errors
     assert main([*head[:-2], "--set", "head.optimizer.name=adamw"]) == 2
-    assert "head" in capsys.readouterr().err
+    assert "holds a sweep with other settings" in capsys.readouterr().err
     assert main([*common, "--protocol", "head", "--out", str(tmp_path / "y")]) == 2
     assert "--init" in capsys.readouterr().err
     assert main([*common, "--protocol", "finetune", "--init", ckpt, "--max-steps", "1",
@@ -327,20 +330,19 @@ def test_sweep_frozen_protocol_with_the_prior_on_a_holdout(tmp_path, capsys):
               "--set", f"image_size={SIZE}", "--set", "num_workers=0", "--set", "progress=false",
               "--set", "data.holdout=0.25", *(x for k, v in HEAD.items() for x in ("--set", f"frozen.{k}={v}"))]
     assert main([*common, "--protocol", "frozen", "--out", str(tmp_path / "fz")]) == 0
-    out = capsys.readouterr().out
-    assert "frozen-backbone protocol: 18 views of 9 training images and 3 test images" in out  # 12 -> 9 + 3
     rows = list(csv.DictReader(open(tmp_path / "fz" / "results.csv")))
-    assert {(r["design"], r["protocol"], r["anchor_l2"]) for r in rows} == {
-        ("9An{9}", "frozen", "0.0"), ("9An{9,3}As", "frozen", "0.0"), ("9An{9,3}As@prior0.1", "frozen", "0.1"),
-        ("9An{9}@prior0.1", "frozen", "0.1")}
-    assert all(0 <= float(r["mAP"]) <= 1 for r in rows)
-    # the frozen section's settings, not the head protocol's: 3 steps (head: 200) at lr 0.01 (head: 0.003)
-    assert {(r["steps"], r["lr"]) for r in rows} == {("3", "0.01")}
-    assert json.loads((tmp_path / "fz" / "sweep.json").read_text())["frozen"]["steps"] == 3
+    prior = {r["arm"]: json.loads(r["settings"])["frozen"].get("optimizer", {}).get("anchor_l2") for r in rows}
+    assert prior == {"9An{9}": None, "9An{9,3}As": None, "9An{9,3}As@prior0.1": 0.1, "9An{9}@prior0.1": 0.1}
+    assert {r["protocol"] for r in rows} == {"frozen"} and all(0 <= float(r["mAP"]) <= 100 for r in rows)
+    # scored on a 25 % holdout of the 12 training images (drawn with the seed), trained on the other 9
+    assert {(r["train_images"], r["scored_images"], r["split"]) for r in rows} == {
+        ("9", "3", "holdout 25% of train (split_seed 0)")}
+    # the frozen section's settings, not the head protocol's: 3 steps (head: 200)
+    assert {r["steps"] for r in rows} == {"3"}
     assert main([*common, "--set", "frozen.steps=4", "--protocol", "frozen", "--out", str(tmp_path / "fz")]) == 2
-    assert "holds a sweep with frozen=" in capsys.readouterr().err  # other settings: another folder
+    assert "holds a sweep with other settings" in capsys.readouterr().err  # other settings: another folder
     assert main([*common, "--protocol", "frozen", "--init", "x.ckpt", "--out", str(tmp_path / "y")]) == 2
-    assert "has no start" in capsys.readouterr().err
+    assert "has no trained start" in capsys.readouterr().err
     imagenet = ["sweep", "--data", DATA, "--designs", "9An{9,3}As", "--seeds", "1", "--set", f"image_size={SIZE}",
                 "--set", "num_workers=0", "--set", "progress=false", "--max-steps", "1", "--set", "batch_size=4",
                 "--protocol", "imagenet"]
@@ -353,5 +355,5 @@ def test_sweep_frozen_protocol_with_the_prior_on_a_holdout(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "pretrained_backbone" in err and len(err.strip().splitlines()) == 1
     with pytest.raises(ValueError, match=r"@priorX needs a strength X > 0"):
-        from hierhead.engine.sweep import variant
+        from hierhead.study.sweep import variant
         variant("9An{9}@prior0")

@@ -187,7 +187,7 @@ class Plan:
     path: Path
     name: str
     protocol: str
-    recipe: str
+    recipe: str | None  # None: the built-in defaults
     datasets: tuple[Dataset, ...]
     seeds: tuple[int, ...]
     fractions: tuple[float, ...]
@@ -436,7 +436,8 @@ def load_plan(path: str | Path) -> Plan:
                             tuple(map(str, own_data)) if own_data else None))
     if not stages:
         raise PlanError(f"{path}: no stages")
-    plan = Plan(path=path, name=name, protocol=raw["protocol"], recipe=str(raw["recipe"]),
+    plan = Plan(path=path, name=name, protocol=raw["protocol"],
+                recipe=None if raw["recipe"] is None else str(raw["recipe"]),  # None: the built-in defaults
                 datasets=tuple(aliases[d] for d in names), seeds=tuple(seeds),
                 fractions=tuple(float(f) for f in fractions), stages=tuple(stages), set=nest(raw.get("set") or {}, f"{path}: set"),
                 metric=metric, threads=threads,

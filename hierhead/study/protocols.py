@@ -53,7 +53,8 @@ class Protocol:
     def check(self, config: dict) -> dict:
         """The job's config as this protocol trains it, or a one-line error before any training."""
         if self.start == "init" and not config.get("init"):
-            raise ValueError(f"protocol {self.name!r} starts from a trained model: set init: CHECKPOINT")
+            raise ValueError(f"protocol {self.name!r} starts from a trained model: set init: CHECKPOINT "
+                             "(hierhead sweep --init CHECKPOINT)")
         if self.start != "init" and config.get("init"):
             raise ValueError(f"protocol {self.name!r} has no trained start (init {config['init']!r}): "
                              "use the finetune or head protocol")

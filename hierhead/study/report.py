@@ -24,7 +24,7 @@ import math
 import re
 from pathlib import Path
 
-from ..comparison import decide, paired_interval, table
+from ..comparison import decide, paired_interval, plot, table
 from .plan import Decision, Plan, Stage, row_values
 from .runner import _row_key, picks, read_rows, stage_rows
 
@@ -229,15 +229,31 @@ def fraction_table(plan: Plan, stage: Stage, dataset: str | None = None) -> str:
     rows, complete = stage_rows(plan, stage.name)
     if not complete:
         return f"({stage.name}: {len(rows)} of {len(plan.jobs(stage.name))} rows; no table yet)\n"
-    metric = {"mAP": "voc07", "AP50": "COCO AP50", "AP": "COCO AP"}[plan.metric]
     out = []
     for d in plan.datasets_of(stage.name):
         if dataset not in (None, d.name):
             continue
-        mine = [{"design": stage.arm(r["arm"]).row_label, "seed": int(r["seed"]), "fraction": float(r["fraction"]),
-                 "mAP": float(r[plan.metric]) / 100, "metric": metric} for r in rows if r["dataset"] == d.name]
-        out.append(("" if dataset else f"{d.name}:\n\n") + table(mine))
+        out.append(("" if dataset else f"{d.name}:\n\n") + table(_fraction_rows(plan, stage, rows, d.name)))
     return "\n".join(out)
+
+
+def _fraction_rows(plan: Plan, stage: Stage, rows: list[dict], dataset: str) -> list[dict]:
+    """A dataset's rows in :mod:`hierhead.comparison`'s form (the arm's label as its design, mAP a fraction)."""
+    metric = {"mAP": "voc07", "AP50": "COCO AP50", "AP": "COCO AP"}[plan.metric]
+    return [{"design": stage.arm(r["arm"]).row_label, "seed": int(r["seed"]), "fraction": float(r["fraction"]),
+             "mAP": float(r[plan.metric]) / 100, "metric": metric,
+             "train_images": int(r["train_images"]) if r["train_images"] else None}
+            for r in rows if r["dataset"] == dataset]
+
+
+def write_sweep_summary(plan: Plan, stage: Stage) -> None:
+    """A one-dataset sweep's ``results.md`` (Table III form, of the rows there are so far) and ``results.png``
+    (the metric against training-set size) beside its rows."""
+    rows = [r for r in read_rows(plan, stage.name) if r[plan.metric] != ""]
+    d = plan.datasets_of(stage.name)[0].name
+    mine = _fraction_rows(plan, stage, rows, d)
+    (plan.rows / "results.md").write_text(table(mine))
+    plot(mine, plan.rows / "results.png")
 
 
 def _pairs(dec: Decision, value: dict) -> dict[tuple, list[float]]:

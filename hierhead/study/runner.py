@@ -175,7 +175,8 @@ def _run(plan: Plan, workers: int, threads: int, log: Callable[[str], None]) -> 
         if len(todo) < len(st["pending"]):
             log(f"{plan.name}/{s.name}: {len(st['pending']) - len(todo)} job(s) train the same run as an earlier job "
                 f"(the same config once 'auto' is chosen): trained once, the row shared")
-        log(f"{plan.name}/{s.name}: {len(todo)} of {st['jobs']} jobs to run, {workers} at a time, {threads} thread(s) each")
+        at = f"{workers} at a time" if workers else "one after another in this process"
+        log(f"{plan.name}/{s.name}: {len(todo)} of {st['jobs']} jobs to run, {at}, {threads} thread(s) each")
         count = {"ended": 0}
 
         def one(job: Job) -> bool:
@@ -277,6 +278,7 @@ def run_job(plan: Plan, key: str, threads: int) -> dict:
            "seconds": "" if resumed else round(seconds, 1), "threads": threads,
            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", **row_provenance()}
     row = {c: row.get(c, "") for c in ROW_COLUMNS}
+    folder.mkdir(parents=True, exist_ok=True)  # a cached protocol's run writes nothing else there
     tmp = folder / "row.json.tmp"
     tmp.write_text(json.dumps(row))
     tmp.replace(folder / "row.json")
