@@ -19,7 +19,6 @@ import time
 import torch
 
 from hierhead.engine import resolve
-from hierhead.engine.module import DetectorModule
 from hierhead.engine.from_config import backbone_weights
 from hierhead.engine.trainer import prepare
 
@@ -37,10 +36,10 @@ def main() -> None:
               "ssdlite320_mobilenet_v3 (scratch)": ("ssdlite320_mobilenet_v3", 1.0)}
     runs = {}
     for label, (model, scale) in setups.items():
-        # frozen_stages 0: the whole body as benchmarked (cards-ssdlite's round 2 freezes its first stages, an
-        # option the MobileNetV3 model refuses)
+        # frozen_stages 0: the whole body as benchmarked (cards-ssdlite's round 2 freezes its first stages, a
+        # setting of timm backbones that the MobileNetV3 model refuses)
         config = resolve("cards-ssdlite", {"model": model, "data": {"path": args.data}, "num_workers": 0,
-                                           "model_kwargs": {"frozen_stages": 0},
+                                           "frozen_stages": 0,
                                            "optimizer": {"backbone_lr_scale": scale}, "progress": False})
         module, dm = prepare(config)
         assert (backbone_weights(config) is not None) == model.endswith("lite0")

@@ -41,7 +41,7 @@ def trained(tmp_path_factory) -> Path:
     if not CARDS.is_dir():
         pytest.skip("../shared/datasets/cards not present")
     code = main(["train", "--recipe", "cards-ssdlite", "--model", "ssdlite320_mobilenet_v3", "--design", "9An{9,3,1}S",
-                 "--set", "model_kwargs.frozen_stages=0",  # the recipe's frozen_stages is a timm-backbone option
+                 "--set", "frozen_stages=0",  # the recipe's frozen_stages is a timm-backbone setting
                  "--data", str(CARDS / "train"), "--val", str(val),
                  "--max-steps", "4", "--batch-size", "2", "--out", str(root / "out"),
                  "--set", "val_every_n_steps=3", "--set", "checkpoint_every_n_steps=2", "--set", "image_size=160",
@@ -245,7 +245,7 @@ def test_the_defaults_fine_tune_the_pretrained_detector_as_cards_ssdlite():
     # cards-ssdlite's round-2 schedule freezes the stem and stages to stride 4 (a timm-backbone option)
     # for 850 steps; the defaults keep round 1's 600 steps of the whole backbone, valid for every model
     assert (defaults["max_steps"], defaults["model_kwargs"]) == (600, {})
-    assert (cards["max_steps"], cards["model_kwargs"]["frozen_stages"]) == (850, 2)
+    assert (cards["max_steps"], cards["frozen_stages"]) == (850, 2)
     assert defaults["model"] == "ssdlite320_efficientnet_lite0" and defaults["optimizer"]["backbone_lr_scale"] == 0.1
     short = resolve(None, {"max_steps": 50, "image_size": 224})
     assert backbone_weights(short) is not None and short["optimizer"]["backbone_lr_scale"] == 0.1

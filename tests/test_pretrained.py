@@ -3,6 +3,7 @@ pretrained default, timm-backbone detectors folded and loaded without hierhead, 
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -215,6 +216,31 @@ def test_frozen_stages_freeze_the_body_through_that_level_and_nothing_else(name,
     assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith(first_trained))
     with pytest.raises(ValueError, match=r"frozen_stages=6: expected 0 to 5"):
         build(name, 3, frozen_stages=6, **options)
+
+
+def test_freezing_is_a_training_policy_applied_by_the_engine_and_never_saved_with_the_model(tmp_path):
+    """`frozen_stages` (a training setting) freezes cards-ssdlite's stem and first stages in training; the run's
+    spec, its checkpoint and the model loaded from it carry no trace of it; the old model option, a random
+    backbone and a torchvision backbone are one-line errors."""
+    from hierhead.engine.checkpoint import load_checkpoint
+    from hierhead.engine.recipes import resolve
+    from hierhead.engine.trainer import prepare, train
+
+    base = {"data": {"path": "synthetic:classes=2,train=4,test=2,size=64"}, "num_workers": 0, "image_size": 128,
+            "progress": False, "validate": False, "plots": False, "max_steps": 1, "batch_size": 2}
+    module, _ = prepare(resolve("cards-ssdlite", base))
+    frozen = [n for n, p in backbone_body(module.model).named_parameters() if not p.requires_grad]
+    assert frozen and all(not n.startswith("blocks.2.") for n in frozen)  # stem and stages 1-2 (stride 4)
+    assert "frozen_stages" not in module.spec.options
+    result = train(resolve("cards-ssdlite", {**base, "out": str(tmp_path / "run")}))
+    model, spec = load_checkpoint(result["last"])
+    assert "frozen_stages" not in spec.options and all(p.requires_grad for p in model.parameters())
+    for over, message in (({"model_kwargs": {"frozen_stages": 2}}, "freezing is a training setting now"),
+                          ({"frozen_stages": -1}, "frozen_stages=-1: expected a whole number"),
+                          ({"pretrained_backbone": False}, "this backbone starts random"),
+                          ({"model": "ssdlite320_mobilenet_v3"}, "not of ssdlite320_mobilenet_v3; set frozen_stages=0")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            prepare(resolve("cards-ssdlite", {**base, **over}))
 
 
 def test_frozen_stages_on_a_torchvision_backbone_is_refused_not_ignored():

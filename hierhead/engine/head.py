@@ -45,6 +45,7 @@ from ..metrics import mean_ap
 from ..design import GENERAL
 from ..models import ModelSpec, build_from_spec, hierarchize, prediction_convs
 from ..models.builders import backbone_body
+from . import freezing
 from .data import SeededSamples, eval_transforms, train_transforms, transform_augment
 from .optim import lr_scheduler, make_optimizer, prior_penalty
 
@@ -285,9 +286,7 @@ def head_model(start: nn.Module, design: str, seed: int, soft: bool = False) -> 
         conv.load_state_dict(new.state_dict())
     hierarchize(model, design, soft=soft)
     model.hierhead_spec = spec.replace(design=design, soft=soft)
-    model.requires_grad_(False)
-    for conv, *_ in prediction_convs(model):
-        conv.requires_grad_(True)
+    freezing.train_only_prediction_convs(model)
     return model.eval()
 
 
@@ -307,7 +306,7 @@ def backbone_model(start: nn.Module, design: str, seed: int, soft: bool = False)
     backbone_body(model).load_state_dict(backbone_body(start).state_dict())
     hierarchize(model, design, soft=soft)
     model.hierhead_spec = spec.replace(design=design, soft=soft)
-    backbone_body(model).requires_grad_(False)
+    freezing.freeze_body(model)
     return model.eval()
 
 

@@ -11,8 +11,8 @@ import torch
 
 from ..metrics import mean_ap
 from ..models import ModelSpec, build_from_spec
-from ..models.builders import backbone_body
-from .optim import lr_scheduler, make_optimizer, parse_backbone_lr_scale, prior_penalty
+from . import freezing
+from .optim import lr_scheduler, make_optimizer, prior_penalty
 
 __all__ = ["DetectorModule"]
 
@@ -33,6 +33,7 @@ class DetectorModule(pl.LightningModule):
         backbone_weights, torchvision_weights: as :func:`hierhead.models.build`.
         channels_last: NHWC convolutions (faster on CPU; the same function).
         init: a trained checkpoint every design starts from (units at 0).
+        frozen_stages: the backbone body frozen through that feature level (:mod:`.freezing`).
     """
 
     #: No FLOP count: Lightning's ThroughputMonitor then logs samples/s only (without a warning).
@@ -40,7 +41,8 @@ class DetectorModule(pl.LightningModule):
 
     def __init__(self, spec: ModelSpec | dict, optimizer: dict | None = None, schedule: dict | None = None,
                  total_steps: int = 0, metric: str = "voc07", backbone_weights: str | None = None,
-                 torchvision_weights: bool = False, channels_last: bool = False, init: str | None = None) -> None:
+                 torchvision_weights: bool = False, channels_last: bool = False, init: str | None = None,
+                 frozen_stages: int = 0) -> None:
         super().__init__()
         spec = spec if isinstance(spec, ModelSpec) else ModelSpec.from_dict(spec)
         self.optimizer_cfg = dict(optimizer or {"name": "sgd", "lr": 0.01})
@@ -62,9 +64,11 @@ class DetectorModule(pl.LightningModule):
             raise CheckpointError(f"--init {str(init)!r}: {e}") from None
         self.spec = self.model.hierhead_spec
         self.save_hyperparameters({"spec": self.spec.to_dict(), "optimizer": self.optimizer_cfg,
-                                   "schedule": self.schedule_cfg, "total_steps": total_steps, "metric": metric})
-        if parse_backbone_lr_scale(self.optimizer_cfg.get("backbone_lr_scale", 1.0)) == 0:  # frozen: no gradients
-            backbone_body(self.model).requires_grad_(False)
+                                   "schedule": self.schedule_cfg, "total_steps": total_steps, "metric": metric,
+                                   "frozen_stages": frozen_stages})
+        # which parameters train: a training policy (engine/freezing.py), not a part of the saved model
+        freezing.apply(self.model, {"model": spec.model, "frozen_stages": frozen_stages, "optimizer": self.optimizer_cfg,
+                                    "pretrained_backbone": self.spec.pretrained_backbone})
         if channels_last:  # NHWC convolutions: 1.39x faster CPU training steps (docs/benchmarks.md); same function
             self.model.to(memory_format=torch.channels_last)
         self._val: list = []

@@ -33,7 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "val_batch_size": None,
     "epochs": None,
     # the defaults fine-tune the ImageNet backbone with cards-ssdlite's round-1 schedule (chosen on a validation
-    # split of cards/train: docs/results/tune-finetune-cards.csv; the recipe's round 2 adds a timm-only frozen_stages and
+    # split of cards/train: docs/results/tune-finetune-cards.csv; the recipe's round 2 adds a timm-only frozen_stages: 2 and
     # 850 steps); the paper recipes set their own optimiser and schedule
     "max_steps": 600,
     # a wall-clock budget for training ("15m", "900s", "1.5h"; null: none): max_steps shortened to what fits,
@@ -51,6 +51,9 @@ DEFAULTS: dict[str, Any] = {
     # mosaic: the probability of a 4-image mosaic sample (engine/data.py), 0: none (the paper's augmentation)
     "augment": {"flip": True, "iou_crop": True, "zoom_out": False, "photometric": True, "mosaic": 0.0},
     "model_kwargs": {},
+    # the backbone body frozen from its input through this feature level, weights and batch norm (timm backbones;
+    # 0: none): a training policy (engine/freezing.py), never saved into the model
+    "frozen_stages": 0,
     # the head protocol (hierhead sweep --protocol head): prediction convs only, on cached frozen features;
     # 200 steps of 32 views at AdamW lr 0.003, the paper's weight decay: chosen by the general head's final training loss, docs/results-history.md
     "head": {"views": 4, "steps": 200, "batch_size": 32,
@@ -183,6 +186,12 @@ def resolve(recipe: str | Path | None = None, overrides: dict | None = None) -> 
         if config.get("epochs") or (config.get("schedule") or {}).get("name") not in ("cosine", "constant"):
             raise ValueError(f"time={config['time']!r}: a budget shortens a step-based run with a cosine or constant "
                              f"schedule (this one: {'epochs' if config.get('epochs') else config['schedule']['name']})")
+    if "frozen_stages" in (config.get("model_kwargs") or {}):
+        raise ValueError("model_kwargs.frozen_stages: freezing is a training setting now, not a model option "
+                         f"saved with it: set frozen_stages={config['model_kwargs']['frozen_stages']!r}")
+    from .freezing import check_frozen_stages
+
+    check_frozen_stages(config.get("frozen_stages") or 0)
     s_min = config.get("anchor_s_min")
     if s_min not in (None, "auto") and (isinstance(s_min, bool) or not isinstance(s_min, (int, float))
                                         or not 0 < s_min < 0.95):

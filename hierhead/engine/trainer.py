@@ -211,7 +211,7 @@ def prepare(config: dict) -> tuple[DetectorModule, DetectionDataModule]:
         int(config["epochs"] or 1) * max(1, len(train_set) // int(config["batch_size"]))
     module = DetectorModule(spec, config["optimizer"], config["schedule"], total, config["metric"],
                             backbone_weights(config), bool(config.get("torchvision_weights")),
-                            bool(config.get("channels_last")), config.get("init"))
+                            bool(config.get("channels_last")), config.get("init"), config.get("frozen_stages") or 0)
     return module, dm
 
 
