@@ -33,13 +33,13 @@ _SAME = ("dataset", "design", "seed", "fraction", "split", "mAP", "AP50", "AP", 
          "threads", "skipped_boxes", "version", "commit")
 
 
-def legacy_rows(plan: Plan, stage: str, old: dict) -> list[dict]:
+def legacy_rows(plan: Plan, stage: str, old: dict, made: dict) -> list[dict]:
     """The stage's rows in ``old["file"]`` as study rows (strings, :data:`ROW_COLUMNS`); ``old["datasets"]``
     renames datasets (``micro`` -> ``microcontrollers``), ``old["dataset"]`` is the dataset of a ``sweep`` file and
     ``old["device"]`` the device its runs used (default ``cpu``);
-    rows of datasets the stage does not run on are left out."""
+    rows of datasets the stage does not run on are left out. ``made``: the earlier stages' picks (an arm's settings
+    may hold one)."""
     from .protocols import settings_json
-    from .runner import picks
 
     arms = plan.stage(stage).arms
     names = {d.name for d in plan.datasets_of(stage)}
@@ -50,7 +50,6 @@ def legacy_rows(plan: Plan, stage: str, old: dict) -> list[dict]:
             raise PlanError(f"{plan.path}: legacy rows {old['file']} have no dataset column: give its dataset")
         convert = _from_demo if "unseen_mAP" in rows[0] else _from_sweep
         rows = [convert(r, old["dataset"], old.get("column") or "mAP") for r in rows]
-    made = picks(plan, upto=stage)  # an arm's settings may hold an earlier stage's pick
     out = []
     for r in rows:
         dataset = old["datasets"].get(r["dataset"], r["dataset"])

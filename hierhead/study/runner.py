@@ -34,7 +34,8 @@ def read_rows(plan: Plan, stage: str) -> list[dict]:
     if stage in plan.legacy:
         from .adapters import legacy_rows
 
-        rows = _one_per_job([r for old in plan.legacy[stage] for r in legacy_rows(plan, stage, old)], plan, stage)
+        made = picks(plan, upto=stage)
+        rows = _one_per_job([r for old in plan.legacy[stage] for r in legacy_rows(plan, stage, old, made)], plan, stage)
     known = {_row_key(r) for r in rows}
     return rows + [r for r in _own_rows(plan, stage) if _row_key(r) not in known]
 
