@@ -530,3 +530,77 @@ def test_a_committed_from_scratch_interval_is_the_one_recomputed_from_the_raw_ro
     half = stats.t.ppf(0.975, len(diffs) - 1) * sem
     assert len(diffs) == 9
     assert f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}], ahead 0/9" in (REPO / "docs" / "results.md").read_text()
+
+
+def _pm_hksj(y: list[float], v: list[float]) -> tuple[float, float, float]:
+    """(tau^2, mean, HKSJ se) computed here from their definitions: Paule-Mandel's tau^2 solves
+    sum w_i (y_i - mu_w)^2 = k - 1 with w_i = 1 / (v_i + tau^2) (0 when the fixed-effect Q is below k - 1);
+    the HKSJ variance is sum w_i (y_i - mu)^2 / ((k - 1) sum w_i)."""
+    from scipy import optimize
+
+    k = len(y)
+
+    def q(tau2: float) -> float:
+        w = [1 / (vi + tau2) for vi in v]
+        mu = sum(wi * yi for wi, yi in zip(w, y)) / sum(w)
+        return sum(wi * (yi - mu) ** 2 for wi, yi in zip(w, y)) - (k - 1)
+
+    tau2 = 0.0 if q(0.0) <= 0 else optimize.brentq(q, 0.0, 1e4)
+    w = [1 / (vi + tau2) for vi in v]
+    mu = sum(wi * yi for wi, yi in zip(w, y)) / sum(w)
+    return tau2, mu, math.sqrt(sum(wi * (yi - mu) ** 2 for wi, yi in zip(w, y)) / ((k - 1) * sum(w)))
+
+
+@pytest.mark.parametrize("y, v", [([1.2, 0.3, 2.5, -0.4, 0.9], [0.5, 0.4, 0.8, 0.6, 0.3]),  # heterogeneous
+                                  ([0.5, 0.6, 0.4, 0.55, 0.5], [0.5, 0.4, 0.8, 0.6, 0.3])])  # tau^2 = 0
+def test_the_random_effects_pooling_is_paule_mandel_with_the_hksj_interval(y, v):
+    from scipy import stats
+
+    from hierhead.comparison import pooled_effect
+
+    r = pooled_effect(y, v)
+    tau2, mu, se = _pm_hksj(y, v)
+    assert r["tau2"] == pytest.approx(tau2, abs=1e-5) and r["mean"] == pytest.approx(mu, abs=1e-5)  # statsmodels iterates to ~1e-6
+    assert r["se"] == pytest.approx(se, rel=1e-4)
+    half = stats.t.ppf(0.975, len(y) - 1) * se
+    assert (r["low"], r["high"]) == pytest.approx((mu - half, mu + half), rel=1e-4)
+    assert r["p"] == pytest.approx(2 * stats.t.sf(abs(mu / se), len(y) - 1), rel=1e-4) and 0 <= r["i2"] < 1
+    with pytest.raises(ValueError, match="at least 2"):
+        pooled_effect([1.0], [0.1])
+
+
+META = """datasets: [{name: a, root: "%s"}, {name: b, root: "%s"}, {name: c, root: "%s"}, {name: o, root: "%s"}]
+seeds: [0, 1, 2, 3]
+stages:
+  - name: test
+    arms:
+      general: {design: "9An{9}"}
+      hier: {design: "9An{9,3,1}S"}
+      ratios: {design: "9An{9,3}As"}
+    decision: {baseline: general, margin: 1.0, rule: meta, origin: o}
+""" % ((TOY,) * 4)
+
+
+def test_the_meta_rule_pools_the_new_domains_and_reports_the_origin_beside_them(tmp_path):
+    plan = load_plan(_plan(tmp_path, META))
+    gain = {"a": [2.0, 3.0, 2.5, 3.5], "b": [1.5, 2.5, 2.0, 3.0], "c": [3.0, 2.0, 2.5, 4.0], "o": [9.0, 8.0, 9.5, 8.5]}
+    values = {}
+    for d in "abco":
+        for s in range(4):
+            values[(d, "general", s)] = 50.0 + s
+            values[(d, "hier", s)] = 50.0 + s + gain[d][s]
+            values[(d, "ratios", s)] = 50.0 + s + (0.1 if s % 2 else -0.1)
+    _rows(plan, "test", values)
+    text = write_report(plan) and (plan.rows / "report.md").read_text()
+    from hierhead.comparison import pooled_effect
+
+    y = [sum(gain[d]) / 4 for d in "abc"]
+    v = [sum((g - m) ** 2 for g in gain[d]) / 3 / 4 for d, m in zip("abc", y)]
+    r = pooled_effect(y, v)
+    assert (f"| **hier** | **pooled (k=3)**: tau^2 {r['tau2']:.2f}, I^2 {r['i2']:.0%}, Holm p " in text
+            and f"**{r['mean']:+.2f} [{r['low']:+.2f}, {r['high']:+.2f}]** | **better** |" in text)
+    assert "| hier | o (origin, not pooled) | 4 | 51.50 | +8.75 [" in text  # reported, not pooled (+8.75 would lift it)
+    assert "| **ratios** |" in text and "**no effect within +-1**" in text
+    bad = META.replace("origin: o}", "origin: o, pool: [a, o]}")
+    with pytest.raises(PlanError, match="decision meta pools"):
+        load_plan(_plan(tmp_path / "x", bad))

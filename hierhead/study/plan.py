@@ -124,7 +124,12 @@ class Decision:
     differences ``[[a, b], [c, d]]`` (a change applied to both arms of a comparison, e.g. EMA); per dataset, the
     ratio SD(c - d) / SD(a - b) over seeds with a paired bootstrap interval, "lower by >= 30 %" when the ratio
     is <= 0.7 and its interval's upper bound < 1; and the change's own effect (c - a, d - b) with its t interval,
-    "holds" when the lower bound is >= -margin."""
+    "holds" when the lower bound is >= -margin. ``rule: meta``: per dataset, the paired t interval; then the
+    datasets in ``pool`` (default all but ``origin``, the dataset where the hypothesis was found, reported beside)
+    pooled by a random-effects meta-analysis (:func:`hierhead.comparison.pooled_effect`: Paule-Mandel tau^2,
+    Hartung-Knapp-Sidik-Jonkman interval), Holm across the arms; "better" / "worse" when the Holm-adjusted p <
+    alpha, "no effect" when the Bonferroni HKSJ interval lies within +-margin, else "inconclusive" with the
+    seeds per dataset it would need."""
     baseline: str
     margin: float | None = None
     alpha: float = 0.05
@@ -132,6 +137,8 @@ class Decision:
     rule: str = "holm"
     pairs: tuple = ()
     arms: tuple = ()  # the arms compared with the baseline (the family); default every other arm
+    pool: tuple = ()  # rule meta: the datasets pooled (default every one but origin)
+    origin: str | None = None  # rule meta: the dataset where the hypothesis was found, not pooled
 
 
 @dataclasses.dataclass(frozen=True)
@@ -455,6 +462,14 @@ def load_plan(path: str | Path) -> Plan:
             if old["dataset"] is not None and old["dataset"] not in names:
                 raise PlanError(f"{path}: legacy rows of stage {stage_name}: dataset {old['dataset']!r} is not one "
                                 f"of the plan's ({', '.join(names)})")
+    for s in plan.stages:  # a meta decision pools datasets of its stage
+        names_of = [d.name for d in plan.datasets_of(s.name)]
+        for dec in s.decisions:
+            pooled = [n for n in (dec.pool or names_of) if n != dec.origin]
+            if dec.rule == "meta" and (not set(dec.pool) <= set(names_of) or (dec.origin and dec.origin not in names_of)
+                                       or dec.origin in dec.pool or len(pooled) < 2):
+                raise PlanError(f"{path}: stage {s.name}: decision meta pools {pooled} (origin {dec.origin!r}): at "
+                                f"least 2 of the stage's datasets ({', '.join(names_of)}), the origin not among them")
     for k, s in enumerate(plan.stages):  # a pick comes from an earlier stage that declares it
         earlier = {f"{t.name}.{p.name}": t for t in plan.stages[:k] for p in t.picks}
         for layer in (plan.set, s.set, *(a.set for a in s.arms)):
@@ -499,17 +514,20 @@ def _pick(raw: dict, names: list[str], where: str) -> Pick:
 
 def _decision(raw: dict, names: list[str], where: str) -> Decision:
     """A stage's decision, checked against its arms."""
-    _keys(raw, {"baseline", "margin", "alpha", "family", "rule", "pairs", "arms"}, {"baseline"}, f"{where}: decision")
+    _keys(raw, {"baseline", "margin", "alpha", "family", "rule", "pairs", "arms", "pool", "origin"}, {"baseline"},
+          f"{where}: decision")
     decision = Decision(**{**raw, "pairs": tuple(tuple(p) for p in raw.get("pairs") or ()),
-                           "arms": tuple(raw.get("arms") or ())})
+                           "arms": tuple(raw.get("arms") or ()), "pool": tuple(map(str, raw.get("pool") or ()))})
     if not set(decision.arms) <= set(names) - {decision.baseline}:
         raise PlanError(f"{where}: decision.arms {list(decision.arms)}: arms of the stage other than the baseline")
     if decision.baseline not in names:
         raise PlanError(f"{where}: decision.baseline {decision.baseline!r} is not one of its arms")
     if decision.family not in ("arms", "all"):
         raise PlanError(f"{where}: decision.family {decision.family!r}: choose arms or all")
-    if decision.rule not in ("holm", "adopt", "spread"):
-        raise PlanError(f"{where}: decision.rule {decision.rule!r}: choose holm, adopt or spread")
+    if decision.rule not in ("holm", "adopt", "spread", "meta"):
+        raise PlanError(f"{where}: decision.rule {decision.rule!r}: choose holm, adopt, spread or meta")
+    if decision.rule == "meta" and decision.margin is None:
+        raise PlanError(f"{where}: decision.rule meta needs a margin (the bound of 'no effect')")
     if decision.rule == "adopt" and decision.margin is None:
         raise PlanError(f"{where}: decision.rule adopt needs a margin (the worst mean loss allowed)")
     if decision.rule == "spread" and (len(decision.pairs) != 2 or any(

@@ -24,7 +24,7 @@ import math
 import re
 from pathlib import Path
 
-from ..comparison import decide, paired_interval, plot, table
+from ..comparison import decide, holm, paired_interval, plot, pooled_effect, table
 from .plan import Decision, Plan, Stage, row_values
 from .runner import _row_key, picks, read_rows, stage_rows
 
@@ -73,7 +73,8 @@ def stage_table(plan: Plan, stage: Stage) -> str:
     for p in stage.picks if complete else ():
         lines += ["", f"Pick `{stage.name}.{p.name}` ({_pick_rule(p, metric)}): {made[f'{stage.name}.{p.name}']!r}."]
     for dec in stage.decisions if complete else ():
-        lines += ["", *{"holm": _holm_rule, "adopt": _adopt, "spread": _spread_rule}[dec.rule](plan, stage, dec, value)]
+        lines += ["", *{"holm": _holm_rule, "adopt": _adopt, "spread": _spread_rule, "meta": _meta_rule}[dec.rule](
+            plan, stage, dec, value)]
     return "\n".join(lines) + "\n"
 
 
@@ -331,6 +332,89 @@ def _spread_rule(plan: Plan, stage: Stage, dec: Decision, value: dict) -> list[s
                            f"{'holds' if elo >= -dec.margin else 'does not hold'}")
         lines.append(f"| {ds.name} | {len(seeds)} | {_sd(first):.2f} | {_sd(second):.2f} | {ratio:.2f} [{lo:.2f}, "
                      f"{hi:.2f}] | {spread} | {effects[0]} | {effects[1]} |")
+    return lines
+
+
+def meta_verdicts(plan: Plan, stage: Stage, dec: Decision, value: dict) -> dict[str, dict]:
+    """arm -> the ``meta`` rule's result (:class:`~hierhead.study.plan.Decision`): ``per`` (dataset -> paired t
+    interval entry: n, mean, low, high, se2, base), ``pooled`` (:func:`~hierhead.comparison.pooled_effect`),
+    ``p_holm``, ``bonferroni`` (the HKSJ interval at alpha / arms), ``verdict`` and ``seeds_needed`` (for an
+    inconclusive arm: the seeds per dataset that would bring the HKSJ half-width to the margin at this tau^2 and
+    these SDs, or None when tau^2 alone keeps it wider)."""
+    from scipy import stats
+
+    pairs = _pairs(dec, value)
+    names = [d.name for d in plan.datasets_of(stage.name)]
+    pooled_names = [n for n in (dec.pool or names) if n != dec.origin]
+    arms = [a.name for a in stage.arms if a.name != dec.baseline and (not dec.arms or a.name in dec.arms)]
+    out = {}
+    for a in arms:
+        per = {}
+        for n in names:
+            diffs = pairs.get((n, a), [])
+            if len(diffs) > 1:
+                mean, lo, hi = paired_interval(diffs, dec.alpha)
+                base = [v for (ds, arm, _, _), v in value.items() if ds == n and arm == dec.baseline]
+                per[n] = {"n": len(diffs), "mean": mean, "low": lo, "high": hi, "se2": _sd(diffs) ** 2 / len(diffs),
+                          "sd": _sd(diffs), "base": sum(base) / len(base)}
+        used = [n for n in pooled_names if n in per]
+        pooled = pooled_effect([per[n]["mean"] for n in used], [per[n]["se2"] for n in used], dec.alpha)
+        out[a] = {"per": per, "pooled": pooled, "used": used}
+    for a, p in zip(arms, holm([out[a]["pooled"]["p"] for a in arms])):
+        r, k = out[a]["pooled"], out[a]["pooled"]["k"]
+        half = float(stats.t.ppf(1 - dec.alpha / (2 * len(arms)), k - 1)) * r["se"]
+        r_b = (r["mean"] - half, r["mean"] + half)
+        if p < dec.alpha and r["mean"] != 0:
+            verdict = "better" if r["mean"] > 0 else "worse"
+        elif -dec.margin <= r_b[0] and r_b[1] <= dec.margin:
+            verdict = f"no effect within +-{dec.margin:g}"
+        else:
+            verdict = "inconclusive"
+        out[a].update(p_holm=p, bonferroni=r_b, verdict=verdict,
+                      seeds_needed=_seeds_needed(out[a], dec, len(arms)) if verdict == "inconclusive" else None)
+    return out
+
+
+def _seeds_needed(result: dict, dec: Decision, arms: int, most: int = 1000) -> int | None:
+    """The seeds per pooled dataset for which the Bonferroni HKSJ half-width would reach the margin, each dataset's
+    paired SD and tau^2 as measured (its weights 1 / (tau^2 + SD^2 / n)); None when not within ``most``."""
+    from scipy import stats
+
+    k, tau2 = result["pooled"]["k"], result["pooled"]["tau2"]
+    t = float(stats.t.ppf(1 - dec.alpha / (2 * arms), k - 1))
+    sds = [result["per"][n]["sd"] for n in result["used"]]
+    for n in range(2, most + 1):
+        if t * math.sqrt(1 / sum(1 / (tau2 + sd ** 2 / n) for sd in sds)) <= dec.margin:
+            return n
+    return None
+
+
+def _meta_rule(plan: Plan, stage: Stage, dec: Decision, value: dict) -> list[str]:
+    """The ``meta`` rule's table: per arm, each dataset's paired difference, then the pooled line."""
+    results = meta_verdicts(plan, stage, dec, value)
+    names = [d.name for d in plan.datasets_of(stage.name)]
+    lines = [f"Against `{dec.baseline}`: per dataset the paired difference (same seed) with its "
+             f"{1 - dec.alpha:.0%} t interval; pooled over {', '.join(next(iter(results.values()))['used'])} by a "
+             f"random-effects meta-analysis (Paule-Mandel tau^2, Hartung-Knapp-Sidik-Jonkman interval, k - 1 df)"
+             + (f", {dec.origin} (where the hypothesis was found) beside it, not pooled" if dec.origin else "")
+             + f"; Holm across the arms at {dec.alpha:g}: better / worse when the Holm-adjusted p < {dec.alpha:g}, "
+             f"no effect when the Bonferroni interval lies within +-{dec.margin:g}, else inconclusive.", "",
+             f"| arm | dataset | n | {dec.baseline} mean | minus {dec.baseline} [{1 - dec.alpha:.0%} CI] | verdict |",
+             "|---|---|---|---|---|---|"]
+    for a, r in results.items():
+        for n in names:
+            if n in r["per"]:
+                d = r["per"][n]
+                note = " (origin, not pooled)" if n == dec.origin else ""
+                lines.append(f"| {a} | {n}{note} | {d['n']} | {d['base']:.2f} | {_num(d['mean'], True)} "
+                             f"[{_num(d['low'], True)}, {_num(d['high'], True)}] | |")
+        p = r["pooled"]
+        need = (f"; about {r['seeds_needed']} seeds a dataset would bring the interval within +-{dec.margin:g}"
+                if r["seeds_needed"] else "; tau^2 keeps the interval wider than the margin at any n"
+                if r["verdict"] == "inconclusive" else "")
+        lines.append(f"| **{a}** | **pooled (k={p['k']})**: tau^2 {p['tau2']:.2f}, I^2 {p['i2']:.0%}, Holm p "
+                     f"{r['p_holm']:.3f} | | | **{_num(p['mean'], True)} [{_num(p['low'], True)}, "
+                     f"{_num(p['high'], True)}]** | **{r['verdict']}**{need} |")
     return lines
 
 
