@@ -277,6 +277,19 @@ def test_every_committed_plan_reports_its_docs_with_zero_diff(plan_file):
     assert write_report(load_plan(plan_file), check=True) == []
 
 
+FINISHED = ("pretrained-val", "pretrained-p1", "pretrained-prior", "pretrained-p2", "scratch", "scratch-start",
+            "mechanism")
+
+
+@pytest.mark.parametrize("name", FINISHED)
+def test_a_finished_committed_plan_has_nothing_to_run(name, capsys):
+    """On a fresh clone (no run folders), a finished study's dry run reports every job with its row."""
+    plan = load_plan(REPO / "studies" / f"{name}.yaml")
+    assert main(["study", "run", str(plan.path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert re.findall(r"(\d+) pending", out) and set(re.findall(r"(\d+) pending", out)) == {"0"}, out
+
+
 def test_a_second_runner_of_the_same_plan_is_refused(tmp_path, capsys):
     import fcntl
 
