@@ -617,3 +617,29 @@ def test_the_meta_rule_pools_the_new_domains_and_reports_the_origin_beside_them(
     bad = META.replace("origin: o}", "origin: o, pool: [a, o]}")
     with pytest.raises(PlanError, match="decision meta pools"):
         load_plan(_plan(tmp_path / "x", bad))
+
+
+def test_a_committed_holm_verdict_is_the_one_recomputed_from_the_raw_rows():
+    """P2 on cards (studies/pretrained-p2.yaml): each design's paired t-test against the general head over the 10
+    seeds of docs/results/pretrained-imagenet.csv, Holm across the three designs by hand; the verdicts and
+    intervals are the ones the README's generated table shows."""
+    from scipy import stats
+
+    rows = [r for r in csv.DictReader(open(REPO / "docs" / "results" / "pretrained-imagenet.csv"))
+            if r["dataset"] == "cards" and r["protocol"] == "imagenet"]
+    value = {(r["design"], int(r["seed"])): float(r["mAP"]) for r in rows}
+    designs = ["9An{9,3}As", "9An{9,3,1}S", "9An{9,1}Both"]
+    diffs = {d: [value[(d, s)] - value[("9An{9}", s)] for s in range(10)] for d in designs}
+    p = {d: stats.ttest_1samp(diffs[d], 0.0).pvalue for d in designs}
+    order = sorted(designs, key=p.get)
+    adjusted, running = {}, 0.0
+    for rank, d in enumerate(order):
+        running = max(running, min(1.0, (len(designs) - rank) * p[d]))
+        adjusted[d] = running
+    readme = (REPO / "README.md").read_text()
+    for d in designs:
+        m = sum(diffs[d]) / 10
+        half = stats.t.ppf(0.975, 9) * stats.tstd(diffs[d]) / math.sqrt(10)
+        cell = f"{m:+.2f} [{m - half:+.2f}, {m + half:+.2f}]"
+        assert (f"**{cell} better**" if adjusted[d] < 0.05 else f"{cell} ") in readme, (d, cell, adjusted[d])
+    assert [d for d in designs if adjusted[d] < 0.05] == ["9An{9,3,1}S"]
