@@ -227,6 +227,8 @@ def test_sweep_head_and_finetune_protocols(start, tmp_path, capsys):
     assert {r["train_images"] for r in rows} == {"6"} and {r["steps"] for r in rows} == {"3"}
     assert all(0 <= float(r["mAP"]) <= 100 for r in rows)
     assert yaml.safe_load((tmp_path / "head" / "plan.yaml").read_text())["protocol"] == "head"
+    table = (tmp_path / "head" / "results.md").read_text()  # each label its own line (a variant is not its design)
+    assert all(f"| {label} |" in table for label in ("9An{9}", "9An{9,3,1}As", "9An{9,3,1}As@auto"))
     capsys.readouterr()
     # the same folder with other settings, and a protocol without its start, are one-line errors
     assert main([*head[:-2], "--set", "head.optimizer.name=adamw"]) == 2

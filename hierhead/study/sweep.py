@@ -101,8 +101,11 @@ def sweep_plan(recipe: str | None, data: str, designs: Sequence[str] | str = "al
     open_config_splits(config)  # a missing or broken dataset fails here, not after the first run
     section = SECTION.get(name)
     base_lr = float((config[section] if section else config)["optimizer"]["lr"])
-    arms = {label: {"design": variant(label)[0], **({"set": s} if (s := _change(variant(label)[1], section, base_lr))
-                                                    else {})} for label in names}
+    arms = {}
+    for label in names:  # the arm is named by its label; a variant's label also names its rows in the tables
+        design, change = variant(label)
+        arms[label] = {"design": design, **({"label": label} if label != design else {}),
+                       **({"set": _change(change, section, base_lr)} if change else {})}
     stage = {"name": STAGE, "arms": arms, **({"score": "holdout", "holdout": holdout} if holdout else {})}
     dataset = re.sub(r"[^\w.-]", "_", "synthetic" if root.startswith("synthetic:") else Path(root).name) or "data"
     text = yaml.safe_dump({
