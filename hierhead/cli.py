@@ -500,7 +500,8 @@ def _add_sweep_parser(sub) -> None:
     sw.add_argument("--init", metavar="CKPT", help="the trained start of --protocol finetune / head")
     sw.add_argument("--workers", type=int, default=0, help="runs at once, each in its own process (0: one after "
                     "another in this one; e.g. 2 on 2 CPU cores with --threads 1, or several sharing a GPU)")
-    sw.add_argument("--threads", type=int, help="CPU threads a run (default 1)")
+    sw.add_argument("--threads", type=int, help="CPU threads a run (default: all cores with --workers 0 or 1, "
+                    "else 1)")
     sw.set_defaults(func=_sweep)
 
 

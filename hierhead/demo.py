@@ -1,6 +1,9 @@
 """``hierhead demo``: does the hierarchical head help? Anchor-transfer data, every run from ImageNet, CPU minutes.
 
-1. The frozen-backbone protocol (:mod:`hierhead.engine.head`, ``cut="body"``): the ImageNet
+The demo is a packaged study plan (``OUT/plan.yaml``: :func:`hierhead.study.sweep.sweep_plan`, run by the study
+runner, resumable, one row per run in ``OUT/rows.csv``) plus its fold check and pictures:
+
+1. The frozen-backbone protocol (:mod:`hierhead.study.protocols`, ``frozen``): the ImageNet
    EfficientNet-Lite0 that ships with hierhead, frozen; its features of every training image
    computed once. There is no trained start: every run starts from the same ImageNet weights
    (the file's checksum is pinned by a test), so no result hangs on a start that differs between
@@ -10,10 +13,11 @@
    (the same draw for both heads, the units at 0) and trained on the cached features, so the
    paired difference measures the design alone. Section III-A's mechanism predicts the
    hierarchical head wins on the shapes a class was never trained at (the "unseen shapes"
-   score, where seen shapes are marked difficult).
-3. The mean paired difference with its 95 % t interval over the seeds, whatever it says; the
-   folded model's detections checked identical, parameters and latency at deploy; a picture of
-   general vs hierarchical detections on the same test images and per-class AP with intervals.
+   score, where seen shapes are marked difficult), scored from each run's kept test detections.
+3. The mean paired difference with its 95 % t interval over the seeds and the verdict of every study
+   (:func:`hierhead.comparison.decide`), whatever it says; the folded model's detections checked identical,
+   parameters and latency at deploy; a picture of general vs hierarchical detections on the same test images
+   and per-class AP with intervals.
 """
 
 from __future__ import annotations
@@ -27,8 +31,6 @@ import torch
 
 from .comparison import decide, interval_text, paired_interval
 from .design import GENERAL
-from .engine import resolve
-from .engine.head import HeadProtocol
 from .engine.infer import drawn_boxes, run_model
 from .metrics import mean_ap
 from .models import fold
@@ -73,35 +75,37 @@ def run(out: str | Path = "hierhead-demo", design: str = "9An{9,3,1}As", seeds: 
     """Run the demo; returns its numbers (the table is also written to ``out/results.md``).
 
     Args:
-        out: output folder (pictures, ``results.md``, every run's scores in ``results.csv``).
+        out: output folder (the plan and its rows, pictures, ``results.md``, every run's scores in ``results.csv``).
         design: the hierarchical design compared with the general head.
         seeds: seeds 0..seeds-1 (each draws the extra blocks and head, the same for both heads, and
             the batch order).
         steps: training steps of each run (extra blocks and head on the cached ImageNet features).
         data: the anchor-transfer dataset.
         image_size: square input size of the SSDLite.
-        progress: a progress bar over the runs.
+        progress: each run's line as it ends.
         log: a function given each step's line and the table (e.g. ``print``); None: silent.
     """
     from .data.synthetic import parse_spec
+    from .study.sweep import sweep_plan
 
     log = log or (lambda _: None)
     spec = parse_spec(data)  # a bad spec fails before any training
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails before any training
     t0 = time.perf_counter()
-    config = resolve("synthetic-ssdlite", {"model": MODEL, "image_size": image_size, "num_workers": 0,
-                                           "data": {"path": data},
-                                           # the demo's own settings, fixed with its rows (docs/results/demo.csv);
-                                           # the study's validated ones are the `frozen` defaults
-                                           "frozen": {"steps": steps, "views": 2, "batch_size": 32,
-                                                      "optimizer": {"lr": 0.003}, "schedule": {"warmup_steps": 20}}})
+    # the demo's own settings, fixed with its rows (docs/results/demo.csv); the study's validated ones are the
+    # `frozen` defaults
+    settings = {"model": MODEL, "image_size": image_size, "num_workers": 0,
+                "frozen": {"steps": steps, "views": 2, "batch_size": 32, "optimizer": {"lr": 0.003},
+                           "schedule": {"warmup_steps": 20}, "keep": True}}
+    plan = sweep_plan("synthetic-ssdlite", data, [design], seeds, (1.0,), out, settings, protocol="frozen",
+                      name="demo", question="Does the hierarchical head transfer to the shapes a class never had in "
+                                            "training? (hierhead demo)", stage="rows")
     log(f"1/3 the ImageNet backbone ({MODEL}, frozen): features of 2 views of every training image of {data} "
-        f"({_split_text(spec['mode'])})")
-    protocol = HeadProtocol(config, log=lambda line: log("    " + line), cut="body", progress=progress)
+        f"({_split_text(spec['mode'])}), cached once")
     log(f"2/3 {GENERAL} vs {design}, {seeds} seeds, each run from ImageNet: the extra blocks and head drawn "
-        f"from the seed (the same for both), {steps} steps on the cached features")
-    results, models, unseen = _head_runs(protocol, config, data, design, seeds, progress)
+        f"from the seed (the same for both), {steps} steps on the cached features (the plan: {plan.path})")
+    results, models, unseen = _head_runs(plan, design, progress, log)
     log(f"3/3 fold, check and draw ({time.perf_counter() - t0:.0f} s so far)")
     general, hier = models[GENERAL], models[design]
     images = [unseen[i][0] for i in range(min(8, len(unseen)))]
@@ -115,37 +119,41 @@ def run(out: str | Path = "hierhead-demo", design: str = "9An{9,3,1}As", seeds: 
     (out / "results.md").write_text(table + "\n")
     _write_rows(results, classes, out / "results.csv")
     log(f"\npictures: {side} (same test images, seed 0), {plot}; table in {out / 'results.md'}, "
-        f"every run's scores in {out / 'results.csv'}; "
+        f"every run's scores in {out / 'results.csv'} (study rows: {out / 'rows.csv'}); "
         f"{time.perf_counter() - t0:.0f} s in all")
     return {"mAP": _means(results, "mAP"), "unseen": _means(results, "unseen"),
             "diff": paired_interval(_diffs(results, design, "mAP")), "same_detections": deployed["same"],
             "params": deployed["params"], "latency": deployed["latency"]}
 
 
-def _head_runs(protocol: HeadProtocol, config: dict, data: str, design: str, seeds: int, progress: bool):
-    """Step 2: both heads at every seed on the same cached features. Returns per-design rows (mAP,
-    per-class AP, mAP on unseen shapes; in %), the seed-0 models, and the test set with the shapes each
-    class was trained at marked difficult (:func:`unseen_only`)."""
-    from tqdm.auto import tqdm
-
+def _head_runs(plan, design: str, progress: bool, log):
+    """Step 2: the plan's runs (both heads at every seed on the same cached features), then each run's kept test
+    detections scored on all shapes (per-class AP) and on unseen ones. Returns per-design rows (mAP, per-class
+    AP, mAP on unseen shapes; in %), the seed-0 models, and the test set with the shapes each class was trained
+    at marked difficult (:func:`unseen_only`)."""
     from .data.synthetic import open_synthetic, unseen_only
+    from .study.protocols import kept
+    from .study.runner import run as run_plan
 
-    train_set, test_set = open_synthetic(data)
+    # in this process, with torch's threads (the machine's cores): thread counts change float sums, so runs of
+    # one seed repeat exactly only at the same count; the rows record it
+    failed = run_plan(plan, workers=0, threads=torch.get_num_threads(), log=log if progress else (lambda _: None))
+    if failed:
+        raise RuntimeError(f"{failed} demo run(s) failed; their lines above name why (rerun to resume)")
+    train_set, test_set = open_synthetic(plan.datasets[0].root)
     unseen = unseen_only(train_set, test_set)
+    targets = [test_set.target(i) for i in range(len(test_set))]
     unseen_targets = [unseen.target(i) for i in range(len(unseen))]
     results: dict[str, list[dict]] = {GENERAL: [], design: []}
     models: dict[str, torch.nn.Module] = {}
-    bar = tqdm(total=2 * seeds, desc="head runs", disable=not progress, leave=False)
-    for seed in range(seeds):
-        for d in (GENERAL, design):
-            row = protocol.run({**config, "design": d, "seed": seed})
-            hidden = mean_ap(protocol.detections, unseen_targets, "voc07", train_set.classes)
-            results[d].append({"mAP": row["mAP"] * 100, "AP": {c: v * 100 for c, v in protocol.scores["AP"].items()},
-                               "unseen": hidden["mAP"] * 100})
-            if seed == 0:
-                models[d] = protocol.model
-            bar.update()
-    bar.close()
+    for job in plan.jobs():  # seed by seed, the general head first
+        model, detections = kept(plan.runs / job.key)
+        scores = mean_ap(detections, targets, "voc07", train_set.classes)
+        hidden = mean_ap(detections, unseen_targets, "voc07", train_set.classes)
+        results[job.arm].append({"mAP": scores["mAP"] * 100, "AP": {c: v * 100 for c, v in scores["AP"].items()},
+                                 "unseen": hidden["mAP"] * 100})
+        if job.seed == 0:
+            models[job.arm] = model
     return results, models, unseen
 
 

@@ -283,6 +283,15 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     mean = sum(float(r["mAP"]) for r in rows[2:]) / 2 - sum(float(r["mAP"]) for r in rows[:2]) / 2
     assert f"| difference | {mean:+.2f} [" in out and set(rows[0]) >= {"unseen_mAP", "AP:class0", "AP:class1",
                                                                         "version", "commit"}
+    # a packaged plan: one study row per run (the frozen protocol), equal to the demo's all-shapes scores
+    plan_rows = list(csv.DictReader(open(tmp_path / "rows.csv")))
+    assert list(plan_rows[0]) == list(ROW_COLUMNS) and {r["protocol"] for r in plan_rows} == {"frozen"}
+    scores = {(r["design"], r["seed"]): float(r["mAP"]) for r in rows}
+    assert len(plan_rows) == 4 and all(abs(float(r["mAP"]) - scores[(r["arm"], r["seed"])]) < 1e-3 for r in plan_rows)
+    table = (tmp_path / "results.md").read_text()
+    assert main(["demo", "--out", str(tmp_path), "--seeds", "2", "--steps", "2",  # again: resumed, nothing trained
+                 "--data", "synthetic:classes=2,train=16,test=4", "--no-progress"]) == 0
+    assert (tmp_path / "results.md").read_text().split("| difference")[1] == table.split("| difference")[1]
 
 
 def test_demo_picture_draws_the_truth_marks_unseen_shapes_then_the_detections():

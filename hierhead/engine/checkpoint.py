@@ -9,7 +9,7 @@ from torch import nn
 
 from ..models import ModelSpec, build_from_spec
 
-__all__ = ["load_checkpoint", "load_start_model", "checked_spec", "saved_spec", "CheckpointError"]
+__all__ = ["load_checkpoint", "load_start_model", "load_saved_model", "checked_spec", "saved_spec", "CheckpointError"]
 
 
 class CheckpointError(ValueError):
@@ -98,6 +98,23 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, ModelSpec]:
     return model.eval(), model.hierhead_spec
 
 
+def load_saved_model(path: str | Path, where: str | None = None) -> tuple[nn.Module, ModelSpec]:
+    """(model in eval mode, its spec) from a whole-model ``.safetensors`` written by :func:`hierhead.models.save`
+    (its spec in the metadata, checked as a checkpoint's); ``where`` names it in errors."""
+    from ..models.weights import _file_spec
+
+    where = where or f"model file {str(path)!r}"
+    try:
+        saved = _file_spec(Path(path))
+    except Exception as e:  # truncated or not a safetensors file
+        raise CheckpointError(f"{where}: cannot be read ({_first_sentence(e)})") from None
+    if not saved or "model" not in saved or "num_classes" not in saved:
+        raise CheckpointError(f"{where}: not a model file saved by hierhead (no spec in its metadata)")
+    spec = checked_spec(saved, where)
+    model = build_from_spec(spec, weights=path)
+    return model.eval(), model.hierhead_spec
+
+
 def load_start_model(path: str | Path, spec: ModelSpec) -> nn.Module:
     """The start of an ``--init`` run: a trained model of ``spec``'s detector and classes.
 
@@ -110,15 +127,7 @@ def load_start_model(path: str | Path, spec: ModelSpec) -> nn.Module:
     if not path.is_file():
         raise CheckpointError(f"--init {str(path)!r}: file not found")
     if path.suffix == ".safetensors":
-        from ..models.weights import _file_spec
-        try:
-            saved = _file_spec(path)
-        except Exception as e:  # truncated or not a safetensors file
-            raise CheckpointError(f"--init {str(path)!r}: cannot be read ({_first_sentence(e)})") from None
-        if not saved or "model" not in saved or "num_classes" not in saved:
-            raise CheckpointError(f"--init {str(path)!r}: not a model file saved by hierhead (no spec in its metadata)")
-        saved = checked_spec(saved, f"--init {str(path)!r}")
-        model = build_from_spec(saved, weights=path)
+        model, saved = load_saved_model(path, f"--init {str(path)!r}")
     else:
         model, saved = load_checkpoint(path)
     checks = [("model", saved.model, spec.model)]

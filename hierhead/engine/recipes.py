@@ -60,7 +60,9 @@ DEFAULTS: dict[str, Any] = {
              "optimizer": {"name": "adamw", "lr": 0.003, "momentum": 0.9, "weight_decay": 0.00004,
                            "unit_lr_scale": 1.0, "anchor_l2": 0.0, "unit_l2": 0.0},
              "schedule": {"name": "cosine", "milestones": [], "gamma": 0.1, "step_size": 0, "warmup_steps": 20,
-                          "warmup_start_lr": 0.00001}},
+                          "warmup_start_lr": 0.00001},
+             # keep each run's trained model and test detections in its folder (model.safetensors, detections.pt)
+             "keep": False},
     # the frozen-backbone protocol (hierhead sweep --protocol frozen): the ImageNet body frozen and cached, the
     # extra blocks and head trained from each seed's draw; the same keys as ``head``. lr and steps chosen on a
     # 20 % holdout of cards and microcontrollers by the plan's rule (docs/results/plan-pretrained.md, stage
@@ -69,7 +71,8 @@ DEFAULTS: dict[str, Any] = {
                "optimizer": {"name": "adamw", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.00004,
                              "unit_lr_scale": 1.0, "anchor_l2": 0.0, "unit_l2": 0.0},
                "schedule": {"name": "cosine", "milestones": [], "gamma": 0.1, "step_size": 0, "warmup_steps": 50,
-                            "warmup_start_lr": 0.00001}},
+                            "warmup_start_lr": 0.00001},
+               "keep": False},
     # null: the ImageNet weights that ship with hierhead where the model has them (EfficientNet-Lite0), else
     # none; true: require ImageNet weights (shipped, --backbone-weights or torchvision_weights); false: scratch
     "pretrained_backbone": None,

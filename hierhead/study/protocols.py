@@ -17,7 +17,7 @@ import json
 import warnings
 from pathlib import Path
 
-__all__ = ["PROTOCOLS", "Protocol", "TrainProtocol", "CachedProtocol", "job_config"]
+__all__ = ["PROTOCOLS", "Protocol", "TrainProtocol", "CachedProtocol", "job_config", "keep", "kept"]
 
 
 def job_config(plan, job, picks: dict, folder: Path) -> dict:
@@ -152,10 +152,36 @@ class CachedProtocol(Protocol):
             config = {**config, "data": {**data, "train_split": "train", "val_split": "test"}}
         runner = HeadProtocol(config, cut=self.cut)
         result = runner.run(config, "voc07")
+        if config[runner.section].get("keep"):  # the trained model and its test detections, for reports and pictures
+            keep(runner.model, runner.detections, Path(config["out"]))
         ds, split = scored_split(config, runner.train.classes, score)
         return {**_scores_of(runner.detections, runner.test.targets, runner.train.classes), "split": split,
                 "scored_images": len(runner.test.targets), "skipped_boxes": sum(ds.skipped.values()),
                 "steps": result["steps"], "train_images": result["train_images"]}
+
+
+def keep(model, detections: list[dict], folder: Path) -> None:
+    """A cached protocol's run kept in its folder: ``model.safetensors`` (:func:`hierhead.models.save`, its spec in
+    the metadata) and ``detections.pt`` (the test split's detections, tensors only: :func:`kept`)."""
+    import torch
+
+    from ..models import save
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save(model, folder / "model.safetensors")
+    tmp = folder / "detections.pt.tmp"
+    torch.save([{k: v.detach().cpu() for k, v in d.items()} for d in detections], tmp)
+    tmp.replace(folder / "detections.pt")
+
+
+def kept(folder: Path):
+    """(model in eval mode, test detections) of a run :func:`keep` wrote (``torch.load(weights_only=True)``)."""
+    import torch
+
+    from ..engine.checkpoint import load_saved_model
+
+    model, _ = load_saved_model(Path(folder) / "model.safetensors")
+    return model, torch.load(Path(folder) / "detections.pt", weights_only=True)
 
 
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (

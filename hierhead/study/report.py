@@ -121,8 +121,11 @@ def _spread(values: list[float]) -> str:
 
 
 def _rows_path(plan: Plan, stage: Stage) -> list[Path]:
-    """Where the stage's rows are: its legacy CSVs if it has them, else its own."""
-    return [old["file"] for old in plan.legacy[stage.name]] if stage.name in plan.legacy else [plan.rows_file(stage.name)]
+    """Where the stage's rows are: its legacy CSVs if it has them (and its own once it has any), else its own."""
+    own = plan.rows_file(stage.name)
+    if stage.name not in plan.legacy:
+        return [own]
+    return [old["file"] for old in plan.legacy[stage.name]] + ([own] if own.is_file() else [])
 
 
 def _shown(plan: Plan, paths: list[Path]) -> str:

@@ -73,9 +73,11 @@ def labels(designs: Sequence[str] | str = "all") -> list[str]:
 
 def sweep_plan(recipe: str | None, data: str, designs: Sequence[str] | str = "all", seeds: int = 3,
                fractions: Sequence[float] = (1.0,), out: str | Path = "runs/sweep", overrides: dict | None = None,
-               protocol: str = "scratch", init: str | Path | None = None) -> Plan:
+               protocol: str = "scratch", init: str | Path | None = None, name: str = "sweep",
+               question: str = "Which design does best on this dataset? (hierhead sweep)", stage: str = STAGE) -> Plan:
     """The sweep as a plan, written to ``OUT/plan.yaml`` and checked (every design, the dataset, the recipe, the
-    protocol's start) before any training; a folder holding a sweep of other settings is refused."""
+    protocol's start) before any training; a folder holding a plan of other settings is refused. ``name``,
+    ``question`` and ``stage`` (its rows: ``OUT/<stage>.csv``) are the plan's."""
     from ..engine.data import open_config_splits
     from ..engine.recipes import resolve
     from .protocols import PROTOCOLS
@@ -96,28 +98,27 @@ def sweep_plan(recipe: str | None, data: str, designs: Sequence[str] | str = "al
         settings["init"] = str(Path(init).resolve())
     holdout = (settings.get("data") or {}).pop("holdout", None)
     root = data if str(data).startswith("synthetic:") else str(Path(data).resolve())
-    name = PROTOCOL_NAMES[protocol]
-    config = PROTOCOLS[name].check(resolve(recipe, {**settings, "data": {**settings.get("data", {}), "path": root}}))
+    protocol_name = PROTOCOL_NAMES[protocol]
+    config = PROTOCOLS[protocol_name].check(resolve(recipe, {**settings, "data": {**settings.get("data", {}), "path": root}}))
     open_config_splits(config)  # a missing or broken dataset fails here, not after the first run
-    section = SECTION.get(name)
+    section = SECTION.get(protocol_name)
     base_lr = float((config[section] if section else config)["optimizer"]["lr"])
     arms = {}
     for label in names:  # the arm is named by its label; a variant's label also names its rows in the tables
         design, change = variant(label)
         arms[label] = {"design": design, **({"label": label} if label != design else {}),
                        **({"set": _change(change, section, base_lr)} if change else {})}
-    stage = {"name": STAGE, "arms": arms, **({"score": "holdout", "holdout": holdout} if holdout else {})}
+    entry = {"name": stage, "arms": arms, **({"score": "holdout", "holdout": holdout} if holdout else {})}
     dataset = re.sub(r"[^\w.-]", "_", "synthetic" if root.startswith("synthetic:") else Path(root).name) or "data"
     text = yaml.safe_dump({
-        "name": "sweep", "rows": ".", "runs": "runs", "protocol": name, "recipe": recipe,
-        "question": "Which design does best on this dataset? (hierhead sweep)",
+        "name": name, "rows": ".", "runs": "runs", "protocol": protocol_name, "recipe": recipe, "question": question,
         "datasets": [{"name": dataset, "root": root}], "seeds": list(range(seeds)),
-        "fractions": [float(f) for f in fractions], "set": settings, "metric": "mAP", "stages": [stage]},
+        "fractions": [float(f) for f in fractions], "set": settings, "metric": "mAP", "stages": [entry]},
         sort_keys=False)
     path = out / "plan.yaml"
     if path.is_file() and path.read_text() != text:
-        raise ValueError(f"{str(out)!r} holds a sweep with other settings ({path}): use another --out, or run that "
-                         f"plan with 'hierhead study run {path}'")
+        raise ValueError(f"{str(out)!r} holds a {name} with other settings ({path}): use another --out, or run "
+                         f"that plan with 'hierhead study run {path}'")
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return load_plan(path)
@@ -161,13 +162,16 @@ def sweep(recipe: str | None, data: str, designs: Sequence[str] | str = "all", s
             frozen and cached, the extra blocks and head drawn from each seed): :mod:`.protocols`.
         init: the trained start of ``finetune`` and ``head``.
         workers: jobs at once, each in its own process (0: one after another in this process).
-        threads: CPU threads a job (default 1).
+        threads: CPU threads a job (default: torch's, the machine's cores, with at most one worker; else 1).
         log: a function given each progress line.
     """
     from .report import write_sweep_summary
     from .runner import read_rows, run
 
+    import torch
+
     plan = sweep_plan(recipe, data, designs, seeds, fractions, out, overrides, protocol, init)
+    threads = threads or (torch.get_num_threads() if workers <= 1 else 1)  # as a plain `hierhead train` would
     try:
         failed = run(plan, workers, threads, log=log)
     except PlanError as e:
