@@ -542,7 +542,9 @@ def test_a_committed_from_scratch_interval_is_the_one_recomputed_from_the_raw_ro
     mean, sem = sum(diffs) / len(diffs), stats.sem(diffs)
     half = stats.t.ppf(0.975, len(diffs) - 1) * sem
     assert len(diffs) == 9
-    assert f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}], ahead 0/9" in (REPO / "docs" / "results.md").read_text()
+    assert f"**{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}] worse**" in (REPO / "docs" / "results.md").read_text()
+    assert f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}], ahead 0/9" in (
+        REPO / "docs" / "results" / "scratch" / "report.md").read_text()
 
 
 def _pm_hksj(y: list[float], v: list[float]) -> tuple[float, float, float]:
