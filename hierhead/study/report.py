@@ -28,7 +28,8 @@ from ..comparison import decide, holm, paired_interval, plot, pooled_effect, tab
 from .plan import Decision, Plan, Stage, row_values
 from .runner import _row_key, picks, read_rows, stage_rows
 
-__all__ = ["stage_table", "summary_table", "compact_table", "fraction_table", "report", "write_report", "BLOCK"]
+__all__ = ["stage_table", "summary_table", "compact_table", "fraction_table", "report", "write_report", "adopted",
+           "BLOCK"]
 
 BLOCK = re.compile(r"(<!-- study: (?P<id>[^ ]+?)(?: (?P<view>summary|compact|wins|picks|table)(?: (?P<arm>[\w-]+))?)? -->\n)"
                    r"(?P<body>.*?)(<!-- /study -->)", re.S)
@@ -271,28 +272,48 @@ def _pairs(dec: Decision, value: dict) -> dict[tuple, list[float]]:
     return pairs
 
 
-def _adopt(plan: Plan, stage: Stage, dec: Decision, value: dict) -> list[str]:
-    """The ``adopt`` rule's table: per arm, the pooled paired difference and each dataset's mean difference."""
+def adopt_verdicts(plan: Plan, stage: Stage, dec: Decision, value: dict) -> dict[str, dict]:
+    """arm -> the ``adopt`` rule's result: n, mean, low, high (the pooled pairs), per (dataset -> mean difference),
+    adopt (bool) and verdict (its words)."""
     pairs = _pairs(dec, value)
     names = [d.name for d in plan.datasets_of(stage.name)]
-    head = (f"| arm | pooled minus {dec.baseline} [{1 - dec.alpha:.0%} CI] | n | "
-            + " | ".join(names) + " | verdict |")
-    lines = [f"Pooled over the datasets (rule `adopt`: mean > 0, lower bound >= -{dec.margin:g}, no dataset's mean "
-             f"below -{dec.margin:g}):", "", head, "|" + "---|" * (head.count("|") - 1)]
+    out = {}
     for a in stage.arms:
         if a.name == dec.baseline or (dec.arms and a.name not in dec.arms):
             continue
         everything = [d for n in names for d in pairs.get((n, a.name), [])]
         mean, lo, hi = paired_interval(everything, dec.alpha)
         per = {n: sum(pairs[(n, a.name)]) / len(pairs[(n, a.name)]) for n in names if pairs.get((n, a.name))}
-        if mean > 0 and lo >= -dec.margin and min(per.values()) >= -dec.margin:
-            verdict = "adopt"
-        else:
-            why = ("mean <= 0" if mean <= 0 else f"lower bound {lo:+.2f} < -{dec.margin:g}" if lo < -dec.margin
-                   else f"{min(per, key=per.get)} {min(per.values()):+.2f}")
-            verdict = f"keep {dec.baseline} ({why})"
-        lines.append(f"| {a.name} | {_num(mean, True)} [{_num(lo, True)}, {_num(hi, True)}] | {len(everything)} | "
-                     + " | ".join(_num(per[n], True) if n in per else "n/a" for n in names) + f" | {verdict} |")
+        adopt = mean > 0 and lo >= -dec.margin and min(per.values()) >= -dec.margin
+        why = ("mean <= 0" if mean <= 0 else f"lower bound {lo:+.2f} < -{dec.margin:g}" if lo < -dec.margin
+               else f"{min(per, key=per.get)} {min(per.values()):+.2f}")
+        out[a.name] = {"n": len(everything), "mean": mean, "low": lo, "high": hi, "per": per, "adopt": adopt,
+                       "verdict": "adopt" if adopt else f"keep {dec.baseline} ({why})"}
+    return out
+
+
+def adopted(plan: Plan, stage_name: str) -> dict[str, bool] | None:
+    """arm -> whether the stage's ``adopt`` decision adopts it; None until every row of the stage exists (what the
+    built-in defaults follow: tests/test_study.py checks them against it)."""
+    stage = plan.stage(stage_name)
+    rows, complete = stage_rows(plan, stage_name)
+    dec = next(d for d in stage.decisions if d.rule == "adopt")
+    if not complete:
+        return None
+    return {a: r["adopt"] for a, r in adopt_verdicts(plan, stage, dec, row_values(rows, plan.metric)).items()}
+
+
+def _adopt(plan: Plan, stage: Stage, dec: Decision, value: dict) -> list[str]:
+    """The ``adopt`` rule's table: per arm, the pooled paired difference and each dataset's mean difference."""
+    names = [d.name for d in plan.datasets_of(stage.name)]
+    head = (f"| arm | pooled minus {dec.baseline} [{1 - dec.alpha:.0%} CI] | n | "
+            + " | ".join(names) + " | verdict |")
+    lines = [f"Pooled over the datasets (rule `adopt`: mean > 0, lower bound >= -{dec.margin:g}, no dataset's mean "
+             f"below -{dec.margin:g}):", "", head, "|" + "---|" * (head.count("|") - 1)]
+    for a, r in adopt_verdicts(plan, stage, dec, value).items():
+        lines.append(f"| {a} | {_num(r['mean'], True)} [{_num(r['low'], True)}, {_num(r['high'], True)}] | {r['n']} | "
+                     + " | ".join(_num(r['per'][n], True) if n in r['per'] else "n/a" for n in names)
+                     + f" | {r['verdict']} |")
     return lines
 
 
