@@ -473,7 +473,9 @@ def _add_eval_parser(sub) -> None:
 def _add_sweep_parser(sub) -> None:
     """``hierhead sweep``."""
     sw = sub.add_parser("sweep", help="train and evaluate designs x seeds x training-set fractions (resumable)",
-                        epilog="examples:\n  hierhead sweep --recipe cards-ssdlite --data ../shared/datasets/cards "
+                        epilog="examples:\n  hierhead sweep --data ../shared/datasets/cards --protocol imagenet "
+                               "--designs '9An{9,3,1}S' --seeds 10 --workers 2 --threads 1 --out runs/designs-cards\n"
+                               "  hierhead sweep --recipe cards-ssdlite --data ../shared/datasets/cards "
                                "--protocol frozen --designs all --seeds 10 --fractions 0.25,1 --out runs/frozen-cards\n"
                                "  hierhead sweep --recipe cards-ssdlite --data ../shared/datasets/cards "
                                "--designs all --seeds 3 --fractions 0.25,0.5,1 --out runs/sweep-cards\n"
@@ -493,10 +495,12 @@ def _add_sweep_parser(sub) -> None:
     sw.add_argument("--out", required=True)
     sw.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any recipe value")
     sw.add_argument("--protocol", choices=["scratch", "finetune", "head", "frozen", "imagenet"], default="scratch",
-                    help="scratch: the recipe from its own init; finetune: the whole detector from --init; "
+                    help="scratch: the recipe as it is (its own start: the ImageNet backbone where the model "
+                         "ships one); finetune: the whole detector from --init; "
                          "head: only the prediction convs, on frozen features of --init cached once (seconds a run); "
                          "frozen: the ImageNet backbone frozen and cached, extra blocks and head drawn from each seed; "
-                         "imagenet: the recipe from its ImageNet backbone (required), fine-tuned whole")
+                         "imagenet: the recipe from its ImageNet backbone (required), fine-tuned whole: the "
+                         "paper's protocol and the model you ship (the frozen one ranked our designs in reverse)")
     sw.add_argument("--init", metavar="CKPT", help="the trained start of --protocol finetune / head")
     sw.add_argument("--workers", type=int, default=0, help="runs at once, each in its own process (0: one after "
                     "another in this one; e.g. 2 on 2 CPU cores with --threads 1, or several sharing a GPU)")
