@@ -57,6 +57,7 @@ def test_auto_takes_a_larger_input_and_smaller_anchors_for_small_objects_only():
     ("anchor_s_min", 1.5, "anchor_s_min=1.5: expected Eq. 3's smallest anchor scale in (0, 0.95), or auto"),
     ("anchor_s_min", "small", "anchor_s_min='small'"),
     ("image_size", "big", "image_size='big': expected a whole number >= 1 (a square side), [height, width] or auto"),
+    ("max_steps", "long", "max_steps='long': expected a whole number >= 1 or auto"),
 ])
 def test_bad_choices_are_refused_by_name(key, value, message):
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -86,3 +87,17 @@ def test_train_says_what_it_chose_and_the_model_keeps_it(tmp_path, capsys):
     model, spec = load_checkpoint(out / "checkpoints" / "last.ckpt")
     assert spec.image_size == [512, 512] and spec.options["anchor_s_min"] == 0.1
     assert model.anchor_generator.s_min == 0.1 and spec_of(model).options["anchor_s_min"] == 0.1
+
+
+def test_auto_steps_give_a_larger_dataset_its_epochs_and_a_smaller_one_the_defaults_steps():
+    """``max_steps: auto``: at least 16 epochs at the run's batch, never fewer than 600; resolved from the run's
+    training split (its fraction included) and said in one line."""
+    from hierhead.engine.choose import auto_steps, resolve_auto
+
+    config = resolve(None, {"max_steps": "auto"})
+    assert [auto_steps(config, n)[0] for n in (104, 296, 448)] == [600, 600, 896]  # micro, cards, aquarium
+    assert auto_steps(config, 448)[1] == "max_steps 896 (auto): 16 epochs of 448 training images at batch 8"
+    data = {"path": "synthetic:classes=2,train=100,test=4,size=64", "fraction": 0.5}
+    chosen, lines = resolve_auto(resolve(None, {"max_steps": "auto", "batch_size": 1, "data": data, "seed": 3}))
+    assert chosen["max_steps"] == 800 and lines == ["max_steps 800 (auto): 16 epochs of 50 training images at batch 1"]
+    assert resolve_auto(resolve(None, {"max_steps": 7}))[0]["max_steps"] == 7  # a number stays as given

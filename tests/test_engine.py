@@ -368,6 +368,8 @@ def test_overrides_and_unknown_keys():
     (["train", "--data", str(CARDS), "--set", "image_size=[200,320]", "--set", "num_workers=0"],
      "ssdlite320_efficientnet_lite0 takes a square input"),
     (["train", "--data", str(CARDS), "--set", "image_size=abc"], "image_size='abc': expected a whole number >= 1"),
+    (["train", "--data", str(CARDS), "--batch-size", "1", "--max-steps", "1", "--set", "num_workers=0"],
+     "batch_size=1: ssdlite320_efficientnet_lite0 trains batch-norm layers, which need at least 2 images a step"),
     (["train", "--data", str(CARDS), "--out", "/tmp/hierhead-none", "--resume"], "nothing to resume"),
     (["eval", "--checkpoint", "/no/such.ckpt", "--data", str(CARDS / "test")], "file not found"),
     (["predict", "--checkpoint", "/no/such.ckpt", "x.jpg", "--out", "/tmp/p"], "file not found"),

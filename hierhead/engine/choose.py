@@ -1,4 +1,4 @@
-"""Settings chosen from the training data (``image_size: auto``, ``anchor_s_min: auto``), and why.
+"""Settings chosen from the training data (``image_size: auto``, ``anchor_s_min: auto``, ``max_steps: auto``), and why.
 
 An SSD matches a box to the anchors it overlaps at IoU >= 0.5; a box no anchor reaches trains one forced
 match only. The share of training boxes some anchor reaches is the *best possible recall* (BPR, as
@@ -13,6 +13,10 @@ Two rules raise it, each computed from the training boxes before the model is bu
   auto, else the one given) is within :data:`TOLERANCE` of the best side's; a larger input costs about
   (side / 320)^2 per step, so it is taken only where it reaches clearly more boxes.
 
+A third rule sizes the schedule: ``max_steps: auto`` is at least :data:`EPOCHS` passes over the training
+images at the run's batch, and never fewer than :data:`MIN_STEPS` (the defaults' 600 steps were chosen on cards,
+296 images at batch 8: 16 epochs; a larger dataset gets its 16 epochs, a smaller one keeps the 600 steps).
+
 Hand-written because no library computes an SSD's anchor coverage (YOLOv5's AutoAnchor evolves
 YOLO's anchors by k-means, another scheme). Whether either rule helps is measured on holdouts
 (studies/defaults-rules.yaml), not assumed here.
@@ -24,9 +28,12 @@ import functools
 
 import torch
 
-__all__ = ["SIZES", "S_MINS", "TOLERANCE", "best_possible_recall", "choose", "relative_boxes", "resolve_auto"]
+__all__ = ["SIZES", "S_MINS", "TOLERANCE", "EPOCHS", "MIN_STEPS", "best_possible_recall", "choose", "relative_boxes",
+           "resolve_auto", "auto_steps"]
 
 SIZES = (320, 416, 512)
+EPOCHS = 16  # the defaults' schedule on cards, where it was chosen: 600 steps x batch 8 / 296 images
+MIN_STEPS = 600
 S_MINS = (0.2, 0.15, 0.1, 0.07, 0.05)
 TOLERANCE = 0.05
 IOU = 0.5
@@ -126,10 +133,18 @@ def choose(config: dict, train_set) -> tuple[dict, list[str]]:
     return out, lines
 
 
+def auto_steps(config: dict, images: int) -> tuple[int, str]:
+    """``max_steps: auto`` for a training set of ``images``: (steps, why)."""
+    batch = int(config["batch_size"])
+    steps = max(MIN_STEPS, -(-EPOCHS * images // batch))
+    return steps, (f"max_steps {steps} (auto): {EPOCHS} epochs of {images} training images at batch {batch}"
+                   + (f", at least {MIN_STEPS}" if steps == MIN_STEPS else ""))
+
+
 def resolve_auto(config: dict) -> tuple[dict, list[str]]:
-    """:func:`choose` on the run's training split (its fraction included), opened here; configs with nothing
-    ``auto`` come back at once."""
-    if "auto" not in (config.get("image_size"), config.get("anchor_s_min")):
+    """:func:`choose` and :func:`auto_steps` on the run's training split (its fraction included), opened here;
+    configs with nothing ``auto`` come back at once."""
+    if "auto" not in (config.get("image_size"), config.get("anchor_s_min"), config.get("max_steps")):
         return config, []
     import warnings
 
@@ -139,4 +154,8 @@ def resolve_auto(config: dict) -> tuple[dict, list[str]]:
         warnings.simplefilter("ignore")
         train_set = fraction_subset(open_config_splits(config)[0], float(config["data"].get("fraction", 1.0)),
                                     config["seed"])
-    return choose(config, train_set)
+    config, lines = choose(config, train_set)
+    if config.get("max_steps") == "auto":
+        steps, why = auto_steps(config, len(train_set))
+        config, lines = {**config, "max_steps": steps}, lines + [why]
+    return config, lines

@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
     # the defaults fine-tune the ImageNet backbone with cards-ssdlite's round-1 schedule (chosen on a validation
     # split of cards/train: docs/results/tune-finetune-cards.csv; the recipe's round 2 adds a timm-only frozen_stages: 2 and
     # 850 steps); the paper recipes set their own optimiser and schedule
+    # auto: at least EPOCHS passes over the training images, and never fewer than 600 (engine/choose.py)
     "max_steps": 600,
     # a wall-clock budget for training ("15m", "900s", "1.5h"; null: none): max_steps shortened to what fits,
     # the cosine schedule ending there (engine/budget.py)
@@ -176,8 +177,11 @@ def resolve(recipe: str | Path | None = None, overrides: dict | None = None) -> 
     for key in ("max_steps", "epochs", "batch_size", "val_batch_size", "val_every_n_steps", "checkpoint_every_n_steps",
                 "val_every_n_epochs", "log_every_n_steps"):
         value = config.get(key)
+        if key == "max_steps" and value == "auto":  # chosen from the training set's size (engine/choose.py)
+            continue
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"{key}={value!r}: expected a whole number >= 1")
+            raise ValueError(f"{key}={value!r}: expected a whole number >= 1"
+                             + (" or auto" if key == "max_steps" else ""))
     size = config.get("image_size")
     sizes = size if isinstance(size, list) and len(size) == 2 else [size]
     if size not in (None, "auto") and not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sizes):

@@ -212,6 +212,10 @@ def prepare(config: dict) -> tuple[DetectorModule, DetectionDataModule]:
     module = DetectorModule(spec, config["optimizer"], config["schedule"], total, config["metric"],
                             backbone_weights(config), bool(config.get("torchvision_weights")),
                             bool(config.get("channels_last")), config.get("init"), config.get("frozen_stages") or 0)
+    if int(config["batch_size"]) < 2 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training
+                                             for m in module.model.modules()):  # torch fails at the first step
+        raise ValueError(f"batch_size={config['batch_size']}: {config['model']} trains batch-norm layers, which need "
+                         f"at least 2 images a step; give --batch-size 2 or more")
     return module, dm
 
 

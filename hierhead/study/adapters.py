@@ -3,7 +3,8 @@ the others and its committed CSV is never rewritten. The layout is told by the f
 
 - ``pretrained``: ``docs/results/pretrained-imagenet.csv`` and the CSVs that took its columns (``dataset, design,
   seed, ..., mAP, split, seconds`` and optionally ``AP50, AP, test_images, skipped_boxes, threads, version,
-  commit``), mAP in percent;
+  commit``), mAP in percent; another plan's rows (the study schema) read the same way, e.g. a baseline arm
+  shared with an earlier study (``match: {arm: ...}`` picks its rows);
 - ``sweep``: a ``hierhead sweep`` folder's ``results.csv`` as the from-scratch studies committed it (``design,
   seed, fraction, train_images, steps, metric, mAP, train_seconds`` and optionally ``protocol, optimizer, lr,
   unit_lr_scale, loss, loss_before``), with no dataset column (the legacy entry's ``dataset`` names it), VOC07
@@ -63,7 +64,8 @@ def legacy_rows(plan: Plan, stage: str, old: dict, made: dict) -> list[dict]:
         job = Job(stage, dataset, arm, int(r["seed"]), float(r.get("fraction") or 1.0))
         row["threads"] = row["threads"] or str(plan.threads)  # the layout's first CSVs left it out: the plan's
         row.update(study=plan.name, stage=stage, arm=arm, protocol=plan.protocol_of(stage), recipe=plan.recipe,
-                   fraction=str(job.fraction), scored_images=r.get("test_images", ""), device=old.get("device") or "cpu",
+                   fraction=str(job.fraction), scored_images=r.get("test_images", r.get("scored_images", "")),
+                   device=old.get("device") or "cpu",
                    settings=settings_json(plan.settings(job, made)))
         out.append(row)
     return out
