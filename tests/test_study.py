@@ -649,23 +649,24 @@ def test_a_committed_holm_verdict_is_the_one_recomputed_from_the_raw_rows():
 
 def test_the_built_in_defaults_follow_the_defaults_rules_verdict():
     """Issue 43: the built-in defaults are today's (the recipe defaults-2026-12) plus every rule that
-    studies/defaults-rules.yaml adopts from its rows; until every row exists, none is adopted. A change of the
+    studies/defaults-rules.yaml and defaults-steps.yaml adopt from their rows; until every row of a plan exists,
+    none of its rules is adopted. A change of the
     defaults that the committed verdict does not carry fails here."""
     from hierhead.engine.recipes import resolve
     from hierhead.study.plan import _get
     from hierhead.study.report import adopted
 
-    plan = load_plan(REPO / "studies" / "defaults-rules.yaml")
-    stage = plan.stage("holdout")
-    verdict = adopted(plan, "holdout") or {a.name: False for a in stage.arms if a.name != "today"}
-
     def flat(d: dict, prefix: str = "") -> dict:
         return {k2: v2 for k, v in d.items() for k2, v2 in (flat(v, f"{prefix}{k}.") if isinstance(v, dict)
                                                              else {f"{prefix}{k}": v}).items()}
 
-    today = resolve("defaults-2026-12")
-    expected = {key: _get(today, key) for a in stage.arms for key in flat(a.set)}
-    for arm in (a for a in stage.arms if verdict.get(a.name)):
-        expected.update(flat(arm.set))
+    today, expected, verdicts = resolve("defaults-2026-12"), {}, {}
+    for name in ("defaults-rules", "defaults-steps"):  # the rules' plans, each against today's defaults
+        plan = load_plan(REPO / "studies" / f"{name}.yaml")
+        stage = plan.stage("holdout")
+        verdicts[name] = adopted(plan, "holdout") or {a.name: False for a in stage.arms if a.name != "today"}
+        expected |= {key: _get(today, key) for a in stage.arms for key in flat(a.set) if key not in expected}
+        for arm in (a for a in stage.arms if verdicts[name].get(a.name)):
+            expected.update(flat(arm.set))
     defaults = resolve(None)
-    assert {key: _get(defaults, key) for key in expected} == expected, verdict
+    assert {key: _get(defaults, key) for key in expected} == expected, verdicts
