@@ -277,7 +277,7 @@ def test_every_committed_plan_reports_its_docs_with_zero_diff(plan_file):
     assert write_report(load_plan(plan_file), check=True) == []
 
 
-FINISHED = ("pretrained-val", "pretrained-p1", "pretrained-prior", "pretrained-p2", "scratch", "scratch-start",
+FINISHED = ("pretrained-val", "pretrained-p1", "pretrained-prior", "pretrained-p2", "defaults-today", "scratch", "scratch-start",
             "mechanism")
 
 
