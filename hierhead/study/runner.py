@@ -139,8 +139,12 @@ def run(plan: Plan, workers: int = 1, threads: int | None = None, dry_run: bool 
         wait = f"; waits on {', '.join(st['waits'])}" if st["waits"] else ""
         shared = len(shared_runs(plan, st["stage"], st["pending"])) if st["pending"] and not st["waits"] else 0
         sharing = f" ({shared} sharing an earlier job's run)" if shared else ""
+        to_train = len(st["pending"]) - shared
+        secs = sorted(float(r["seconds"]) for r in read_rows(plan, st["stage"]) if r.get("seconds") and not r.get("same_as"))
+        left = (f"; about {secs[len(secs) // 2] * to_train / max(1, workers) / 3600:.1f} h left at the rows' median "
+                f"{secs[len(secs) // 2] / 60:.0f} min a job, {max(1, workers)} at a time") if secs and to_train else ""
         log(f"{plan.name}/{st['stage']}: {st['jobs']} jobs, {st['done']} with rows, {len(st['finished'])} finished "
-            f"to merge, {len(st['pending'])} pending{sharing}{wait}")
+            f"to merge, {len(st['pending'])} pending{sharing}{wait}{left}")
         for j in st["pending"][:5]:
             log(f"  {j.key}")
         if len(st["pending"]) > 5:
