@@ -191,18 +191,25 @@ def _run(plan: Plan, workers: int, threads: int, log: Callable[[str], None]) -> 
                 log(f"[{count['ended']}/{len(todo)}] {job.key}: {line}")
             if ok:
                 _merge(plan, s.name, [json.loads((plan.runs / job.key / "row.json").read_text())])
+                _merge_shared(plan, s, {j: lead for j, lead in leaders.items() if lead == job})
             return ok
 
+        _merge_shared(plan, s, leaders)  # those whose run had its row already (a resumed study)
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             failed += sum(not ok for ok in pool.map(one, todo))
-        done = {_row_key(r): r for r in read_rows(plan, s.name)}
-        _merge(plan, s.name, [{**done[lead.row_key()], "arm": j.arm, "design": s.arm(j.arm).design,
-                               "settings": _settings(plan, j), "same_as": lead.key, "seconds": ""}
-                              for j, lead in leaders.items() if lead.row_key() in done])
         if failed:
             log(f"{plan.name}/{s.name}: {failed} job(s) failed; later stages not started")
             return failed
     return failed
+
+
+def _merge_shared(plan: Plan, stage, shared: dict[Job, Job]) -> None:
+    """The rows of jobs that share an earlier job's run, as soon as that run has its row: its scores, the job's
+    own arm, design and settings, ``same_as`` naming the run (no seconds of its own)."""
+    done = {_row_key(r): r for r in read_rows(plan, stage.name)}
+    _merge(plan, stage.name, [{**done[lead.row_key()], "arm": j.arm, "design": stage.arm(j.arm).design,
+                               "settings": _settings(plan, j), "same_as": lead.key, "seconds": ""}
+                              for j, lead in shared.items() if lead.row_key() in done])
 
 
 def _settings(plan: Plan, job: Job) -> str:
