@@ -46,11 +46,14 @@ def legacy_rows(plan: Plan, stage: str, old: dict, made: dict) -> list[dict]:
     names = {d.name for d in plan.datasets_of(stage)}
     with Path(old["file"]).open(newline="") as f:
         rows = list(csv.DictReader(f))
+    demo = bool(rows) and "unseen_mAP" in rows[0]
+    if old["column"] != "mAP" and not demo:
+        raise PlanError(f"{plan.path}: legacy rows {old['file']}: column {old['column']!r} is for a demo file's "
+                        f"scores (mAP or unseen_mAP); this file has only mAP")
     if rows and "dataset" not in rows[0]:
         if not old.get("dataset"):
             raise PlanError(f"{plan.path}: legacy rows {old['file']} have no dataset column: give its dataset")
-        convert = _from_demo if "unseen_mAP" in rows[0] else _from_sweep
-        rows = [convert(r, old["dataset"], old.get("column") or "mAP") for r in rows]
+        rows = [_from_demo(r, old["dataset"], old["column"]) if demo else _from_sweep(r, old["dataset"]) for r in rows]
     out = []
     for r in rows:
         dataset = old["datasets"].get(r["dataset"], r["dataset"])
@@ -65,7 +68,7 @@ def legacy_rows(plan: Plan, stage: str, old: dict, made: dict) -> list[dict]:
         row["threads"] = row["threads"] or str(plan.threads)  # the layout's first CSVs left it out: the plan's
         row.update(study=plan.name, stage=stage, arm=arm, protocol=plan.protocol_of(stage), recipe=plan.recipe,
                    fraction=str(job.fraction), scored_images=r.get("test_images", r.get("scored_images", "")),
-                   device=old.get("device") or "cpu",
+                   device=old["device"],
                    settings=settings_json(plan.settings(job, made)))
         out.append(row)
     return out
@@ -76,7 +79,7 @@ def _from_demo(r: dict, dataset: str, column: str) -> dict:
     return {"dataset": dataset, "design": r["design"], "seed": r["seed"], "mAP": r[column], "split": "test"}
 
 
-def _from_sweep(r: dict, dataset: str, column: str) -> dict:
+def _from_sweep(r: dict, dataset: str) -> dict:
     """A ``sweep`` row in the ``pretrained`` columns: mAP in percent, ``seconds`` the training time."""
     if r.get("metric", "voc07") != "voc07":
         raise ValueError(f"a sweep row scored with {r['metric']!r}: only VOC07 rows are study rows")

@@ -25,9 +25,9 @@ A plan is a YAML file with no loops or conditionals; everything a run needs is d
           chosen: {design: "9An{9}", set: {image_size: {pick: holdout.size}}}
 
 Besides: ``datasets`` may define a dataset in the plan (``{name, root, set}``); a stage may have its own
-``seeds``, ``fractions`` and ``protocol``, several ``picks`` (:class:`Pick`: best arm with a tolerance and an order
-of preference, or a number of seeds from the spread) and several ``decisions`` (:class:`Decision`: ``holm``,
-``adopt``, ``spread``); ``legacy`` reads a stage's rows from a CSV of an older layout (:mod:`.adapters`), an arm's
+``seeds``, ``fractions``, ``protocol`` and ``datasets`` (some of the plan's), several ``picks`` (:class:`Pick`:
+best arm with a tolerance and an order of preference, or a number of seeds from the spread) and several
+``decisions`` (:class:`Decision`: ``holm``, ``adopt``, ``spread``, ``meta``); ``legacy`` reads a stage's rows from a CSV of an older layout (:mod:`.adapters`), an arm's
 ``label`` and ``match`` saying which of them are its; ``docs`` lists the files whose ``study`` blocks the report
 fills (:mod:`.report`).
 

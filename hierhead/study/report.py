@@ -395,11 +395,14 @@ def meta_verdicts(plan: Plan, stage: Stage, dec: Decision, value: dict) -> dict[
         else:
             verdict = "inconclusive"
         out[a].update(p_holm=p, bonferroni=r_b, verdict=verdict,
-                      seeds_needed=_seeds_needed(out[a], dec, len(arms)) if verdict == "inconclusive" else None)
+                      seeds_needed=_meta_seeds(out[a], dec, len(arms)) if verdict == "inconclusive" else None)
     return out
 
 
-def _seeds_needed(result: dict, dec: Decision, arms: int, most: int = 1000) -> int | None:
+MOST_SEEDS = 1000  # the meta rule's search for the seeds a dataset would need
+
+
+def _meta_seeds(result: dict, dec: Decision, arms: int, most: int = MOST_SEEDS) -> int | None:
     """The seeds per pooled dataset for which the Bonferroni HKSJ half-width would reach the margin, each dataset's
     paired SD and tau^2 as measured (its weights 1 / (tau^2 + SD^2 / n)); None when not within ``most``."""
     from scipy import stats
@@ -434,7 +437,8 @@ def _meta_rule(plan: Plan, stage: Stage, dec: Decision, value: dict) -> list[str
                              f"[{_num(d['low'], True)}, {_num(d['high'], True)}] | |")
         p = r["pooled"]
         need = (f"; about {r['seeds_needed']} seeds a dataset would bring the interval within +-{dec.margin:g}"
-                if r["seeds_needed"] else "; tau^2 keeps the interval wider than the margin at any n"
+                if r["seeds_needed"] else f"; not within +-{dec.margin:g} at up to {MOST_SEEDS} seeds a dataset (tau^2 keeps "
+                "it wide)"
                 if r["verdict"] == "inconclusive" else "")
         lines.append(f"| **{a}** | **pooled (k={p['k']})**: tau^2 {p['tau2']:.2f}, I^2 {p['i2']:.0%}, Holm p "
                      f"{r['p_holm']:.3f} | | | **{_num(p['mean'], True)} [{_num(p['low'], True)}, "

@@ -15,6 +15,7 @@ import concurrent.futures
 import csv
 import json
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -140,9 +141,10 @@ def run(plan: Plan, workers: int = 1, threads: int | None = None, dry_run: bool 
         shared = len(shared_runs(plan, st["stage"], st["pending"])) if st["pending"] and not st["waits"] else 0
         sharing = f" ({shared} sharing an earlier job's run)" if shared else ""
         to_train = len(st["pending"]) - shared
-        secs = sorted(float(r["seconds"]) for r in read_rows(plan, st["stage"]) if r.get("seconds") and not r.get("same_as"))
-        left = (f"; about {secs[len(secs) // 2] * to_train / max(1, workers) / 3600:.1f} h left at the rows' median "
-                f"{secs[len(secs) // 2] / 60:.0f} min a job, {max(1, workers)} at a time") if secs and to_train else ""
+        secs = [float(r["seconds"]) for r in read_rows(plan, st["stage"]) if r.get("seconds") and not r.get("same_as")]
+        job = statistics.median(secs) if secs else None
+        left = (f"; about {job * to_train / max(1, workers) / 3600:.1f} h left at the rows' median "
+                f"{job / 60:.0f} min a job, {max(1, workers)} at a time") if job and to_train else ""
         log(f"{plan.name}/{st['stage']}: {st['jobs']} jobs, {st['done']} with rows, {len(st['finished'])} finished "
             f"to merge, {len(st['pending'])} pending{sharing}{wait}{left}")
         for j in st["pending"][:5]:
@@ -206,6 +208,8 @@ def _run(plan: Plan, workers: int, threads: int, log: Callable[[str], None]) -> 
 def _merge_shared(plan: Plan, stage, shared: dict[Job, Job]) -> None:
     """The rows of jobs that share an earlier job's run, as soon as that run has its row: its scores, the job's
     own arm, design and settings, ``same_as`` naming the run (no seconds of its own)."""
+    if not shared:
+        return
     done = {_row_key(r): r for r in read_rows(plan, stage.name)}
     _merge(plan, stage.name, [{**done[lead.row_key()], "arm": j.arm, "design": stage.arm(j.arm).design,
                                "settings": _settings(plan, j), "same_as": lead.key, "seconds": ""}
