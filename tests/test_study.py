@@ -62,8 +62,9 @@ stages:
 """
 
 
-def _rows(plan, stage: str, values: dict) -> None:
-    """Write a stage's rows by hand (no training): values[(dataset, arm, seed)] = mAP."""
+def _rows(plan, stage: str, values: dict, seconds: dict | None = None) -> None:
+    """Write a stage's rows by hand (no training): values[(dataset, arm, seed)] = mAP (seconds: the same keys, or
+    60 each)."""
     from hierhead.study.protocols import settings_json
 
     path = plan.rows_file(stage)
@@ -75,7 +76,8 @@ def _rows(plan, stage: str, values: dict) -> None:
         for job in plan.jobs(stage):
             w.writerow({"study": plan.name, "stage": stage, "dataset": job.dataset, "arm": job.arm,
                         "design": plan.stage(stage).arm(job.arm).design, "seed": job.seed, "fraction": job.fraction,
-                        "settings": settings_json(plan.settings(job, made)), "seconds": 60,
+                        "settings": settings_json(plan.settings(job, made)),
+                        "seconds": (seconds or {}).get((job.dataset, job.arm, job.seed), 60),
                         "mAP": values[(job.dataset, job.arm, job.seed)]})
 
 
@@ -302,6 +304,37 @@ def test_a_second_runner_of_the_same_plan_is_refused(tmp_path, capsys):
     assert err == (f"hierhead study: error: toy.yaml: another 'hierhead study run' is running this plan ({plan.runs}); "
                    f"wait for it to end\n")
     assert main(["study", "run", str(plan.path), "--dry-run"]) == 0  # a dry run reads only
+
+
+def test_the_holds_rule_keeps_a_cheaper_change_only_where_no_dataset_loses_more_than_the_margin(tmp_path):
+    from scipy import stats
+
+    body = _ten_seeds_holdout("toy, toy2") + """
+      today: {design: "9An{9}"}
+      half: {design: "9An{9}", set: {max_steps: 300}}
+      small: {design: "9An{9}", set: {image_size: 256}}
+    decision: {baseline: today, margin: 1.0, rule: holds}
+"""
+    plan = load_plan(_plan(tmp_path, body))
+    wiggle = [0.1, -0.1, 0.2, -0.2, 0.0, 0.1, -0.1, 0.3, -0.3, 0.0]
+    values = {(d, "today", s): 50.0 for d in ("toy", "toy2") for s in range(10)}
+    values |= {(d, "half", s): 49.8 + wiggle[s] for d in ("toy", "toy2") for s in range(10)}  # -0.2: holds
+    values |= {("toy", "small", s): 50.0 + wiggle[s] for s in range(10)}
+    values |= {("toy2", "small", s): 48.5 + wiggle[s] for s in range(10)}  # -1.5 on toy2: does not hold
+    seconds = {k: {"today": 600.0, "half": 300.0 + k[2], "small": 400.0}[k[1]] for k in values}
+    _rows(plan, "holdout", values, seconds)
+    write_report(plan)
+    text = (plan.rows / "report.md").read_text()
+    half = stats.t.ppf(0.975, 9) * stats.tstd(wiggle) / 10 ** 0.5
+    mean = sum(wiggle) / 10
+    assert f"| half | toy | 10 | {-0.2 + mean:+.2f} [{-0.2 + mean - half:+.2f}, {-0.2 + mean + half:+.2f}] | " \
+           f"{(300 + 4.5) / 600:.2f}x | holds |" in text  # the median of 300 + seed over 600
+    assert "| **half** | **all** | | | | **holds** |" in text
+    assert f"| small | toy2 | 10 | {-1.5 + mean:+.2f} [{-1.5 + mean - half:+.2f}, {-1.5 + mean + half:+.2f}] | 0.67x | " \
+           "does not hold |" in text
+    assert "| **small** | **all** | | | | **does not hold** |" in text
+    with pytest.raises(PlanError, match="decision.rule holds needs a margin"):
+        load_plan(_plan(tmp_path, body.replace("margin: 1.0, ", ""), name="bad"))
 
 
 def test_the_spread_rule_compares_two_differences_sds_with_a_bootstrap(tmp_path):

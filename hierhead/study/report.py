@@ -74,8 +74,7 @@ def stage_table(plan: Plan, stage: Stage) -> str:
     for p in stage.picks if complete else ():
         lines += ["", f"Pick `{stage.name}.{p.name}` ({_pick_rule(p, metric)}): {made[f'{stage.name}.{p.name}']!r}."]
     for dec in stage.decisions if complete else ():
-        lines += ["", *{"holm": _holm_rule, "adopt": _adopt, "spread": _spread_rule, "meta": _meta_rule}[dec.rule](
-            plan, stage, dec, value)]
+        lines += ["", *RULES[dec.rule](plan, stage, dec, value)]
     return "\n".join(lines) + "\n"
 
 
@@ -182,6 +181,11 @@ def summary_table(plan: Plan, stage: Stage, arm: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _compared(stage: Stage, dec: Decision) -> list[str]:
+    """The arms a decision compares with its baseline (``arms``, default every other arm), in the stage's order."""
+    return [a.name for a in stage.arms if a.name != dec.baseline and (not dec.arms or a.name in dec.arms)]
+
+
 def compact_table(plan: Plan, stage: Stage, baseline: str | None = None) -> str:
     """A ``holm`` decision of the stage (the one against ``baseline``, default the first) in one table: an arm per
     line, a dataset per column, each cell the paired difference to the baseline [95 % CI] and its verdict (bold
@@ -193,15 +197,13 @@ def compact_table(plan: Plan, stage: Stage, baseline: str | None = None) -> str:
     verdicts = _decisions(plan, dec, row_values(rows, plan.metric))
     head = "| design |" + "".join(f" {d.name} |" for d in plan.datasets_of(stage.name))
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for a in stage.arms:
-        if a.name == dec.baseline or (dec.arms and a.name not in dec.arms):
-            continue
+    for a in _compared(stage, dec):
         cells = []
         for d in plan.datasets_of(stage.name):
-            v = verdicts[(d.name, a.name)]
+            v = verdicts[(d.name, a)]
             cell = f"{_num(v['mean'], True)} [{_num(v['low'], True)}, {_num(v['high'], True)}] {v['verdict']}"
             cells.append(f"**{cell}**" if v["verdict"] in ("better", "worse") else cell)
-        lines.append(f"| `{a.row_label}` | " + " | ".join(cells) + " |")
+        lines.append(f"| `{stage.arm(a).row_label}` | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -278,16 +280,14 @@ def adopt_verdicts(plan: Plan, stage: Stage, dec: Decision, value: dict) -> dict
     pairs = _pairs(dec, value)
     names = [d.name for d in plan.datasets_of(stage.name)]
     out = {}
-    for a in stage.arms:
-        if a.name == dec.baseline or (dec.arms and a.name not in dec.arms):
-            continue
-        everything = [d for n in names for d in pairs.get((n, a.name), [])]
+    for a in _compared(stage, dec):
+        everything = [d for n in names for d in pairs.get((n, a), [])]
         mean, lo, hi = paired_interval(everything, dec.alpha)
-        per = {n: sum(pairs[(n, a.name)]) / len(pairs[(n, a.name)]) for n in names if pairs.get((n, a.name))}
+        per = {n: sum(pairs[(n, a)]) / len(pairs[(n, a)]) for n in names if pairs.get((n, a))}
         adopt = mean > 0 and lo >= -dec.margin and min(per.values()) >= -dec.margin
         why = ("mean <= 0" if mean <= 0 else f"lower bound {lo:+.2f} < -{dec.margin:g}" if lo < -dec.margin
                else f"{min(per, key=per.get)} {min(per.values()):+.2f}")
-        out[a.name] = {"n": len(everything), "mean": mean, "low": lo, "high": hi, "per": per, "adopt": adopt,
+        out[a] = {"n": len(everything), "mean": mean, "low": lo, "high": hi, "per": per, "adopt": adopt,
                        "verdict": "adopt" if adopt else f"keep {dec.baseline} ({why})"}
     return out
 
@@ -314,6 +314,48 @@ def _adopt(plan: Plan, stage: Stage, dec: Decision, value: dict) -> list[str]:
         lines.append(f"| {a} | {_num(r['mean'], True)} [{_num(r['low'], True)}, {_num(r['high'], True)}] | {r['n']} | "
                      + " | ".join(_num(r['per'][n], True) if n in r['per'] else "n/a" for n in names)
                      + f" | {r['verdict']} |")
+    return lines
+
+
+def holds_verdicts(plan: Plan, stage: Stage, dec: Decision, value: dict) -> dict[str, dict]:
+    """arm -> the ``holds`` rule's result: ``per`` (dataset -> n, mean, low, high of the paired difference to the
+    baseline, ``time``: the median over seeds of the arm's run seconds over the baseline's, same seed) and
+    ``holds`` (the lower bound >= -margin on every dataset, each with >= 2 pairs)."""
+    import statistics
+
+    rows, _ = stage_rows(plan, stage.name)
+    seconds = {(r["dataset"], r["arm"], int(r["seed"]), float(r["fraction"])): float(r["seconds"])
+               for r in rows if r.get("seconds")}
+    pairs = _pairs(dec, value)
+    names = [d.name for d in plan.datasets_of(stage.name)]
+    out = {}
+    for a in _compared(stage, dec):
+        per = {}
+        for n in names:
+            diffs = pairs.get((n, a), [])
+            mean, lo, hi = paired_interval(diffs, dec.alpha) if diffs else (math.nan,) * 3
+            ratios = [seconds[k] / seconds[(n, dec.baseline, *k[2:])] for k in seconds
+                      if k[0] == n and k[1] == a and seconds.get((n, dec.baseline, *k[2:]))]
+            per[n] = {"n": len(diffs), "mean": mean, "low": lo, "high": hi,
+                      "time": statistics.median(ratios) if ratios else math.nan}
+        holds = all(p["n"] > 1 and p["low"] >= -dec.margin for p in per.values())
+        out[a] = {"per": per, "holds": holds}
+    return out
+
+
+def _holds_rule(plan: Plan, stage: Stage, dec: Decision, value: dict) -> list[str]:
+    """The ``holds`` rule's table: per arm and dataset, the paired difference, its interval and the time ratio."""
+    lines = [f"Against `{dec.baseline}` (rule `holds`: the lower bound of the paired {1 - dec.alpha:.0%} t interval "
+             f">= -{dec.margin:g} on every dataset; no correction across arms, each is its own change; time: the "
+             f"median over seeds of the run's seconds over `{dec.baseline}`'s, same seed):", "",
+             f"| arm | dataset | n | minus {dec.baseline} [{1 - dec.alpha:.0%} CI] | time | verdict |",
+             "|---|---|---|---|---|---|"]
+    for a, r in holds_verdicts(plan, stage, dec, value).items():
+        for n, d in r["per"].items():
+            ok = d["n"] > 1 and d["low"] >= -dec.margin
+            lines.append(f"| {a} | {n} | {d['n']} | {_num(d['mean'], True)} [{_num(d['low'], True)}, "
+                         f"{_num(d['high'], True)}] | {d['time']:.2f}x | {'holds' if ok else 'does not hold'} |")
+        lines.append(f"| **{a}** | **all** | | | | **{'holds' if r['holds'] else 'does not hold'}** |")
     return lines
 
 
@@ -370,7 +412,7 @@ def meta_verdicts(plan: Plan, stage: Stage, dec: Decision, value: dict) -> dict[
     pairs = _pairs(dec, value)
     names = [d.name for d in plan.datasets_of(stage.name)]
     pooled_names = [n for n in (dec.pool or names) if n != dec.origin]
-    arms = [a.name for a in stage.arms if a.name != dec.baseline and (not dec.arms or a.name in dec.arms)]
+    arms = _compared(stage, dec)
     out = {}
     for a in arms:
         per = {}
@@ -444,6 +486,10 @@ def _meta_rule(plan: Plan, stage: Stage, dec: Decision, value: dict) -> list[str
                      f"{r['p_holm']:.3f} | | | **{_num(p['mean'], True)} [{_num(p['low'], True)}, "
                      f"{_num(p['high'], True)}]** | **{r['verdict']}**{need} |")
     return lines
+
+
+RULES = {"holm": _holm_rule, "adopt": _adopt, "spread": _spread_rule, "meta": _meta_rule, "holds": _holds_rule}
+"""Each decision rule's table writer (:class:`~hierhead.study.plan.Decision` says what each decides)."""
 
 
 def _decisions(plan: Plan, dec: Decision, value: dict) -> dict:
