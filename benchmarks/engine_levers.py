@@ -1,0 +1,103 @@
+"""The engine's training step under each of issue 41's levers, side by side in one run: seconds an image relative
+to today's defaults (below 1: faster).
+
+Each variant is ``hierhead train`` with the built-in defaults (cards/train, batch 8, 320 px, 2 loader workers,
+no validation, no checkpoints) plus its overrides; the variants run one after another in every round, the
+rounds repeat, and each variant's median images/s over the rounds is compared with today's. The first
+``--warmup`` steps of each run are not timed (a compiled variant compiles in them: say so by raising it).
+What a variant computes: the same function (``cache_images``, loader workers, ``compile``: the backbone's
+forward compiled in place by ``torch.compile``, set up here by a callback, not an engine setting) or a cheaper
+one (bf16 autocast, a smaller input, more of the backbone frozen), whose accuracy is a study's question
+(studies/engine-speed.yaml), not this script's. ``batch 16`` compares seconds an image, not a step.
+
+    python benchmarks/engine_levers.py [--steps 25] [--rounds 2] [--warmup 5] [--threads 2]
+                                       [--only NAME ...] [--data ../shared/datasets/cards]
+
+Not timed here: ``cache_images``' one decode before training (its table line is the steps it speeds up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from hierhead.engine import parse_overrides, resolve
+from hierhead.engine.trainer import train
+
+VARIANTS: dict[str, list[str]] = {
+    "today": [],
+    "bf16-mixed": ["precision=bf16-mixed"],
+    "cache_images": ["cache_images=true"],
+    "1 loader worker": ["num_workers=1"],
+    "no loader workers": ["num_workers=0"],
+    "compile backbone": [],  # CompileBackbone below
+    "256 px": ["image_size=256"],
+    "frozen_stages 2": ["frozen_stages=2"],
+    "batch 16": ["batch_size=16"],
+}
+
+
+class StepTimes(Callback):
+    """The time at the end of every training step."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_train_batch_end(self, *args) -> None:
+        self.times.append(time.perf_counter())
+
+
+class CompileBackbone(Callback):
+    """``torch.compile`` of the backbone's forward, in place (``nn.Module.compile``: the state dict keeps its keys)."""
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        pl_module.model.backbone.compile()
+
+
+def images_per_second(times: list[float], batch: int, warmup: int) -> float:
+    t = times[warmup:]
+    return batch * (len(t) - 1) / (t[-1] - t[0])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="../shared/datasets/cards")
+    ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--only", nargs="+", choices=list(VARIANTS), help="these variants (today always runs)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names = ["today"] + [n for n in (args.only or VARIANTS) if n != "today"]
+    rates: dict[str, list[float]] = {n: [] for n in names}
+    for _ in range(args.rounds):
+        for name in names:
+            over = parse_overrides([f"data.path={args.data}", f"max_steps={args.steps}", "validate=false",
+                                    "progress=false", "plots=false", "checkpoint_every_n_steps=null", "seed=0",
+                                    *VARIANTS[name]])
+            config = resolve(None, over)
+            steps = StepTimes()
+            callbacks = [steps] + ([CompileBackbone()] if name == "compile backbone" else [])
+            with tempfile.TemporaryDirectory() as tmp:
+                train({**config, "out": tmp}, callbacks=callbacks)
+            rates[name].append(images_per_second(steps.times, config["batch_size"], args.warmup))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()}; built-in defaults on {args.data}, {args.steps} steps "
+          f"({args.warmup} warm-up), {args.rounds} rounds")
+    print("| variant | images/s (median) | runs | seconds an image / today's |")
+    print("| --- | ---: | --- | ---: |")
+    today = statistics.median(rates["today"])
+    for name in names:
+        r = statistics.median(rates[name])
+        print(f"| {name} | {r:.2f} | {', '.join(f'{x:.2f}' for x in rates[name])} | {today / r:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
