@@ -4,6 +4,11 @@ step split into its phases, the per-run costs (validation, checkpoints) and the 
 the step's achieved FLOP/s against this CPU's fp32 GEMM rate measured in the same process.
 
     python benchmarks/profile_step.py [--steps 20] [--warmup 3] [--threads 2] [--data ../shared/datasets/cards]
+                                      [--ops 15] [--set KEY=VALUE ...]
+
+``--ops N``: besides, the N operators with the most self CPU time in 3 compute steps (torch.profiler), ms a
+step and share; ``--set``: settings over the built-in defaults (``fold_frozen_norms=false``: the step before
+that fold).
 
 Phases of a step (each timed with perf_counter around the same calls torchvision's SSD.forward makes, on
 real batches decoded and augmented beforehand, so that the data's own cost is timed apart):
@@ -53,17 +58,19 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ops", type=int, default=0, help="also the N operators with the most self CPU time")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="settings over the defaults")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from hierhead.engine import resolve
+    from hierhead.engine import parse_overrides, resolve
     from hierhead.engine.infer import run_model
     from hierhead.engine.trainer import prepare, train
     from hierhead.metrics import mean_ap
 
     config = resolve(None, {"data": {"path": args.data}, "max_steps": args.steps + args.warmup, "num_workers": 0,
                             "validate": False, "progress": False, "plots": False, "checkpoint_every_n_steps": None,
-                            "seed": 0})
+                            "seed": 0, **parse_overrides(args.set)})
     module, dm = prepare({**config, "validate": True})  # its val set: the validation timed below
     model = module.model.train()
     opt_cfg = module.configure_optimizers()
@@ -152,6 +159,27 @@ def main() -> None:
           f"({train_flops / engine / 1e9 / peak:.0%} of it)")
     print(f"a default run (600 steps, 3 validations, ~5 checkpoints) from these: "
           f"{(600 * engine + 3 * validation + 5 * checkpoint) / 60:.1f} min")
+    if args.ops:
+        operators(model.train(), opt, batches[:3], args.ops)
+
+
+def operators(model, opt, batches, top: int) -> None:
+    """The ``top`` operators by self CPU time over the compute steps of ``batches`` (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for images, targets in batches:
+            losses = model(images, [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets])
+            opt.zero_grad(set_to_none=True)
+            sum(losses.values()).backward()
+            opt.step()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    print("| operator | calls a step | ms a step | share of self CPU time |")
+    print("| --- | ---: | ---: | ---: |")
+    for e in events[:top]:
+        print(f"| `{e.key}` | {e.count / len(batches):.0f} | {e.self_cpu_time_total / 1000 / len(batches):.0f} | "
+              f"{e.self_cpu_time_total / total:.1%} |")
 
 
 if __name__ == "__main__":

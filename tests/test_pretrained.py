@@ -248,3 +248,84 @@ def test_frozen_stages_on_a_torchvision_backbone_is_refused_not_ignored():
                                          r"ssdlite320_mobilenet_v3; set model_kwargs.frozen_stages=0"):
         build("ssdlite320_mobilenet_v3", 3, frozen_stages=2)
     build("ssdlite320_mobilenet_v3", 3, frozen_stages=0, image_size=128)  # 0 is nothing to do
+
+
+@pytest.mark.parametrize("name,options,pairs", [(LITE0, {}, 48), ("ssdlite_timm", {"backbone": "resnet10t"}, 13)])
+def test_frozen_norms_folded_into_their_convs_train_the_same_function_with_the_same_state(name, options, pairs,
+                                                                                            shipped):
+    """Folded: every frozen norm of the pretrained body joins the conv before it; losses and gradients equal the
+    unfolded model's (float rounding aside), the state dict is the same, and a copy (EMA's) folds its own
+    weights, not the original's."""
+    import copy
+
+    from timm.layers import freeze_batch_norm_2d
+
+    from hierhead.engine.freezing import fold_frozen_norms, unfold_frozen_norms
+
+    torch.manual_seed(0)
+    model = build(name, 3, image_size=128, backbone_weights=shipped[0] if name == LITE0 else None, **options).train()
+    if name != LITE0:  # no weights ship for it: its batch norm frozen as a pretrained body's is
+        model.backbone.body = freeze_batch_norm_2d(model.backbone.body)
+    images = [torch.rand(3, 128, 128) for _ in range(2)]
+    targets = [{"boxes": torch.tensor([[10.0, 20.0, 70.0, 90.0]]), "labels": torch.tensor([1])} for _ in range(2)]
+
+    def loss_and_grads():
+        model.zero_grad()
+        loss = sum(model(images, targets).values())
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    keys = list(model.state_dict())
+    plain_loss, plain_grads = loss_and_grads()
+    body = backbone_body(model)
+    assert fold_frozen_norms(body) == pairs and fold_frozen_norms(body) == 0  # once
+    folded_loss, folded_grads = loss_and_grads()
+    assert list(model.state_dict()) == keys and folded_grads.keys() == plain_grads.keys()
+    assert torch.allclose(folded_loss, plain_loss, rtol=1e-5)
+    for n, g in plain_grads.items():
+        assert torch.allclose(folded_grads[n], g, rtol=1e-2, atol=1e-5 * g.abs().max().item()), n
+    twin = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        for p in backbone_body(twin).parameters():
+            p.mul_(0.5)
+        x = torch.rand(1, 3, 128, 128)
+        halved = list(backbone_body(twin)(x))  # the body's feature maps
+        unfold_frozen_norms(backbone_body(twin))
+        assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(halved, backbone_body(twin)(x)))
+        assert not torch.allclose(halved[-1], list(body.eval()(x))[-1])  # its own weights
+
+
+def test_a_fold_that_would_change_the_function_is_undone():
+    """Module order is not data flow: a conv whose output also bypasses the norm after it is not folded."""
+    from torchvision.ops import FrozenBatchNorm2d
+
+    from hierhead.engine.freezing import fold_frozen_norms
+
+    class Bypass(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.norm = torch.nn.Conv2d(3, 4, 3, padding=1), FrozenBatchNorm2d(4)
+            self.norm.weight.fill_(2.0)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return self.norm(y) + y
+
+    net = Bypass()
+    x = torch.rand(1, 3, 8, 8)
+    before = net(x)
+    assert fold_frozen_norms(net) == 0 and "forward" not in vars(net.conv) and torch.equal(net(x), before)
+
+
+def test_the_defaults_train_with_folded_norms_and_the_pinned_recipe_of_2026_12_without():
+    from hierhead.engine.recipes import resolve
+    from hierhead.engine.trainer import prepare
+
+    base = {"data": {"path": "synthetic:classes=2,train=4,test=2,size=64"}, "num_workers": 0, "image_size": 128,
+            "validate": False}
+
+    def folded(module):
+        return sum("_hierhead_norm" in vars(m) for m in backbone_body(module.model).modules())
+
+    assert folded(prepare(resolve(None, base))[0]) == 48
+    assert folded(prepare(resolve("defaults-2026-12", base))[0]) == 0  # as the runs of that day computed

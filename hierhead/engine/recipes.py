@@ -93,6 +93,9 @@ DEFAULTS: dict[str, Any] = {
     "gradient_clip": None,
     "precision": "32-true",
     "channels_last": True,
+    # the backbone's frozen batch norms folded into the convs before them while training (engine/freezing.py,
+    # fold_frozen_norms): the same function in fewer passes a step (float rounding aside)
+    "fold_frozen_norms": True,
     "deterministic": False,
     "seed": 0,
     "num_workers": 2,

@@ -211,7 +211,8 @@ def prepare(config: dict) -> tuple[DetectorModule, DetectionDataModule]:
         int(config["epochs"] or 1) * max(1, len(train_set) // int(config["batch_size"]))
     module = DetectorModule(spec, config["optimizer"], config["schedule"], total, config["metric"],
                             backbone_weights(config), bool(config.get("torchvision_weights")),
-                            bool(config.get("channels_last")), config.get("init"), config.get("frozen_stages") or 0)
+                            bool(config.get("channels_last")), config.get("init"), config.get("frozen_stages") or 0,
+                            bool(config.get("fold_frozen_norms")))
     if int(config["batch_size"]) < 2 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training
                                              for m in module.model.modules()):  # torch fails at the first step
         raise ValueError(f"batch_size={config['batch_size']}: {config['model']} trains batch-norm layers, which need "
