@@ -40,6 +40,7 @@ VARIANTS: dict[str, list[str]] = {
     "compile backbone": [],  # CompileBackbone below
     "256 px": ["image_size=256"],
     "frozen_stages 2": ["frozen_stages=2"],
+    "256 px + frozen_stages 2": ["image_size=256", "frozen_stages=2"],  # engine-speed's `all`, a step of it
     "batch 16": ["batch_size=16"],
 }
 
