@@ -5,8 +5,8 @@ Each variant is ``hierhead train --recipe defaults-2026-12`` (issue 41's baselin
 320 px, 2 loader workers; here no validation, no checkpoints) plus its overrides, one lever at a time; the
 variants run one after another in every round, the rounds repeat, and each variant's median images/s over the
 rounds is compared with the baseline's. The first ``--warmup`` steps of each run are not timed (a compiled
-variant compiles in them: say so by raising it). What a variant computes: the same function (the frozen norms
-folded, ``cache_images``, loader workers, ``compile``: the backbone's
+variant compiles in them: say so by raising it). What a variant computes: the same function (the rewrites of
+``hierhead/engine/speed.py``, ``cache_images``, loader workers, ``compile``: the backbone's
 forward compiled in place by ``torch.compile``, set up here by a callback, not an engine setting) or a cheaper
 one (bf16 autocast, a smaller input, more of the backbone frozen), whose accuracy is a study's question
 (studies/engine-speed.yaml), not this script's. ``batch 16`` compares seconds an image, not a step.
@@ -33,6 +33,8 @@ from hierhead.engine.trainer import train
 VARIANTS: dict[str, list[str]] = {
     "defaults-2026-12": [],
     "frozen norms folded": ["fold_frozen_norms=true"],
+    "same padding in the kernel": ["unpadded_same_convs=true"],
+    "both rewrites (today's defaults)": ["fold_frozen_norms=true", "unpadded_same_convs=true"],
     "bf16-mixed": ["precision=bf16-mixed"],
     "cache_images": ["cache_images=true"],
     "1 loader worker": ["num_workers=1"],

@@ -3,8 +3,8 @@ loader alone (issue 41's goal: the engine's step <= 0.5x the plain loop's).
 
 The built-in defaults' detector (``ssdlite320_efficientnet_lite0`` on its ImageNet backbone, the general
 head, channels-last, AdamW with the backbone at 0.1x lr), batch 8, 320 px, CPU. The plain loop trains the
-same module (same trainable parameters, optimiser and schedule; its frozen batch norms not folded: the engine's
-``fold_frozen_norms`` is one of its own speed-ups) on one synthetic batch (8 random 320 px images, two boxes
+same module (same trainable parameters, optimiser and schedule; as built: the engine's rewrites of
+``hierhead/engine/speed.py`` are its own speed-ups) on one synthetic batch (8 random 320 px images, two boxes
 each: no data loading); the engine is ``hierhead train`` on cards/train with its loader
 (2 workers), augmentation, logging and checkpoint callbacks. Runs alternate (plain, engine, plain, ...);
 the median images/s of each is compared; the first steps of each run are warm-up.
@@ -89,7 +89,7 @@ def main() -> None:
     for _ in range(args.rounds):
         # plain eager loop: the same module (model, trainable parameters, optimiser, schedule), one batch
         torch.manual_seed(0)
-        module, _ = prepare({**config, "fold_frozen_norms": False})  # plain: the model as built, nothing folded
+        module, _ = prepare({**config, "fold_frozen_norms": False, "unpadded_same_convs": False})  # as built
         module.model.to(device)
         opt_cfg = module.configure_optimizers()
         opt, sched = opt_cfg["optimizer"], opt_cfg["lr_scheduler"]["scheduler"]

@@ -250,17 +250,18 @@ def test_frozen_stages_on_a_torchvision_backbone_is_refused_not_ignored():
     build("ssdlite320_mobilenet_v3", 3, frozen_stages=0, image_size=128)  # 0 is nothing to do
 
 
-@pytest.mark.parametrize("name,options,pairs", [(LITE0, {}, 48), ("ssdlite_timm", {"backbone": "resnet10t"}, 13)])
-def test_frozen_norms_folded_into_their_convs_train_the_same_function_with_the_same_state(name, options, pairs,
-                                                                                            shipped):
-    """Folded: every frozen norm of the pretrained body joins the conv before it; losses and gradients equal the
-    unfolded model's (float rounding aside), the state dict is the same, and a copy (EMA's) folds its own
-    weights, not the original's."""
+@pytest.mark.parametrize("name,options,rewritten", [(LITE0, {}, {"fold_frozen_norms": 48, "unpadded_same_convs": 5}),
+                                                  ("ssdlite_timm", {"backbone": "resnet10t"},
+                                                   {"fold_frozen_norms": 13, "unpadded_same_convs": 0})])
+def test_speed_rewrites_train_the_same_function_with_the_same_state(name, options, rewritten, shipped):
+    """The body's frozen norms folded into their convs and its TF-'same' convs computed without a padded copy:
+    losses and gradients equal the model as built (float rounding aside), the state dict is the same, each
+    rewrite is applied once, and a copy (EMA's) computes with its own weights, not the original's."""
     import copy
 
     from timm.layers import freeze_batch_norm_2d
 
-    from hierhead.engine.freezing import fold_frozen_norms, unfold_frozen_norms
+    from hierhead.engine import speed
 
     torch.manual_seed(0)
     model = build(name, 3, image_size=128, backbone_weights=shipped[0] if name == LITE0 else None, **options).train()
@@ -278,28 +279,50 @@ def test_frozen_norms_folded_into_their_convs_train_the_same_function_with_the_s
     keys = list(model.state_dict())
     plain_loss, plain_grads = loss_and_grads()
     body = backbone_body(model)
-    assert fold_frozen_norms(body) == pairs and fold_frozen_norms(body) == 0  # once
-    folded_loss, folded_grads = loss_and_grads()
-    assert list(model.state_dict()) == keys and folded_grads.keys() == plain_grads.keys()
-    assert torch.allclose(folded_loss, plain_loss, rtol=1e-5)
+    assert speed.apply(body, list(speed.REWRITES)) == rewritten
+    assert speed.apply(body, list(speed.REWRITES)) == dict.fromkeys(rewritten, 0)  # once
+    fast_loss, fast_grads = loss_and_grads()
+    assert list(model.state_dict()) == keys and fast_grads.keys() == plain_grads.keys()
+    assert torch.allclose(fast_loss, plain_loss, rtol=1e-5)
     for n, g in plain_grads.items():
-        assert torch.allclose(folded_grads[n], g, rtol=1e-2, atol=1e-5 * g.abs().max().item()), n
+        assert torch.allclose(fast_grads[n], g, rtol=1e-2, atol=1e-5 * g.abs().max().item()), n
     twin = copy.deepcopy(model).eval()
     with torch.no_grad():
         for p in backbone_body(twin).parameters():
             p.mul_(0.5)
-        x = torch.rand(1, 3, 128, 128)
+        x = torch.rand(1, 3, 96, 128)  # not square: each side's padding on its own
         halved = list(backbone_body(twin)(x))  # the body's feature maps
-        unfold_frozen_norms(backbone_body(twin))
+        speed.restore(backbone_body(twin))
+        assert not any("forward" in vars(m) for m in backbone_body(twin).modules())
         assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(halved, backbone_body(twin)(x)))
         assert not torch.allclose(halved[-1], list(body.eval()(x))[-1])  # its own weights
+    with pytest.raises(ValueError, match="speed rewrite 'fuse_everything': choose from fold_frozen_norms, "
+                                         "unpadded_same_convs"):
+        speed.apply(body, ["fuse_everything"])
 
 
-def test_a_fold_that_would_change_the_function_is_undone():
+def test_same_padding_in_the_kernel_is_the_padded_convolution_at_every_size_and_stride():
+    from timm.layers import Conv2dSame
+
+    from hierhead.engine import speed
+
+    torch.manual_seed(0)
+    for k, stride, groups in ((3, 2, 1), (5, 2, 4), (3, 1, 4), (4, 2, 1), (5, 3, 1)):
+        conv = Conv2dSame(4, 8, k, stride, groups=groups)
+        net = torch.nn.Sequential(conv)
+        for h, w in ((16, 16), (17, 16), (15, 21), (7, 9)):
+            x = torch.randn(2, 4, h, w)
+            padded = net(x)
+            assert speed.unpad_same_convs(net, check=(1, 4, h, w)) == 1, (k, stride, h, w)
+            assert torch.allclose(net(x), padded, atol=1e-6), (k, stride, h, w)
+            speed.restore(net)
+
+
+def test_a_rewrite_that_would_change_the_function_is_undone():
     """Module order is not data flow: a conv whose output also bypasses the norm after it is not folded."""
     from torchvision.ops import FrozenBatchNorm2d
 
-    from hierhead.engine.freezing import fold_frozen_norms
+    from hierhead.engine import speed
 
     class Bypass(torch.nn.Module):
         def __init__(self):
@@ -314,18 +337,20 @@ def test_a_fold_that_would_change_the_function_is_undone():
     net = Bypass()
     x = torch.rand(1, 3, 8, 8)
     before = net(x)
-    assert fold_frozen_norms(net) == 0 and "forward" not in vars(net.conv) and torch.equal(net(x), before)
+    assert speed.fold_frozen_norms(net, check=(1, 3, 8, 8)) == 0 and "forward" not in vars(net.conv)
+    assert "forward" not in vars(net.norm) and torch.equal(net(x), before)
 
 
-def test_the_defaults_train_with_folded_norms_and_the_pinned_recipe_of_2026_12_without():
+def test_the_defaults_train_with_the_speed_rewrites_and_the_pinned_recipe_of_2026_12_without():
     from hierhead.engine.recipes import resolve
     from hierhead.engine.trainer import prepare
 
     base = {"data": {"path": "synthetic:classes=2,train=4,test=2,size=64"}, "num_workers": 0, "image_size": 128,
             "validate": False}
 
-    def folded(module):
-        return sum("_hierhead_norm" in vars(m) for m in backbone_body(module.model).modules())
+    def rewritten(module):
+        return {flag: sum(flag in vars(m) for m in backbone_body(module.model).modules())
+                for flag in ("_hierhead_norm", "_hierhead_unpadded")}
 
-    assert folded(prepare(resolve(None, base))[0]) == 48
-    assert folded(prepare(resolve("defaults-2026-12", base))[0]) == 0  # as the runs of that day computed
+    assert rewritten(prepare(resolve(None, base))[0]) == {"_hierhead_norm": 48, "_hierhead_unpadded": 5}
+    assert rewritten(prepare(resolve("defaults-2026-12", base))[0]) == {"_hierhead_norm": 0, "_hierhead_unpadded": 0}

@@ -12,7 +12,7 @@ import torch
 from ..metrics import mean_ap
 from ..models import ModelSpec, build_from_spec
 from ..models.builders import backbone_body
-from . import freezing
+from . import freezing, speed
 from .optim import lr_scheduler, make_optimizer, prior_penalty
 
 __all__ = ["DetectorModule"]
@@ -35,8 +35,8 @@ class DetectorModule(pl.LightningModule):
         channels_last: NHWC convolutions (faster on CPU; the same function).
         init: a trained checkpoint every design starts from (units at 0).
         frozen_stages: the backbone body frozen through that feature level (:mod:`.freezing`).
-        fold_frozen_norms: the backbone body's frozen batch norms folded into their convs while training
-            (:func:`~hierhead.engine.freezing.fold_frozen_norms`: fewer passes a step; the same function and state).
+        speedups: the names of :mod:`.speed`'s rewrites applied to the backbone body while training
+            (``fold_frozen_norms``, ``unpadded_same_convs``: fewer passes a step; the same function and state).
     """
 
     #: No FLOP count: Lightning's ThroughputMonitor then logs samples/s only (without a warning).
@@ -45,7 +45,7 @@ class DetectorModule(pl.LightningModule):
     def __init__(self, spec: ModelSpec | dict, optimizer: dict | None = None, schedule: dict | None = None,
                  total_steps: int = 0, metric: str = "voc07", backbone_weights: str | None = None,
                  torchvision_weights: bool = False, channels_last: bool = False, init: str | None = None,
-                 frozen_stages: int = 0, fold_frozen_norms: bool = False) -> None:
+                 frozen_stages: int = 0, speedups: tuple[str, ...] = ()) -> None:
         super().__init__()
         spec = spec if isinstance(spec, ModelSpec) else ModelSpec.from_dict(spec)
         self.optimizer_cfg = dict(optimizer or {"name": "sgd", "lr": 0.01})
@@ -74,8 +74,7 @@ class DetectorModule(pl.LightningModule):
                                     "pretrained_backbone": self.spec.pretrained_backbone})
         if channels_last:  # NHWC convolutions: 1.39x faster CPU training steps (docs/benchmarks.md); same function
             self.model.to(memory_format=torch.channels_last)
-        if fold_frozen_norms:
-            freezing.fold_frozen_norms(backbone_body(self.model))
+        speed.apply(backbone_body(self.model), speedups)
         self._val: list = []
         self.last_val: list = []  # the last validation's (detections, target) pairs: the run's pictures
 

@@ -93,9 +93,11 @@ DEFAULTS: dict[str, Any] = {
     "gradient_clip": None,
     "precision": "32-true",
     "channels_last": True,
-    # the backbone's frozen batch norms folded into the convs before them while training (engine/freezing.py,
-    # fold_frozen_norms): the same function in fewer passes a step (float rounding aside)
+    # two rewrites of the backbone while training that compute the same function (float rounding aside) in fewer
+    # passes a step (engine/speed.py): frozen batch norms folded into the convs before them; TensorFlow's "same"
+    # padding of strided convs put in the kernel instead of a padded copy of the input
     "fold_frozen_norms": True,
+    "unpadded_same_convs": True,
     "deterministic": False,
     "seed": 0,
     "num_workers": 2,

@@ -30,6 +30,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ..models import ModelSpec
+from . import speed
 from .averaging import EMA
 from .budget import TimeBudget, parse_time
 from .choose import resolve_auto
@@ -212,7 +213,7 @@ def prepare(config: dict) -> tuple[DetectorModule, DetectionDataModule]:
     module = DetectorModule(spec, config["optimizer"], config["schedule"], total, config["metric"],
                             backbone_weights(config), bool(config.get("torchvision_weights")),
                             bool(config.get("channels_last")), config.get("init"), config.get("frozen_stages") or 0,
-                            bool(config.get("fold_frozen_norms")))
+                            tuple(name for name in speed.REWRITES if config.get(name)))
     if int(config["batch_size"]) < 2 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training
                                              for m in module.model.modules()):  # torch fails at the first step
         raise ValueError(f"batch_size={config['batch_size']}: {config['model']} trains batch-norm layers, which need "
