@@ -33,8 +33,6 @@ from hierhead.engine.trainer import train
 VARIANTS: dict[str, list[str]] = {
     "defaults-2026-12": [],
     "frozen norms folded": ["fold_frozen_norms=true"],
-    "same padding in the kernel": ["unpadded_same_convs=true"],
-    "both rewrites (today's defaults)": ["fold_frozen_norms=true", "unpadded_same_convs=true"],
     "bf16-mixed": ["precision=bf16-mixed"],
     "cache_images": ["cache_images=true"],
     "1 loader worker": ["num_workers=1"],

@@ -7,8 +7,8 @@ the step's achieved FLOP/s against this CPU's fp32 GEMM rate measured in the sam
                                       [--ops 15] [--set KEY=VALUE ...]
 
 ``--ops N``: besides, the N operators with the most self CPU time in 3 compute steps (torch.profiler), ms a
-step and share; ``--set``: settings over the built-in defaults (``fold_frozen_norms=false
-unpadded_same_convs=false``: the step before those rewrites).
+step and share; ``--set``: settings over the built-in defaults (``fold_frozen_norms=false``:
+the step before that rewrite).
 
 Phases of a step (each timed with perf_counter around the same calls torchvision's SSD.forward makes, on
 real batches decoded and augmented beforehand, so that the data's own cost is timed apart):

@@ -89,7 +89,7 @@ def main() -> None:
     for _ in range(args.rounds):
         # plain eager loop: the same module (model, trainable parameters, optimiser, schedule), one batch
         torch.manual_seed(0)
-        module, _ = prepare({**config, "fold_frozen_norms": False, "unpadded_same_convs": False})  # as built
+        module, _ = prepare({**config, "fold_frozen_norms": False})  # the model as built, nothing rewritten
         module.model.to(device)
         opt_cfg = module.configure_optimizers()
         opt, sched = opt_cfg["optimizer"], opt_cfg["lr_scheduler"]["scheduler"]

@@ -96,13 +96,32 @@ def test_cached_images_train_the_same_run_and_are_decoded_once(tmp_path, monkeyp
     real = readers.load_image
     monkeypatch.setattr(readers, "load_image", lambda path: decoded.append(path) or real(path))
     over = {"time": None, "max_steps": 12, "validate": False}  # 12 steps of batch 2 on 8 images: 3 epochs
-    plain = train(_config(tmp_path / "plain", **over))
+    plain = train(_config(tmp_path / "plain", cache_images=False, **over))
     reads = len(decoded)
     decoded.clear()
     cached = train(_config(tmp_path / "cached", cache_images=True, **over))
     assert reads == 24 and len(decoded) == 8  # every image once, however many epochs
     a, b = (torch.load(r["last"], weights_only=True)["state_dict"] for r in (plain, cached))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_default_caches_when_it_can_and_says_why_not_only_when_asked(tmp_path, monkeypatch, recwarn):
+    """cache_images: auto (the default) keeps the images when they fit and the workers fork, quietly otherwise;
+    true says why not; any other value is refused by name."""
+    import multiprocessing
+
+    from hierhead.engine.trainer import prepare
+
+    over = {"num_workers": 2, "validate": False}
+    assert _config(tmp_path / "a")["cache_images"] == "auto"
+    assert prepare(_config(tmp_path / "a", **over))[1].train_set.decoded is not None
+    monkeypatch.setattr(multiprocessing, "get_start_method", lambda *a, **k: "spawn")
+    assert prepare(_config(tmp_path / "a", **over))[1].train_set.decoded is None
+    assert not [w for w in recwarn if "cache_images" in str(w.message)]
+    with pytest.warns(UserWarning, match=r"cache_images: not kept \(the loader's workers are not forked"):
+        prepare(_config(tmp_path / "a", cache_images=True, **over))
+    with pytest.raises(ValueError, match="cache_images='always': expected true, false or auto"):
+        prepare(_config(tmp_path / "a", cache_images="always", **over))
 
 
 def test_mosaic_tiles_four_samples_with_their_boxes_and_is_seeded():

@@ -250,12 +250,11 @@ def test_frozen_stages_on_a_torchvision_backbone_is_refused_not_ignored():
     build("ssdlite320_mobilenet_v3", 3, frozen_stages=0, image_size=128)  # 0 is nothing to do
 
 
-@pytest.mark.parametrize("name,options,rewritten", [(LITE0, {}, {"fold_frozen_norms": 48, "unpadded_same_convs": 5}),
-                                                  ("ssdlite_timm", {"backbone": "resnet10t"},
-                                                   {"fold_frozen_norms": 13, "unpadded_same_convs": 0})])
+@pytest.mark.parametrize("name,options,rewritten", [(LITE0, {}, {"fold_frozen_norms": 48}),
+                                                  ("ssdlite_timm", {"backbone": "resnet10t"}, {"fold_frozen_norms": 13})])
 def test_speed_rewrites_train_the_same_function_with_the_same_state(name, options, rewritten, shipped):
-    """The body's frozen norms folded into their convs and its TF-'same' convs computed without a padded copy:
-    losses and gradients equal the model as built (float rounding aside), the state dict is the same, each
+    """The body's frozen norms folded into their convs (the TF-'same' strided convs of EfficientNet-Lite0 among
+    them): losses and gradients equal the model as built (float rounding aside), the state dict is the same, each
     rewrite is applied once, and a copy (EMA's) computes with its own weights, not the original's."""
     import copy
 
@@ -296,26 +295,8 @@ def test_speed_rewrites_train_the_same_function_with_the_same_state(name, option
         assert not any("forward" in vars(m) for m in backbone_body(twin).modules())
         assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(halved, backbone_body(twin)(x)))
         assert not torch.allclose(halved[-1], list(body.eval()(x))[-1])  # its own weights
-    with pytest.raises(ValueError, match="speed rewrite 'fuse_everything': choose from fold_frozen_norms, "
-                                         "unpadded_same_convs"):
+    with pytest.raises(ValueError, match="speed rewrite 'fuse_everything': choose from fold_frozen_norms"):
         speed.apply(body, ["fuse_everything"])
-
-
-def test_same_padding_in_the_kernel_is_the_padded_convolution_at_every_size_and_stride():
-    from timm.layers import Conv2dSame
-
-    from hierhead.engine import speed
-
-    torch.manual_seed(0)
-    for k, stride, groups in ((3, 2, 1), (5, 2, 4), (3, 1, 4), (4, 2, 1), (5, 3, 1)):
-        conv = Conv2dSame(4, 8, k, stride, groups=groups)
-        net = torch.nn.Sequential(conv)
-        for h, w in ((16, 16), (17, 16), (15, 21), (7, 9)):
-            x = torch.randn(2, 4, h, w)
-            padded = net(x)
-            assert speed.unpad_same_convs(net, check=(1, 4, h, w)) == 1, (k, stride, h, w)
-            assert torch.allclose(net(x), padded, atol=1e-6), (k, stride, h, w)
-            speed.restore(net)
 
 
 def test_a_rewrite_that_would_change_the_function_is_undone():
@@ -341,7 +322,7 @@ def test_a_rewrite_that_would_change_the_function_is_undone():
     assert "forward" not in vars(net.norm) and torch.equal(net(x), before)
 
 
-def test_the_defaults_train_with_the_speed_rewrites_and_the_pinned_recipe_of_2026_12_without():
+def test_the_defaults_train_with_folded_norms_and_the_pinned_recipe_of_2026_12_without():
     from hierhead.engine.recipes import resolve
     from hierhead.engine.trainer import prepare
 
@@ -350,7 +331,7 @@ def test_the_defaults_train_with_the_speed_rewrites_and_the_pinned_recipe_of_202
 
     def rewritten(module):
         return {flag: sum(flag in vars(m) for m in backbone_body(module.model).modules())
-                for flag in ("_hierhead_norm", "_hierhead_unpadded")}
+                for flag in ("_hierhead_norm", "_hierhead_folded")}
 
-    assert rewritten(prepare(resolve(None, base))[0]) == {"_hierhead_norm": 48, "_hierhead_unpadded": 5}
-    assert rewritten(prepare(resolve("defaults-2026-12", base))[0]) == {"_hierhead_norm": 0, "_hierhead_unpadded": 0}
+    assert rewritten(prepare(resolve(None, base))[0]) == {"_hierhead_norm": 48, "_hierhead_folded": 48}
+    assert rewritten(prepare(resolve("defaults-2026-12", base))[0]) == {"_hierhead_norm": 0, "_hierhead_folded": 0}

@@ -36,7 +36,7 @@ class DetectorModule(pl.LightningModule):
         init: a trained checkpoint every design starts from (units at 0).
         frozen_stages: the backbone body frozen through that feature level (:mod:`.freezing`).
         speedups: the names of :mod:`.speed`'s rewrites applied to the backbone body while training
-            (``fold_frozen_norms``, ``unpadded_same_convs``: fewer passes a step; the same function and state).
+            (``fold_frozen_norms``: fewer passes a step; the same function and state).
     """
 
     #: No FLOP count: Lightning's ThroughputMonitor then logs samples/s only (without a warning).

@@ -93,17 +93,16 @@ DEFAULTS: dict[str, Any] = {
     "gradient_clip": None,
     "precision": "32-true",
     "channels_last": True,
-    # two rewrites of the backbone while training that compute the same function (float rounding aside) in fewer
-    # passes a step (engine/speed.py): frozen batch norms folded into the convs before them; TensorFlow's "same"
-    # padding of strided convs put in the kernel instead of a padded copy of the input
+    # the backbone's frozen batch norms folded into the convs before them while training (engine/speed.py): the
+    # same function (float rounding aside) in fewer passes, 0.86x the step at 2 threads (docs/benchmarks.md)
     "fold_frozen_norms": True,
-    "unpadded_same_convs": True,
     "deterministic": False,
     "seed": 0,
     "num_workers": 2,
-    # keep the training images decoded in memory (RGB uint8; the same tensors, so the same run): off until
-    # its speed is measured (issue 41)
-    "cache_images": False,
+    # keep the training images decoded in memory (RGB uint8; the same tensors, so the same run): 0.87x the step at
+    # 2 threads (docs/benchmarks.md). auto: when they fit in a quarter of the free memory and the loader's workers
+    # fork, else quietly not; true: the same, saying why when not; false: never
+    "cache_images": "auto",
     "accelerator": "auto",
     "devices": 1,
     "num_nodes": 1,

@@ -1,33 +1,31 @@
 """Training-time rewrites of a backbone body that compute the same function in fewer passes over the activations
-(issue 41). Each replaces a conv's ``forward`` on the instance: the modules, their parameters and the state dict
-stay as built (checkpoints, fold and export see the model as it is), the conv's weight still trains, and a copy
-(EMA's ``deepcopy``) rewrites with its own weights. Each is a training setting, on in the built-in defaults and off
-in the pinned ``defaults-2026-12`` (the runs of that day computed without them):
+(issue 41). A rewrite replaces a module's ``forward`` on the instance: the modules, their parameters and the state
+dict stay as built (checkpoints, fold and export see the model as it is), the conv's weight still trains, and a
+copy (EMA's ``deepcopy``) rewrites with its own weights. Each is a training setting, on in the built-in defaults
+and off in the pinned ``defaults-2026-12`` (the runs of that day computed without it). One so far:
 
 - ``fold_frozen_norms`` (:func:`fold_frozen_norms`): a frozen batch norm after a conv is ``x * scale + shift``, two
   passes over each activation forward and one backward; folded into the conv, ``conv(x, W * scale) + shift``, it
-  costs weight-sized work instead, and the norm keeps only its activation.
-- ``unpadded_same_convs`` (:func:`unpad_same_convs`): timm's ``Conv2dSame`` (TensorFlow's "same" padding, as the
-  EfficientNet-Lite0 weights were trained) pads its input into a new tensor every call (a copy and a fill forward,
-  a slice copy backward). A strided conv whose "same" padding puts one more zero row / column at the bottom / right
-  reads the same windows as the conv with its kernel grown by one zero row / column at the top / left and the
-  larger padding on both sides: exact, without the copy (a 4x4 kernel for a 3x3, 6x6 for a 5x5).
+  costs weight-sized work instead, and the norm keeps only its activation (0.86x the step at 2 threads, 0.83x at
+  one: docs/benchmarks.md).
+
+Measured and dropped: computing timm's ``Conv2dSame`` (TensorFlow's "same" padding) with the kernel grown by a
+zero row / column instead of a padded copy of the input (exact, but 0.97x / 1.02x the step: no gain beyond noise;
+``git show 247b7f6:hierhead/engine/speed.py``).
 
 Hand-written: ``torch.fx`` / ``torch.ao`` conv-bn fusions are for inference (eval mode, new weights that no longer
-train), and no library rewrites "same" padding into the kernel. Module order is not data flow, so each rewrite
-checks itself on the body (one random input, rewritten and not) and undoes itself on a difference beyond rounding.
+train). Module order is not data flow, so a rewrite checks itself on the body (one random input, rewritten and
+not) and undoes itself on a difference beyond rounding.
 """
 
 from __future__ import annotations
 
-import math
 import types
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["REWRITES", "apply", "fold_frozen_norms", "unpad_same_convs", "restore"]
+__all__ = ["REWRITES", "apply", "fold_frozen_norms", "restore"]
 
 
 def _conv_types() -> tuple:
@@ -49,41 +47,24 @@ def _affine(norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     return scale, norm.bias - norm.running_mean * scale
 
 
-def _same_in_kernel(x: torch.Tensor, weight: torch.Tensor, bias, stride, groups: int) -> torch.Tensor:
-    """TensorFlow's "same" convolution (dilation 1) without padding the input: where the padding is odd, the kernel
-    grows by a zero row / column at its start and the conv pads the larger half on both sides."""
-    pads, grow = [], []
-    for d, size in enumerate(x.shape[-2:]):
-        k, s = weight.shape[2 + d], stride[d]
-        total = max((math.ceil(size / s) - 1) * s + k - size, 0)
-        pads.append(total - total // 2)
-        grow.append(total % 2)
-    if any(grow):
-        weight = F.pad(weight, (grow[1], 0, grow[0], 0))
-    return F.conv2d(x, weight, bias, stride, tuple(pads), 1, groups)
-
-
 def _conv(self: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """A rewritten conv's forward: its frozen norm folded in (``_hierhead_norm``) and / or its "same" padding in the
-    kernel (``_hierhead_unpadded``)."""
+    """A conv with its frozen norm folded in (``_hierhead_norm``): ``conv(x, W * scale) + shift``."""
     from timm.layers import conv2d_same
 
-    weight, bias = self.weight, self.bias
-    norm = vars(self).get("_hierhead_norm")
-    if norm is not None:
-        scale, shift = _affine(norm)
-        weight = weight * scale.view(-1, 1, 1, 1)
-        bias = shift if bias is None else bias * scale + shift
+    scale, shift = _affine(vars(self)["_hierhead_norm"])
+    weight = self.weight * scale.view(-1, 1, 1, 1)
+    bias = shift if self.bias is None else self.bias * scale + shift
     if type(self) is nn.Conv2d:
         return self._conv_forward(x, weight, bias)
-    if vars(self).get("_hierhead_unpadded"):
-        return _same_in_kernel(x, weight, bias, self.stride, self.groups)
     return conv2d_same(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
 
 def _norm_act(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """What is left of a norm folded into its conv: its activation (timm's norm + act), else nothing."""
     return self.act(self.drop(x)) if hasattr(self, "act") else x
+
+
+FLAGS = ("_hierhead_norm", "_hierhead_folded")  # what a rewrite leaves in a module's __dict__
 
 
 def _mark(module: nn.Module, flag: str, value, forward) -> None:
@@ -137,36 +118,21 @@ def fold_frozen_norms(body: nn.Module, check: tuple[int, ...] = (1, 3, 64, 64)) 
     return _checked(body, rewrite, check) // 2
 
 
-def unpad_same_convs(body: nn.Module, check: tuple[int, ...] = (1, 3, 64, 64)) -> int:
-    """Compute every timm ``Conv2dSame`` of ``body`` (dilation 1) without padding its input (see the module's
-    docstring); returns the convs rewritten."""
-    same = _conv_types()[1]
-
-    def rewrite(body):
-        convs = [m for m in body.modules() if type(m) is same and m.dilation == (1, 1)
-                 and not vars(m).get("_hierhead_unpadded")]
-        for conv in convs:
-            _mark(conv, "_hierhead_unpadded", True, _conv)
-        return [(conv, "_hierhead_unpadded") for conv in convs]
-
-    return _checked(body, rewrite, check)
-
-
 def _undo(module: nn.Module, flag: str) -> None:
     vars(module).pop(flag, None)
-    if not any(f in vars(module) for f in ("_hierhead_norm", "_hierhead_unpadded", "_hierhead_folded")):
+    if not any(f in vars(module) for f in FLAGS):
         vars(module).pop("forward", None)
 
 
 def restore(body: nn.Module) -> None:
     """Undo every rewrite of this module: each module its class's forward again."""
     for m in body.modules():
-        for flag in ("_hierhead_norm", "_hierhead_unpadded", "_hierhead_folded"):
+        for flag in FLAGS:
             if flag in vars(m):
                 _undo(m, flag)
 
 
-REWRITES = {"fold_frozen_norms": fold_frozen_norms, "unpadded_same_convs": unpad_same_convs}
+REWRITES = {"fold_frozen_norms": fold_frozen_norms}
 """Each rewrite by the name of its training setting."""
 
 

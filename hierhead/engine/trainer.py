@@ -205,8 +205,10 @@ def prepare(config: dict) -> tuple[DetectorModule, DetectionDataModule]:
     dm = DetectionDataModule(train_set, val_set if config.get("validate", True) else None, int(config["batch_size"]),
                              size, config["augment"], int(config["num_workers"]), int(config["seed"]),
                              config.get("val_batch_size"))  # checks the training set before the model is built
+    if config.get("cache_images") not in (True, False, None, "auto"):
+        raise ValueError(f"cache_images={config['cache_images']!r}: expected true, false or auto")
     if config.get("cache_images"):
-        _keep_decoded(train_set, int(config["num_workers"]))
+        _keep_decoded(train_set, int(config["num_workers"]), say=config["cache_images"] is True)
     spec = config_spec(config, train_set.classes)
     total = int(config["max_steps"]) if config.get("max_steps") and not config.get("epochs") else \
         int(config["epochs"] or 1) * max(1, len(train_set) // int(config["batch_size"]))
@@ -221,23 +223,24 @@ def prepare(config: dict) -> tuple[DetectorModule, DetectionDataModule]:
     return module, dm
 
 
-def _keep_decoded(train_set, workers: int) -> None:
+def _keep_decoded(train_set, workers: int, say: bool = True) -> None:
     """``cache_images``: the training images decoded once, in memory (``DetectionDataset.keep_decoded``), when
     they fit in a quarter of the available memory and the loader's workers are forked (a spawned worker would
-    get its own pickled copy); otherwise a warning says why not, and the run reads the files as usual."""
+    get its own pickled copy); otherwise the run reads the files as usual, and with ``say`` a warning says why."""
     import multiprocessing
 
     from .memory import available_bytes
 
     need, have = train_set.decoded_bytes(), available_bytes()
     if workers and multiprocessing.get_start_method() != "fork":
-        warnings.warn(f"cache_images: not kept (the loader's workers are not forked: each would copy the "
-                      f"{need / 2**20:.0f} MiB)")
+        why = f"the loader's workers are not forked: each would copy the {need / 2**20:.0f} MiB"
     elif have is not None and need > have / 4:
-        warnings.warn(f"cache_images: not kept ({need / 2**30:.1f} GiB of decoded images, over a quarter of the "
-                      f"{have / 2**30:.1f} GiB available)")
+        why = f"{need / 2**30:.1f} GiB of decoded images, over a quarter of the {have / 2**30:.1f} GiB available"
     else:
         train_set.keep_decoded()
+        return
+    if say:
+        warnings.warn(f"cache_images: not kept ({why})")
 
 
 def _terminal() -> bool:
