@@ -99,8 +99,10 @@ def test_cached_images_train_the_same_run_and_are_decoded_once(tmp_path, monkeyp
     plain = train(_config(tmp_path / "plain", cache_images=False, **over))
     reads = len(decoded)
     decoded.clear()
-    cached = train(_config(tmp_path / "cached", cache_images=True, **over))
+    said = []
+    cached = train(_config(tmp_path / "cached", cache_images=True, **over), log=said.append)
     assert reads == 24 and len(decoded) == 8  # every image once, however many epochs
+    assert said[-1].endswith("/train (decoded once, 0 MiB kept in memory); no validation"), said
     a, b = (torch.load(r["last"], weights_only=True)["state_dict"] for r in (plain, cached))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
