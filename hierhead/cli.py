@@ -518,17 +518,19 @@ def _study(args: argparse.Namespace) -> int:
     if wrong:
         raise ValueError(f"{wrong[0]} is an option of 'study {'report' if args.action == 'run' else 'run'}', "
                          f"not of 'study {args.action}'")
-    plan = load_plan(args.plan)
+    plans = [load_plan(path) for path in args.plans]  # every plan checked before the first job runs
     if args.action == "run":
         from .study.runner import run
 
-        failed = run(plan, args.workers, args.threads, args.dry_run, log=lambda line: print(line, flush=True))
-        if not args.dry_run:
-            print(f"rows in {plan.rows}; tables: hierhead study report {args.plan}", flush=True)
+        failed, say = False, lambda line: print(line, flush=True)
+        for path, plan in zip(args.plans, plans):  # one after another: the cores never wait between two plans
+            failed |= bool(run(plan, args.workers, args.threads, args.dry_run, log=say))
+            if not args.dry_run:
+                print(f"rows in {plan.rows}; tables: hierhead study report {path}", flush=True)
         return 1 if failed else 0
     from .study.report import write_report
 
-    changed = write_report(plan, check=args.check)
+    changed = [path for plan in plans for path in write_report(plan, check=args.check)]
     for path in changed:
         print(f"{'would change' if args.check else 'wrote'} {path}")
     return 1 if args.check and changed else 0
@@ -539,11 +541,13 @@ def _add_study_parser(sub) -> None:
     st = sub.add_parser("study", help="run a study plan (resumable, workers) or regenerate its report from the rows",
                         epilog="examples:\n  hierhead study run studies/defaults-rules.yaml --dry-run\n"
                                "  hierhead study run studies/defaults-rules.yaml --workers 2 --threads 1\n"
+                               "  hierhead study run studies/defaults-rules.yaml studies/engine-speed.yaml --workers 2\n"
                                "  hierhead study report studies/defaults-rules.yaml --check\n\n"
                                "Run it again after a stop: jobs with rows are skipped, a killed one resumes.",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     st.add_argument("action", choices=["run", "report"])
-    st.add_argument("plan", help="the plan file (YAML; see hierhead/study/plan.py)")
+    st.add_argument("plans", nargs="+", metavar="plan", help="the plan file (YAML; see hierhead/study/plan.py); "
+                    "several: run or reported one after another")
     st.add_argument("--workers", type=int, default=1, help="jobs at once, each in its own process (run; 0: one "
                     "after another in this process)")
     st.add_argument("--threads", type=int, help="CPU threads per job (run; default: the plan's)")

@@ -219,6 +219,20 @@ stages:
       general: {{design: "9An{{9}}"}}"""
 
 
+def test_several_plans_run_one_after_another_and_all_are_checked_first(tmp_path, capsys):
+    first, second = (load_plan(_plan(tmp_path, ONE_SEED_MAIN + "\n", name=n)) for n in ("first", "second"))
+    broken = _plan(tmp_path, ONE_SEED_MAIN.replace("9An{{9}}", "9An{9}").replace("seeds: [0]", "seeds: []") + "\n",
+                   name="broken")
+    assert main(["study", "run", str(first.path), str(broken), "--workers", "0"]) == 2
+    assert "broken.yaml" in capsys.readouterr().err and not read_rows(first, "main")  # nothing ran
+    assert main(["study", "run", str(first.path), str(second.path), "--workers", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.index("tables: hierhead study report " + str(first.path)) < out.index("second/main")
+    assert len(read_rows(first, "main")) == len(read_rows(second, "main")) == 1
+    assert main(["study", "report", str(first.path), str(second.path)]) == 0
+    assert (first.rows / "report.md").is_file() and (second.rows / "report.md").is_file()
+
+
 def test_jobs_that_train_the_same_run_train_it_once(tmp_path, capsys):
     body = ONE_SEED_MAIN + """
       again: {design: "9An{9}", set: {anchor_s_min: 0.2, max_steps: 4}}
