@@ -95,12 +95,13 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}; recipe defaults-2026-12 on {args.data}, {args.steps} steps "
           f"({args.warmup} warm-up), {args.rounds} rounds")
-    print(f"| variant | images/s (median) | runs | seconds an image / {base}'s |")
-    print("| --- | ---: | --- | ---: |")
+    print(f"| variant | images/s (median) | runs | seconds an image / {base}'s | the same, round by round |")
+    print("| --- | ---: | --- | ---: | --- |")
     first = statistics.median(rates[base])
     for name in names:
         r = statistics.median(rates[name])
-        print(f"| {name} | {r:.2f} | {', '.join(f'{x:.2f}' for x in rates[name])} | {first / r:.2f} |")
+        paired = ", ".join(f"{b / x:.2f}" for b, x in zip(rates[base], rates[name]))  # drift between rounds cancels
+        print(f"| {name} | {r:.2f} | {', '.join(f'{x:.2f}' for x in rates[name])} | {first / r:.2f} | {paired} |")
 
 
 if __name__ == "__main__":
