@@ -22,10 +22,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 
 import torch
 from lightning.pytorch.callbacks import Callback
+from train_throughput import StepTimes, rate  # this folder: the throughput benchmark's step timer and rate
 
 from hierhead.engine import parse_overrides, resolve
 from hierhead.engine.trainer import train
@@ -45,26 +45,11 @@ VARIANTS: dict[str, list[str]] = {
 }
 
 
-class StepTimes(Callback):
-    """The time at the end of every training step."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-
-    def on_train_batch_end(self, *args) -> None:
-        self.times.append(time.perf_counter())
-
-
 class CompileBackbone(Callback):
     """``torch.compile`` of the backbone's forward, in place (``nn.Module.compile``: the state dict keeps its keys)."""
 
     def on_fit_start(self, trainer, pl_module) -> None:
         pl_module.model.backbone.compile()
-
-
-def images_per_second(times: list[float], batch: int, warmup: int) -> float:
-    t = times[warmup:]
-    return batch * (len(t) - 1) / (t[-1] - t[0])
 
 
 def main() -> None:
@@ -91,7 +76,7 @@ def main() -> None:
             callbacks = [steps] + ([CompileBackbone()] if name == "compile backbone" else [])
             with tempfile.TemporaryDirectory() as tmp:
                 train({**config, "out": tmp}, callbacks=callbacks)
-            rates[name].append(images_per_second(steps.times, config["batch_size"], args.warmup))
+            rates[name].append(rate(steps.times, config["batch_size"], args.warmup))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}; recipe defaults-2026-12 on {args.data}, {args.steps} steps "
           f"({args.warmup} warm-up), {args.rounds} rounds")

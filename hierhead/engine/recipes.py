@@ -186,6 +186,8 @@ def resolve(recipe: str | Path | None = None, overrides: dict | None = None) -> 
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{key}={value!r}: expected a whole number >= 1"
                              + (" or auto" if key == "max_steps" else ""))
+    if config.get("cache_images") not in (True, False, None, "auto"):
+        raise ValueError(f"cache_images={config['cache_images']!r}: expected true, false or auto")
     size = config.get("image_size")
     sizes = size if isinstance(size, list) and len(size) == 2 else [size]
     if size not in (None, "auto") and not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sizes):

@@ -49,13 +49,13 @@ def _affine(norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _conv(self: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """A conv with its frozen norm folded in (``_hierhead_norm``): ``conv(x, W * scale) + shift``."""
-    from timm.layers import conv2d_same
-
     scale, shift = _affine(vars(self)["_hierhead_norm"])
     weight = self.weight * scale.view(-1, 1, 1, 1)
     bias = shift if self.bias is None else self.bias * scale + shift
     if type(self) is nn.Conv2d:
         return self._conv_forward(x, weight, bias)
+    from timm.layers import conv2d_same  # timm's Conv2dSame: TF "same" padding, computed as timm computes it
+
     return conv2d_same(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
 

@@ -205,8 +205,6 @@ def prepare(config: dict) -> tuple[DetectorModule, DetectionDataModule]:
     dm = DetectionDataModule(train_set, val_set if config.get("validate", True) else None, int(config["batch_size"]),
                              size, config["augment"], int(config["num_workers"]), int(config["seed"]),
                              config.get("val_batch_size"))  # checks the training set before the model is built
-    if config.get("cache_images") not in (True, False, None, "auto"):
-        raise ValueError(f"cache_images={config['cache_images']!r}: expected true, false or auto")
     if config.get("cache_images"):
         _keep_decoded(train_set, int(config["num_workers"]), say=config["cache_images"] is True)
     spec = config_spec(config, train_set.classes)

@@ -528,12 +528,10 @@ def _decision(raw: dict, names: list[str], where: str) -> Decision:
         raise PlanError(f"{where}: decision.family {decision.family!r}: choose arms or all")
     if decision.rule not in ("holm", "adopt", "spread", "meta", "holds"):
         raise PlanError(f"{where}: decision.rule {decision.rule!r}: choose holm, adopt, spread, meta or holds")
-    if decision.rule == "meta" and decision.margin is None:
-        raise PlanError(f"{where}: decision.rule meta needs a margin (the bound of 'no effect')")
-    if decision.rule == "adopt" and decision.margin is None:
-        raise PlanError(f"{where}: decision.rule adopt needs a margin (the worst mean loss allowed)")
-    if decision.rule == "holds" and decision.margin is None:
-        raise PlanError(f"{where}: decision.rule holds needs a margin (the lowest lower bound allowed)")
+    margin_is = {"meta": "the bound of 'no effect'", "adopt": "the worst mean loss allowed",
+                 "holds": "the lowest lower bound allowed"}
+    if decision.rule in margin_is and decision.margin is None:
+        raise PlanError(f"{where}: decision.rule {decision.rule} needs a margin ({margin_is[decision.rule]})")
     if decision.rule == "spread" and (len(decision.pairs) != 2 or any(
             len(p) != 2 or not set(p) <= set(names) for p in decision.pairs) or decision.margin is None):
         raise PlanError(f"{where}: decision.rule spread needs pairs: [[a, b], [c, d]] of its arms and a margin")
