@@ -305,11 +305,13 @@ def _check_resumable(path: Path, spec: ModelSpec) -> None:
                              f"this run has {key}={getattr(spec, key)!r}")
 
 
-#: Settings a resumed run may change: its length and where / how it runs; every other one decides what is
-#: learned, and the checkpoint's optimiser and schedule hold the values it started with.
+#: Settings a resumed run may change: its length and where / how it runs (``cache_images`` keeps the same decoded
+#: tensors in memory: the same run); every other one decides what is learned, and the checkpoint's optimiser and
+#: schedule hold the values it started with.
 RESUMABLE_CHANGES = {"max_steps", "epochs", "out", "progress", "num_workers", "accelerator", "devices", "num_nodes",
                      "strategy", "val_every_n_steps", "val_every_n_epochs", "checkpoint_every_n_steps",
-                     "log_every_n_steps", "val_batch_size", "validate", "recipe", "data.skip_bad", "plots"}
+                     "log_every_n_steps", "val_batch_size", "validate", "recipe", "data.skip_bad", "plots",
+                     "cache_images"}
 
 
 def _flat(config: dict, where: str = "") -> dict:
