@@ -670,6 +670,45 @@ def test_the_meta_rule_pools_the_new_domains_and_reports_the_origin_beside_them(
         load_plan(_plan(tmp_path / "x", bad))
 
 
+def test_the_meta_rule_explores_each_effect_beside_its_table_two_statistic(tmp_path):
+    """``explore: variation``: per dataset, the Table II variations of its training split at the run's input size
+    (as ``hierhead recommend`` reads them), each arm's mean difference beside them, Pearson's r of the differences
+    and x = sizes minus ratios (scipy's, with its Fisher interval), and a scatter beside the report."""
+    from scipy import stats
+
+    from hierhead.data import open_dataset
+    from hierhead.data.stats import table_two
+    from hierhead.recommend import design_for
+
+    specs = {"a": "mode=ratio,seed=1", "b": "mode=size,seed=2", "c": "mode=all,seed=3", "o": "mode=ratio,seed=4"}
+    body = (META.replace(f'root: "{TOY}"', 'root: "X"')
+            .replace("origin: o}", "origin: o, explore: variation}"))
+    for d, spec in specs.items():
+        body = body.replace('{name: %s, root: "X"}' % d, '{name: %s, root: "synthetic:classes=2,train=12,test=4,size=64,%s"}' % (d, spec))
+    plan = load_plan(_plan(tmp_path, body))
+    gain = {"a": [2.0, 3.0, 2.5, 3.5], "b": [0.5, 1.5, 1.0, 2.0], "c": [3.0, 2.0, 2.5, 4.0], "o": [9.0, 8.0, 9.5, 8.5]}
+    values = {(d, arm, s): 50.0 + s + (gain[d][s] if arm == "hier" else 0.3 * k * (s % 2) if arm == "ratios" else 0)
+              for k, d in enumerate("abco") for arm in ("general", "hier", "ratios") for s in range(4)}
+    _rows(plan, "test", values)
+    assert plan.rows / "test-explore.png" in write_report(plan)
+    text = (plan.rows / "report.md").read_text()
+    assert "Exploratory, not a test" in text and (plan.rows / "test-explore.png").stat().st_size > 5000
+    xs = {}
+    for d, spec in specs.items():  # the synthetic-ssdlite recipe's 160 px input, the whole train split (a test stage)
+        v = design_for(table_two(open_dataset(f"synthetic:classes=2,train=12,test=4,size=64,{spec}", split="train"), 160))
+        xs[d] = v["size_variation"] - v["ratio_variation"]
+        assert (f"| {d}{' (origin)' if d == 'o' else ''} | {v['size_variation']:.2f} | {v['ratio_variation']:.2f} | "
+                f"{xs[d]:+.2f} | `{v['design']}` | ") in text
+    r = stats.pearsonr([xs[d] for d in "abco"], [sum(gain[d]) / 4 for d in "abco"])
+    lo, hi = r.confidence_interval(0.95)
+    assert (f"- hier (`9An{{9,3,1}}S`): Pearson r {r.statistic:+.2f} [{lo:+.2f}, {hi:+.2f}] over 4 datasets (the "
+            "paper's reading predicts r > 0)") in text
+    assert "predicts r < 0)" in text  # ratios: 9An{9,3}As
+    assert write_report(plan) == []  # nothing left to write: the scatter is drawn when the report changes
+    with pytest.raises(PlanError, match="decision.explore 'variation': 'variation', with rule meta"):
+        load_plan(_plan(tmp_path / "y", body.replace("rule: meta, origin: o, ", "")))
+
+
 def test_a_committed_holm_verdict_is_the_one_recomputed_from_the_raw_rows():
     """P2 on cards (studies/pretrained-p2.yaml): each design's paired t-test against the general head over the 10
     seeds of docs/results/pretrained-imagenet.csv, Holm across the three designs by hand; the verdicts and

@@ -129,9 +129,11 @@ class Decision:
     pooled by a random-effects meta-analysis (:func:`hierhead.comparison.pooled_effect`: Paule-Mandel tau^2,
     Hartung-Knapp-Sidik-Jonkman interval), Holm across the arms; "better" / "worse" when the Holm-adjusted p <
     alpha, "no effect" when the Bonferroni HKSJ interval lies within +-margin, else "inconclusive" with the
-    seeds per dataset it would need. ``rule: holds`` (a change kept for its speed, issue 41): per dataset, the
-    paired t interval; the arm "holds" when its lower bound is >= -margin on every dataset, reported with the
-    arm's run time over the baseline's."""
+    seeds per dataset it would need; ``explore: variation`` adds an exploratory table and scatter (not a test):
+    each dataset's effect beside its Table II variation over sizes minus over aspect ratios (the paper's reading:
+    share across the dimension that varies more, :mod:`hierhead.recommend`), with Pearson's r. ``rule: holds``
+    (a change kept for its speed, issue 41): per dataset, the paired t interval; the arm "holds" when its lower
+    bound is >= -margin on every dataset, reported with the arm's run time over the baseline's."""
     baseline: str
     margin: float | None = None
     alpha: float = 0.05
@@ -141,6 +143,7 @@ class Decision:
     arms: tuple = ()  # the arms compared with the baseline (the family); default every other arm
     pool: tuple = ()  # rule meta: the datasets pooled (default every one but origin)
     origin: str | None = None  # rule meta: the dataset where the hypothesis was found, not pooled
+    explore: str | None = None  # rule meta: ``variation``, each dataset's effect beside its Table II statistic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -516,8 +519,8 @@ def _pick(raw: dict, names: list[str], where: str) -> Pick:
 
 def _decision(raw: dict, names: list[str], where: str) -> Decision:
     """A stage's decision, checked against its arms."""
-    _keys(raw, {"baseline", "margin", "alpha", "family", "rule", "pairs", "arms", "pool", "origin"}, {"baseline"},
-          f"{where}: decision")
+    _keys(raw, {"baseline", "margin", "alpha", "family", "rule", "pairs", "arms", "pool", "origin", "explore"},
+          {"baseline"}, f"{where}: decision")
     decision = Decision(**{**raw, "pairs": tuple(tuple(p) for p in raw.get("pairs") or ()),
                            "arms": tuple(raw.get("arms") or ()), "pool": tuple(map(str, raw.get("pool") or ()))})
     if not set(decision.arms) <= set(names) - {decision.baseline}:
@@ -532,6 +535,8 @@ def _decision(raw: dict, names: list[str], where: str) -> Decision:
                  "holds": "the lowest lower bound allowed"}
     if decision.rule in margin_is and decision.margin is None:
         raise PlanError(f"{where}: decision.rule {decision.rule} needs a margin ({margin_is[decision.rule]})")
+    if decision.explore is not None and (decision.rule != "meta" or decision.explore != "variation"):
+        raise PlanError(f"{where}: decision.explore {decision.explore!r}: 'variation', with rule meta")
     if decision.rule == "spread" and (len(decision.pairs) != 2 or any(
             len(p) != 2 or not set(p) <= set(names) for p in decision.pairs) or decision.margin is None):
         raise PlanError(f"{where}: decision.rule spread needs pairs: [[a, b], [c, d]] of its arms and a margin")

@@ -485,7 +485,105 @@ def _meta_rule(plan: Plan, stage: Stage, dec: Decision, value: dict) -> list[str
         lines.append(f"| **{a}** | **pooled (k={p['k']})**: tau^2 {p['tau2']:.2f}, I^2 {p['i2']:.0%}, Holm p "
                      f"{r['p_holm']:.3f} | | | **{_num(p['mean'], True)} [{_num(p['low'], True)}, "
                      f"{_num(p['high'], True)}]** | **{r['verdict']}**{need} |")
+    return lines + (_explore(plan, stage, dec, results) if dec.explore else [])
+
+
+def variation_of(plan: Plan, stage: Stage, dec: Decision, name: str) -> dict:
+    """:func:`hierhead.recommend.design_for` of one dataset's training split as the stage's ``dec.baseline`` jobs
+    train on it (its first seed: the holdout's carve, the re-split's train part; the run's image size, ``auto``
+    chosen as the run chooses it): the Table II variations over sizes and aspect ratios, and the paper's pick."""
+    import warnings
+
+    from ..data.stats import table_two
+    from ..engine.choose import resolve_auto
+    from ..engine.data import open_config_splits
+    from ..engine.from_config import image_size
+    from ..recommend import design_for
+    from .protocols import job_config
+
+    job = next(j for j in plan.jobs(stage.name) if j.dataset == name and j.arm == dec.baseline)
+    config = resolve_auto(job_config(plan, job, picks(plan, upto=stage.name), plan.runs / job.key))[0]
+    with warnings.catch_warnings():  # the reader's warnings belong to the runs, not to the report
+        warnings.simplefilter("ignore")
+        train = open_config_splits(config)[0]
+    side = (image_size(config) or (300, 300))[0]
+    return {**design_for(table_two(train, side)), "image_size": side}
+
+
+def _predicted(design: str) -> str:
+    """The sign of r the paper's reading predicts for a design: sharing across sizes (``S``) should help where
+    sizes vary more (r > 0), across aspect ratios (``As``) where ratios do (r < 0)."""
+    return "> 0" if design.endswith("}S") else "< 0" if design.endswith("}As") else "none"
+
+
+def _explore(plan: Plan, stage: Stage, dec: Decision, results: dict) -> list[str]:
+    """``explore: variation``: each dataset's effect beside its Table II statistic, Pearson's r with its 95 %
+    interval (Fisher's z, scipy) per arm, and the scatter ``<stage>-explore.png`` beside the report."""
+    from scipy import stats
+
+    names = [d.name for d in plan.datasets_of(stage.name)]
+    var = {n: variation_of(plan, stage, dec, n) for n in names}
+    arms = list(results)
+    lines = ["", f"Exploratory, not a test (no claim beyond it): does the effect track the dataset's Table II "
+             f"statistic x = variation over sizes minus over aspect ratios (variation = 1 - normalised entropy of "
+             f"the 3 buckets, the training split at the run's input size; the paper's reading shares across the "
+             f"dimension that varies more: x > 0 favours `S`, x < 0 `As`; the pick is `hierhead recommend`'s). "
+             f"Scatter: `{_shown(plan, [plan.rows / f'{stage.name}-explore.png'])}`.", "",
+             "| dataset | sizes | aspect ratios | x | paper's pick | " + " | ".join(arms) + " |",
+             "|---|---|---|---|---|" + "---|" * len(arms)]
+    for n in names:
+        v = var[n]
+        effects = [_num(results[a]["per"][n]["mean"], True) if n in results[a]["per"] else "n/a" for a in arms]
+        lines.append(f"| {n}{' (origin)' if n == dec.origin else ''} | {v['size_variation']:.2f} | "
+                     f"{v['ratio_variation']:.2f} | {v['size_variation'] - v['ratio_variation']:+.2f} | "
+                     f"`{v['design']}` | " + " | ".join(effects) + " |")
+    lines.append("")
+    for a in arms:
+        have = [n for n in names if n in results[a]["per"]]
+        x = [var[n]["size_variation"] - var[n]["ratio_variation"] for n in have]
+        y = [results[a]["per"][n]["mean"] for n in have]
+        design = stage.arm(a).design
+        if len(have) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+            lines.append(f"- {a} (`{design}`): r n/a ({len(have)} datasets)")
+            continue
+        r = stats.pearsonr(x, y)
+        lo, hi = r.confidence_interval(0.95) if len(have) > 3 else (math.nan, math.nan)
+        lines.append(f"- {a} (`{design}`): Pearson r {r.statistic:+.2f} [{_num(lo, True)}, {_num(hi, True)}] over "
+                     f"{len(have)} datasets (the paper's reading predicts r {_predicted(design)})")
     return lines
+
+
+def explore_plot(plan: Plan, stage: Stage, dec: Decision, path: Path) -> Path:
+    """The scatter of ``explore: variation``: per arm, each dataset's effect (its t interval as a bar) against
+    the Table II statistic x; the origin hollow."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, _ = stage_rows(plan, stage.name)
+    results = meta_verdicts(plan, stage, dec, row_values(rows, plan.metric))
+    names = [d.name for d in plan.datasets_of(stage.name)]
+    var = {n: variation_of(plan, stage, dec, n) for n in names}
+    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.6), squeeze=False)
+    for ax, (a, r) in zip(axes[0], results.items()):
+        for n in (n for n in names if n in r["per"]):
+            d, x = r["per"][n], var[n]["size_variation"] - var[n]["ratio_variation"]
+            ax.errorbar([x], [d["mean"]], yerr=[[d["mean"] - d["low"]], [d["high"] - d["mean"]]], marker="o",
+                        capsize=3, color="black", mfc="white" if n == dec.origin else "black")
+            ax.annotate(n + (" (origin)" if n == dec.origin else ""), (x, d["mean"]), textcoords="offset points",
+                        xytext=(5, 4), fontsize=8)
+        ax.axhline(0, color="grey", linewidth=0.8)
+        ax.axvline(0, color="grey", linewidth=0.8, linestyle=":")
+        ax.set_title(f"{a} `{stage.arm(a).design}`", fontsize=9)
+        ax.set_xlabel("variation over sizes minus over aspect ratios")
+        ax.set_ylabel(f"minus {dec.baseline}, {plan.metric} points")
+        ax.grid(alpha=0.3)
+    fig.suptitle("Exploratory: effect vs Table II statistic (not a test)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, metadata={"Software": None})
+    plt.close(fig)
+    return path
 
 
 RULES = {"holm": _holm_rule, "adopt": _adopt, "spread": _spread_rule, "meta": _meta_rule, "holds": _holds_rule}
@@ -547,8 +645,13 @@ def write_report(plan: Plan, check: bool = False) -> list[Path]:
 
         wanted[doc] = BLOCK.sub(fill, text)
     changed = [p for p, text in wanted.items() if not p.is_file() or p.read_text() != text]
-    if not check:
+    plots = [(s, d, plan.rows / f"{s.name}-explore.png") for s in plan.stages for d in s.decisions
+             if d.explore and stage_rows(plan, s.name)[1]]
+    plots = [(s, d, path) for s, d, path in plots if plan.rows / "report.md" in changed or not path.is_file()]
+    if not check:  # the scatter is drawn when the report changes (or is missing)
         for p in changed:
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text(wanted[p])
-    return changed
+        for s, d, path in plots:
+            explore_plot(plan, s, d, path)
+    return changed + [path for _, _, path in plots]
