@@ -172,6 +172,28 @@ def _table(path: Path) -> list[dict]:
         return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
 
 
+def test_a_row_names_the_code_its_job_started_with(tmp_path, monkeypatch):
+    """An edit to the checkout while a job trains (a long study beside development) is not the job's code: the
+    row's commit is read before training, not after."""
+    import hierhead.provenance
+    from hierhead.study import protocols
+    from hierhead.study.runner import run_job
+
+    code = {"version": "0.1.0", "commit": "started"}
+
+    class Edited(protocols.TrainProtocol):
+        def run(self, config: dict, score: str) -> dict:
+            code["commit"] = "edited mid-run"
+            return {"mAP": 50.0, "split": score}
+
+    monkeypatch.setattr(hierhead.provenance, "row_provenance", lambda: dict(code))
+    monkeypatch.setitem(protocols.PROTOCOLS, "train", Edited("train", "a job during which the checkout changes"))
+    plan = load_plan(_plan(tmp_path, "datasets: [toy]\nseeds: [0]\nstages:\n  - name: test\n    arms:\n"
+                                     "      general: {design: \"9An{9}\"}\n"))
+    row = run_job(plan, plan.jobs("test")[0].key, threads=1)
+    assert (row["commit"], row["mAP"]) == ("started", 50.0)
+
+
 def test_a_study_killed_mid_run_resumes_to_the_same_rows(tmp_path):
     body = f"""datasets: [toy]
 seeds: [0, 1]

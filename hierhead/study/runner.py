@@ -283,6 +283,7 @@ def run_job(plan: Plan, key: str, threads: int) -> dict:
     folder = plan.runs / job.key
     made = picks(plan, upto=job.stage)
     resumed = (folder / "checkpoints" / "last.ckpt").is_file()
+    code = row_provenance()  # the code this part of the job runs, read before it trains (not after an edit)
     t = time.perf_counter()
     config = job_config(plan, job, made, folder)
     stage = plan.stage(job.stage)
@@ -292,7 +293,7 @@ def run_job(plan: Plan, key: str, threads: int) -> dict:
            "design": stage.arm(job.arm).design, "seed": job.seed, "fraction": job.fraction, "protocol": plan.protocol_of(job.stage),
            "recipe": plan.recipe, "settings": settings_json(plan.settings(job, made)), **metrics,
            "seconds": "" if resumed else round(seconds, 1), "threads": threads,
-           "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", **row_provenance()}
+           "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", **code}
     row = {c: row.get(c, "") for c in ROW_COLUMNS}
     folder.mkdir(parents=True, exist_ok=True)  # a cached protocol's run writes nothing else there
     tmp = folder / "row.json.tmp"
