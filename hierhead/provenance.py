@@ -7,7 +7,16 @@ import functools
 import subprocess
 from pathlib import Path
 
-__all__ = ["provenance", "row_provenance"]
+__all__ = ["provenance", "row_provenance", "registration"]
+
+
+def _git(where: Path, *args: str) -> str | None:
+    """``git -C where ARGS``'s output, or None (no git, not a checkout, an unknown commit)."""
+    try:
+        done = subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
 
 
 @functools.lru_cache(maxsize=1)
@@ -18,19 +27,12 @@ def provenance() -> dict:
     from . import __version__
 
     here = Path(__file__).resolve().parent
-
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(["git", "-C", str(here), *args], capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    inside = commit is not None and git("ls-files", "--error-unmatch", str(here / "__init__.py")) is not None
+    commit = _git(here, "rev-parse", "HEAD")
+    inside = commit is not None and _git(here, "ls-files", "--error-unmatch", str(here / "__init__.py")) is not None
     if not inside:  # a wheel installed inside some other repository is not that repository's code
         return {"version": __version__, "commit": None, "dirty": None}
-    return {"version": __version__, "commit": commit, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    return {"version": __version__, "commit": commit,
+            "dirty": bool(_git(here, "status", "--porcelain", "--untracked-files=no"))}
 
 
 def row_provenance() -> dict:
@@ -38,3 +40,29 @@ def row_provenance() -> dict:
     changes ran; empty outside a git checkout)."""
     p = provenance()
     return {"version": p["version"], "commit": (p["commit"] or "") + ("+dirty" if p["dirty"] else "")}
+
+
+def registration(path: Path, commits: list[str]) -> dict | None:
+    """Whether a pre-registered file came first: ``{"commit", "date"}`` of the commit that first added ``path``
+    (a plan file) and, of ``commits`` (the rows' ``commit`` column, ``+dirty`` or not), ``after``: how many ran
+    code that descends from it, ``before``: the commits that do not, ``unknown``: those this history lacks. None
+    when ``path`` is in no git history (not committed yet, or no git)."""
+    where = Path(path).resolve().parent
+    added = _git(where, "log", "--diff-filter=A", "--format=%H %cI", "--", Path(path).name)
+    if not added:
+        return None
+    first, date = added.splitlines()[-1].split(" ", 1)  # the oldest addition
+    out = {"commit": first, "date": date, "after": 0, "before": [], "unknown": []}
+    verdict: dict[str, str] = {}
+    for c in commits:
+        c = c.split("+", 1)[0]
+        if c not in verdict:
+            if _git(where, "cat-file", "-e", f"{c}^{{commit}}") is None:
+                verdict[c] = "unknown"
+            else:
+                verdict[c] = "after" if _git(where, "merge-base", "--is-ancestor", first, c) is not None else "before"
+        if verdict[c] == "after":
+            out["after"] += 1
+        elif c not in out[verdict[c]]:
+            out[verdict[c]].append(c)
+    return out

@@ -172,6 +172,39 @@ def _table(path: Path) -> list[dict]:
         return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
 
 
+def test_the_report_shows_from_git_whether_the_plan_came_before_its_rows(tmp_path):
+    """Pre-registration, checked: the commit that first added the plan file, and whether each row's code (its
+    ``commit`` column) descends from it; a row that ran older code is named; an uncommitted plan shows nothing."""
+    from hierhead.study.report import registration_line
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    body = "datasets: [toy]\nseeds: [0, 1]\nstages:\n  - name: test\n    arms:\n      general: {design: \"9An{9}\"}\n"
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("1\n")
+    git("add", "code.py")
+    git("commit", "-qm", "code before the plan")
+    older = git("rev-parse", "HEAD")
+    plan = load_plan(_plan(tmp_path, body))
+    assert registration_line(plan) == ""  # not committed: nothing to show
+    git("add", "studies")
+    git("commit", "-qm", "the plan")
+    registered = git("rev-parse", "HEAD")
+    _rows(plan, "test", {("toy", "general", 0): 50.0, ("toy", "general", 1): 51.0})
+    rows = list(csv.DictReader(plan.rows_file("test").open()))
+    rows[0]["commit"], rows[1]["commit"] = registered + "+dirty", older
+    with plan.rows_file("test").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=ROW_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    line = registration_line(plan)
+    assert f"first committed in {registered[:7]} (" in line
+    assert f"the code of 1 of its 2 own rows descends from that commit; **rows ran code older than the plan**: " \
+           f"{older[:7]}." in line
+
+
 def test_a_row_names_the_code_its_job_started_with(tmp_path, monkeypatch):
     """An edit to the checkout while a job trains (a long study beside development) is not the job's code: the
     row's commit is read before training, not after."""

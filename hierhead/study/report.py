@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..comparison import decide, holm, paired_interval, plot, pooled_effect, table
 from .plan import Decision, Plan, Stage, row_values
-from .runner import _row_key, picks, read_rows, stage_rows
+from .runner import _own_rows, _row_key, picks, read_rows, stage_rows
 
 __all__ = ["stage_table", "summary_table", "compact_table", "fraction_table", "report", "write_report", "adopted",
            "BLOCK"]
@@ -611,6 +611,7 @@ def report(plan: Plan) -> str:
         lines += [plan.question, ""]
     lines += [f"Protocol `{plan.protocol}`, recipe `{plan.recipe}`, seeds {', '.join(map(str, plan.seeds))}, "
               f"datasets {', '.join(d.name for d in plan.datasets)}.", ""]
+    lines += [line, ""] if (line := registration_line(plan)) else []
     for s in plan.stages:
         lines += [stage_table(plan, s), summary_table(plan, s)]
         if len(s.fractions or plan.fractions) > 1:  # the tables above pool the fractions: each column apart
@@ -618,9 +619,36 @@ def report(plan: Plan) -> str:
     return "\n".join(lines)
 
 
+def registration_line(plan: Plan) -> str:
+    """Whether the plan came before its rows, from git: the commit that first added the plan file, and whether the
+    code of each of the plan's own rows (its ``legacy`` rows are other files') descends from it; "" for a plan in
+    no git history."""
+    from ..provenance import registration
+
+    commits = [r["commit"] for s in plan.stages for r in _own_rows(plan, s.name)]
+    done = [c for c in commits if c]
+    reg = registration(plan.path, done)
+    name = _shown(plan, [plan.path])
+    if reg is None:  # not committed (a sweep's or demo's own plan, a draft): nothing to show
+        return ""
+    line = f"Registration: `{name}` first committed in {reg['commit'][:7]} ({reg['date'][:16].replace('T', ' ')})"
+    legacy = sum(len(read_rows(plan, s.name)) for s in plan.stages) - len(commits)
+    old = f"{legacy} rows read from other files (`legacy`) are not checked here" if legacy else ""
+    if not commits:
+        return line + "; " + (old or "no rows yet") + "."
+    parts = [f"the code of {reg['after']} of its {len(commits)} own rows descends from that commit"] + ([old] if old else [])
+    if reg["before"]:
+        parts.append(f"**rows ran code older than the plan**: {', '.join(c[:7] for c in reg['before'])}")
+    if reg["unknown"]:
+        parts.append(f"commits this history lacks: {', '.join(c[:7] for c in reg['unknown'])}")
+    if len(done) < len(commits):
+        parts.append(f"{len(commits) - len(done)} rows name no commit")
+    return line + "; " + "; ".join(parts) + "."
+
+
 def write_report(plan: Plan, check: bool = False) -> list[Path]:
     """Write ``report.md`` and every marked block of the plan's docs; returns the files that changed (with
-    ``check``, the files that would change, nothing written). A block naming an unknown stage is an error."""
+    ``check``, the files whose rows' content would change, nothing written). A block naming an unknown stage is an error."""
     wanted = {plan.rows / "report.md": report(plan)}
     tables = {f"{plan.name}/{s.name}": None for s in plan.stages}
     for doc in plan.docs:
@@ -644,7 +672,15 @@ def write_report(plan: Plan, check: bool = False) -> list[Path]:
             return m.group(1) + tables[ident] + m.group(6)
 
         wanted[doc] = BLOCK.sub(fill, text)
-    changed = [p for p, text in wanted.items() if not p.is_file() or p.read_text() != text]
+    def same(path: Path, text: str) -> bool:  # check: the registration line is git's, not the rows' (a shallow
+        if not path.is_file():                 # clone or a tarball cannot show it): compared without it
+            return False
+        old = path.read_text()
+        if check:
+            old, text = (re.sub(r"(?m)^Registration: .*\n\n", "", t) for t in (old, text))
+        return old == text
+
+    changed = [p for p, text in wanted.items() if not same(p, text)]
     plots = [(s, d, plan.rows / f"{s.name}-explore.png") for s in plan.stages for d in s.decisions
              if d.explore and stage_rows(plan, s.name)[1]]
     plots = [(s, d, path) for s, d, path in plots if plan.rows / "report.md" in changed or not path.is_file()]
