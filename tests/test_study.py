@@ -18,7 +18,7 @@ import pytest
 
 from hierhead.cli import main
 from hierhead.study import ROW_COLUMNS, PlanError, load_plan
-from hierhead.study.report import write_report
+from hierhead.study.report import report, write_report
 from hierhead.study.runner import picks, read_rows, status
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,6 +93,26 @@ def test_a_plan_expands_to_jobs_with_layered_settings(tmp_path):
     with pytest.raises(PlanError, match="pick 'pilot.size', not made yet"):
         plan.settings(plan.jobs("main")[0])
     assert [s["waits"] for s in status(plan)] == [[], ["pilot"]]
+
+
+def test_an_arm_with_its_own_recipe_trains_and_is_recorded_with_it(tmp_path):
+    """Two recipes compared: an arm's ``recipe`` replaces the plan's for its jobs (config, row, legacy row)."""
+    from hierhead.study.adapters import legacy_rows
+    from hierhead.study.protocols import job_config
+
+    body = ('datasets: [toy]\nseeds: [0]\nstages:\n  - name: test\n    arms:\n'
+            '      plan: {design: "9An{9}", match: {arm: "^plan$"}}\n      pinned: {design: "9An{9}", recipe: defaults-2026-12, match: {arm: "^pinned$"}}\n')
+    plan = load_plan(_plan(tmp_path, body))
+    mine, pinned = plan.jobs("test")
+    assert (plan.recipe_of(mine), plan.recipe_of(pinned)) == ("synthetic-ssdlite", "defaults-2026-12")
+    configs = [job_config(plan, j, {}, tmp_path / j.key) for j in (mine, pinned)]
+    assert [c["model"] for c in configs] == ["ssdlite320_mobilenet_v3", "ssdlite320_efficientnet_lite0"]
+    assert [c["recipe"] for c in configs] == ["synthetic-ssdlite", "defaults-2026-12"]
+    old = tmp_path / "old.csv"
+    old.write_text("study,stage,dataset,arm,design,seed,fraction,mAP\nx,test,toy,pinned,9An{9},0,1.0,50.0\n")
+    rows = legacy_rows(plan, "test", {"file": old, "datasets": {}, "column": "mAP", "device": "cpu"}, {})
+    assert [(r["arm"], r["recipe"]) for r in rows] == [("pinned", "defaults-2026-12")]
+    assert "recipe `synthetic-ssdlite`, arm pinned: `defaults-2026-12`, seeds 0" in report(plan)
 
 
 @pytest.mark.parametrize("old, new, message", [

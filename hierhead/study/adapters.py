@@ -66,7 +66,7 @@ def legacy_rows(plan: Plan, stage: str, old: dict, made: dict) -> list[dict]:
         row["dataset"] = dataset
         job = Job(stage, dataset, arm, int(r["seed"]), float(r.get("fraction") or 1.0))
         row["threads"] = row["threads"] or str(plan.threads)  # the layout's first CSVs left it out: the plan's
-        row.update(study=plan.name, stage=stage, arm=arm, protocol=plan.protocol_of(stage), recipe=plan.recipe,
+        row.update(study=plan.name, stage=stage, arm=arm, protocol=plan.protocol_of(stage), recipe=plan.recipe_of(job),
                    fraction=str(job.fraction), scored_images=r.get("test_images", r.get("scored_images", "")),
                    device=old["device"],
                    settings=settings_json(plan.settings(job, made)))

@@ -27,8 +27,9 @@ A plan is a YAML file with no loops or conditionals; everything a run needs is d
 Besides: ``datasets`` may define a dataset in the plan (``{name, root, set}``); a stage may have its own
 ``seeds``, ``fractions``, ``protocol`` and ``datasets`` (some of the plan's), several ``picks`` (:class:`Pick`:
 best arm with a tolerance and an order of preference, or a number of seeds from the spread) and several
-``decisions`` (:class:`Decision`: ``holm``, ``adopt``, ``spread``, ``meta``); ``legacy`` reads a stage's rows from a CSV of an older layout (:mod:`.adapters`), an arm's
-``label`` and ``match`` saying which of them are its; ``docs`` lists the files whose ``study`` blocks the report
+``decisions`` (:class:`Decision`: ``holm``, ``adopt``, ``spread``, ``meta``, ``holds``); ``legacy`` reads a stage's rows from a CSV of an older layout (:mod:`.adapters`), an arm's
+``label`` and ``match`` saying which of them are its; an arm's ``recipe`` replaces the plan's for its jobs (two
+recipes compared); ``docs`` lists the files whose ``study`` blocks the report
 fills (:mod:`.report`).
 
 A job is one (stage, dataset, arm, seed, fraction); its key names its row and its run folder, and nothing is
@@ -81,6 +82,7 @@ class Arm:
     set: dict = dataclasses.field(default_factory=dict)
     label: str | None = None
     match: dict = dataclasses.field(default_factory=dict)  # legacy rows: {column: regex} besides the label
+    recipe: str | None = None  # the recipe this arm starts from, when not the plan's (two recipes compared)
 
     @property
     def row_label(self) -> str:
@@ -242,6 +244,10 @@ class Plan:
 
     def protocol_of(self, stage: str) -> str:
         return self.stage(stage).protocol or self.protocol
+
+    def recipe_of(self, job: Job) -> str | None:
+        """The recipe a job starts from: its arm's ``recipe``, else the plan's (None: the built-in defaults)."""
+        return self.stage(job.stage).arm(job.arm).recipe or self.recipe
 
     def settings(self, job: Job, picks: dict[str, Any] | None = None) -> dict:
         """The job's settings, nested: plan ``set`` <- dataset ``set`` <- stage ``set`` <- arm ``set``, with
@@ -408,14 +414,15 @@ def load_plan(path: str | Path) -> Plan:
         where = f"{path}: stage {s['name']}"
         arms = []
         for arm_name, a in (s["arms"] or {}).items():
-            _keys(a, {"design", "set", "label", "match"}, {"design"}, f"{where}: arm {arm_name}")
+            _keys(a, {"design", "set", "label", "match", "recipe"}, {"design"}, f"{where}: arm {arm_name}")
             try:
                 Design.parse(str(a["design"]), num_sizes=3, num_ratios=3)
             except ValueError as e:
                 raise PlanError(f"{where}: arm {arm_name}: {e}") from None
             arms.append(Arm(str(arm_name), str(a["design"]), nest(a.get("set") or {}, f"{where}: arm {arm_name}.set"),
                             str(a["label"]) if a.get("label") else None,
-                            {str(k): str(v) for k, v in (a.get("match") or {}).items()}))
+                            {str(k): str(v) for k, v in (a.get("match") or {}).items()},
+                            str(a["recipe"]) if a.get("recipe") else None))
         if not arms:
             raise PlanError(f"{where}: no arms")
         score = s.get("score", "test")

@@ -21,8 +21,8 @@ __all__ = ["PROTOCOLS", "Protocol", "TrainProtocol", "CachedProtocol", "job_conf
 
 
 def job_config(plan, job, picks: dict, folder: Path) -> dict:
-    """The resolved training config of one job (:func:`hierhead.engine.resolve` of the plan's recipe with the
-    job's settings, its dataset root, seed and run folder)."""
+    """The resolved training config of one job (:func:`hierhead.engine.resolve` of its recipe, the arm's or the
+    plan's, with the job's settings, its dataset root, seed and run folder)."""
     from ..engine.recipes import resolve
 
     settings = plan.settings(job, picks)
@@ -33,7 +33,7 @@ def job_config(plan, job, picks: dict, folder: Path) -> dict:
     if stage.score == "holdout":
         data.update(holdout=stage.holdout, split_seed=job.seed)
     design = plan.stage(job.stage).arm(job.arm).design
-    return resolve(plan.recipe, {**settings, "data": data, "design": design, "seed": job.seed, "out": str(folder),
+    return resolve(plan.recipe_of(job), {**settings, "data": data, "design": design, "seed": job.seed, "out": str(folder),
                                  "plots": False})
 
 

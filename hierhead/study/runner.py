@@ -291,7 +291,7 @@ def run_job(plan: Plan, key: str, threads: int) -> dict:
     seconds = time.perf_counter() - t
     row = {"study": plan.name, "stage": job.stage, "dataset": job.dataset, "arm": job.arm,
            "design": stage.arm(job.arm).design, "seed": job.seed, "fraction": job.fraction, "protocol": plan.protocol_of(job.stage),
-           "recipe": plan.recipe, "settings": settings_json(plan.settings(job, made)), **metrics,
+           "recipe": plan.recipe_of(job), "settings": settings_json(plan.settings(job, made)), **metrics,
            "seconds": "" if resumed else round(seconds, 1), "threads": threads,
            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", **code}
     row = {c: row.get(c, "") for c in ROW_COLUMNS}
