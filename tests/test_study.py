@@ -776,8 +776,8 @@ def test_the_meta_rule_explores_each_effect_beside_its_table_two_statistic(tmp_p
                 f"{xs[d]:+.2f} | `{v['design']}` | ") in text
     r = stats.pearsonr([xs[d] for d in "abco"], [sum(gain[d]) / 4 for d in "abco"])
     lo, hi = r.confidence_interval(0.95)
-    assert (f"- hier (`9An{{9,3,1}}S`): Pearson r {r.statistic:+.2f} [{lo:+.2f}, {hi:+.2f}] over 4 datasets (the "
-            "paper's reading predicts r > 0)") in text
+    assert (f"- hier (`9An{{9,3,1}}S`): Pearson r {r.statistic:+.2f} [{lo:+.2f}, {hi:+.2f}] over 4 datasets, the origin among "
+            "them (the paper's reading predicts r > 0)") in text
     assert "predicts r < 0)" in text  # ratios: 9An{9,3}As
     assert write_report(plan) == []  # nothing left to write: the scatter is drawn when the report changes
     with pytest.raises(PlanError, match="decision.explore 'variation': 'variation', with rule meta"):

@@ -549,7 +549,8 @@ def _explore(plan: Plan, stage: Stage, dec: Decision, results: dict) -> list[str
         r = stats.pearsonr(x, y)
         lo, hi = r.confidence_interval(0.95) if len(have) > 3 else (math.nan, math.nan)
         lines.append(f"- {a} (`{design}`): Pearson r {r.statistic:+.2f} [{_num(lo, True)}, {_num(hi, True)}] over "
-                     f"{len(have)} datasets (the paper's reading predicts r {_predicted(design)})")
+                     f"{len(have)} datasets{', the origin among them' if dec.origin in have else ''} (the "
+                     f"paper's reading predicts r {_predicted(design)})")
     return lines
 
 
