@@ -185,6 +185,36 @@ def test_ssdlite_takes_any_square_input_and_deploys_at_it(tmp_path):
         torch.testing.assert_close(x["boxes"], y["boxes"], atol=1e-4, rtol=0)
 
 
+def test_a_stride_8_first_map_trains_folds_and_deploys(tmp_path):
+    """first_stride 8: the SSDLite's finest map at stride 8 (the VGG SSD300's conv4_3 is there), six maps still
+    (Eq. 3's anchors unchanged), the coarsest extra block dropped; the option travels in the spec, so the
+    deployed stock model is the same network; the ImageNet weights load into the three-map body."""
+    from hierhead.models.pretrained import packaged_weights
+
+    def grids(model, side=160):
+        with torch.no_grad():
+            return [tuple(f.shape[-2:]) for f in model.eval().backbone(torch.zeros(1, 3, side, side)).values()]
+
+    torch.manual_seed(0)
+    name = "ssdlite320_efficientnet_lite0"
+    model = _build(name, "9An{9,3,1}S", first_stride=8, image_size=160)
+    assert grids(_build(name, None, image_size=160)) == [(10, 10), (5, 5), (3, 3), (2, 2), (1, 1), (1, 1)]
+    assert grids(model) == [(20, 20), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)]
+    assert model.hierhead_spec.options["first_stride"] == 8
+    model.train()
+    losses = model(_images(), _targets())
+    assert all(torch.isfinite(v) for v in losses.values())
+    stock, a, b = _folded_round_trip(model.eval(), tmp_path)
+    assert grids(stock) == grids(model) and _count(stock) == _count(_build(name, None, first_stride=8, image_size=160))
+    for x, y in zip(a, b):
+        assert torch.equal(x["labels"], y["labels"])
+        torch.testing.assert_close(x["boxes"], y["boxes"], atol=1e-4, rtol=0)
+    pretrained = build(name, 3, first_stride=8, backbone_weights=packaged_weights(name))
+    assert grids(pretrained, 320)[0] == (40, 40)
+    with pytest.raises(ValueError, match=r"first_stride=4: the finest SSD map's stride, 16 \(SSDLite's\) or 8"):
+        build(name, 3, first_stride=4)
+
+
 def test_size_options_per_architecture():
     from hierhead.models.stock import size_options
 

@@ -101,7 +101,7 @@ def choose(config: dict, train_set) -> tuple[dict, list[str]]:
                          f"has FPN anchors: give numbers")
     boxes = relative_boxes(train_set)
     options = tuple(sorted((k, v) for k, v in (config.get("model_kwargs") or {}).items()
-                           if k in ("backbone",)))  # what changes the feature maps
+                           if k in ("backbone", "first_stride")))  # what changes the feature maps
 
     def best(side: int) -> tuple[float, float]:
         """(s_min, BPR) at a side: the best of S_MINS when auto (ties: the larger), else the given."""

@@ -225,29 +225,46 @@ def ssdlite320_mobilenet_v3(num_classes: int, pretrained: bool, generator: nn.Mo
     return cls(backbone, generator, (size, size), num_classes, head=head, **{**defaults, **options})
 
 
-def timm_body(name: str) -> nn.Module:
-    """timm's ``name`` as a feature extractor of its two deepest maps (strides 16 and 32, as torchvision's
-    SSDLite takes from MobileNetV3), random weights. Only names in timm's own registry are built: a
-    ``hf-hub:`` name would fetch a config from the network even without weights."""
+FIRST_STRIDES = {16: 2, 8: 3}  # the SSDLite's finest map's stride -> the timm body's deepest maps it takes
+
+
+def timm_body(name: str, first_stride: int = 16) -> nn.Module:
+    """timm's ``name`` as a feature extractor of its deepest maps from ``first_stride`` on (16: strides 16 and
+    32, as torchvision's SSDLite takes from MobileNetV3; 8: strides 8, 16 and 32), random weights. Only names
+    in timm's own registry are built: a ``hf-hub:`` name would fetch a config from the network even without
+    weights."""
     import timm
 
     if name not in timm.list_models():
         raise ValueError(f"backbone {name!r}: not a timm model name (see timm.list_models())")
-    return timm.create_model(name, features_only=True, out_indices=(-2, -1))
+    return timm.create_model(name, features_only=True, out_indices=timm_maps(first_stride))
+
+
+def timm_maps(first_stride: int) -> tuple[int, ...]:
+    """timm's ``out_indices`` of the body maps an SSDLite with its finest map at ``first_stride`` takes."""
+    if first_stride not in FIRST_STRIDES or isinstance(first_stride, bool):
+        raise ValueError(f"first_stride={first_stride!r}: the finest SSD map's stride, 16 (SSDLite's) or 8 "
+                         f"(the VGG SSD300's conv4_3)")
+    return tuple(range(-FIRST_STRIDES[first_stride], 0))
 
 
 class TimmSSDLiteFeatures(nn.Module):
     """SSDLite's six feature maps on a timm body: its two deepest maps, then torchvision's four SSDLite
-    extra blocks on the deepest (512, 256, 256, 128 channels), as torchvision builds SSDLite on MobileNetV3."""
+    extra blocks on the deepest (512, 256, 256, 128 channels), as torchvision builds SSDLite on MobileNetV3.
+    A body of three maps (strides 8, 16, 32: ``first_stride`` 8) takes the first three extra blocks: six maps
+    still (Eq. 3's), each from the next stride down, the smallest (1 x 1 at 320 px) left out."""
 
     EXTRA = (512, 256, 256, 128)  # torchvision's SSDLite extra blocks' output channels
+    MAPS = 6
 
     def __init__(self, body: nn.Module, norm_layer: Callable[..., nn.Module]) -> None:
         super().__init__()
         self.body = body
-        self.out_channels = [*body.feature_info.channels(), *self.EXTRA]
+        own = body.feature_info.channels()
+        self.out_channels = [*own, *self.EXTRA[:self.MAPS - len(own)]]
+        deepest = len(own) - 1  # the extra blocks continue from the body's deepest map
         self.extra = nn.ModuleList([_extra_block(a, b, norm_layer) for a, b in
-                                    zip(self.out_channels[1:], self.out_channels[2:])])
+                                    zip(self.out_channels[deepest:], self.out_channels[deepest + 1:])])
         _normal_init(self.extra)
 
     def extend(self, maps: list[torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
@@ -288,7 +305,10 @@ def _ssdlite_timm(name: str, num_classes: int, pretrained: bool, generator: nn.M
                   net: nn.Module | None) -> nn.Module:
     """SSDLite on timm's ``name``; a pretrained body gets timm's frozen batch norm (as torchvision's
     pretrained bodies), and the input is normalised with the mean / std timm trained it with.
-    ``frozen_stages`` (option, default 0) freezes the body through that feature level (:func:`freeze_stages`)."""
+    ``frozen_stages`` (option, default 0) freezes the body through that feature level (:func:`freeze_stages`);
+    ``first_stride`` (option, default 16) is the finest map's stride: 8 adds the body's stride-8 map (small
+    objects: the VGG SSD300 has its first map there, conv4_3; the paper's Inception-V2 SSD and SSDLite at 16)
+    and drops the coarsest extra block."""
     import timm
     from timm.layers import freeze_batch_norm_2d
 
@@ -296,7 +316,12 @@ def _ssdlite_timm(name: str, num_classes: int, pretrained: bool, generator: nn.M
     stages = options.pop("frozen_stages", 0)
     if not isinstance(stages, int) or isinstance(stages, bool):  # before timm builds anything
         raise ValueError(f"frozen_stages={stages!r}: expected a whole number of feature levels")
-    body = net if net is not None else timm_body(name)
+    first = options.pop("first_stride", 16)
+    maps = timm_maps(first)
+    body = net if net is not None else timm_body(name, first)
+    if len(body.feature_info.channels()) != len(maps):
+        raise ValueError(f"first_stride={first}: the given body has {len(body.feature_info.channels())} maps, "
+                         f"not {len(maps)}")
     if pretrained:
         body = freeze_batch_norm_2d(body)
     freeze_stages(body, stages)
