@@ -42,6 +42,7 @@ VARIANTS: dict[str, list[str]] = {
     "frozen_stages 2": ["frozen_stages=2"],
     "256 px + frozen_stages 2": ["image_size=256", "frozen_stages=2"],  # engine-speed's `all`, a step of it
     "batch 16": ["batch_size=16"],
+    "stride-8 first map": ["model_kwargs.first_stride=8", "anchor_s_min=0.1"],  # defaults-stride8's arm, its cost
 }
 
 
