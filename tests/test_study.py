@@ -282,6 +282,9 @@ stages:
     out = subprocess.run([*command, str(killed), "--dry-run"], check=True, env=env, capture_output=True, text=True).stdout
     assert "0 finished to merge, 0 pending" in out
     assert json.loads(next(runs.glob("main/toy/hier/seed1/row.json")).read_text())["design"] == "9An{9,3}S"
+    # each finished job keeps its scored (last) checkpoint, not the one its validation split chose
+    assert len(list(runs.glob("main/toy/*/seed*/checkpoints/last.ckpt"))) == 4
+    assert not list(runs.glob("main/toy/*/seed*/checkpoints/best.ckpt"))
 
 
 #: a plan's head: one seed of the toy data, quick settings, a stage `main` whose first arm is the general head

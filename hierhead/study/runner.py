@@ -299,6 +299,9 @@ def run_job(plan: Plan, key: str, threads: int) -> dict:
     tmp = folder / "row.json.tmp"
     tmp.write_text(json.dumps(row))
     tmp.replace(folder / "row.json")
+    # a study scores the last checkpoint only; the best one was chosen on the split the run validated on (the
+    # scored holdout, or a test split): dropped once the row exists, half of a run folder's 80 MB
+    (folder / "checkpoints" / "best.ckpt").unlink(missing_ok=True)
     return row
 
 
