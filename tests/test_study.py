@@ -815,7 +815,8 @@ def test_a_committed_holm_verdict_is_the_one_recomputed_from_the_raw_rows():
 
 def test_the_built_in_defaults_follow_the_defaults_rules_verdict():
     """Issue 43: the built-in defaults are today's (the recipe defaults-2026-12) plus every rule that
-    studies/defaults-rules.yaml and defaults-steps.yaml adopt from their rows; until every row of a plan exists,
+    studies/defaults-rules.yaml, defaults-steps.yaml and defaults-stride8.yaml adopt from their rows; until every
+    row of a plan exists,
     none of its rules is adopted. A change of the
     defaults that the committed verdict does not carry fails here."""
     from hierhead.engine.recipes import resolve
@@ -827,7 +828,7 @@ def test_the_built_in_defaults_follow_the_defaults_rules_verdict():
                                                              else {f"{prefix}{k}": v}).items()}
 
     today, expected, verdicts = resolve("defaults-2026-12"), {}, {}
-    for name in ("defaults-rules", "defaults-steps"):  # the rules' plans, each against today's defaults
+    for name in ("defaults-rules", "defaults-steps", "defaults-stride8"):  # each against today's defaults
         plan = load_plan(REPO / "studies" / f"{name}.yaml")
         stage = plan.stage("holdout")
         verdicts[name] = adopted(plan, "holdout") or {a.name: False for a in stage.arms if a.name != "today"}
