@@ -298,7 +298,8 @@ def test_train_says_what_it_trains_and_validates_on(tmp_path, capsys):
     code, out, _ = _cli(["train", "--data", str(data), "--out", str(tmp_path / "r"), "--max-steps", "1",
                          "--model", "ssdlite320_mobilenet_v3", "--set", "image_size=64", *QUIET[:4]], capsys)
     first = out.splitlines()[0]
-    assert code == 0 and first.startswith("training ssdlite320_mobilenet_v3 (9An{9}, from random weights) on 9 images")
+    assert code == 0 and first.startswith("training ssdlite320_mobilenet_v3 (9An{9}, from random weights; ")
+    assert re.search(r"; (\d+\.\d\d) of \1 M parameters train\) on 9 images", first), first  # nothing frozen
     assert "validating on 1 images of" in first and "a seeded 10% held out for validation, split_seed 0" in first
     assert re.search(r"val mAP [0-9.]+ %", out)  # 1 step, shorter than val_every_n_steps: validated at its end
 
@@ -368,6 +369,8 @@ def test_the_readmes_pipeline_runs_as_printed_on_every_format(kind, tmp_path, ca
                             "--max-steps", "1", "--batch-size", "2", "--set", "image_size=64", *QUIET], capsys)
     assert code == 0, err
     assert said.startswith("training ssdlite320_efficientnet_lite0 (9An{9}, backbone from")
+    trains, total = map(float, re.search(r"; ([\d.]+) of ([\d.]+) M parameters train\)", said).groups())
+    assert 0 < trains < total  # the recipe freezes the stem and the stages to stride 4
     ckpt = str(out / "checkpoints" / "last.ckpt")
     code, table, err = _cli(["eval", "--checkpoint", ckpt, "--data", str(data)], capsys)
     assert code == 0 and "mAP (voc07)" in table, err

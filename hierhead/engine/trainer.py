@@ -491,8 +491,10 @@ def _train(config: dict, out: Path, resume: bool, callbacks: list | None, log: C
                  f"backbone from {Path(weights).name}" if weights else "from random weights")
         kept = (f" (decoded once, {dm.train_set.decoded_bytes() / 2**20:.0f} MiB kept in memory)"
                  if getattr(dm.train_set, "decoded", None) is not None else "")
-        log(f"training {config['model']} ({config['design']}, {start}) on {len(dm.train_set)} images of "
-            f"{dm.train_set.name}{kept}; {val}")
+        params = [(p.numel(), p.requires_grad) for p in module.model.parameters()]
+        trains = f"{sum(n for n, g in params if g) / 1e6:.2f} of {sum(n for n, _ in params) / 1e6:.2f} M parameters train"
+        log(f"training {config['model']} ({config['design']}, {start}; {trains}) on {len(dm.train_set)} images "
+            f"of {dm.train_set.name}{kept}; {val}")
     timer = Timer()  # its elapsed time travels in the checkpoint, so a resumed run counts all its parts
     interrupt = _StopOnInterrupt()
     ema = config.get("ema") or {}
