@@ -142,14 +142,12 @@ def _classification_net(arch: Architecture, path: str | Path | None, torchvision
         return None
     if arch.timm:
         from .pretrained import load_timm_body
-        from .stock import timm_body
+        from .stock import timm_body, timm_maps
 
         name = timm_backbone(arch.name, options)
         first = options.get("first_stride", 16)
         if path is None:  # timm's model hub (network)
             import timm
-
-            from .stock import timm_maps
             return timm.create_model(name, pretrained=True, features_only=True, out_indices=timm_maps(first))
         return load_timm_body(timm_body(name, first), path, name)
     from torchvision.models import (MobileNet_V3_Large_Weights, VGG16_Weights, mobilenet_v3_large, vgg16)

@@ -488,10 +488,22 @@ def _meta_rule(plan: Plan, stage: Stage, dec: Decision, value: dict) -> list[str
     return lines + (_explore(plan, stage, dec, results) if dec.explore else [])
 
 
+_VARIATIONS: dict[tuple, dict] = {}  # variation_of's results: a report reads them for report.md, each docs block
+#                                     showing the stage and the scatter, and each opens the dataset
+
+
 def variation_of(plan: Plan, stage: Stage, dec: Decision, name: str) -> dict:
     """:func:`hierhead.recommend.design_for` of one dataset's training split as the stage's ``dec.baseline`` jobs
     train on it (its first seed: the holdout's carve, the re-split's train part; the run's image size, ``auto``
-    chosen as the run chooses it): the Table II variations over sizes and aspect ratios, and the paper's pick."""
+    chosen as the run chooses it): the Table II variations over sizes and aspect ratios, the paper's pick, and
+    ``x``, sizes minus ratios. Computed once per plan file version, stage and dataset in a process."""
+    key = (plan.path, plan.path.stat().st_mtime_ns, stage.name, dec.baseline, name)
+    if key not in _VARIATIONS:
+        _VARIATIONS[key] = _variation(plan, stage, dec, name)
+    return _VARIATIONS[key]
+
+
+def _variation(plan: Plan, stage: Stage, dec: Decision, name: str) -> dict:
     import warnings
 
     from ..data.stats import table_two
@@ -507,7 +519,8 @@ def variation_of(plan: Plan, stage: Stage, dec: Decision, name: str) -> dict:
         warnings.simplefilter("ignore")
         train = open_config_splits(config)[0]
     side = (image_size(config) or (300, 300))[0]
-    return {**design_for(table_two(train, side)), "image_size": side}
+    pick = design_for(table_two(train, side))
+    return {**pick, "image_size": side, "x": pick["size_variation"] - pick["ratio_variation"]}
 
 
 def _predicted(design: str) -> str:
@@ -535,12 +548,12 @@ def _explore(plan: Plan, stage: Stage, dec: Decision, results: dict) -> list[str
         v = var[n]
         effects = [_num(results[a]["per"][n]["mean"], True) if n in results[a]["per"] else "n/a" for a in arms]
         lines.append(f"| {n}{' (origin)' if n == dec.origin else ''} | {v['size_variation']:.2f} | "
-                     f"{v['ratio_variation']:.2f} | {v['size_variation'] - v['ratio_variation']:+.2f} | "
+                     f"{v['ratio_variation']:.2f} | {v['x']:+.2f} | "
                      f"`{v['design']}` | " + " | ".join(effects) + " |")
     lines.append("")
     for a in arms:
         have = [n for n in names if n in results[a]["per"]]
-        x = [var[n]["size_variation"] - var[n]["ratio_variation"] for n in have]
+        x = [var[n]["x"] for n in have]
         y = [results[a]["per"][n]["mean"] for n in have]
         design = stage.arm(a).design
         if len(have) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
@@ -569,7 +582,7 @@ def explore_plot(plan: Plan, stage: Stage, dec: Decision, path: Path) -> Path:
     fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.6), squeeze=False)
     for ax, (a, r) in zip(axes[0], results.items()):
         for n in (n for n in names if n in r["per"]):
-            d, x = r["per"][n], var[n]["size_variation"] - var[n]["ratio_variation"]
+            d, x = r["per"][n], var[n]["x"]
             ax.errorbar([x], [d["mean"]], yerr=[[d["mean"] - d["low"]], [d["high"] - d["mean"]]], marker="o",
                         capsize=3, color="black", mfc="white" if n == dec.origin else "black")
             ax.annotate(n + (" (origin)" if n == dec.origin else ""), (x, d["mean"]), textcoords="offset points",
