@@ -19,7 +19,7 @@ import pytest
 from hierhead.cli import main
 from hierhead.study import ROW_COLUMNS, PlanError, load_plan
 from hierhead.study.report import report, write_report
-from hierhead.study.runner import picks, read_rows, status
+from hierhead.study.runner import jobs, picks, read_rows, status
 
 REPO = Path(__file__).resolve().parents[1]
 TOY = "synthetic:classes=2,train=8,test=4,size=64"
@@ -43,14 +43,15 @@ def _plan(tmp_path: Path, body: str, name: str = "toy") -> Path:
     return path
 
 
-TWO_STAGES = f"""datasets: [toy, toy2]
+PILOT = f"""datasets: [toy, toy2]
 seeds: [0, 1, 2]
 set: {FAST}
 stages:
   - name: pilot
     score: holdout
     holdout: 0.25
-    arms:
+"""
+TWO_STAGES = PILOT + f"""    arms:
       small: {{design: "9An{{9}}", set: {{image_size: 64}}}}
       large: {{design: "9An{{9}}", set: {{image_size: 96}}}}
     pick: {{name: size, setting: image_size, per: dataset}}
@@ -73,7 +74,7 @@ def _rows(plan, stage: str, values: dict, seconds: dict | None = None) -> None:
     with path.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=ROW_COLUMNS)
         w.writeheader()
-        for job in plan.jobs(stage):
+        for job in jobs(plan, stage):
             w.writerow({"study": plan.name, "stage": stage, "dataset": job.dataset, "arm": job.arm,
                         "design": plan.stage(stage).arm(job.arm).design, "seed": job.seed, "fraction": job.fraction,
                         "settings": settings_json(plan.settings(job, made)),
@@ -171,6 +172,59 @@ def test_a_finished_stage_carries_its_pick_and_the_report_matches_an_independent
     assert ("no effect within +-1" if inside else "inconclusive") in text.split("toy2:")[1]
     report = (plan.rows / "report.md").read_text()
     assert "Pick `pilot.size`" in report and "{'toy': 96, 'toy2': 64}" in report
+
+
+COUNTED = PILOT + f"""    arms:
+      general: {{design: "9An{{9}}"}}
+      hier: {{design: "9An{{9,3,1}}S"}}
+    pick: {{name: n, rule: seeds, baseline: general, half_width: 1.0, per: dataset, min_n: 3, max_n: 12}}
+  - name: test
+    seeds: {{first: 1000, n: {{pick: pilot.n}}}}
+    arms:
+      general: {{design: "9An{{9}}"}}
+      hier: {{design: "9An{{9,3,1}}S"}}
+    decision: {{baseline: general, margin: 1.0}}
+"""
+
+
+def test_a_stage_runs_as_many_fresh_seeds_per_dataset_as_the_pilot_counts_and_never_changes_them(tmp_path):
+    """Issue 45: n per domain fixed by the plan from a holdout pilot's SD, computed from its rows (never copied by
+    hand), never extended or cut once rows of that stage exist."""
+    from scipy import stats
+
+    plan = load_plan(_plan(tmp_path, COUNTED))
+    assert jobs(plan, "test") == [] and plan.needs("test") == ["pilot"]
+    assert [s["waits"] for s in status(plan)] == [[], ["pilot"]]
+    ahead = {"toy": [0.0, 1.0, 2.0], "toy2": [0.5, 0.5, 0.5]}  # SDs 1 and 0
+    _rows(plan, "pilot", {(d, a, s): 50.0 + (ahead[d][s] if a == "hier" else 0) for d in ahead
+                          for a in ("general", "hier") for s in range(3)})
+    n_toy = next(n for n in range(3, 13) if stats.t.ppf(0.975, n - 1) * 1.0 / math.sqrt(n) <= 1.0)
+    assert picks(plan) == {"pilot.n": {"toy": n_toy, "toy2": 3}} and n_toy == 7
+    keys = [j.key for j in jobs(plan, "test")]
+    assert len(keys) == 2 * (n_toy + 3) and keys[:4] == ["test/toy/general/seed1000", "test/toy/hier/seed1000",
+                                                          "test/toy2/general/seed1000", "test/toy2/hier/seed1000"]
+    assert keys[-2:] == [f"test/toy/general/seed{1000 + n_toy - 1}", f"test/toy/hier/seed{1000 + n_toy - 1}"]
+    assert [len(s["pending"]) for s in status(plan)] == [0, 2 * (n_toy + 3)]
+    assert f"seeds from 1000, as many as pick `pilot.n` counts (toy {n_toy}, toy2 3); 0 of {len(keys)} rows" in report(plan)
+    _rows(plan, "test", {(d, a, s): 40.0 for d in ahead for a in ("general", "hier") for s in range(1000, 1000 + n_toy)})
+    assert [len(s["pending"]) for s in status(plan)] == [0, 0]
+    _rows(plan, "pilot", {(d, a, s): 50.0 for d in ahead for a in ("general", "hier") for s in range(3)})  # SD 0 now
+    with pytest.raises(PlanError, match=r"stage test: rows of toy/general/1003 and 7 more are beyond the seeds pick "
+                                        r"'pilot.n' counts now"):
+        status(plan)
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("n: {pick: pilot.n}", "n: 5", "seeds {'first': 1000, 'n': 5}: {first: a whole number >= 0"),
+    ("first: 1000, ", "", "seeds: missing key 'first'"),
+    ("n: {pick: pilot.n}", "n: {pick: pilot.size}", "seeds count by pick 'pilot.size': not a rule: seeds pick"),
+    ("per: dataset", "per: each", "pick.per 'each': choose all, dataset (rule seeds)"),
+])
+def test_a_bad_seed_count_is_refused_naming_it(tmp_path, old, new, message):
+    text = COUNTED.replace(old, new, 1)
+    assert text != COUNTED
+    with pytest.raises(PlanError, match=re.escape(message)):
+        load_plan(_plan(tmp_path, text))
 
 
 def test_an_incomplete_stage_gets_no_verdict(tmp_path):

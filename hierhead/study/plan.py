@@ -25,7 +25,9 @@ A plan is a YAML file with no loops or conditionals; everything a run needs is d
           chosen: {design: "9An{9}", set: {image_size: {pick: holdout.size}}}
 
 Besides: ``datasets`` may define a dataset in the plan (``{name, root, set}``); a stage may have its own
-``seeds``, ``fractions``, ``protocol`` and ``datasets`` (some of the plan's), several ``picks`` (:class:`Pick`:
+``seeds``, ``fractions``, ``protocol`` and ``datasets`` (some of the plan's), its seeds counted by an earlier stage's
+``rule: seeds`` pick (``seeds: {first: 1000, n: {pick: pilot.n}}``: seeds 1000 to 1000 + n - 1, n per dataset with
+``per: dataset``), several ``picks`` (:class:`Pick`:
 best arm with a tolerance and an order of preference, or a number of seeds from the spread) and several
 ``decisions`` (:class:`Decision`: ``holm``, ``adopt``, ``spread``, ``meta``, ``holds``); ``legacy`` reads a stage's rows from a CSV of an older layout (:mod:`.adapters`), an arm's
 ``label`` and ``match`` saying which of them are its; an arm's ``recipe`` replaces the plan's for its jobs (two
@@ -99,7 +101,9 @@ class Pick:
     (``{dataset: value}``); ``each`` keeps only arms within ``tolerance`` of the best on every dataset.
     ``rule: seeds``: a number of seeds, the smallest n in [``min_n``, ``max_n``] with t(0.975, n-1) s / sqrt(n) <=
     ``half_width``, s the largest SD of the paired differences to ``baseline`` over the stage's (dataset,
-    fraction, arm) cells (``max_n`` when none is small enough)."""
+    fraction, arm) cells (``max_n`` when none is small enough); ``per: dataset`` gives each dataset its own n
+    (``{dataset: n}``, s over that dataset's cells). A later stage's ``seeds: {first, n: {pick: ...}}`` runs that
+    many seeds, so the count is computed from the pilot's rows, never copied by hand."""
     name: str
     setting: str | None = None
     per: str = "all"  # all | dataset | each
@@ -161,6 +165,8 @@ class Stage:
     seeds: tuple[int, ...] | None = None  # the plan's when None
     protocol: str | None = None  # the plan's when None
     datasets: tuple[str, ...] | None = None  # the plan's when None (a stage on some of them)
+    #: seeds counted by an earlier stage's ``rule: seeds`` pick: (the first seed, the pick's ``stage.name``)
+    seed_count: tuple[int, str] | None = None
 
     @property
     def pick(self) -> Pick | None:
@@ -235,12 +241,29 @@ class Plan:
     def rows_file(self, stage: str) -> Path:
         return self.rows / f"{stage}.csv"
 
-    def jobs(self, stage: str | None = None) -> list[Job]:
+    def jobs(self, stage: str | None = None, picks: dict[str, Any] | None = None) -> list[Job]:
         """Every job in run order: stage by stage, then seed-major (each dataset gets seed 0 first), the arms
-        of one (dataset, seed, fraction) side by side so pairs finish together."""
+        of one (dataset, seed, fraction) side by side so pairs finish together. A stage whose seeds a pick counts
+        (``seed_count``) has jobs once ``picks`` (``{"stage.name": value}``, :func:`hierhead.study.runner.picks`)
+        holds that pick, none before."""
         stages = [self.stage(stage)] if stage else self.stages
-        return [Job(s.name, d.name, a.name, seed, f) for s in stages for seed in (s.seeds or self.seeds)
-                for f in (s.fractions or self.fractions) for d in self.datasets_of(s.name) for a in s.arms]
+        out = []
+        for s in stages:
+            seeds = {d.name: self.seeds_of(s, d.name, picks) for d in self.datasets_of(s.name)}
+            out += [Job(s.name, d.name, a.name, seed, f) for seed in sorted(set().union(*seeds.values()))
+                    for f in (s.fractions or self.fractions) for d in self.datasets_of(s.name) if seed in seeds[d.name]
+                    for a in s.arms]
+        return out
+
+    def seeds_of(self, stage: Stage, dataset: str, picks: dict[str, Any] | None = None) -> tuple[int, ...]:
+        """The seeds a stage runs on a dataset: listed (the stage's, else the plan's), or counted by a pick (none
+        until ``picks`` holds it)."""
+        if stage.seed_count is None:
+            return stage.seeds or self.seeds
+        first, ref = stage.seed_count
+        n = (picks or {}).get(ref)
+        n = n.get(dataset) if isinstance(n, dict) else n
+        return tuple(range(first, first + n)) if n else ()
 
     def protocol_of(self, stage: str) -> str:
         return self.stage(stage).protocol or self.protocol
@@ -262,6 +285,7 @@ class Plan:
         """The earlier stages whose picks this stage's settings use."""
         s = self.stage(stage)
         refs = [r for layer in (self.set, s.set, *(a.set for a in s.arms)) for r in _refs(layer)]
+        refs += [s.seed_count[1]] if s.seed_count else []
         return list(dict.fromkeys(r.split(".")[0] for r in refs))
 
 
@@ -434,10 +458,13 @@ def load_plan(path: str | Path) -> Plan:
         if holdout is not None and not (isinstance(holdout, (int, float)) and 0 < holdout < 1):
             raise PlanError(f"{where}: holdout {holdout!r}: a fraction in (0, 1)")
         picks_ = tuple(_pick(p, [a.name for a in arms], where) for p in _one_or_many(s, "pick", where))
-        stage_seeds = s.get("seeds")
+        stage_seeds, seed_count = s.get("seeds"), None
+        if isinstance(stage_seeds, dict):
+            seed_count, stage_seeds = _seed_count(stage_seeds, where), None
         if stage_seeds is not None and (not isinstance(stage_seeds, list) or not stage_seeds or not all(
                 isinstance(x, int) and not isinstance(x, bool) for x in stage_seeds) or len(set(stage_seeds)) != len(stage_seeds)):
-            raise PlanError(f"{where}: seeds {stage_seeds!r}: a list of distinct whole numbers")
+            raise PlanError(f"{where}: seeds {stage_seeds!r}: a list of distinct whole numbers, or {{first: N, n: "
+                            f"{{pick: STAGE.NAME}}}}")
         if s.get("protocol") is not None and s["protocol"] not in PROTOCOLS:
             raise PlanError(f"{where}: protocol {s['protocol']!r}: unknown; choose {', '.join(PROTOCOLS)}")
         decisions = tuple(_decision(d, [a.name for a in arms], where) for d in _one_or_many(s, "decision", where))
@@ -452,7 +479,7 @@ def load_plan(path: str | Path) -> Plan:
         stages.append(Stage(str(s["name"]), tuple(arms), score, holdout, nest(s.get("set") or {}, f"{where}.set"),
                             picks_, decisions, tuple(float(f) for f in own) if own else None,
                             tuple(stage_seeds) if stage_seeds else None, s.get("protocol"),
-                            tuple(map(str, own_data)) if own_data else None))
+                            tuple(map(str, own_data)) if own_data else None, seed_count))
     if not stages:
         raise PlanError(f"{path}: no stages")
     plan = Plan(path=path, name=name, protocol=raw["protocol"],
@@ -489,6 +516,10 @@ def load_plan(path: str | Path) -> Plan:
                 if ref not in earlier:
                     raise PlanError(f"{path}: stage {s.name}: pick {ref!r} is not declared by an earlier stage "
                                     f"(declared: {', '.join(earlier) or 'none'})")
+        if s.seed_count and not (s.seed_count[1] in earlier and any(
+                p.rule == "seeds" and f"{t.name}.{p.name}" == s.seed_count[1] for t in plan.stages[:k] for p in t.picks)):
+            raise PlanError(f"{path}: stage {s.name}: seeds count by pick {s.seed_count[1]!r}: not a rule: seeds pick "
+                            f"of an earlier stage")
         for p in s.picks:
             for a in s.arms:
                 if p.rule == "best" and p.setting != "design" and (not p.among or a.name in p.among) and _get(
@@ -505,6 +536,15 @@ def _one_or_many(stage: dict, key: str, where: str) -> list:
     return [stage[key]] if stage.get(key) else list(stage.get(key + "s") or [])
 
 
+def _seed_count(raw: dict, where: str) -> tuple[int, str]:
+    """A stage's ``seeds: {first: N, n: {pick: STAGE.NAME}}``: (N, the pick)."""
+    _keys(raw, {"first", "n"}, {"first", "n"}, f"{where}: seeds")
+    first, n = raw["first"], raw["n"]
+    if not isinstance(first, int) or isinstance(first, bool) or first < 0 or not _is_pick(n):
+        raise PlanError(f"{where}: seeds {raw!r}: {{first: a whole number >= 0, n: {{pick: STAGE.NAME}}}}")
+    return first, str(n["pick"])
+
+
 def _pick(raw: dict, names: list[str], where: str) -> Pick:
     """A stage's pick, checked against its arms."""
     _keys(raw, {"name", "setting", "per", "tolerance", "prefer", "among", "rule", "baseline", "half_width", "min_n",
@@ -512,8 +552,9 @@ def _pick(raw: dict, names: list[str], where: str) -> Pick:
     pick = Pick(**{**raw, "prefer": tuple(raw.get("prefer") or ()), "among": tuple(raw.get("among") or ())})
     if pick.rule not in ("best", "seeds"):
         raise PlanError(f"{where}: pick.rule {pick.rule!r}: choose best or seeds")
-    if pick.per not in ("all", "dataset", "each"):
-        raise PlanError(f"{where}: pick.per {pick.per!r}: choose all, dataset or each")
+    if pick.per not in ("all", "dataset", "each") or (pick.rule == "seeds" and pick.per == "each"):
+        raise PlanError(f"{where}: pick.per {pick.per!r}: choose all, dataset"
+                        + (" or each" if pick.rule != "seeds" else " (rule seeds)"))
     if pick.rule == "best" and not pick.setting:
         raise PlanError(f"{where}: pick {pick.name}: rule best carries a setting: give setting")
     if pick.rule == "seeds" and (pick.baseline not in names or not pick.half_width):
@@ -625,8 +666,8 @@ def row_values(rows: list[dict], metric: str) -> dict[tuple, float]:
     return {(r["dataset"], r["arm"], int(r["seed"]), float(r["fraction"])): float(r[metric]) for r in rows}
 
 
-def _seeds_needed(plan: Plan, pick: Pick, rows: list[dict]) -> int:
-    """``rule: seeds`` (:class:`Pick`)."""
+def _seeds_needed(plan: Plan, pick: Pick, rows: list[dict]) -> int | dict[str, int]:
+    """``rule: seeds`` (:class:`Pick`): one n, or ``{dataset: n}`` with ``per: dataset``."""
     import statistics
 
     from scipy import stats
@@ -637,6 +678,12 @@ def _seeds_needed(plan: Plan, pick: Pick, rows: list[dict]) -> int:
         base = value.get((ds, pick.baseline, seed, f))
         if arm != pick.baseline and base is not None:
             cells.setdefault((ds, f, arm), []).append(v - base)
-    s = max(statistics.stdev(d) for d in cells.values() if len(d) > 1)
-    return next((n for n in range(max(2, pick.min_n), pick.max_n + 1)
-                 if stats.t.ppf(0.975, n - 1) * s / math.sqrt(n) <= pick.half_width), pick.max_n)
+
+    def needed(of: list[list[float]]) -> int:
+        s = max(statistics.stdev(d) for d in of if len(d) > 1)
+        return next((n for n in range(max(2, pick.min_n), pick.max_n + 1)
+                     if stats.t.ppf(0.975, n - 1) * s / math.sqrt(n) <= pick.half_width), pick.max_n)
+
+    if pick.per == "dataset":
+        return {ds: needed([d for (c, _, _), d in cells.items() if c == ds]) for ds in dict.fromkeys(c[0] for c in cells)}
+    return needed(list(cells.values()))

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..comparison import decide, holm, paired_interval, plot, pooled_effect, table
 from .plan import Decision, Plan, Stage, row_values
-from .runner import _own_rows, _row_key, picks, read_rows, stage_rows
+from .runner import _own_rows, _row_key, jobs, picks, read_rows, stage_rows
 
 __all__ = ["stage_table", "summary_table", "compact_table", "fraction_table", "report", "write_report", "adopted",
            "BLOCK"]
@@ -53,7 +53,7 @@ def stage_table(plan: Plan, stage: Stage) -> str:
     metric = plan.metric
     lines = [f"**{plan.name} / {stage.name}**: {metric} ({'VOC07 mAP' if metric == 'mAP' else 'COCO ' + metric}, %) "
              f"on {'a ' + format(stage.holdout, '.0%') + ' holdout of train' if stage.score == 'holdout' else 'the test split'}"
-             f", last checkpoint; {len(rows)} of {len(plan.jobs(stage.name))} rows "
+             f", last checkpoint{_seeds_said(plan, stage)}; {len(rows)} of {len(jobs(plan, stage.name))} rows "
              f"(`{_shown(plan, _rows_path(plan, stage))}`)"
              + ("" if complete else "; **incomplete: not quoted, no verdict, until every row exists**") + "."]
     if not rows:
@@ -76,6 +76,16 @@ def stage_table(plan: Plan, stage: Stage) -> str:
     for dec in stage.decisions if complete else ():
         lines += ["", *RULES[dec.rule](plan, stage, dec, value)]
     return "\n".join(lines) + "\n"
+
+
+def _seeds_said(plan: Plan, stage: Stage) -> str:
+    """A stage's seeds in the table's first line where they are not the plan's: listed, or counted by a pick."""
+    if stage.seed_count:
+        first, ref = stage.seed_count
+        n = picks(plan, upto=stage.name).get(ref)
+        count = (", ".join(f"{d} {k}" for d, k in n.items()) if isinstance(n, dict) else n) if n else "not made yet"
+        return f"; seeds from {first}, as many as pick `{ref}` counts ({count})"
+    return f"; seeds {', '.join(map(str, stage.seeds))}" if stage.seeds and stage.seeds != plan.seeds else ""
 
 
 def picks_list(plan: Plan, stage: Stage, _: str | None = None) -> str:
@@ -146,7 +156,7 @@ def summary_table(plan: Plan, stage: Stage, arm: str | None = None) -> str:
     (range) over seeds, minutes a run and its threads, seeds; then the columns of the plan's ``reference`` CSV
     for that dataset (published numbers, e.g. Roboflow 100's)."""
     arms = [stage.arm(arm)] if arm else list(stage.arms)
-    keys = {j.row_key() for j in plan.jobs(stage.name) if j.arm in {a.name for a in arms}}
+    keys = {j.row_key() for j in jobs(plan, stage.name) if j.arm in {a.name for a in arms}}
     rows = [r for r in read_rows(plan, stage.name) if _row_key(r) in keys]
     reference: dict[str, dict] = {}
     if plan.reference:
@@ -193,7 +203,7 @@ def compact_table(plan: Plan, stage: Stage, baseline: str | None = None) -> str:
     rows, complete = stage_rows(plan, stage.name)
     dec = next((d for d in stage.decisions if d.rule == "holm" and baseline in (None, d.baseline)), None)
     if not complete or dec is None:
-        return f"({stage.name}: {len(rows)} of {len(plan.jobs(stage.name))} rows; no decision to show yet)\n"
+        return f"({stage.name}: {len(rows)} of {len(jobs(plan, stage.name))} rows; no decision to show yet)\n"
     verdicts = _decisions(plan, dec, row_values(rows, plan.metric))
     head = "| design |" + "".join(f" {d.name} |" for d in plan.datasets_of(stage.name))
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -212,7 +222,7 @@ def wins_table(plan: Plan, stage: Stage, arm: str | None = None) -> str:
     the top), against chance (1 in the number of arms); ``arm``: that arm's line only."""
     rows, complete = stage_rows(plan, stage.name)
     if not complete:
-        return f"({stage.name}: {len(rows)} of {len(plan.jobs(stage.name))} rows; no counts yet)\n"
+        return f"({stage.name}: {len(rows)} of {len(jobs(plan, stage.name))} rows; no counts yet)\n"
     value = row_values(rows, plan.metric)
     head = "| design |" + "".join(f" {d.name} |" for d in plan.datasets_of(stage.name))
     lines = [f"Seeds in which the design had the best {plan.metric} of the {len(stage.arms)} (chance: 1 in "
@@ -235,7 +245,7 @@ def fraction_table(plan: Plan, stage: Stage, dataset: str | None = None) -> str:
     exists."""
     rows, complete = stage_rows(plan, stage.name)
     if not complete:
-        return f"({stage.name}: {len(rows)} of {len(plan.jobs(stage.name))} rows; no table yet)\n"
+        return f"({stage.name}: {len(rows)} of {len(jobs(plan, stage.name))} rows; no table yet)\n"
     out = []
     for d in plan.datasets_of(stage.name):
         if dataset not in (None, d.name):
@@ -513,7 +523,7 @@ def _variation(plan: Plan, stage: Stage, dec: Decision, name: str) -> dict:
     from ..recommend import design_for
     from .protocols import job_config
 
-    job = next(j for j in plan.jobs(stage.name) if j.dataset == name and j.arm == dec.baseline)
+    job = next(j for j in jobs(plan, stage.name) if j.dataset == name and j.arm == dec.baseline)
     config = resolve_auto(job_config(plan, job, picks(plan, upto=stage.name), plan.runs / job.key))[0]
     with warnings.catch_warnings():  # the reader's warnings belong to the runs, not to the report
         warnings.simplefilter("ignore")

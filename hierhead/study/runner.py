@@ -25,7 +25,7 @@ from typing import Callable
 
 from .plan import ROW_COLUMNS, Job, Plan, PlanError, load_plan, pick_value
 
-__all__ = ["read_rows", "stage_rows", "status", "picks", "run", "run_job"]
+__all__ = ["read_rows", "stage_rows", "status", "picks", "jobs", "run", "run_job"]
 
 
 def read_rows(plan: Plan, stage: str) -> list[dict]:
@@ -65,11 +65,19 @@ def _row_key(row: dict) -> tuple:
     return (row["stage"], row["dataset"], row["arm"], int(row["seed"]), float(row["fraction"]))
 
 
+def jobs(plan: Plan, stage: str | None = None) -> list[Job]:
+    """The plan's jobs (or a stage's), a stage whose seeds a pick counts expanded from the earlier stages' rows
+    (:meth:`Plan.jobs`; none until that pick is made)."""
+    counted = any(s.seed_count for s in ([plan.stage(stage)] if stage else plan.stages))
+    return plan.jobs(stage, picks(plan, upto=stage) if counted else None)
+
+
 def stage_rows(plan: Plan, stage: str) -> tuple[list[dict], bool]:
-    """(the rows of the stage's jobs, whether every job has one): what picks and reports read."""
-    keys = {j.row_key() for j in plan.jobs(stage)}
+    """(the rows of the stage's jobs, whether every job has one): what picks and reports read; a stage whose seed
+    count is not made yet is incomplete."""
+    keys = {j.row_key() for j in jobs(plan, stage)}
     rows = [r for r in read_rows(plan, stage) if _row_key(r) in keys]
-    return rows, len(rows) == len(keys)
+    return rows, bool(keys) and len(rows) == len(keys)
 
 
 def picks(plan: Plan, upto: str | None = None) -> dict:
@@ -93,11 +101,15 @@ def status(plan: Plan, stage: str | None = None) -> list[dict]:
     out = []
     for s in [plan.stage(stage)] if stage else plan.stages:
         done = {_row_key(r) for r in read_rows(plan, s.name)}
-        jobs = plan.jobs(s.name)
+        listed = plan.jobs(s.name, made)
         waits = [n for n in plan.needs(s.name) if any(f"{n}.{p.name}" not in made for p in plan.stage(n).picks)]
-        finished = [j for j in jobs if j.row_key() not in done and (plan.runs / j.key / "row.json").is_file()]
-        pending = [j for j in jobs if j.row_key() not in done and j not in finished]
-        out.append({"stage": s.name, "jobs": len(jobs), "done": len(jobs) - len(finished) - len(pending),
+        if s.seed_count and (extra := sorted(done - {j.row_key() for j in listed})):
+            raise PlanError(f"{plan.path.name}: stage {s.name}: rows of {'/'.join(map(str, extra[0][1:4]))} and "
+                            f"{len(extra) - 1} more are beyond the seeds pick {s.seed_count[1]!r} counts now: the count "
+                            f"changed after its rows were written (a seed count is never changed once they exist)")
+        finished = [j for j in listed if j.row_key() not in done and (plan.runs / j.key / "row.json").is_file()]
+        pending = [j for j in listed if j.row_key() not in done and j not in finished]
+        out.append({"stage": s.name, "jobs": len(listed), "done": len(listed) - len(finished) - len(pending),
                     "finished": finished, "pending": pending, "waits": waits})
     return out
 
@@ -112,7 +124,7 @@ def _merge(plan: Plan, stage: str, new: list[dict]) -> None:
         rows = {_row_key(r): r for r in _own_rows(plan, stage)}
         for r in new:
             rows.setdefault(_row_key(r), {c: r.get(c, "") for c in ROW_COLUMNS})
-        order = {j.row_key(): k for k, j in enumerate(plan.jobs(stage))}
+        order = {j.row_key(): k for k, j in enumerate(jobs(plan, stage))}
         ordered = sorted(rows.values(), key=lambda r: order.get(_row_key(r), len(order)))
         path = plan.rows_file(stage)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -231,7 +243,7 @@ def shared_runs(plan: Plan, stage: str, pending: list[Job]) -> dict[Job, Job]:
     groups = {(j.dataset, j.seed, j.fraction) for j in pending}
     first: dict[str, Job] = {}
     out = {}
-    for j in plan.jobs(stage):
+    for j in plan.jobs(stage, made):
         if (j.dataset, j.seed, j.fraction) not in groups:
             continue
         fp = protocol.fingerprint(job_config(plan, j, made, plan.runs / j.key))
@@ -276,7 +288,7 @@ def run_job(plan: Plan, key: str, threads: int) -> dict:
     from ..provenance import row_provenance
     from .protocols import PROTOCOLS, job_config, settings_json
 
-    job = next((j for j in plan.jobs() if j.key == key), None)
+    job = next((j for j in jobs(plan) if j.key == key), None)
     if job is None:
         raise PlanError(f"{plan.path}: no job {key!r}")
     torch.set_num_threads(threads)
