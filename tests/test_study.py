@@ -214,7 +214,21 @@ def test_a_stage_runs_as_many_fresh_seeds_per_dataset_as_the_pilot_counts_and_ne
         status(plan)
 
 
+def test_a_seed_count_over_its_hours_cap_is_cut_to_a_common_ceiling_and_the_report_says_what_it_needed(tmp_path):
+    plan = load_plan(_plan(tmp_path, COUNTED.replace("max_n: 12}", "max_n: 12, hours: 0.35, workers: 2}")))
+    ahead = {"toy": [0.0, 1.0, 2.0], "toy2": [0.0, 4.0, 8.0]}  # SD 1: n 7; SD 4: beyond max_n, 12
+    _rows(plan, "pilot", {(d, a, s): 50.0 + (ahead[d][s] if a == "hier" else 0) for d in ahead
+                          for a in ("general", "hier") for s in range(3)},
+          seconds={(d, a, s): {"toy": 60, "toy2": 120}[d] for d in ahead for a in ("general", "hier") for s in range(3)})
+    # a seed costs 2 arms x the median seconds / 2 workers: toy 60 s, toy2 120 s; 7 x 60 + 12 x 120 = 1860 s > 1260 s
+    # (0.35 h); the ceiling 7 fits exactly (7 x 60 + 7 x 120 = 1260): toy keeps its 7, toy2 is cut to 7
+    assert picks(plan) == {"pilot.n": {"toy": 7, "toy2": 7}}
+    assert "(the half-width alone would need {'toy': 7, 'toy2': 12})" in report(plan)
+    assert "at most 0.35 h of runs" in report(plan)
+
+
 @pytest.mark.parametrize("old, new, message", [
+    ("max_n: 12}", "max_n: 12, hours: 0}", "hours 0, workers 1: a cap of rule seeds"),
     ("n: {pick: pilot.n}", "n: 5", "seeds {'first': 1000, 'n': 5}: {first: a whole number >= 0"),
     ("first: 1000, ", "", "seeds: missing key 'first'"),
     ("n: {pick: pilot.n}", "n: {pick: pilot.size}", "seeds count by pick 'pilot.size': not a rule: seeds pick"),

@@ -102,8 +102,11 @@ class Pick:
     ``rule: seeds``: a number of seeds, the smallest n in [``min_n``, ``max_n``] with t(0.975, n-1) s / sqrt(n) <=
     ``half_width``, s the largest SD of the paired differences to ``baseline`` over the stage's (dataset,
     fraction, arm) cells (``max_n`` when none is small enough); ``per: dataset`` gives each dataset its own n
-    (``{dataset: n}``, s over that dataset's cells). A later stage's ``seeds: {first, n: {pick: ...}}`` runs that
-    many seeds, so the count is computed from the pilot's rows, never copied by hand."""
+    (``{dataset: n}``, s over that dataset's cells). ``hours``: a cap on the wall hours of the runs counted, a
+    seed of a dataset costing as many runs as the stage has arms, each the median ``seconds`` of the dataset's
+    rows here, ``workers`` at a time; over the cap, every n is cut to the largest common ceiling that fits (the
+    datasets needing fewer keep theirs; :func:`seed_counts` gives both). A later stage's ``seeds: {first, n:
+    {pick: ...}}`` runs that many seeds, so the count is computed from the pilot's rows, never copied by hand."""
     name: str
     setting: str | None = None
     per: str = "all"  # all | dataset | each
@@ -115,6 +118,8 @@ class Pick:
     half_width: float | None = None
     min_n: int = 2
     max_n: int = 100
+    hours: float | None = None
+    workers: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -548,7 +553,7 @@ def _seed_count(raw: dict, where: str) -> tuple[int, str]:
 def _pick(raw: dict, names: list[str], where: str) -> Pick:
     """A stage's pick, checked against its arms."""
     _keys(raw, {"name", "setting", "per", "tolerance", "prefer", "among", "rule", "baseline", "half_width", "min_n",
-                "max_n"}, {"name"}, f"{where}: pick")
+                "max_n", "hours", "workers"}, {"name"}, f"{where}: pick")
     pick = Pick(**{**raw, "prefer": tuple(raw.get("prefer") or ()), "among": tuple(raw.get("among") or ())})
     if pick.rule not in ("best", "seeds"):
         raise PlanError(f"{where}: pick.rule {pick.rule!r}: choose best or seeds")
@@ -559,6 +564,10 @@ def _pick(raw: dict, names: list[str], where: str) -> Pick:
         raise PlanError(f"{where}: pick {pick.name}: rule best carries a setting: give setting")
     if pick.rule == "seeds" and (pick.baseline not in names or not pick.half_width):
         raise PlanError(f"{where}: pick {pick.name}: rule seeds needs a baseline arm and a half_width")
+    if (pick.hours is not None or pick.workers != 1) and (pick.rule != "seeds" or not (
+            isinstance(pick.hours, (int, float)) and pick.hours > 0 and isinstance(pick.workers, int) and pick.workers >= 1)):
+        raise PlanError(f"{where}: pick {pick.name}: hours {pick.hours!r}, workers {pick.workers!r}: a cap of rule "
+                        f"seeds, hours > 0 and workers a whole number >= 1")
     for key in ("prefer", "among"):
         if not set(getattr(pick, key)) <= set(names):
             raise PlanError(f"{where}: pick.{key} {list(getattr(pick, key))}: arms of the stage")
@@ -627,7 +636,7 @@ def _get(settings: dict, dotted: str) -> Any:
 def pick_value(plan: Plan, stage: Stage, pick: Pick, rows: list[dict]) -> Any:
     """The value a finished stage's ``pick`` carries (:class:`Pick`); ``rows`` are the stage's, complete."""
     if pick.rule == "seeds":
-        return _seeds_needed(plan, pick, rows)
+        return seed_counts(plan, stage, pick, rows)[1]
     arms = [stage.arm(n) for n in pick.among] if pick.among else list(stage.arms)
     datasets = plan.datasets_of(stage.name)
     order = [stage.arm(n) for n in pick.prefer] + [a for a in arms if a.name not in pick.prefer]
@@ -666,8 +675,9 @@ def row_values(rows: list[dict], metric: str) -> dict[tuple, float]:
     return {(r["dataset"], r["arm"], int(r["seed"]), float(r["fraction"])): float(r[metric]) for r in rows}
 
 
-def _seeds_needed(plan: Plan, pick: Pick, rows: list[dict]) -> int | dict[str, int]:
-    """``rule: seeds`` (:class:`Pick`): one n, or ``{dataset: n}`` with ``per: dataset``."""
+def seed_counts(plan: Plan, stage: Stage, pick: Pick, rows: list[dict]) -> tuple[Any, Any]:
+    """``rule: seeds`` (:class:`Pick`): (the n the half-width needs, the n counted under the ``hours`` cap), each
+    one n or ``{dataset: n}`` with ``per: dataset``."""
     import statistics
 
     from scipy import stats
@@ -684,6 +694,25 @@ def _seeds_needed(plan: Plan, pick: Pick, rows: list[dict]) -> int | dict[str, i
         return next((n for n in range(max(2, pick.min_n), pick.max_n + 1)
                      if stats.t.ppf(0.975, n - 1) * s / math.sqrt(n) <= pick.half_width), pick.max_n)
 
-    if pick.per == "dataset":
-        return {ds: needed([d for (c, _, _), d in cells.items() if c == ds]) for ds in dict.fromkeys(c[0] for c in cells)}
-    return needed(list(cells.values()))
+    names = list(dict.fromkeys(c[0] for c in cells))
+    need = ({ds: needed([d for (c, _, _), d in cells.items() if c == ds]) for ds in names} if pick.per == "dataset"
+            else needed(list(cells.values())))
+    if pick.hours is None:
+        return need, need
+    cost = {}  # seconds of one seed of a dataset: every arm's run, workers at a time
+    for ds in names:
+        secs = [float(r["seconds"]) for r in rows if r["dataset"] == ds and r.get("seconds")]
+        if not secs:
+            raise PlanError(f"{plan.path.name}: pick {stage.name}.{pick.name}: no seconds in {ds}'s rows to size the "
+                            f"{pick.hours:g} h cap")
+        cost[ds] = len(stage.arms) * statistics.median(secs) / pick.workers
+    per = need if isinstance(need, dict) else dict.fromkeys(names, need)
+
+    def hours(ceiling: int) -> float:
+        return sum(min(n, ceiling) * cost[ds] for ds, n in per.items()) / 3600
+
+    ceiling = max(per.values())
+    while ceiling > max(2, pick.min_n) and hours(ceiling) > pick.hours:
+        ceiling -= 1
+    counted = {ds: min(n, ceiling) for ds, n in per.items()}
+    return need, counted if isinstance(need, dict) else ceiling

@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 
 from ..comparison import decide, holm, paired_interval, plot, pooled_effect, table
-from .plan import Decision, Plan, Stage, row_values
+from .plan import Decision, Plan, Stage, row_values, seed_counts
 from .runner import _own_rows, _row_key, jobs, picks, read_rows, stage_rows
 
 __all__ = ["stage_table", "summary_table", "compact_table", "fraction_table", "report", "write_report", "adopted",
@@ -72,7 +72,9 @@ def stage_table(plan: Plan, stage: Stage) -> str:
                          f"{f'{sum(secs) / len(secs) / 60:.1f}' if secs else 'n/a'} |")
     made = picks(plan) if complete and stage.picks else {}
     for p in stage.picks if complete else ():
-        lines += ["", f"Pick `{stage.name}.{p.name}` ({_pick_rule(p, metric)}): {made[f'{stage.name}.{p.name}']!r}."]
+        need = seed_counts(plan, stage, p, rows)[0] if p.rule == "seeds" and p.hours is not None else None
+        capped = f" (the half-width alone would need {need!r})" if need not in (None, made[f"{stage.name}.{p.name}"]) else ""
+        lines += ["", f"Pick `{stage.name}.{p.name}` ({_pick_rule(p, metric)}): {made[f'{stage.name}.{p.name}']!r}{capped}."]
     for dec in stage.decisions if complete else ():
         lines += ["", *RULES[dec.rule](plan, stage, dec, value)]
     return "\n".join(lines) + "\n"
@@ -100,7 +102,10 @@ def _pick_rule(p, metric: str) -> str:
     """A pick's rule in words."""
     if p.rule == "seeds":
         return (f"the smallest n in [{p.min_n}, {p.max_n}] with t(0.975, n-1) s / sqrt(n) <= {p.half_width:g}, s the "
-                f"largest SD of the paired differences to `{p.baseline}`")
+                f"largest SD of the paired differences to `{p.baseline}`{' of each dataset' if p.per == 'dataset' else ''}"
+                + (f"; at most {p.hours:g} h of runs, each dataset's seed costing every arm's run at its median "
+                   f"seconds here, {p.workers} at a time (over it, the largest n cut to a common ceiling)"
+                   if p.hours is not None else ""))
     among = f" among {', '.join(p.among)}" if p.among else ""
     where = {"all": "pooled over the datasets", "dataset": "per dataset", "each": "on every dataset"}[p.per]
     tie = (f"; within {p.tolerance:g} of it, the first of {', '.join(p.prefer) or 'them in the stage order'}"
