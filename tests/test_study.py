@@ -881,27 +881,51 @@ def test_a_committed_holm_verdict_is_the_one_recomputed_from_the_raw_rows():
     assert [d for d in designs if adjusted[d] < 0.05] == ["9An{9,3,1}S"]
 
 
-def test_the_built_in_defaults_follow_the_defaults_rules_verdict():
-    """Issue 43: the built-in defaults are today's (the recipe defaults-2026-12) plus every rule that
-    studies/defaults-rules.yaml, defaults-steps.yaml and defaults-stride8.yaml adopt from their rows; until every
-    row of a plan exists,
-    none of its rules is adopted. A change of the
-    defaults that the committed verdict does not carry fails here."""
+def test_the_built_in_defaults_follow_the_holdout_verdicts_as_defaults_new_md_combines_them():
+    """Issues 43 and 41: the built-in defaults are today's (the recipe defaults-2026-12) changed only as
+    studies/defaults-new.md ("How the verdicts combine") makes of the committed rows: every rule adopted by
+    defaults-rules, defaults-steps and defaults-stride8; EMA when defaults-rules adopts it and ema-spread finds it
+    holds on both datasets for the general head; the cheapest engine-speed arm that holds and touches no key an
+    adopted rule sets. A plan without every row decides nothing. A change of the defaults the committed verdicts do
+    not carry fails here."""
+    import statistics
+
     from hierhead.engine.recipes import resolve
-    from hierhead.study.plan import _get
-    from hierhead.study.report import adopted
+    from hierhead.study.plan import _get, row_values
+    from hierhead.study.report import adopted, holds_verdicts, spread_verdicts
+    from hierhead.study.runner import stage_rows
 
     def flat(d: dict, prefix: str = "") -> dict:
         return {k2: v2 for k, v in d.items() for k2, v2 in (flat(v, f"{prefix}{k}.") if isinstance(v, dict)
                                                              else {f"{prefix}{k}": v}).items()}
 
-    today, expected, verdicts = resolve("defaults-2026-12"), {}, {}
-    for name in ("defaults-rules", "defaults-steps", "defaults-stride8"):  # each against today's defaults
+    def holdout(name: str):
         plan = load_plan(REPO / "studies" / f"{name}.yaml")
         stage = plan.stage("holdout")
+        rows, complete = stage_rows(plan, "holdout")
+        return plan, stage, (row_values(rows, plan.metric) if complete else None)
+
+    today, expected, verdicts, rule_keys = resolve("defaults-2026-12"), {}, {}, set()
+    for name in ("defaults-rules", "defaults-steps", "defaults-stride8", "engine-speed"):  # what they may change
+        expected |= {key: _get(today, key) for a in holdout(name)[1].arms for key in flat(a.set) if key not in expected}
+    for name in ("defaults-rules", "defaults-steps", "defaults-stride8"):  # 1. issue 43's rules
+        plan, stage, _ = holdout(name)
         verdicts[name] = adopted(plan, "holdout") or {a.name: False for a in stage.arms if a.name != "today"}
-        expected |= {key: _get(today, key) for a in stage.arms for key in flat(a.set) if key not in expected}
-        for arm in (a for a in stage.arms if verdicts[name].get(a.name)):
+        for arm in (a for a in stage.arms if verdicts[name].get(a.name) and a.name != "ema"):
             expected.update(flat(arm.set))
+            rule_keys |= set(flat(arm.set))
+    if verdicts["defaults-rules"].get("ema"):  # 2. EMA: adopted, and holding for the general head on both datasets
+        plan, stage, value = holdout("ema-spread")
+        verdicts["ema-spread"] = value is not None and all(
+            r["effects"][("general-ema", "general")]["holds"] for r in spread_verdicts(plan, stage, stage.decision, value).values())
+        expected["ema.enabled"] = verdicts["ema-spread"]
+    plan, stage, value = holdout("engine-speed")  # 3. the cheapest arm that holds, clear of the adopted rules' keys
+    if value is not None:
+        held = holds_verdicts(plan, stage, stage.decision, value)
+        verdicts["engine-speed"] = {a: r["holds"] for a, r in held.items()}
+        eligible = [a for a, r in held.items() if r["holds"] and not set(flat(stage.arm(a).set)) & rule_keys]
+        if eligible:
+            expected.update(flat(stage.arm(min(eligible, key=lambda a: statistics.mean(
+                p["time"] for p in held[a]["per"].values()))).set))
     defaults = resolve(None)
     assert {key: _get(defaults, key) for key in expected} == expected, verdicts

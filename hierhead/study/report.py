@@ -390,6 +390,27 @@ def sd_ratio(first: list[float], second: list[float], alpha: float = 0.05) -> tu
     return point, float(ci.low), float(ci.high)
 
 
+def spread_verdicts(plan: Plan, stage: Stage, dec: Decision, value: dict) -> dict[str, dict]:
+    """dataset -> the ``spread`` rule's result (see :class:`~hierhead.study.plan.Decision`): n, the two SDs, the
+    ratio with its interval, ``lower`` (by >= 30 %), and ``effects`` ({(new, old): mean, low, high, holds} for the
+    change applied to each arm of the comparison)."""
+    (a, b), (c, d) = dec.pairs
+    out = {}
+    for ds in plan.datasets_of(stage.name):
+        seeds = sorted({(s, f) for (n, _, s, f) in value if n == ds.name})
+        cell = {arm: [value[(ds.name, arm, s, f)] for s, f in seeds] for arm in (a, b, c, d)}
+        first = [x - y for x, y in zip(cell[a], cell[b])]
+        second = [x - y for x, y in zip(cell[c], cell[d])]
+        ratio, lo, hi = sd_ratio(first, second, dec.alpha)
+        effects = {}
+        for new, old in ((c, a), (d, b)):
+            mean, elo, ehi = paired_interval([x - y for x, y in zip(cell[new], cell[old])], dec.alpha)
+            effects[(new, old)] = {"mean": mean, "low": elo, "high": ehi, "holds": elo >= -dec.margin}
+        out[ds.name] = {"n": len(seeds), "sd_first": _sd(first), "sd_second": _sd(second), "ratio": ratio, "low": lo,
+                        "high": hi, "lower": ratio <= 0.7 and hi < 1, "effects": effects}
+    return out
+
+
 def _spread_rule(plan: Plan, stage: Stage, dec: Decision, value: dict) -> list[str]:
     """The ``spread`` rule's tables (see :class:`~hierhead.study.plan.Decision`)."""
     (a, b), (c, d) = dec.pairs
@@ -399,20 +420,12 @@ def _spread_rule(plan: Plan, stage: Stage, dec: Decision, value: dict) -> list[s
              f"minus `{b}`, t interval, \"holds\" when the lower bound >= -{dec.margin:g}.", "",
              f"| dataset | n | SD {a} - {b} | SD {c} - {d} | ratio [{1 - dec.alpha:.0%} CI] | spread | {c} - {a} | "
              f"{d} - {b} |", "|---|---|---|---|---|---|---|---|"]
-    for ds in plan.datasets_of(stage.name):
-        seeds = sorted({(s, f) for (n, _, s, f) in value if n == ds.name})
-        cell = {arm: [value[(ds.name, arm, s, f)] for s, f in seeds] for arm in (a, b, c, d)}
-        first = [x - y for x, y in zip(cell[a], cell[b])]
-        second = [x - y for x, y in zip(cell[c], cell[d])]
-        ratio, lo, hi = sd_ratio(first, second, dec.alpha)
-        spread = "lower by >= 30 %" if ratio <= 0.7 and hi < 1 else "not shown lower by 30 %"
-        effects = []
-        for new, old in ((c, a), (d, b)):
-            mean, elo, ehi = paired_interval([x - y for x, y in zip(cell[new], cell[old])], dec.alpha)
-            effects.append(f"{_num(mean, True)} [{_num(elo, True)}, {_num(ehi, True)}] "
-                           f"{'holds' if elo >= -dec.margin else 'does not hold'}")
-        lines.append(f"| {ds.name} | {len(seeds)} | {_sd(first):.2f} | {_sd(second):.2f} | {ratio:.2f} [{lo:.2f}, "
-                     f"{hi:.2f}] | {spread} | {effects[0]} | {effects[1]} |")
+    for name, r in spread_verdicts(plan, stage, dec, value).items():
+        effects = [f"{_num(e['mean'], True)} [{_num(e['low'], True)}, {_num(e['high'], True)}] "
+                   f"{'holds' if e['holds'] else 'does not hold'}" for e in r["effects"].values()]
+        lines.append(f"| {name} | {r['n']} | {r['sd_first']:.2f} | {r['sd_second']:.2f} | {r['ratio']:.2f} "
+                     f"[{r['low']:.2f}, {r['high']:.2f}] | {'lower by >= 30 %' if r['lower'] else 'not shown lower by 30 %'} "
+                     f"| {effects[0]} | {effects[1]} |")
     return lines
 
 
