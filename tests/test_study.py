@@ -51,15 +51,15 @@ stages:
     score: holdout
     holdout: 0.25
 """
-TWO_STAGES = PILOT + f"""    arms:
-      small: {{design: "9An{{9}}", set: {{image_size: 64}}}}
-      large: {{design: "9An{{9}}", set: {{image_size: 96}}}}
-    pick: {{name: size, setting: image_size, per: dataset}}
+TWO_STAGES = PILOT + """    arms:
+      small: {design: "9An{9}", set: {image_size: 64}}
+      large: {design: "9An{9}", set: {image_size: 96}}
+    pick: {name: size, setting: image_size, per: dataset}
   - name: main
     arms:
-      general: {{design: "9An{{9}}", set: {{image_size: {{pick: pilot.size}}}}}}
-      hier: {{design: "9An{{9,3,1}}As", set: {{image_size: {{pick: pilot.size}}}}}}
-    decision: {{baseline: general, margin: 1.0}}
+      general: {design: "9An{9}", set: {image_size: {pick: pilot.size}}}
+      hier: {design: "9An{9,3,1}As", set: {image_size: {pick: pilot.size}}}
+    decision: {baseline: general, margin: 1.0}
 """
 
 
@@ -174,16 +174,16 @@ def test_a_finished_stage_carries_its_pick_and_the_report_matches_an_independent
     assert "Pick `pilot.size`" in report and "{'toy': 96, 'toy2': 64}" in report
 
 
-COUNTED = PILOT + f"""    arms:
-      general: {{design: "9An{{9}}"}}
-      hier: {{design: "9An{{9,3,1}}S"}}
-    pick: {{name: n, rule: seeds, baseline: general, half_width: 1.0, per: dataset, min_n: 3, max_n: 12}}
+COUNTED = PILOT + """    arms:
+      general: {design: "9An{9}"}
+      hier: {design: "9An{9,3,1}S"}
+    pick: {name: n, rule: seeds, baseline: general, half_width: 1.0, per: dataset, min_n: 3, max_n: 12}
   - name: test
-    seeds: {{first: 1000, n: {{pick: pilot.n}}}}
+    seeds: {first: 1000, n: {pick: pilot.n}}
     arms:
-      general: {{design: "9An{{9}}"}}
-      hier: {{design: "9An{{9,3,1}}S"}}
-    decision: {{baseline: general, margin: 1.0}}
+      general: {design: "9An{9}"}
+      hier: {design: "9An{9,3,1}S"}
+    decision: {baseline: general, margin: 1.0}
 """
 
 
