@@ -251,7 +251,7 @@ def _train(args: argparse.Namespace) -> int:
     if result["rank"] != 0:  # under DDP every process returns here; one summary
         return 0
     mAP = f"{result['val_mAP'] * 100:.2f} %" if result["val_mAP"] is not None else "n/a"
-    print(f"trained {result['steps']} steps of global batch {result['processes'] * result['batch_per_process']} "
+    print(f"trained {result['steps']} step{'s' if result['steps'] != 1 else ''} of global batch {result['processes'] * result['batch_per_process']} "
           f"({result['processes']} process{'es' if result['processes'] > 1 else ''} x {result['batch_per_process']}); "
           f"val mAP {mAP}; last checkpoint {result['last']}"
           + (f"; best {result['best']}" if result["best"] else ""))

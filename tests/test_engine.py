@@ -426,7 +426,7 @@ def test_voc_recipe_trains_on_a_standard_07_12_devkit_and_warns_once(tmp_path, c
         code, out, err = _cli(["train", "--recipe", "voc-ssd300", "--data", str(root), "--max-steps", "1",
                                "--batch-size", "2", "--out", str(tmp_path / "out"), "--set", "val_every_n_steps=1",
                                *QUICK], capsys)
-    assert code == 0 and "trained 1 steps of global batch 2" in out, err
+    assert code == 0 and "trained 1 step of global batch 2" in out, err
     assert sum(w.category is PaperSettingWarning for w in caught) == 1
     config = (tmp_path / "out" / "config.yaml").read_text()
     assert "train_split: 2007/trainval+2012/trainval" in config and "val_split: 2007/test" in config
