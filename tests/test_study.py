@@ -150,12 +150,16 @@ def test_a_finished_stage_carries_its_pick_and_the_report_matches_an_independent
     main_rows |= {("toy2", "hier", s): 30.0 + d for s, d in enumerate([0.1, -0.2, 0.05])}
     _rows(plan, "main", main_rows)
     readme = tmp_path / "README.md"
-    readme.write_text("# toy\n\n<!-- study: toy/main -->\nstale\n<!-- /study -->\n\nafter\n")
+    readme.write_text("# toy\n\n<!-- study: toy/main -->\nstale\n<!-- /study -->\n\nafter\n"
+                      "<!-- study: toy/main decision -->\n<!-- /study -->\n")
     assert main(["study", "report", str(plan.path), "--check"]) == 1  # stale
     assert main(["study", "report", str(plan.path)]) == 0
     assert write_report(plan, check=True) == []  # regenerated: zero diff
-    text = readme.read_text()
+    text, verdict = readme.read_text().split("<!-- study: toy/main decision -->\n")
     assert text.startswith("# toy\n\n<!-- study: toy/main -->\n**toy / main**") and text.endswith("<!-- /study -->\n\nafter\n")
+    # the decision view: the rule's table of the stage's table, alone
+    assert verdict.startswith("Against `general`: paired differences") and verdict.endswith("|\n<!-- /study -->\n")
+    assert verdict.removesuffix("<!-- /study -->\n") in text and "| arm | design |" not in verdict
     # independently of the report's code: scipy's t interval of the paired differences
     diffs = [2.0, 3.5, 1.0]
     m, sd = sum(diffs) / 3, math.sqrt(sum((d - sum(diffs) / 3) ** 2 for d in diffs) / 2)

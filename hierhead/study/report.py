@@ -31,8 +31,18 @@ from .runner import _own_rows, _row_key, jobs, picks, read_rows, stage_rows
 __all__ = ["stage_table", "summary_table", "compact_table", "fraction_table", "report", "write_report", "adopted",
            "BLOCK"]
 
-BLOCK = re.compile(r"(<!-- study: (?P<id>[^ ]+?)(?: (?P<view>summary|compact|wins|picks|table)(?: (?P<arm>[\w-]+))?)? -->\n)"
+BLOCK = re.compile(r"(<!-- study: (?P<id>[^ ]+?)(?: (?P<view>summary|compact|wins|picks|table|decision)(?: (?P<arm>[\w-]+))?)? -->\n)"
                    r"(?P<body>.*?)(<!-- /study -->)", re.S)
+
+
+def decision_table(plan: Plan, stage: Stage, _: str | None = None) -> str:
+    """The stage's decisions alone (each rule's table, as in the stage's table), for a page that quotes the verdict
+    (the README's "Does it help?"): nothing until every row exists."""
+    rows, complete = stage_rows(plan, stage.name)
+    if not complete or not stage.decisions:
+        return f"({stage.name}: {len(rows)} of {len(jobs(plan, stage.name))} rows; no verdict yet)\n"
+    value = row_values(rows, plan.metric)
+    return "\n\n".join("\n".join(RULES[d.rule](plan, stage, d, value)) for d in stage.decisions) + "\n"
 
 
 def _sd(values: list[float]) -> float:
@@ -706,9 +716,9 @@ def write_report(plan: Plan, check: bool = False) -> list[Path]:
                 raise ValueError(f"{doc}: block 'study: {ident}' names no stage of {plan.path.name}")
             stage = plan.stage(ident.split("/", 1)[1])
             view = m.group("view")
-            if view in ("summary", "compact", "wins", "picks", "table"):
+            if view in ("summary", "compact", "wins", "picks", "table", "decision"):
                 view_of = {"summary": summary_table, "compact": compact_table, "wins": wins_table,
-                           "picks": picks_list, "table": fraction_table}[view]
+                           "picks": picks_list, "table": fraction_table, "decision": decision_table}[view]
                 text = view_of(plan, stage, m.group("arm"))
                 return m.group(1) + text + m.group(6)
             if tables[ident] is None:
