@@ -383,6 +383,32 @@ def test_several_plans_run_one_after_another_and_all_are_checked_first(tmp_path,
     assert (first.rows / "report.md").is_file() and (second.rows / "report.md").is_file()
 
 
+def test_a_study_runs_the_seeds_its_pilot_counted_after_the_pilot(tmp_path, capsys):
+    body = f"""datasets: [toy]
+seeds: [0, 1]
+set: {FAST}
+stages:
+  - name: pilot
+    score: holdout
+    holdout: 0.25
+    arms:
+      general: {{design: "9An{{9}}"}}
+      hier: {{design: "9An{{9,3}}S"}}
+    pick: {{name: n, rule: seeds, baseline: general, half_width: 1.0, min_n: 2, max_n: 2}}
+  - name: test
+    seeds: {{first: 100, n: {{pick: pilot.n}}}}
+    arms:
+      general: {{design: "9An{{9}}"}}
+      hier: {{design: "9An{{9,3}}S"}}
+"""
+    plan = load_plan(_plan(tmp_path, body))
+    assert main(["study", "run", str(plan.path), "--dry-run"]) == 0
+    assert "toy/test: 0 jobs, 0 with rows, 0 finished to merge, 0 pending; waits on pilot" in capsys.readouterr().out
+    assert main(["study", "run", str(plan.path), "--workers", "0"]) == 0
+    assert [(r["stage"], r["arm"], r["seed"]) for r in read_rows(plan, "test")] == [
+        ("test", "general", "100"), ("test", "hier", "100"), ("test", "general", "101"), ("test", "hier", "101")]
+
+
 def test_jobs_that_train_the_same_run_train_it_once(tmp_path, capsys):
     body = ONE_SEED_MAIN + """
       again: {design: "9An{9}", set: {anchor_s_min: 0.2, max_steps: 4}}
