@@ -637,9 +637,9 @@ def _run(args: argparse.Namespace) -> int:
     except MemoryError as e:
         print(f"hierhead {args.command}: error: out of memory ({e}); lower --batch-size", file=sys.stderr)
         return 3
-    except KeyboardInterrupt as e:  # train says at which step it stopped and what holds it
+    except KeyboardInterrupt as e:  # train (and a study) says at which step it stopped and what holds it
         print(f"hierhead {args.command}: {e or 'interrupted'}", file=sys.stderr)
-        return 130
+        return getattr(e, "code", 130)
     except Exception as e:  # one line for users; HIERHEAD_DEBUG=1 shows the traceback
         if type(e).__name__ == "TrainingStopped":  # SIGTERM: saved, resumable, and not a success
             print(f"hierhead {args.command}: {e}", file=sys.stderr)

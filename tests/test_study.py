@@ -319,6 +319,35 @@ def test_a_row_names_the_code_its_job_started_with(tmp_path, monkeypatch):
     assert (row["commit"], row["mAP"]) == ("started", 50.0)
 
 
+@pytest.mark.parametrize("sig, group, code, said", [(signal.SIGTERM, False, 143, "stopped by SIGTERM"),
+                                                     (signal.SIGINT, True, 130, "interrupted (Ctrl-C)")])
+def test_a_stopped_study_starts_no_job_after_it_and_its_running_job_saves_its_step(tmp_path, sig, group, code, said):
+    """SIGTERM to the runner (a service stop; it passes it on) or Ctrl-C in the terminal (the whole group): the
+    runner went on starting every pending job, and reported a stopped job as failed."""
+    import torch
+
+    body = ("datasets: [toy]\nseeds: [0, 1, 2]\nset: {max_steps: 400, checkpoint_every_n_steps: 1, "
+            "val_every_n_steps: 400, batch_size: 4, image_size: 64, num_workers: 0, plots: false}\n"
+            "stages:\n  - name: main\n    arms:\n      general: {design: \"9An{9}\"}\n")
+    plan = load_plan(_plan(tmp_path, body))
+    proc = subprocess.Popen([sys.executable, "-m", "hierhead", "study", "run", str(plan.path), "--workers", "1"],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    last = plan.runs / "main/toy/general/seed0/checkpoints/last.ckpt"
+    deadline = time.time() + 120
+    while not last.is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    (os.killpg if group else os.kill)(proc.pid, sig)
+    out, err = proc.communicate(timeout=120)
+    step = torch.load(last, weights_only=True)["global_step"]
+    assert proc.returncode == code and f"[1/3] main/toy/general/seed0: {said} at step {step}\n" in out, (out, err)
+    assert err == (f"hierhead study: toy/main: stopped by {said.split()[-1].strip('()')}: 1 running job(s) stopped "
+                   f"(each resumes from its last saved step), 2 not started, 0 failed; the same command resumes them\n")
+    assert 0 < step < 400 and not (plan.runs / "main/toy/general/seed1").exists() and not read_rows(plan, "main")
+    with pytest.raises(ProcessLookupError):  # nothing of the study left running
+        os.killpg(proc.pid, 0)
+
+
 def test_a_study_killed_mid_run_resumes_to_the_same_rows(tmp_path):
     body = f"""datasets: [toy]
 seeds: [0, 1]

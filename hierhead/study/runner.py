@@ -6,6 +6,11 @@ stage's CSV (rows ordered as the plan lists the jobs, a row never changed once w
 again with the same command: jobs with a row are skipped, finished jobs not yet merged are merged, and a job
 killed mid-training resumes from its last checkpoint (the trainer's resume equals an uninterrupted run), so the
 rows are the ones an uninterrupted study writes (but ``seconds``, left empty for a resumed job).
+
+Stopping: Ctrl-C in the terminal (every process of the study gets it) or SIGTERM to the runner (which passes it on
+to its jobs): no job starts after it, each running job saves its step (``last.ckpt``) and exits, and the runner
+ends with one line saying how many stopped and how many never started (:class:`StudyStopped`); the same command
+resumes them. A plan after it in a queue does not start.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import concurrent.futures
 import csv
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -25,7 +31,7 @@ from typing import Callable
 
 from .plan import ROW_COLUMNS, Job, Plan, PlanError, load_plan, pick_value
 
-__all__ = ["read_rows", "stage_rows", "status", "picks", "jobs", "run", "run_job"]
+__all__ = ["read_rows", "stage_rows", "status", "picks", "jobs", "run", "run_job", "StudyStopped"]
 
 
 def read_rows(plan: Plan, stage: str) -> list[dict]:
@@ -117,6 +123,43 @@ def status(plan: Plan, stage: str | None = None) -> list[dict]:
 _lock = threading.Lock()
 
 
+class StudyStopped(KeyboardInterrupt):
+    """A study stopped from outside (Ctrl-C: ``code`` 130; SIGTERM: 143): no job started after it, the running
+    ones saved their step; the same command resumes them."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Stopping:
+    """The runner's side of a stop: a flag no job starts after, and the jobs' processes, so that a SIGTERM to the
+    runner reaches them (a terminal's Ctrl-C reaches every process of the foreground group by itself; passing it on
+    again would be a second Ctrl-C, which stops a job at once, unsaved)."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self.running: set[subprocess.Popen] = set()
+        self._previous = None
+
+    def __enter__(self) -> "_Stopping":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, lambda *_: self.stop("SIGTERM", signal.SIGTERM))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+    def stop(self, reason: str, passed_on: int | None = None) -> None:
+        self.reason = self.reason or reason
+        for proc in list(self.running) if passed_on else ():
+            try:
+                proc.send_signal(passed_on)
+            except ProcessLookupError:
+                pass
+
+
 def _merge(plan: Plan, stage: str, new: list[dict]) -> None:
     """Add rows to the stage's CSV: every earlier row kept as it is, new ones added, ordered as the plan lists
     the jobs (rows of jobs the plan no longer lists stay, at the end). Written aside, then renamed."""
@@ -146,8 +189,8 @@ def run(plan: Plan, workers: int = 1, threads: int | None = None, dry_run: bool 
         raise PlanError(f"--workers {workers}: 0 (jobs one after another in this process) or more")
     threads = threads or plan.threads
     if not dry_run:
-        with _plan_lock(plan):
-            return _run(plan, workers, threads, log)
+        with _plan_lock(plan), _Stopping() as stopping:
+            return _run(plan, workers, threads, log, stopping)
     for st in status(plan):
         wait = f"; waits on {', '.join(st['waits'])}" if st["waits"] else ""
         shared = len(shared_runs(plan, st["stage"], st["pending"])) if st["pending"] and not st["waits"] else 0
@@ -176,7 +219,7 @@ def _plan_lock(plan: Plan):
         f"{plan.path.name}: another 'hierhead study run' is running this plan ({plan.runs}); wait for it to end"))
 
 
-def _run(plan: Plan, workers: int, threads: int, log: Callable[[str], None]) -> int:
+def _run(plan: Plan, workers: int, threads: int, log: Callable[[str], None], stopping: _Stopping) -> int:
     pending = [j for st in status(plan) for j in st["pending"]]
     for d in plan.datasets:  # before hours of jobs: every dataset a pending job reads is there
         if any(j.dataset == d.name for j in pending) and not d.root.startswith("synthetic:") and not Path(d.root).exists():
@@ -198,19 +241,43 @@ def _run(plan: Plan, workers: int, threads: int, log: Callable[[str], None]) -> 
         log(f"{plan.name}/{s.name}: {len(todo)} of {st['jobs']} jobs to run, {at}, {threads} thread(s) each")
         count = {"ended": 0}
 
-        def one(job: Job) -> bool:
-            ok, line = _spawn(plan, job, threads) if workers else _inline(plan, job, threads)
+        def one(job: Job) -> str:
+            if stopping.reason:
+                return "not started"
+            outcome, line = _spawn(plan, job, threads, stopping) if workers else _inline(plan, job, threads)
             with _lock:
                 count["ended"] += 1
                 log(f"[{count['ended']}/{len(todo)}] {job.key}: {line}")
-            if ok:
+            if outcome == "ok":
                 _merge(plan, s.name, [json.loads((plan.runs / job.key / "row.json").read_text())])
                 _merge_shared(plan, s, {j: lead for j, lead in leaders.items() if lead == job})
-            return ok
+            return outcome
 
         _merge_shared(plan, s, leaders)  # those whose run had its row already (a resumed study)
-        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            failed += sum(not ok for ok in pool.map(one, todo))
+        outcomes: list[str] = []
+        if not workers:  # in this process's main thread, where training's own Ctrl-C and SIGTERM handling works
+            for j in todo:
+                try:
+                    outcomes.append(one(j))
+                except KeyboardInterrupt as e:  # Ctrl-C: training saved its step (or the job was cut outside it)
+                    stopping.stop("Ctrl-C")
+                    outcomes.append("stopped")
+                    log(f"{j.key}: {str(e).split(';')[0] or 'interrupted (Ctrl-C)'}")
+        else:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+                futures = [pool.submit(one, j) for j in todo]
+                try:
+                    outcomes = [f.result() for f in futures]
+                except KeyboardInterrupt:  # Ctrl-C: the jobs got it too and save their step; none starts after it
+                    stopping.stop("Ctrl-C")
+                    outcomes = [f.result() for f in futures]
+        failed += outcomes.count("failed")
+        if stopping.reason:
+            raise StudyStopped(f"{plan.name}/{s.name}: stopped by {stopping.reason}: {outcomes.count('stopped')} "
+                               f"running job(s) stopped (each resumes from its last saved step), "
+                               f"{len(todo) - len(outcomes) + outcomes.count('not started')} not started, "
+                               f"{outcomes.count('failed')} failed; the same command resumes them",
+                               143 if stopping.reason == "SIGTERM" else 130)
         if failed:
             log(f"{plan.name}/{s.name}: {failed} job(s) failed; later stages not started")
             return failed
@@ -253,27 +320,48 @@ def shared_runs(plan: Plan, stage: str, pending: list[Job]) -> dict[Job, Job]:
     return out
 
 
-def _spawn(plan: Plan, job: Job, threads: int) -> tuple[bool, str]:
-    """Run one job in a child process; (ok, a one-line summary: its metric, or why it failed and its log)."""
+#: a job's exit status when it stopped on Ctrl-C (130) or SIGTERM (143), its step saved (``_main``)
+STOPPED = {130: "Ctrl-C", 143: "SIGTERM", -signal.SIGINT: "Ctrl-C", -signal.SIGTERM: "SIGTERM"}
+
+
+def _spawn(plan: Plan, job: Job, threads: int, stopping: _Stopping) -> tuple[str, str]:
+    """Run one job in a child process; (``ok`` / ``stopped`` / ``failed``, a one-line summary: its metric, where it
+    stopped, or why it failed and its log)."""
     folder = plan.runs / job.key
     folder.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     with (folder / "job.log").open("a") as out:
-        done = subprocess.run([sys.executable, "-m", "hierhead.study.runner", str(plan.path), job.key,
-                               "--threads", str(threads)], stdout=out, stderr=subprocess.STDOUT, env=env)
-    if done.returncode != 0 or not (folder / "row.json").is_file():
-        lines = (folder / "job.log").read_text(errors="replace").strip().splitlines()
-        return False, f"FAILED (exit {done.returncode}): {lines[-1] if lines else 'no output'} (log: {folder / 'job.log'})"
-    return True, _summary(plan, json.loads((folder / "row.json").read_text()))
+        proc = subprocess.Popen([sys.executable, "-m", "hierhead.study.runner", str(plan.path), job.key,
+                                 "--threads", str(threads)], stdout=out, stderr=subprocess.STDOUT, env=env)
+        stopping.running.add(proc)
+        if stopping.reason:  # started as the study stopped: it stops too (before its handlers exist, at once)
+            proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait()
+        finally:
+            stopping.running.discard(proc)
+    if code == 0 and (folder / "row.json").is_file():
+        return "ok", _summary(plan, json.loads((folder / "row.json").read_text()))
+    lines = (folder / "job.log").read_text(errors="replace").strip().splitlines()
+    last = lines[-1] if lines else "no output"
+    if code in STOPPED:
+        # where it stopped (the study's last line says how to resume), or how, when it stopped before saying so
+        return "stopped", last.split(";")[0] if " at step " in last else f"stopped by {STOPPED[code]} (exit {code})"
+    return "failed", f"FAILED (exit {code}): {last} (log: {folder / 'job.log'})"
 
 
-def _inline(plan: Plan, job: Job, threads: int) -> tuple[bool, str]:
-    """Run one job in this process (``--workers 0``: no process start per job); its errors become a failed job."""
+def _inline(plan: Plan, job: Job, threads: int) -> tuple[str, str]:
+    """Run one job in this process (``--workers 0``: no process start per job); its errors become a failed job,
+    a stop (Ctrl-C, SIGTERM: the step saved) stops the study."""
+    from ..engine.trainer import TrainingStopped
+
     try:
         row = run_job(plan, job.key, threads)
+    except TrainingStopped as e:  # SIGTERM: the study's handler has set the stop too
+        return "stopped", str(e).split(";")[0]
     except Exception as e:  # noqa: BLE001 - one job's failure is reported like a worker's, the others go on
-        return False, f"FAILED: {type(e).__name__}: {e}"
-    return True, _summary(plan, row)
+        return "failed", f"FAILED: {type(e).__name__}: {e}"
+    return "ok", _summary(plan, row)
 
 
 def _summary(plan: Plan, row: dict) -> str:
@@ -323,7 +411,13 @@ def _main() -> int:
     ap.add_argument("key")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    run_job(load_plan(args.plan), args.key, args.threads)
+    from ..engine.trainer import TrainingInterrupted, TrainingStopped
+
+    try:
+        run_job(load_plan(args.plan), args.key, args.threads)
+    except (TrainingInterrupted, TrainingStopped) as e:  # its step saved: one line, and the status says which
+        print(e, file=sys.stderr, flush=True)
+        return 130 if isinstance(e, TrainingInterrupted) else 143
     return 0
 
 
