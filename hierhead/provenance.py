@@ -7,7 +7,7 @@ import functools
 import subprocess
 from pathlib import Path
 
-__all__ = ["provenance", "row_provenance", "registration"]
+__all__ = ["provenance", "row_provenance", "registration", "uncommitted"]
 
 
 def _git(where: Path, *args: str) -> str | None:
@@ -66,3 +66,14 @@ def registration(path: Path, commits: list[str]) -> dict | None:
         elif c not in out[verdict[c]]:
             out[verdict[c]].append(c)
     return out
+
+
+def uncommitted(path: Path) -> str | None:
+    """``"not committed"`` or ``"changed since its commit"`` for a file inside a git checkout whose committed
+    version is not the one on disk (a plan run so would not be the registered one); None when it is committed as
+    it is, or outside any checkout."""
+    path = Path(path).resolve()
+    state = _git(path.parent, "status", "--porcelain", "--", path.name)
+    if not state:
+        return None
+    return "not committed" if state.startswith("??") else "changed since its commit"

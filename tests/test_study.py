@@ -438,6 +438,27 @@ stages:
         ("test", "general", "100"), ("test", "hier", "100"), ("test", "general", "101"), ("test", "hier", "101")]
 
 
+def test_running_a_plan_that_is_not_committed_as_it_is_warns_that_its_rows_are_unregistered(tmp_path, capsys):
+    path = _plan(tmp_path, ONE_SEED_MAIN + "\n")
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True,
+                       capture_output=True)
+
+    def said() -> str:
+        assert main(["study", "run", str(path), "--dry-run"]) == 0
+        return capsys.readouterr().out
+
+    assert "warning" not in said()  # outside any checkout: nothing to say
+    git("init", "-q")
+    assert "toy: warning: toy.yaml is not committed: its rows will not follow a registered plan" in said()
+    git("add", "studies")
+    git("commit", "-q", "-m", "plan")
+    assert "warning" not in said()
+    path.write_text(path.read_text().replace("seeds: [0]", "seeds: [0, 1]"))
+    assert "toy: warning: toy.yaml is changed since its commit" in said()
+
+
 def test_jobs_that_train_the_same_run_train_it_once(tmp_path, capsys):
     body = ONE_SEED_MAIN + """
       again: {design: "9An{9}", set: {anchor_s_min: 0.2, max_steps: 4}}
