@@ -249,7 +249,7 @@ def _run(plan: Plan, workers: int, threads: int, log: Callable[[str], None], sto
         def one(job: Job) -> str:
             if stopping.reason:
                 return "not started"
-            outcome, line = _spawn(plan, job, threads, stopping) if workers else _inline(plan, job, threads)
+            outcome, line = _spawn(plan, job, threads, stopping) if workers else _inline(plan, job, threads, stopping)
             with _lock:
                 count["ended"] += 1
                 log(f"[{count['ended']}/{len(todo)}] {job.key}: {line}")
@@ -349,20 +349,22 @@ def _spawn(plan: Plan, job: Job, threads: int, stopping: _Stopping) -> tuple[str
         return "ok", _summary(plan, json.loads((folder / "row.json").read_text()))
     lines = (folder / "job.log").read_text(errors="replace").strip().splitlines()
     last = lines[-1] if lines else "no output"
-    if code in STOPPED:
+    if code in STOPPED:  # a job stopped from outside stops the study: none starts after it
+        stopping.stop(STOPPED[code])
         # where it stopped (the study's last line says how to resume), or how, when it stopped before saying so
         return "stopped", last.split(";")[0] if " at step " in last else f"stopped by {STOPPED[code]} (exit {code})"
     return "failed", f"FAILED (exit {code}): {last} (log: {folder / 'job.log'})"
 
 
-def _inline(plan: Plan, job: Job, threads: int) -> tuple[str, str]:
+def _inline(plan: Plan, job: Job, threads: int, stopping: _Stopping) -> tuple[str, str]:
     """Run one job in this process (``--workers 0``: no process start per job); its errors become a failed job,
     a stop (Ctrl-C, SIGTERM: the step saved) stops the study."""
     from ..engine.trainer import TrainingStopped
 
     try:
         row = run_job(plan, job.key, threads)
-    except TrainingStopped as e:  # SIGTERM: the study's handler has set the stop too
+    except TrainingStopped as e:  # SIGTERM: the study stops
+        stopping.stop("SIGTERM")
         return "stopped", str(e).split(";")[0]
     except Exception as e:  # noqa: BLE001 - one job's failure is reported like a worker's, the others go on
         return "failed", f"FAILED: {type(e).__name__}: {e}"
