@@ -514,7 +514,7 @@ def _study(args: argparse.Namespace) -> int:
 
     wrong = (["--check"] if args.check else []) if args.action == "run" else \
         [f for f, given in (("--workers", args.workers != 1), ("--threads", args.threads is not None),
-                            ("--dry-run", args.dry_run)) if given]
+                            ("--dry-run", args.dry_run), ("--stop-after", args.stop_after)) if given]
     if wrong:
         raise ValueError(f"{wrong[0]} is an option of 'study {'report' if args.action == 'run' else 'run'}', "
                          f"not of 'study {args.action}'")
@@ -522,9 +522,14 @@ def _study(args: argparse.Namespace) -> int:
     if args.action == "run":
         from .study.runner import run
 
+        import time
+
+        from .engine.budget import parse_time
+
         failed, say = False, lambda line: print(line, flush=True)
+        stop_at = time.monotonic() + parse_time(args.stop_after) if args.stop_after else None  # the whole queue's
         for path, plan in zip(args.plans, plans):  # one after another: the cores never wait between two plans
-            failed |= bool(run(plan, args.workers, args.threads, args.dry_run, log=say))
+            failed |= bool(run(plan, args.workers, args.threads, args.dry_run, log=say, stop_at=stop_at))
             if not args.dry_run:
                 print(f"rows in {plan.rows}; tables: hierhead study report {path}", flush=True)
         return 1 if failed else 0
@@ -552,6 +557,9 @@ def _add_study_parser(sub) -> None:
                     "after another in this process)")
     st.add_argument("--threads", type=int, help="CPU threads per job (run; default: the plan's)")
     st.add_argument("--dry-run", action="store_true", help="say what is pending, run nothing (run)")
+    st.add_argument("--stop-after", metavar="TIME", help="stop after this long (8h, 90m; the whole queue): no job "
+                    "starts after it and each running one saves its step, as on SIGTERM; the same command resumes "
+                    "(run)")
     st.add_argument("--check", action="store_true", help="exit 1 if the report or a docs block is out of date "
                     "(report; nothing written)")
     st.set_defaults(func=_study)

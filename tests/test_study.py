@@ -348,6 +348,22 @@ def test_a_stopped_study_starts_no_job_after_it_and_its_running_job_saves_its_st
         os.killpg(proc.pid, 0)
 
 
+def test_a_study_stops_when_its_time_is_up_as_asked_exit_0(tmp_path, capsys):
+    """--stop-after ends a queue as SIGTERM does (nothing starts after it, a running job saves its step), with exit 0
+    (a stop asked for); the second plan of the queue does not start."""
+    first, second = (load_plan(_plan(tmp_path, ONE_SEED_MAIN.replace("seeds: [0]", "seeds: [0, 1, 2]") + "\n", name=n))
+                     for n in ("first", "second"))
+    assert main(["study", "run", str(first.path), str(second.path), "--workers", "1", "--stop-after", "0.001s"]) == 0
+    err = capsys.readouterr().err
+    stopped, not_started = map(int, re.search(r"first/main: stopped by --stop-after: (\d) running job\(s\) stopped "
+                                              r"\(each resumes from its last saved step\), (\d) not started, 0 failed",
+                                              err).groups())
+    assert stopped + not_started == 3 and not read_rows(first, "main") and not second.runs.exists()
+    assert main(["study", "run", str(first.path), "--stop-after", "soon"]) == 2  # not a duration: one line
+    assert capsys.readouterr().err == ("hierhead study: error: time 'soon': expected a duration such as 15m, 900s or "
+                                       "1.5h (a plain number is minutes)\n")
+
+
 def test_a_study_killed_mid_run_resumes_to_the_same_rows(tmp_path):
     body = f"""datasets: [toy]
 seeds: [0, 1]

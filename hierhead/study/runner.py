@@ -137,19 +137,35 @@ class _Stopping:
     runner reaches them (a terminal's Ctrl-C reaches every process of the foreground group by itself; passing it on
     again would be a second Ctrl-C, which stops a job at once, unsaved)."""
 
-    def __init__(self) -> None:
+    def __init__(self, stop_at: float | None = None) -> None:
         self.reason: str | None = None
         self.running: set[subprocess.Popen] = set()
         self._previous = None
+        self._due = False
+        self._timer = None if stop_at is None else threading.Timer(max(0.0, stop_at - time.monotonic()), self._time_up)
 
     def __enter__(self) -> "_Stopping":
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, lambda *_: self.stop("SIGTERM", signal.SIGTERM))
+            self._previous = signal.signal(signal.SIGTERM, lambda *_: self.stop(
+                "--stop-after" if self._due else "SIGTERM", signal.SIGTERM))
+        elif self._timer is not None:
+            raise PlanError("--stop-after: the study must run in the main thread (it stops as on SIGTERM)")
+        if self._timer is not None:
+            self._timer.daemon = True
+            self._timer.start()
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
+
+    def _time_up(self) -> None:
+        """``--stop-after``'s time: a SIGTERM to this process, which reaches a job training in it (``--workers
+        0``) as well as the runner's handler (which passes it on to the jobs' processes)."""
+        self._due = True
+        os.kill(os.getpid(), signal.SIGTERM)
 
     def stop(self, reason: str, passed_on: int | None = None) -> None:
         self.reason = self.reason or reason
@@ -180,11 +196,13 @@ def _merge(plan: Plan, stage: str, new: list[dict]) -> None:
 
 
 def run(plan: Plan, workers: int = 1, threads: int | None = None, dry_run: bool = False,
-        log: Callable[[str], None] = print) -> int:
+        log: Callable[[str], None] = print, stop_at: float | None = None) -> int:
     """Run every pending job of the plan, stage after stage (a stage that needs an earlier stage's pick waits
     for it); ``workers`` jobs at once, each in its own process with ``threads`` CPU threads (default: the plan's;
     ``workers=0``: one after another in this process, as a sweep of seconds-long runs wants). Returns the
-    number of jobs that failed (their logs named). ``dry_run``: only say what is pending."""
+    number of jobs that failed (their logs named). ``dry_run``: only say what is pending. ``stop_at``: a
+    ``time.monotonic()`` at which the study stops as on SIGTERM (``--stop-after``; :class:`StudyStopped` with
+    code 0: a stop that was asked for)."""
     if workers < 0:
         raise PlanError(f"--workers {workers}: 0 (jobs one after another in this process) or more")
     threads = threads or plan.threads
@@ -194,7 +212,7 @@ def run(plan: Plan, workers: int = 1, threads: int | None = None, dry_run: bool 
         log(f"{plan.name}: warning: {plan.path.name} is {state}: its rows will not follow a registered plan "
             f"(commit it first)")
     if not dry_run:
-        with _plan_lock(plan), _Stopping() as stopping:
+        with _plan_lock(plan), _Stopping(stop_at) as stopping:
             return _run(plan, workers, threads, log, stopping)
     for st in status(plan):
         wait = f"; waits on {', '.join(st['waits'])}" if st["waits"] else ""
@@ -282,7 +300,7 @@ def _run(plan: Plan, workers: int, threads: int, log: Callable[[str], None], sto
                                f"running job(s) stopped (each resumes from its last saved step), "
                                f"{len(todo) - len(outcomes) + outcomes.count('not started')} not started, "
                                f"{outcomes.count('failed')} failed; the same command resumes them",
-                               143 if stopping.reason == "SIGTERM" else 130)
+                               {"SIGTERM": 143, "Ctrl-C": 130}.get(stopping.reason, 0))
         if failed:
             log(f"{plan.name}/{s.name}: {failed} job(s) failed; later stages not started")
             return failed
@@ -363,7 +381,7 @@ def _inline(plan: Plan, job: Job, threads: int, stopping: _Stopping) -> tuple[st
 
     try:
         row = run_job(plan, job.key, threads)
-    except TrainingStopped as e:  # SIGTERM: the study stops
+    except TrainingStopped as e:  # SIGTERM (or --stop-after's): the study stops
         stopping.stop("SIGTERM")
         return "stopped", str(e).split(";")[0]
     except Exception as e:  # noqa: BLE001 - one job's failure is reported like a worker's, the others go on
