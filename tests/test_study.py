@@ -237,6 +237,8 @@ def test_a_seed_count_over_its_hours_cap_is_cut_to_a_common_ceiling_and_the_repo
     ("first: 1000, ", "", "seeds: missing key 'first'"),
     ("n: {pick: pilot.n}", "n: {pick: pilot.size}", "seeds count by pick 'pilot.size': not a rule: seeds pick"),
     ("per: dataset", "per: each", "pick.per 'each': choose all, dataset (rule seeds)"),
+    ("    holdout: 0.25\n", "    holdout: 0.25\n    datasets: [toy]\n",
+     "stage test: seeds counted by 'pilot.n', whose stage does not run on toy2"),
 ])
 def test_a_bad_seed_count_is_refused_naming_it(tmp_path, old, new, message):
     text = COUNTED.replace(old, new, 1)

@@ -525,6 +525,10 @@ def load_plan(path: str | Path) -> Plan:
                 p.rule == "seeds" and f"{t.name}.{p.name}" == s.seed_count[1] for t in plan.stages[:k] for p in t.picks)):
             raise PlanError(f"{path}: stage {s.name}: seeds count by pick {s.seed_count[1]!r}: not a rule: seeds pick "
                             f"of an earlier stage")
+        if s.seed_count and (missing := [d.name for d in plan.datasets_of(s.name) if d not in plan.datasets_of(
+                earlier[s.seed_count[1]].name)]):
+            raise PlanError(f"{path}: stage {s.name}: seeds counted by {s.seed_count[1]!r}, whose stage does not run "
+                            f"on {', '.join(missing)}")
         for p in s.picks:
             for a in s.arms:
                 if p.rule == "best" and p.setting != "design" and (not p.among or a.name in p.among) and _get(
