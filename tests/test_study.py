@@ -979,13 +979,12 @@ def test_a_committed_holm_verdict_is_the_one_recomputed_from_the_raw_rows():
     assert [d for d in designs if adjusted[d] < 0.05] == ["9An{9,3,1}S"]
 
 
-def test_the_built_in_defaults_follow_the_holdout_verdicts_as_defaults_new_md_combines_them():
-    """Issues 43 and 41: the built-in defaults are today's (the recipe defaults-2026-12) changed only as
-    studies/defaults-new.md ("How the verdicts combine") makes of the committed rows: every rule adopted by
-    defaults-rules, defaults-steps and defaults-stride8; EMA when defaults-rules adopts it and ema-spread finds it
-    holds on both datasets for the general head; the cheapest engine-speed arm that holds and touches no key an
-    adopted rule sets. A plan without every row decides nothing. A change of the defaults the committed verdicts do
-    not carry fails here."""
+def _defaults_from_verdicts() -> tuple[dict, dict, dict]:
+    """What studies/defaults-new.md ("How the verdicts combine") makes of the committed rows: ({setting: value} on
+    every key the five studies decide, the verdicts, the flat settings of the engine-speed arm that enters (or {})):
+    every rule adopted by defaults-rules, defaults-steps and defaults-stride8; EMA when defaults-rules adopts it and
+    ema-spread finds it holds on both datasets for the general head; the cheapest engine-speed arm that holds and
+    touches no key an adopted rule sets. A plan without every row decides nothing."""
     import statistics
 
     from hierhead.engine.recipes import resolve
@@ -1003,7 +1002,7 @@ def test_the_built_in_defaults_follow_the_holdout_verdicts_as_defaults_new_md_co
         rows, complete = stage_rows(plan, "holdout")
         return plan, stage, (row_values(rows, plan.metric) if complete else None)
 
-    today, expected, verdicts, rule_keys = resolve("defaults-2026-12"), {}, {}, set()
+    today, expected, verdicts, rule_keys, entering = resolve("defaults-2026-12"), {}, {}, set(), {}
     for name in ("defaults-rules", "defaults-steps", "defaults-stride8", "engine-speed"):  # what they may change
         expected |= {key: _get(today, key) for a in holdout(name)[1].arms for key in flat(a.set) if key not in expected}
     for name in ("defaults-rules", "defaults-steps", "defaults-stride8"):  # 1. issue 43's rules
@@ -1023,7 +1022,33 @@ def test_the_built_in_defaults_follow_the_holdout_verdicts_as_defaults_new_md_co
         verdicts["engine-speed"] = {a: r["holds"] for a, r in held.items()}
         eligible = [a for a, r in held.items() if r["holds"] and not set(flat(stage.arm(a).set)) & rule_keys]
         if eligible:
-            expected.update(flat(stage.arm(min(eligible, key=lambda a: statistics.mean(
-                p["time"] for p in held[a]["per"].values()))).set))
+            entering = flat(stage.arm(min(eligible, key=lambda a: statistics.mean(
+                p["time"] for p in held[a]["per"].values()))).set)
+            expected.update(entering)
+    return expected, verdicts, entering
+
+
+def test_the_built_in_defaults_follow_the_holdout_verdicts_as_defaults_new_md_combines_them():
+    """Issues 43 and 41: the built-in defaults are today's (the recipe defaults-2026-12) changed only as
+    studies/defaults-new.md says of the committed rows (:func:`_defaults_from_verdicts`). A change of the defaults
+    the committed verdicts do not carry fails here."""
+    from hierhead.engine.recipes import resolve
+    from hierhead.study.plan import _get
+
+    expected, verdicts, _ = _defaults_from_verdicts()
     defaults = resolve(None)
     assert {key: _get(defaults, key) for key in expected} == expected, verdicts
+
+
+def test_the_cards_ssdlite_recipe_follows_engine_speeds_verdict_as_recipes_md_says():
+    """Issue 41: cards-ssdlite takes the engine-speed arm that enters the defaults, each setting as the same change
+    to its own value (studies/recipes.md); none entering, its schedule stays the pinned one's."""
+    from hierhead.engine.recipes import resolve
+    from hierhead.study.plan import _get
+
+    _, verdicts, entering = _defaults_from_verdicts()
+    pinned, recipe = resolve("cards-ssdlite-2026-12"), resolve("cards-ssdlite")
+    expected = {"image_size": entering.get("image_size", _get(pinned, "image_size")),
+                "max_steps": round(_get(pinned, "max_steps") * entering.get("max_steps", 600) / 600),
+                "frozen_stages": entering.get("frozen_stages", _get(pinned, "frozen_stages"))}
+    assert {key: _get(recipe, key) for key in expected} == expected, verdicts
