@@ -526,9 +526,14 @@ def _study(args: argparse.Namespace) -> int:
 
         from .engine.budget import parse_time
 
+        from .provenance import uncommitted
+
         failed, say = False, lambda line: print(line, flush=True)
         stop_at = time.monotonic() + parse_time(args.stop_after) if args.stop_after else None  # the whole queue's
         for path, plan in zip(args.plans, plans):  # one after another: the cores never wait between two plans
+            if state := uncommitted(plan.path):  # its rows would read as a registered plan's (sweeps, demos: no)
+                say(f"{plan.name}: warning: {plan.path.name} is {state}: its rows will not follow a registered "
+                    f"plan (commit it first)")
             failed |= bool(run(plan, args.workers, args.threads, args.dry_run, log=say, stop_at=stop_at))
             if not args.dry_run:
                 print(f"rows in {plan.rows}; tables: hierhead study report {path}", flush=True)

@@ -206,11 +206,6 @@ def run(plan: Plan, workers: int = 1, threads: int | None = None, dry_run: bool 
     if workers < 0:
         raise PlanError(f"--workers {workers}: 0 (jobs one after another in this process) or more")
     threads = threads or plan.threads
-    from ..provenance import uncommitted
-
-    if state := uncommitted(plan.path):  # rows of a plan other than the registered one would read as registered
-        log(f"{plan.name}: warning: {plan.path.name} is {state}: its rows will not follow a registered plan "
-            f"(commit it first)")
     if not dry_run:
         with _plan_lock(plan), _Stopping(stop_at) as stopping:
             return _run(plan, workers, threads, log, stopping)
