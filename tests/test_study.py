@@ -366,6 +366,40 @@ def test_a_study_stops_when_its_time_is_up_as_asked_exit_0(tmp_path, capsys):
                                        "1.5h (a plain number is minutes)\n")
 
 
+def test_a_job_stopped_and_resumed_records_the_sum_of_its_parts_seconds(tmp_path, monkeypatch):
+    """Every session's stop left its running jobs' rows without seconds (issue 41's time ratios read them); a part
+    whose time is unknown (killed outright, or another thread count) still leaves them empty."""
+    from hierhead.engine.trainer import TrainingStopped
+    from hierhead.study import protocols, runner
+
+    clock = iter([0.0, 100.0, 1000.0, 1030.0, 0.0, 5.0, 0.0, 7.0])
+    monkeypatch.setattr(runner, "_clock", lambda: next(clock))
+
+    class Stops(protocols.TrainProtocol):  # the first part of each job stops after a checkpoint; the next scores
+        def run(self, config: dict, score: str) -> dict:
+            last = Path(config["out"]) / "checkpoints" / "last.ckpt"
+            if not last.is_file():
+                last.parent.mkdir(parents=True)
+                last.write_bytes(b"")
+                raise TrainingStopped("stopped by SIGTERM at step 3")
+            return {"mAP": 50.0, "split": score}
+
+    monkeypatch.setitem(protocols.PROTOCOLS, "train", Stops("train", "a job stopped once"))
+    plan = load_plan(_plan(tmp_path, "datasets: [toy]\nseeds: [0, 1]\nstages:\n  - name: test\n    arms:\n"
+                                     "      general: {design: \"9An{9}\"}\n"))
+    first, second = (j.key for j in plan.jobs("test"))
+    with pytest.raises(TrainingStopped):
+        runner.run_job(plan, first, threads=1)
+    assert runner.run_job(plan, first, threads=1)["seconds"] == 130.0  # 100 s stopped, then 30 s to the row
+    (plan.runs / second / "checkpoints").mkdir(parents=True)  # a part killed outright: it said nothing
+    (plan.runs / second / "checkpoints" / "last.ckpt").write_bytes(b"")
+    (plan.runs / second / "parts.json").write_text('{"parts": [], "open": true, "threads": 1}')
+    assert runner.run_job(plan, second, threads=1)["seconds"] == ""
+    (plan.runs / second / "parts.json").write_text('{"parts": [40.0], "open": false, "threads": 2}')
+    (plan.runs / second / "row.json").unlink()
+    assert runner.run_job(plan, second, threads=1)["seconds"] == ""  # the earlier part at another thread count
+
+
 def test_a_study_killed_mid_run_resumes_to_the_same_rows(tmp_path):
     body = f"""datasets: [toy]
 seeds: [0, 1]

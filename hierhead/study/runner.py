@@ -5,7 +5,8 @@ in its run folder ``runs/<key>``; a finished job leaves ``row.json`` there, and 
 stage's CSV (rows ordered as the plan lists the jobs, a row never changed once written). A killed study is run
 again with the same command: jobs with a row are skipped, finished jobs not yet merged are merged, and a job
 killed mid-training resumes from its last checkpoint (the trainer's resume equals an uninterrupted run), so the
-rows are the ones an uninterrupted study writes (but ``seconds``, left empty for a resumed job).
+rows are the ones an uninterrupted study writes (but ``seconds``: a job stopped and resumed sums its parts' wall
+times, each with its own start-up; empty when a part's time is unknown, e.g. one killed outright).
 
 Stopping: Ctrl-C in the terminal (every process of the study gets it) or SIGTERM to the runner (which passes it on
 to its jobs): no job starts after it, each running job saves its step (``last.ckpt``) and exits, and the runner
@@ -121,6 +122,7 @@ def status(plan: Plan, stage: str | None = None) -> list[dict]:
 
 
 _lock = threading.Lock()
+_clock = time.perf_counter  # a job's wall seconds (a test's own clock)
 
 
 class StudyStopped(KeyboardInterrupt):
@@ -404,15 +406,20 @@ def run_job(plan: Plan, key: str, threads: int) -> dict:
     made = picks(plan, upto=job.stage)
     resumed = (folder / "checkpoints" / "last.ckpt").is_file()
     code = row_provenance()  # the code this part of the job runs, read before it trains (not after an edit)
-    t = time.perf_counter()
+    parts = _parts(folder, resumed, threads)
+    t = _clock()
     config = job_config(plan, job, made, folder)
     stage = plan.stage(job.stage)
-    metrics = PROTOCOLS[plan.protocol_of(job.stage)].run(config, stage.score)
-    seconds = time.perf_counter() - t
+    try:
+        metrics = PROTOCOLS[plan.protocol_of(job.stage)].run(config, stage.score)
+    except BaseException:  # stopped (its step saved) or failed: this part's time counts when the job goes on
+        _write_parts(folder, parts, _clock() - t, threads)
+        raise
+    seconds = None if parts is None else sum(parts) + _clock() - t
     row = {"study": plan.name, "stage": job.stage, "dataset": job.dataset, "arm": job.arm,
            "design": stage.arm(job.arm).design, "seed": job.seed, "fraction": job.fraction, "protocol": plan.protocol_of(job.stage),
            "recipe": plan.recipe_of(job), "settings": settings_json(plan.settings(job, made)), **metrics,
-           "seconds": "" if resumed else round(seconds, 1), "threads": threads,
+           "seconds": "" if seconds is None else round(seconds, 1), "threads": threads,
            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", **code}
     row = {c: row.get(c, "") for c in ROW_COLUMNS}
     folder.mkdir(parents=True, exist_ok=True)  # a cached protocol's run writes nothing else there
@@ -423,6 +430,31 @@ def run_job(plan: Plan, key: str, threads: int) -> dict:
     # scored holdout, or a test split): dropped once the row exists, half of a run folder's 80 MB
     (folder / "checkpoints" / "best.ckpt").unlink(missing_ok=True)
     return row
+
+
+def _parts(folder: Path, resumed: bool, threads: int) -> list[float] | None:
+    """The wall seconds of a job's earlier parts (a job stopped and resumed), [] for a fresh one; None when one is
+    unknown (a part killed before it could say, one run by code that did not record them, or at another thread
+    count): its row's ``seconds`` stays empty. Marks this part as started."""
+    path = folder / "parts.json"
+    known = json.loads(path.read_text()) if path.is_file() else None
+    if not resumed:  # a start from scratch: earlier parts (a failure before any checkpoint) did not carry over
+        parts: list[float] | None = []
+    elif known is None or known["open"] or known["threads"] != threads:
+        parts = None
+    else:
+        parts = known["parts"]
+    if parts is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"parts": parts, "open": True, "threads": threads}))
+    return parts
+
+
+def _write_parts(folder: Path, parts: list[float] | None, seconds: float, threads: int) -> None:
+    """Record a part that ended without a row (stopped or failed), for the row of the part that finishes."""
+    if parts is not None:
+        (folder / "parts.json").write_text(json.dumps({"parts": [*parts, round(seconds, 1)], "open": False,
+                                                       "threads": threads}))
 
 
 def _main() -> int:
