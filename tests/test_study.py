@@ -235,7 +235,7 @@ def test_a_seed_count_over_its_hours_cap_is_cut_to_a_common_ceiling_and_the_repo
     ("max_n: 12}", "max_n: 12, hours: 0}", "hours 0, workers 1: a cap of rule seeds"),
     ("n: {pick: pilot.n}", "n: 5", "seeds {'first': 1000, 'n': 5}: {first: a whole number >= 0"),
     ("first: 1000, ", "", "seeds: missing key 'first'"),
-    ("n: {pick: pilot.n}", "n: {pick: pilot.size}", "seeds count by pick 'pilot.size': not a rule: seeds pick"),
+    ("n: {pick: pilot.n}", "n: {pick: pilot.size}", "seeds counted by pick 'pilot.size': not a rule: seeds pick"),
     ("per: dataset", "per: each", "pick.per 'each': choose all, dataset (rule seeds)"),
     ("    holdout: 0.25\n", "    holdout: 0.25\n    datasets: [toy]\n",
      "stage test: seeds counted by 'pilot.n', whose stage does not run on toy2"),

@@ -524,7 +524,7 @@ def load_plan(path: str | Path) -> Plan:
                                     f"(declared: {', '.join(earlier) or 'none'})")
         if s.seed_count and not (s.seed_count[1] in earlier and any(
                 p.rule == "seeds" and f"{t.name}.{p.name}" == s.seed_count[1] for t in plan.stages[:k] for p in t.picks)):
-            raise PlanError(f"{path}: stage {s.name}: seeds count by pick {s.seed_count[1]!r}: not a rule: seeds pick "
+            raise PlanError(f"{path}: stage {s.name}: seeds counted by pick {s.seed_count[1]!r}: not a rule: seeds pick "
                             f"of an earlier stage")
         if s.seed_count and (missing := [d.name for d in plan.datasets_of(s.name) if d not in plan.datasets_of(
                 earlier[s.seed_count[1]].name)]):
