@@ -61,6 +61,17 @@ TWO_STAGES = PILOT + """    arms:
       hier: {design: "9An{9,3,1}As", set: {image_size: {pick: pilot.size}}}
     decision: {baseline: general, margin: 1.0}
 """
+COUNTED = PILOT + """    arms:
+      general: {design: "9An{9}"}
+      hier: {design: "9An{9,3,1}S"}
+    pick: {name: n, rule: seeds, baseline: general, half_width: 1.0, per: dataset, min_n: 3, max_n: 12}
+  - name: test
+    seeds: {first: 1000, n: {pick: pilot.n}}
+    arms:
+      general: {design: "9An{9}"}
+      hier: {design: "9An{9,3,1}S"}
+    decision: {baseline: general, margin: 1.0}
+"""
 
 
 def _rows(plan, stage: str, values: dict, seconds: dict | None = None) -> None:
@@ -116,18 +127,26 @@ def test_an_arm_with_its_own_recipe_trains_and_is_recorded_with_it(tmp_path):
     assert "recipe `synthetic-ssdlite`, arm pinned: `defaults-2026-12`, seeds 0" in report(plan)
 
 
-@pytest.mark.parametrize("old, new, message", [
-    ("seeds: [0, 1, 2]", "seeds: [0, 1, 2]\ncolour: red", "unknown key 'colour'"),
-    ("datasets: [toy, toy2]", "datasets: [toy, cards]", "dataset 'cards' has no alias"),
-    ("{pick: pilot.size}", "{pick: pilot.width}", "pick 'pilot.width' is not declared by an earlier stage"),
-    ('design: "9An{9}", set: {image_size: 64}', 'design: "9An{7}", set: {image_size: 64}', "arm small: "),
-    ("score: holdout", "score: test", "score: holdout and holdout: F"),
-    ("seeds: [0, 1, 2]", "seeds: [0, 1, 1]", "a seed is listed twice"),
-    ("baseline: general", "baseline: plain", "decision.baseline 'plain' is not one of its arms"),
+@pytest.mark.parametrize("base, old, new, message", [
+    (TWO_STAGES, "seeds: [0, 1, 2]", "seeds: [0, 1, 2]\ncolour: red", "unknown key 'colour'"),
+    (TWO_STAGES, "datasets: [toy, toy2]", "datasets: [toy, cards]", "dataset 'cards' has no alias"),
+    (TWO_STAGES, "{pick: pilot.size}", "{pick: pilot.width}", "pick 'pilot.width' is not declared by an earlier stage"),
+    (TWO_STAGES, 'design: "9An{9}", set: {image_size: 64}', 'design: "9An{7}", set: {image_size: 64}', "arm small: "),
+    (TWO_STAGES, "score: holdout", "score: test", "score: holdout and holdout: F"),
+    (TWO_STAGES, "seeds: [0, 1, 2]", "seeds: [0, 1, 1]", "a seed is listed twice"),
+    (TWO_STAGES, "baseline: general", "baseline: plain", "decision.baseline 'plain' is not one of its arms"),
+    # a stage's seeds counted by a pilot (issue 45)
+    (COUNTED, "max_n: 12}", "max_n: 12, hours: 0}", "hours 0, workers 1: a cap of rule seeds"),
+    (COUNTED, "n: {pick: pilot.n}", "n: 5", "seeds {'first': 1000, 'n': 5}: {first: a whole number >= 0"),
+    (COUNTED, "first: 1000, ", "", "seeds: missing key 'first'"),
+    (COUNTED, "n: {pick: pilot.n}", "n: {pick: pilot.size}", "seeds counted by pick 'pilot.size': not a rule: seeds pick"),
+    (COUNTED, "per: dataset", "per: each", "pick.per 'each': choose all, dataset (rule seeds)"),
+    (COUNTED, "    holdout: 0.25\n", "    holdout: 0.25\n    datasets: [toy]\n",
+     "stage test: seeds counted by 'pilot.n', whose stage does not run on toy2"),
 ])
-def test_a_bad_plan_is_refused_before_any_run_naming_the_key(tmp_path, old, new, message):
-    text = TWO_STAGES.replace(old, new, 1)
-    assert text != TWO_STAGES
+def test_a_bad_plan_is_refused_before_any_run_naming_the_key(tmp_path, base, old, new, message):
+    text = base.replace(old, new, 1)
+    assert text != base
     with pytest.raises(PlanError, match=re.escape(message)) as e:
         load_plan(_plan(tmp_path, text))
     assert "toy.yaml" in str(e.value) and "\n" not in str(e.value)
@@ -178,17 +197,6 @@ def test_a_finished_stage_carries_its_pick_and_the_report_matches_an_independent
     assert "Pick `pilot.size`" in report and "{'toy': 96, 'toy2': 64}" in report
 
 
-COUNTED = PILOT + """    arms:
-      general: {design: "9An{9}"}
-      hier: {design: "9An{9,3,1}S"}
-    pick: {name: n, rule: seeds, baseline: general, half_width: 1.0, per: dataset, min_n: 3, max_n: 12}
-  - name: test
-    seeds: {first: 1000, n: {pick: pilot.n}}
-    arms:
-      general: {design: "9An{9}"}
-      hier: {design: "9An{9,3,1}S"}
-    decision: {baseline: general, margin: 1.0}
-"""
 
 
 def test_a_stage_runs_as_many_fresh_seeds_per_dataset_as_the_pilot_counts_and_never_changes_them(tmp_path):
@@ -229,22 +237,6 @@ def test_a_seed_count_over_its_hours_cap_is_cut_to_a_common_ceiling_and_the_repo
     assert picks(plan) == {"pilot.n": {"toy": 7, "toy2": 7}}
     assert "(the half-width alone would need {'toy': 7, 'toy2': 12})" in report(plan)
     assert "at most 0.35 h of runs" in report(plan)
-
-
-@pytest.mark.parametrize("old, new, message", [
-    ("max_n: 12}", "max_n: 12, hours: 0}", "hours 0, workers 1: a cap of rule seeds"),
-    ("n: {pick: pilot.n}", "n: 5", "seeds {'first': 1000, 'n': 5}: {first: a whole number >= 0"),
-    ("first: 1000, ", "", "seeds: missing key 'first'"),
-    ("n: {pick: pilot.n}", "n: {pick: pilot.size}", "seeds counted by pick 'pilot.size': not a rule: seeds pick"),
-    ("per: dataset", "per: each", "pick.per 'each': choose all, dataset (rule seeds)"),
-    ("    holdout: 0.25\n", "    holdout: 0.25\n    datasets: [toy]\n",
-     "stage test: seeds counted by 'pilot.n', whose stage does not run on toy2"),
-])
-def test_a_bad_seed_count_is_refused_naming_it(tmp_path, old, new, message):
-    text = COUNTED.replace(old, new, 1)
-    assert text != COUNTED
-    with pytest.raises(PlanError, match=re.escape(message)):
-        load_plan(_plan(tmp_path, text))
 
 
 def test_an_incomplete_stage_gets_no_verdict(tmp_path):
