@@ -520,13 +520,11 @@ def _study(args: argparse.Namespace) -> int:
                          f"not of 'study {args.action}'")
     plans = [load_plan(path) for path in args.plans]  # every plan checked before the first job runs
     if args.action == "run":
-        from .study.runner import run
-
         import time
 
         from .engine.budget import parse_time
-
         from .provenance import uncommitted
+        from .study.runner import run
 
         failed, say = False, lambda line: print(line, flush=True)
         stop_at = time.monotonic() + parse_time(args.stop_after) if args.stop_after else None  # the whole queue's

@@ -715,12 +715,11 @@ def write_report(plan: Plan, check: bool = False) -> list[Path]:
             if ident not in tables:
                 raise ValueError(f"{doc}: block 'study: {ident}' names no stage of {plan.path.name}")
             stage = plan.stage(ident.split("/", 1)[1])
-            view = m.group("view")
-            if view in ("summary", "compact", "wins", "picks", "table", "decision"):
+            view = m.group("view")  # BLOCK admits only the views named here
+            if view:
                 view_of = {"summary": summary_table, "compact": compact_table, "wins": wins_table,
                            "picks": picks_list, "table": fraction_table, "decision": decision_table}[view]
-                text = view_of(plan, stage, m.group("arm"))
-                return m.group(1) + text + m.group(6)
+                return m.group(1) + view_of(plan, stage, m.group("arm")) + m.group(6)
             if tables[ident] is None:
                 tables[ident] = stage_table(plan, stage)
             return m.group(1) + tables[ident] + m.group(6)

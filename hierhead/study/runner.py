@@ -282,7 +282,7 @@ def _run(plan: Plan, workers: int, threads: int, log: Callable[[str], None], sto
                 except KeyboardInterrupt as e:  # Ctrl-C: training saved its step (or the job was cut outside it)
                     stopping.stop("Ctrl-C")
                     outcomes.append("stopped")
-                    log(f"{j.key}: {str(e).split(';')[0] or 'interrupted (Ctrl-C)'}")
+                    log(f"{j.key}: {_where(str(e)) or 'interrupted (Ctrl-C)'}")
         else:
             with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
                 futures = [pool.submit(one, j) for j in todo]
@@ -367,8 +367,14 @@ def _spawn(plan: Plan, job: Job, threads: int, stopping: _Stopping) -> tuple[str
     if code in STOPPED:  # a job stopped from outside stops the study: none starts after it
         stopping.stop(STOPPED[code])
         # where it stopped (the study's last line says how to resume), or how, when it stopped before saying so
-        return "stopped", last.split(";")[0] if " at step " in last else f"stopped by {STOPPED[code]} (exit {code})"
+        return "stopped", _where(last) if " at step " in last else f"stopped by {STOPPED[code]} (exit {code})"
     return "failed", f"FAILED (exit {code}): {last} (log: {folder / 'job.log'})"
+
+
+def _where(message: str) -> str:
+    """Training's stop message up to where it stopped ("stopped by SIGTERM at step 173"): its advice to resume
+    with ``--resume`` is not a study's, whose last line says the same command resumes."""
+    return message.split(";")[0]
 
 
 def _inline(plan: Plan, job: Job, threads: int, stopping: _Stopping) -> tuple[str, str]:
@@ -380,7 +386,7 @@ def _inline(plan: Plan, job: Job, threads: int, stopping: _Stopping) -> tuple[st
         row = run_job(plan, job.key, threads)
     except TrainingStopped as e:  # SIGTERM (or --stop-after's): the study stops
         stopping.stop("SIGTERM")
-        return "stopped", str(e).split(";")[0]
+        return "stopped", _where(str(e))
     except Exception as e:  # noqa: BLE001 - one job's failure is reported like a worker's, the others go on
         return "failed", f"FAILED: {type(e).__name__}: {e}"
     return "ok", _summary(plan, row)
@@ -413,7 +419,8 @@ def run_job(plan: Plan, key: str, threads: int) -> dict:
     try:
         metrics = PROTOCOLS[plan.protocol_of(job.stage)].run(config, stage.score)
     except BaseException:  # stopped (its step saved) or failed: this part's time counts when the job goes on
-        _write_parts(folder, parts, _clock() - t, threads)
+        if parts is not None:
+            _save_parts(folder, [*parts, round(_clock() - t, 1)], threads, open_=False)
         raise
     seconds = None if parts is None else sum(parts) + _clock() - t
     row = {"study": plan.name, "stage": job.stage, "dataset": job.dataset, "arm": job.arm,
@@ -445,16 +452,14 @@ def _parts(folder: Path, resumed: bool, threads: int) -> list[float] | None:
     else:
         parts = known["parts"]
     if parts is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"parts": parts, "open": True, "threads": threads}))
+        _save_parts(folder, parts, threads, open_=True)
     return parts
 
 
-def _write_parts(folder: Path, parts: list[float] | None, seconds: float, threads: int) -> None:
-    """Record a part that ended without a row (stopped or failed), for the row of the part that finishes."""
-    if parts is not None:
-        (folder / "parts.json").write_text(json.dumps({"parts": [*parts, round(seconds, 1)], "open": False,
-                                                       "threads": threads}))
+def _save_parts(folder: Path, parts: list[float], threads: int, open_: bool) -> None:
+    """``parts.json``: the parts that ended without a row (stopped or failed), and whether one is running now."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "parts.json").write_text(json.dumps({"parts": parts, "open": open_, "threads": threads}))
 
 
 def _main() -> int:
