@@ -72,14 +72,17 @@ def test_a_budget_that_fits_the_run_changes_nothing(tmp_path):
     assert result["steps"] == 30 and not any(line.startswith("time ") for line in lines)
 
 
-@pytest.mark.parametrize("text, seconds", [("15m", 900), ("90s", 90), ("1.5h", 5400), ("20", 1200), (" 2m ", 120)])
+@pytest.mark.parametrize("text, seconds", [("15m", 900), ("90s", 90), ("1.5h", 5400), ("20", 1200), (" 2m ", 120),
+                                           ("1h30m", 5400), ("2h 20m", 8400), ("1m30s", 90)])
 def test_durations(text, seconds):
     assert parse_time(text) == seconds
 
 
 @pytest.mark.parametrize("over, message", [
-    ({"time": "soon"}, "time 'soon': expected a duration such as 15m, 900s or 1.5h (a plain number is minutes)"),
+    ({"time": "soon"}, "time 'soon': expected a duration such as 15m, 900s, 1.5h or 1h30m (a plain number is minutes)"),
     ({"time": "0m"}, "time '0m': expected a duration"),
+    ({"time": "30m1h"}, "time '30m1h': expected a duration"),
+    ({"time": "1m1m"}, "time '1m1m': expected a duration"),
     ({"time": "15m", "schedule": {"name": "multistep"}}, "time='15m': a budget shortens a step-based run with a "
                                                           "cosine or constant schedule (this one: multistep)"),
 ])

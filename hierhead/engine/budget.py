@@ -29,14 +29,21 @@ PLANS = (5, 25)
 SAFETY = 0.95
 
 
+#: hours, minutes and seconds, each at most once and in that order: "1h30m", "2h 20m", "90s", "1.5h"
+DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)\s*h)?\s*(?:(\d+(?:\.\d+)?)\s*m)?\s*(?:(\d+(?:\.\d+)?)\s*s)?")
+
+
 def parse_time(text: str | float | int | None) -> float | None:
-    """``"15m"``, ``"90s"``, ``"1.5h"`` or a plain number of minutes -> seconds (None: no budget)."""
+    """``"15m"``, ``"90s"``, ``"1.5h"``, ``"1h30m"`` or a plain number of minutes -> seconds (None: no budget)."""
     if text is None:
         return None
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(text))
-    if not m or float(m.group(1)) <= 0:
-        raise ValueError(f"time {text!r}: expected a duration such as 15m, 900s or 1.5h (a plain number is minutes)")
-    return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "": 60}[m.group(2)]
+    s = str(text).strip()
+    m = DURATION.fullmatch(s + "m" if re.fullmatch(r"\d+(?:\.\d+)?", s) else s)
+    seconds = sum(float(v) * unit for v, unit in zip(m.groups(), (3600, 60, 1)) if v) if m else 0
+    if seconds <= 0:
+        raise ValueError(f"time {text!r}: expected a duration such as 15m, 900s, 1.5h or 1h30m (a plain number is "
+                         "minutes)")
+    return seconds
 
 
 class TimeBudget(Callback):

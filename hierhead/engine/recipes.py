@@ -37,7 +37,7 @@ DEFAULTS: dict[str, Any] = {
     # 850 steps); the paper recipes set their own optimiser and schedule
     # auto: at least EPOCHS passes over the training images, and never fewer than 600 (engine/choose.py)
     "max_steps": 600,
-    # a wall-clock budget for training ("15m", "900s", "1.5h"; null: none): max_steps shortened to what fits,
+    # a wall-clock budget for training ("15m", "900s", "1.5h", "1h30m"; null: none): max_steps shortened to what fits,
     # the cosine schedule ending there (engine/budget.py)
     "time": None,
     "optimizer": {"name": "adamw", "lr": 0.003, "momentum": 0.9, "weight_decay": 0.0001, "unit_lr_scale": 1.0,
