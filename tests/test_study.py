@@ -354,8 +354,8 @@ def test_a_study_stops_when_its_time_is_up_as_asked_exit_0(tmp_path, capsys):
                                               err).groups())
     assert stopped + not_started == 3 and not read_rows(first, "main") and not second.runs.exists()
     assert main(["study", "run", str(first.path), "--stop-after", "soon"]) == 2  # not a duration: one line
-    assert capsys.readouterr().err == ("hierhead study: error: time 'soon': expected a duration such as 15m, 900s or "
-                                       "1.5h (a plain number is minutes)\n")
+    assert capsys.readouterr().err == ("hierhead study: error: time 'soon': expected a duration such as 15m, 900s, "
+                                       "1.5h or 1h30m (a plain number is minutes)\n")
 
 
 def test_a_job_stopped_and_resumed_records_the_sum_of_its_parts_seconds(tmp_path, monkeypatch):
