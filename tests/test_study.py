@@ -197,8 +197,6 @@ def test_a_finished_stage_carries_its_pick_and_the_report_matches_an_independent
     assert "Pick `pilot.size`" in report and "{'toy': 96, 'toy2': 64}" in report
 
 
-
-
 def test_a_stage_runs_as_many_fresh_seeds_per_dataset_as_the_pilot_counts_and_never_changes_them(tmp_path):
     """Issue 45: n per domain fixed by the plan from a holdout pilot's SD, computed from its rows (never copied by
     hand), never extended or cut once rows of that stage exist."""
