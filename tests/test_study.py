@@ -357,13 +357,15 @@ def test_a_study_stops_when_its_time_is_up_as_asked_exit_0(tmp_path, capsys):
 
 
 def test_a_job_stopped_and_resumed_records_the_sum_of_its_parts_seconds(tmp_path, monkeypatch):
-    """Every session's stop left its running jobs' rows without seconds (issue 41's time ratios read them); a part
-    whose time is unknown (killed outright, or another thread count) still leaves them empty."""
+    """Every session's stop left its running jobs' rows without seconds (issue 41's time ratios read them). A part
+    killed outright counts up to its last checkpoint; one whose time is unknown (written by code that did not
+    record its start, or at another thread count) still leaves them empty."""
     from hierhead.engine.trainer import TrainingStopped
     from hierhead.study import protocols, runner
 
-    clock = iter([0.0, 100.0, 1000.0, 1030.0, 0.0, 5.0, 0.0, 7.0])
+    clock = iter([0.0, 100.0, 1000.0, 1030.0, 0.0, 5.0, 0.0, 7.0, 0.0, 7.0, 0.0, 7.0])
     monkeypatch.setattr(runner, "_clock", lambda: next(clock))
+    monkeypatch.setattr(runner, "_wall", lambda: 5000.0)
 
     class Stops(protocols.TrainProtocol):  # the first part of each job stops after a checkpoint; the next scores
         def run(self, config: dict, score: str) -> dict:
@@ -388,6 +390,14 @@ def test_a_job_stopped_and_resumed_records_the_sum_of_its_parts_seconds(tmp_path
     (plan.runs / second / "parts.json").write_text('{"parts": [40.0], "open": false, "threads": 2}')
     (plan.runs / second / "row.json").unlink()
     assert runner.run_job(plan, second, threads=1)["seconds"] == ""  # the earlier part at another thread count
+    killed = '{"parts": [40.0], "open": true, "threads": 1, "started": %s}'
+    os.utime(plan.runs / second / "checkpoints" / "last.ckpt", (1250.0, 1250.0))  # its last periodic save
+    for started, seconds in ((1000.0, 297.0), (2000.0, 47.0)):  # 40 + 250 to the save + 7; a save older than the part: 40 + 7
+        (plan.runs / second / "parts.json").write_text(killed % started)
+        (plan.runs / second / "row.json").unlink()
+        assert runner.run_job(plan, second, threads=1)["seconds"] == seconds
+    assert json.loads((plan.runs / second / "parts.json").read_text()) == {"parts": [40.0, 0.0], "open": True,
+                                                                           "threads": 1, "started": 5000.0}
 
 
 def test_a_study_killed_mid_run_resumes_to_the_same_rows(tmp_path):

@@ -55,8 +55,8 @@ __all__ = ["Plan", "Stage", "Arm", "Dataset", "Job", "Pick", "Decision", "load_p
 #: ``mAP`` is VOC07 in percent; ``AP50`` and ``AP`` COCO-style (pycocotools) in percent; ``settings`` the JSON of
 #: the arm's effective settings (picks filled in); ``same_as`` the job whose run this one shares (the same
 #: training config once its ``auto`` choices are made: trained once); ``seconds`` the job's wall time (stopped and
-#: resumed: the sum of its parts', each with its own start-up; empty when a part's is unknown), ``threads`` its
-#: CPU threads.
+#: resumed: the sum of its parts', each with its own start-up, a part killed outright up to its last checkpoint;
+#: empty when a part's is unknown), ``threads`` its CPU threads.
 ROW_COLUMNS = ("study", "stage", "dataset", "arm", "design", "seed", "fraction", "protocol", "recipe", "settings",
                "same_as", "split", "scored_images", "skipped_boxes", "mAP", "AP50", "AP", "steps", "train_images", "seconds",
                "threads", "device", "version", "commit")

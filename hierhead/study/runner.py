@@ -6,7 +6,9 @@ stage's CSV (rows ordered as the plan lists the jobs, a row never changed once w
 again with the same command: jobs with a row are skipped, finished jobs not yet merged are merged, and a job
 killed mid-training resumes from its last checkpoint (the trainer's resume equals an uninterrupted run), so the
 rows are the ones an uninterrupted study writes (but ``seconds``: a job stopped and resumed sums its parts' wall
-times, each with its own start-up; empty when a part's time is unknown, e.g. one killed outright).
+times, each with its own start-up; a part killed outright counts up to its last checkpoint, whose steps the next
+part does not redo; empty when a part's time is unknown: run at another thread count, or by code that did not
+record when it started).
 
 Stopping: Ctrl-C in the terminal (every process of the study gets it) or SIGTERM to the runner (which passes it on
 to its jobs): no job starts after it, each running job saves its step (``last.ckpt``) and exits, and the runner
@@ -123,6 +125,7 @@ def status(plan: Plan, stage: str | None = None) -> list[dict]:
 
 _lock = threading.Lock()
 _clock = time.perf_counter  # a job's wall seconds (a test's own clock)
+_wall = time.time  # when a part started, against its checkpoint's modification time (a test's own clock)
 
 
 class StudyStopped(KeyboardInterrupt):
@@ -441,14 +444,20 @@ def run_job(plan: Plan, key: str, threads: int) -> dict:
 
 def _parts(folder: Path, resumed: bool, threads: int) -> list[float] | None:
     """The wall seconds of a job's earlier parts (a job stopped and resumed), [] for a fresh one; None when one is
-    unknown (a part killed before it could say, one run by code that did not record them, or at another thread
-    count): its row's ``seconds`` stays empty. Marks this part as started."""
+    unknown (one run by code that did not record them, or at another thread count): its row's ``seconds`` stays
+    empty. A part killed outright (a session's end, a power cut) said nothing when it ended: it counts from its
+    start to the modification time of ``last.ckpt``, the periodic checkpoint this part resumes from (0 when that
+    checkpoint is older than the part), so the steps it ran after that checkpoint, redone now, are not counted
+    twice. Marks this part as started."""
     path = folder / "parts.json"
     known = json.loads(path.read_text()) if path.is_file() else None
     if not resumed:  # a start from scratch: earlier parts (a failure before any checkpoint) did not carry over
         parts: list[float] | None = []
-    elif known is None or known["open"] or known["threads"] != threads:
+    elif known is None or known["threads"] != threads or (known["open"] and "started" not in known):
         parts = None
+    elif known["open"]:  # killed outright: its time up to the checkpoint this part resumes from counts, the rest is redone
+        saved = (folder / "checkpoints" / "last.ckpt").stat().st_mtime
+        parts = [*known["parts"], max(0.0, round(saved - known["started"], 1))]
     else:
         parts = known["parts"]
     if parts is not None:
@@ -457,9 +466,11 @@ def _parts(folder: Path, resumed: bool, threads: int) -> list[float] | None:
 
 
 def _save_parts(folder: Path, parts: list[float], threads: int, open_: bool) -> None:
-    """``parts.json``: the parts that ended without a row (stopped or failed), and whether one is running now."""
+    """``parts.json``: the parts that ended without a row (stopped or failed), and whether one is running now (with
+    its start on the wall clock, which a checkpoint's modification time is read against if it is killed)."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "parts.json").write_text(json.dumps({"parts": parts, "open": open_, "threads": threads}))
+    state = {"parts": parts, "open": open_, "threads": threads, **({"started": _wall()} if open_ else {})}
+    (folder / "parts.json").write_text(json.dumps(state))
 
 
 def _main() -> int:
