@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import torch
@@ -21,6 +22,10 @@ def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r}: file not found")
+    if not zipfile.is_zipfile(path):  # torch.save (and so Lightning) writes a zip archive; torch.load's error on
+        # anything else is an unpickler's ("list index out of range" for a text file)
+        raise CheckpointError(f"checkpoint {str(path)!r}: cannot be read (not the zip archive torch.save writes: "
+                              "another kind of file, or a truncated checkpoint)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle, zip and weights-only errors alike
