@@ -431,7 +431,9 @@ stages:
     assert _table(rows) == _table(tmp_path / "whole" / "docs" / "results" / "toy" / "main.csv")
     assert len(_table(rows)) == 4 and [r["arm"] for r in _table(rows)] == ["general", "hier"] * 2
     with rows.open(newline="") as f:
-        assert "" in {r["seconds"] for r in csv.DictReader(f)}  # a job killed mid-training resumed (no wall time)
+        assert "" not in {r["seconds"] for r in csv.DictReader(f)}  # a job killed mid-training: up to its checkpoint
+    parts = [json.loads(p.read_text())["parts"] for p in runs.glob("main/toy/*/seed*/parts.json")]
+    assert any(len(p) == 1 for p in parts), parts  # the killed part counted, then the part that wrote the row
     out = subprocess.run([*command, str(killed), "--dry-run"], check=True, env=env, capture_output=True, text=True).stdout
     assert "0 finished to merge, 0 pending" in out
     assert json.loads(next(runs.glob("main/toy/hier/seed1/row.json")).read_text())["design"] == "9An{9,3}S"
