@@ -356,7 +356,8 @@ Recipes: """
 def _add_train_parser(sub) -> None:
     from .engine.recipes import recipes
 
-    t = sub.add_parser("train", help="train a detector on your data (the general head; --design for a hierarchical one)",
+    t = sub.add_parser("train",
+                       help="train a detector on your data (the general head; --design for a hierarchical one)",
                        epilog=EPILOG_TRAIN + ", ".join(recipes()), formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_data_args(t, required=False)
     t.add_argument("--val", help="validation dataset (default: the dataset's own val/test split)")
@@ -367,7 +368,8 @@ def _add_train_parser(sub) -> None:
     t.add_argument("--max-steps", type=int, help="train for this many optimizer steps")
     t.add_argument("--time", help="a wall-clock budget for training (15m, 900s, 1.5h, 1h30m): max-steps shortened "
                    "to what fits, the schedule finished there")
-    t.add_argument("--batch-size", type=int, help="images a training step (default: the recipe's; 8 in the built-in defaults)")
+    t.add_argument("--batch-size", type=int,
+                   help="images a training step (default: the recipe's; 8 in the built-in defaults)")
     t.add_argument("--fraction", type=float, help="train on a seeded fraction of the training images")
     t.add_argument("--out", help="run folder (checkpoints, logs, config.yaml)")
     t.add_argument("--seed", type=int, help="the run's seed: start draw, data order, augmentation (default 0)")
@@ -594,7 +596,8 @@ def _add_demo_parser(sub) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hierhead", description="Train small object detectors on a CPU and ship them as plain torchvision models; hierarchical detection heads (Agarwal & Jurie 2021).")
+    p = argparse.ArgumentParser(prog="hierhead", description="Train small object detectors on a CPU and ship them as "
+                                "plain torchvision models; hierarchical detection heads (Agarwal & Jurie 2021).")
     sub = p.add_subparsers(dest="command", required=True)
     for add in (_add_designs_parser, _add_stats_parser, _add_eval_parser, _add_train_parser, _add_deploy_parsers,
                 _add_sweep_parser, _add_study_parser, _add_recommend_parser, _add_demo_parser):

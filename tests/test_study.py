@@ -392,7 +392,8 @@ def test_a_job_stopped_and_resumed_records_the_sum_of_its_parts_seconds(tmp_path
     assert runner.run_job(plan, second, threads=1)["seconds"] == ""  # the earlier part at another thread count
     killed = '{"parts": [40.0], "open": true, "threads": 1, "started": %s}'
     os.utime(plan.runs / second / "checkpoints" / "last.ckpt", (1250.0, 1250.0))  # its last periodic save
-    for started, seconds in ((1000.0, 297.0), (2000.0, 47.0)):  # 40 + 250 to the save + 7; a save older than the part: 40 + 7
+    # 40 + 250 up to the save + 7; then a save older than the killed part: 40 + 0 + 7
+    for started, seconds in ((1000.0, 297.0), (2000.0, 47.0)):
         (plan.runs / second / "parts.json").write_text(killed % started)
         (plan.runs / second / "row.json").unlink()
         assert runner.run_job(plan, second, threads=1)["seconds"] == seconds

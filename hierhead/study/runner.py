@@ -455,7 +455,7 @@ def _parts(folder: Path, resumed: bool, threads: int) -> list[float] | None:
         parts: list[float] | None = []
     elif known is None or known["threads"] != threads or (known["open"] and "started" not in known):
         parts = None
-    elif known["open"]:  # killed outright: its time up to the checkpoint this part resumes from counts, the rest is redone
+    elif known["open"]:  # killed outright: its time up to the checkpoint this part resumes from counts
         saved = (folder / "checkpoints" / "last.ckpt").stat().st_mtime
         parts = [*known["parts"], max(0.0, round(saved - known["started"], 1))]
     else:
