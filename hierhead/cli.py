@@ -526,17 +526,20 @@ def _study(args: argparse.Namespace) -> int:
 
         from .engine.budget import parse_time
         from .provenance import uncommitted
-        from .study.runner import run
+        from .study.runner import run, run_queue
 
-        failed, say = False, lambda line: print(line, flush=True)
+        say = lambda line: print(line, flush=True)  # noqa: E731
         stop_at = time.monotonic() + parse_time(args.stop_after) if args.stop_after else None  # the whole queue's
-        for path, plan in zip(args.plans, plans):  # one after another: the cores never wait between two plans
+        for plan in plans:
             if state := uncommitted(plan.path):  # its rows would read as a registered plan's (sweeps, demos: no)
                 say(f"{plan.name}: warning: {plan.path.name} is {state}: its rows will not follow a registered "
                     f"plan (commit it first)")
-            failed |= bool(run(plan, args.workers, args.threads, args.dry_run, log=say, stop_at=stop_at))
-            if not args.dry_run:
-                print(f"rows in {plan.rows}; tables: hierhead study report {path}", flush=True)
+        if args.dry_run:
+            return 1 if any([run(plan, args.workers, args.threads, dry_run=True, log=say) for plan in plans]) else 0
+        paths = dict(zip(map(id, plans), args.plans))
+        # one queue: a later plan's jobs start beside an earlier plan's last ones, so the cores never wait
+        failed = run_queue(plans, args.workers, args.threads, log=say, stop_at=stop_at, ended=lambda plan: say(
+            f"rows in {plan.rows}; tables: hierhead study report {paths[id(plan)]}"))
         return 1 if failed else 0
     from .study.report import write_report
 
@@ -557,7 +560,8 @@ def _add_study_parser(sub) -> None:
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     st.add_argument("action", choices=["run", "report"])
     st.add_argument("plans", nargs="+", metavar="plan", help="the plan file (YAML; see hierhead/study/plan.py); "
-                    "several: run or reported one after another")
+                    "several: run as one queue (a later plan's jobs start beside an earlier one's last "
+                    "ones) or reported one after another")
     st.add_argument("--workers", type=int, default=1, help="jobs at once, each in its own process (run; 0: one "
                     "after another in this process)")
     st.add_argument("--threads", type=int, help="CPU threads per job (run; default: the plan's)")

@@ -301,6 +301,8 @@ def test_train_says_what_it_trains_and_validates_on(tmp_path, capsys):
     assert code == 0 and first.startswith("training ssdlite320_mobilenet_v3 (9An{9}, from random weights; ")
     assert re.search(r"; (\d+\.\d\d) of \1 M parameters train\) on 9 images", first), first  # nothing frozen
     assert "validating on 1 images of" in first and "a seeded 10% held out for validation, split_seed 0" in first
+    assert out.splitlines()[1] == ("note: the run's 1 steps end inside the schedule's 50-step warm-up, so the "
+                                   "learning rate never reaches its peak (--set schedule.warmup_steps=N shortens it)")
     assert re.search(r"val mAP [0-9.]+ %", out)  # 1 step, shorter than val_every_n_steps: validated at its end
 
 

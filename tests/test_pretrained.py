@@ -179,6 +179,8 @@ def test_backbone_lr_scale_groups_and_freezing():
     opt = make_optimizer(model, {"name": "adamw", "lr": 0.01, "backbone_lr_scale": 0.1, "unit_lr_scale": 0.5})
     lrs = [(g["lr"], {id(p) for p in g["params"]}) for g in opt.param_groups]
     assert [lr for lr, _ in lrs] == pytest.approx([0.01, 0.005, 0.001]) and lrs[2][1] == body
+    # named, so Lightning logs lr-AdamW/backbone (results.png's legend), not lr-AdamW/pg3
+    assert [g["name"] for g in opt.param_groups] == ["detector", "units", "backbone"]
     assert sum(len(ids) for _, ids in lrs) == sum(1 for _ in model.parameters())
     frozen = DetectorModule(spec, {"name": "adamw", "lr": 0.01, "backbone_lr_scale": 0})
     assert not any(p.requires_grad for p in backbone_body(frozen.model).parameters())

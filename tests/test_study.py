@@ -350,7 +350,7 @@ def test_a_study_stops_when_its_time_is_up_as_asked_exit_0(tmp_path, capsys):
     stopped, not_started = map(int, re.search(r"first/main: stopped by --stop-after: (\d) running job\(s\) stopped "
                                               r"\(each resumes from its last saved step\), (\d) not started, 0 failed",
                                               err).groups())
-    assert stopped + not_started == 3 and not read_rows(first, "main") and not second.runs.exists()
+    assert stopped + not_started == 3 and not read_rows(first, "main") and not (second.runs / "main").exists()
     assert main(["study", "run", str(first.path), "--stop-after", "soon"]) == 2  # not a duration: one line
     assert capsys.readouterr().err == ("hierhead study: error: time 'soon': expected a duration such as 15m, 900s, "
                                        "1.5h or 1h30m (a plain number is minutes)\n")
@@ -465,6 +465,45 @@ def test_several_plans_run_one_after_another_and_all_are_checked_first(tmp_path,
     assert len(read_rows(first, "main")) == len(read_rows(second, "main")) == 1
     assert main(["study", "report", str(first.path), str(second.path)]) == 0
     assert (first.rows / "report.md").is_file() and (second.rows / "report.md").is_file()
+
+
+def test_a_queue_starts_a_later_plans_job_beside_an_earlier_plans_last_one(tmp_path, capsys):
+    """Two plans, two workers: the second plan's job starts while the first plan's only job trains (the runner
+    waited for a plan's last job before the next plan began, one core idle for a whole job at every plan's end)."""
+    first, second = (load_plan(_plan(tmp_path, ONE_SEED_MAIN + "\n", name=n)) for n in ("first", "second"))
+    assert main(["study", "run", str(first.path), str(second.path), "--workers", "2", "--threads", "1"]) == 0
+    out, job = capsys.readouterr().out, "main/toy/general/seed0"
+    started = json.loads((second.runs / job / "parts.json").read_text())["started"]
+    assert started < (first.runs / job / "row.json").stat().st_mtime  # began before the first plan's job ended
+    assert f"] first/{job}: " in out and f"] second/{job}: " in out, out  # a queue's lines name their plan
+    assert len(read_rows(first, "main")) == len(read_rows(second, "main")) == 1
+    assert out.count("tables: hierhead study report ") == 2
+
+
+def test_a_queues_free_place_goes_to_the_earliest_job_that_waits():
+    """The queue's places go by the plans' order, then the stage's and the job's, whoever asked first."""
+    import threading
+
+    from hierhead.study.runner import _Slots
+
+    slots, got = _Slots(1), []
+    holding = slots.held((0, 0, 0))
+    holding.__enter__()
+
+    def wait(priority):
+        with slots.held(priority):
+            got.append(priority)
+
+    waiting = [threading.Thread(target=wait, args=(p,)) for p in [(1, 0, 0), (0, 1, 2), (0, 1, 1)]]
+    for t in waiting:
+        t.start()
+    deadline = time.time() + 30
+    while len(slots.waiting) < 3 and time.time() < deadline:
+        time.sleep(0.01)
+    holding.__exit__(None, None, None)
+    for t in waiting:
+        t.join(30)
+    assert got == [(0, 1, 1), (0, 1, 2), (1, 0, 0)] and slots.free == 1
 
 
 def test_a_study_runs_the_seeds_its_pilot_counted_after_the_pilot(tmp_path, capsys):

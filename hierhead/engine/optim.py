@@ -253,15 +253,16 @@ def make_optimizer(model: nn.Module, config: dict) -> torch.optim.Optimizer:
     units = [p for p in trained if id(p) in unit_ids]
     body = [p for p in trained if id(p) in body_ids]
     # one group at scale 1 (the paper's single lr; also what checkpoints from before the options hold); the
-    # first group is always at lr (the warm-up's start is a fraction of it)
+    # first group is always at lr (the warm-up's start is a fraction of it). Each group is named: Lightning's
+    # LearningRateMonitor logs it as lr-<Optimizer>/<name> (results.png's legend), not as pg1, pg2.
     rest = [p for p in trained if id(p) not in unit_ids and id(p) not in body_ids]
-    params = [{"params": rest}]
+    params = [{"params": rest, "name": "detector"}]
     if units and scale not in (1.0, "auto"):
-        params.append({"params": units, "lr": lr * scale})
+        params.append({"params": units, "lr": lr * scale, "name": "units"})
     else:
         rest.extend(units)
     if body:
-        params.append({"params": body, "lr": lr * body_scale})
+        params.append({"params": body, "lr": lr * body_scale, "name": "backbone"})
     if name == "sgd":
         opt = torch.optim.SGD(params, lr=lr, momentum=float(cfg.pop("momentum", 0.9)), weight_decay=decay)
     elif name in ("rmsprop", "tf_rmsprop"):  # the TF Object Detection API's values (paper IV-C)

@@ -495,6 +495,11 @@ def _train(config: dict, out: Path, resume: bool, callbacks: list | None, log: C
         trains = f"{sum(n for n, g in params if g) / 1e6:.2f} of {sum(n for n, _ in params) / 1e6:.2f} M parameters train"
         log(f"training {config['model']} ({config['design']}, {start}; {trains}) on {len(dm.train_set)} images "
             f"of {dm.train_set.name}{kept}; {val}")
+        warm = int((config.get("schedule") or {}).get("warmup_steps") or 0)
+        steps = config.get("max_steps") if not config.get("epochs") else None
+        if steps and warm >= int(steps) and not config.get("time"):  # --time shortens it (engine/budget.py)
+            log(f"note: the run's {config['max_steps']} steps end inside the schedule's {warm}-step warm-up, so "
+                f"the learning rate never reaches its peak (--set schedule.warmup_steps=N shortens it)")
     timer = Timer()  # its elapsed time travels in the checkpoint, so a resumed run counts all its parts
     interrupt = _StopOnInterrupt()
     ema = config.get("ema") or {}

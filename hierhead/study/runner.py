@@ -13,14 +13,20 @@ record when it started).
 Stopping: Ctrl-C in the terminal (every process of the study gets it) or SIGTERM to the runner (which passes it on
 to its jobs): no job starts after it, each running job saves its step (``last.ckpt``) and exits, and the runner
 ends with one line saying how many stopped and how many never started (:class:`StudyStopped`); the same command
-resumes them. A plan after it in a queue does not start.
+resumes them. No job of any plan of the queue starts after it.
+
+A queue of several plans (:func:`run_queue`) shares its workers: a job of an earlier plan always starts before one
+of a later plan, and a later plan's jobs start as soon as a worker would otherwise wait (the last jobs of a stage,
+which the next stage waits for), so the cores stay busy from the first plan's start to the last plan's end.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import csv
+import heapq
 import json
 import os
 import signal
@@ -34,7 +40,7 @@ from typing import Callable
 
 from .plan import ROW_COLUMNS, Job, Plan, PlanError, load_plan, pick_value
 
-__all__ = ["read_rows", "stage_rows", "status", "picks", "jobs", "run", "run_job", "StudyStopped"]
+__all__ = ["read_rows", "stage_rows", "status", "picks", "jobs", "run", "run_queue", "run_job", "StudyStopped"]
 
 
 def read_rows(plan: Plan, stage: str) -> list[dict]:
@@ -181,6 +187,33 @@ class _Stopping:
                 pass
 
 
+class _Slots:
+    """The queue's ``workers`` places, given in order of priority (a plan's place in the queue, then its stage and
+    job): a job waits for a place only while every place is taken, and a free place goes to the earliest job that
+    waits. Hand-written because ``concurrent.futures`` keeps one pool per stage, and the stages of several plans
+    must share one set of places in the plans' order."""
+
+    def __init__(self, places: int) -> None:
+        self.free = places
+        self.waiting: list[tuple] = []
+        self.changed = threading.Condition()
+
+    @contextlib.contextmanager
+    def held(self, priority: tuple):
+        with self.changed:
+            heapq.heappush(self.waiting, priority)
+            self.changed.wait_for(lambda: self.free > 0 and self.waiting[0] == priority)
+            heapq.heappop(self.waiting)
+            self.free -= 1
+            self.changed.notify_all()  # the next in line may find a place too
+        try:
+            yield
+        finally:
+            with self.changed:
+                self.free += 1
+                self.changed.notify_all()
+
+
 def _merge(plan: Plan, stage: str, new: list[dict]) -> None:
     """Add rows to the stage's CSV: every earlier row kept as it is, new ones added, ordered as the plan lists
     the jobs (rows of jobs the plan no longer lists stay, at the end). Written aside, then renamed."""
@@ -208,12 +241,8 @@ def run(plan: Plan, workers: int = 1, threads: int | None = None, dry_run: bool 
     number of jobs that failed (their logs named). ``dry_run``: only say what is pending. ``stop_at``: a
     ``time.monotonic()`` at which the study stops as on SIGTERM (``--stop-after``; :class:`StudyStopped` with
     code 0: a stop that was asked for)."""
-    if workers < 0:
-        raise PlanError(f"--workers {workers}: 0 (jobs one after another in this process) or more")
-    threads = threads or plan.threads
     if not dry_run:
-        with _plan_lock(plan), _Stopping(stop_at) as stopping:
-            return _run(plan, workers, threads, log, stopping)
+        return run_queue([plan], workers, threads, log, stop_at)
     for st in status(plan):
         wait = f"; waits on {', '.join(st['waits'])}" if st["waits"] else ""
         shared = len(shared_runs(plan, st["stage"], st["pending"])) if st["pending"] and not st["waits"] else 0
@@ -232,6 +261,63 @@ def run(plan: Plan, workers: int = 1, threads: int | None = None, dry_run: bool 
     return 0
 
 
+def run_queue(plans: list[Plan], workers: int = 1, threads: int | None = None, log: Callable[[str], None] = print,
+              stop_at: float | None = None, ended: Callable[[Plan], None] | None = None) -> int:
+    """Run several plans as one queue (:func:`run`'s jobs, rows and stops): with ``workers`` >= 1 their jobs share
+    the workers' places in the plans' order (:class:`_Slots`), each plan's stages one after another as in
+    :func:`run`; with ``workers=0``, one plan after another in this process. Every plan is locked before the first
+    job starts. ``ended(plan)`` is called as each plan ends without a stop. Returns the number of failed jobs; a stop
+    raises one :class:`StudyStopped` for the queue (every plan it stopped named)."""
+    if workers < 0:
+        raise PlanError(f"--workers {workers}: 0 (jobs one after another in this process) or more")
+    for plan in plans:  # before hours of jobs: every dataset a pending job of the queue reads is there
+        pending = [j for st in status(plan) for j in st["pending"]]
+        for d in plan.datasets:
+            if any(j.dataset == d.name for j in pending) and not d.root.startswith("synthetic:") and not Path(
+                    d.root).exists():
+                raise PlanError(f"{plan.path.name}: dataset {d.name}: no folder {d.root}")
+    with contextlib.ExitStack() as held:
+        for plan in plans:
+            held.enter_context(_plan_lock(plan))
+        stopping = held.enter_context(_Stopping(stop_at))
+        if not workers:  # in this process's main thread, where training's own Ctrl-C and SIGTERM handling works
+            failed = 0
+            for plan in plans:
+                failed += _run(plan, 0, threads or plan.threads, log, stopping)
+                if ended:
+                    ended(plan)
+            return failed
+        slots, outcomes, ends = _Slots(workers), [None] * len(plans), [threading.Event() for _ in plans]
+
+        def one_plan(k: int, plan: Plan) -> None:
+            try:
+                outcomes[k] = _run(plan, workers, threads or plan.threads, log, stopping, slots, k, len(plans) > 1)
+                if ended:
+                    ended(plan)
+            except BaseException as e:  # noqa: BLE001 - raised in the main thread below, in the plans' order
+                outcomes[k] = e
+            finally:
+                ends[k].set()
+
+        for k, plan in enumerate(plans):
+            threading.Thread(target=one_plan, args=(k, plan), name=plan.name, daemon=True).start()
+        # the main thread waits (it takes Ctrl-C and SIGTERM); on events, since a Thread.join that Ctrl-C
+        # interrupted can return before its thread has ended
+        try:
+            for end in ends:
+                end.wait()
+        except KeyboardInterrupt:  # Ctrl-C: the jobs got it too and save their step; none starts after it
+            stopping.stop("Ctrl-C")
+            for end in ends:
+                end.wait()
+    stops = [e for e in outcomes if isinstance(e, StudyStopped)]
+    if errors := [e for e in outcomes if isinstance(e, BaseException) and not isinstance(e, StudyStopped)]:
+        raise errors[0]
+    if stops:
+        raise StudyStopped("; ".join(str(e) for e in stops), stops[0].code)
+    return sum(outcomes)
+
+
 def _plan_lock(plan: Plan):
     """One runner per plan: an exclusive lock on ``runs/<study>/.study.lock`` for the whole run (two runners
     would start the same jobs)."""
@@ -242,11 +328,10 @@ def _plan_lock(plan: Plan):
         f"{plan.path.name}: another 'hierhead study run' is running this plan ({plan.runs}); wait for it to end"))
 
 
-def _run(plan: Plan, workers: int, threads: int, log: Callable[[str], None], stopping: _Stopping) -> int:
-    pending = [j for st in status(plan) for j in st["pending"]]
-    for d in plan.datasets:  # before hours of jobs: every dataset a pending job reads is there
-        if any(j.dataset == d.name for j in pending) and not d.root.startswith("synthetic:") and not Path(d.root).exists():
-            raise PlanError(f"{plan.path.name}: dataset {d.name}: no folder {d.root}")
+def _run(plan: Plan, workers: int, threads: int, log: Callable[[str], None], stopping: _Stopping,
+         slots: _Slots | None = None, rank: int = 0, named: bool = False) -> int:
+    """One plan's stages, one after another; its jobs take the queue's ``slots`` at priority (``rank``, stage, job)
+    (none: ``workers`` at a time); ``named``: each job's line names the plan (a queue of several)."""
     failed = 0
     for s in plan.stages:
         st = status(plan, s.name)[0]
@@ -263,14 +348,18 @@ def _run(plan: Plan, workers: int, threads: int, log: Callable[[str], None], sto
         at = f"{workers} at a time" if workers else "one after another in this process"
         log(f"{plan.name}/{s.name}: {len(todo)} of {st['jobs']} jobs to run, {at}, {threads} thread(s) each")
         count = {"ended": 0}
+        place = (lambda k: slots.held((rank, plan.stages.index(s), k))) if slots else (
+            lambda k: contextlib.nullcontext())
 
         def one(job: Job) -> str:
-            if stopping.reason:
-                return "not started"
-            outcome, line = _spawn(plan, job, threads, stopping) if workers else _inline(plan, job, threads, stopping)
+            with place(todo.index(job)):
+                if stopping.reason:
+                    return "not started"
+                outcome, line = (_spawn(plan, job, threads, stopping) if workers else
+                                 _inline(plan, job, threads, stopping))
             with _lock:
                 count["ended"] += 1
-                log(f"[{count['ended']}/{len(todo)}] {job.key}: {line}")
+                log(f"[{count['ended']}/{len(todo)}] {plan.name + '/' if named else ''}{job.key}: {line}")
             if outcome == "ok":
                 _merge(plan, s.name, [json.loads((plan.runs / job.key / "row.json").read_text())])
                 _merge_shared(plan, s, {j: lead for j, lead in leaders.items() if lead == job})
