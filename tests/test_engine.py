@@ -59,6 +59,8 @@ def test_train_writes_checkpoints_config_and_logs(trained):
     assert "cards-ssdlite" in config and "max_steps: 4" in config
     metrics = (out / "logs" / "metrics.csv").read_text()
     assert "val/mAP" in metrics and "train/loss" in metrics
+    lrs = [k for k in next(csv.reader(io.StringIO(metrics))) if k.startswith("lr-")]  # named groups, not pg1, pg2
+    assert lrs and all(k.split("/")[-1] in ("detector", "units", "backbone") for k in lrs), lrs
     # every 3 steps and at the last (4 is not a multiple of 3): Lightning's 0-based steps 2 and 3
     val_steps = [int(r["step"]) for r in csv.DictReader(io.StringIO(metrics)) if r.get("val/mAP")]
     assert val_steps == [2, 3], val_steps
@@ -243,8 +245,9 @@ def test_the_defaults_fine_tune_the_pretrained_detector_as_cards_ssdlite():
     for key in ("model", "design", "batch_size", "optimizer", "schedule", "augment", "image_size"):
         assert defaults[key] == cards[key], key
     # cards-ssdlite's round-2 schedule freezes the stem and stages to stride 4 (a timm-backbone option)
-    # for 850 steps; the defaults keep round 1's 600 steps of the whole backbone, valid for every model
-    assert (defaults["max_steps"], defaults["model_kwargs"]) == (600, {})
+    # for 850 steps; the defaults keep round 1's whole backbone, valid for every model, for at least round 1's 600
+    # steps (max_steps auto: defaults-steps' verdict)
+    assert (defaults["max_steps"], defaults["model_kwargs"]) == ("auto", {})
     assert (cards["max_steps"], cards["frozen_stages"]) == (850, 2)
     assert defaults["model"] == "ssdlite320_efficientnet_lite0" and defaults["optimizer"]["backbone_lr_scale"] == 0.1
     short = resolve(None, {"max_steps": 50, "image_size": 224})
