@@ -82,19 +82,23 @@ def plot_pr_curves(result: dict, path: str | Path, title: str = "") -> dict:
     :func:`~hierhead.metrics.voc_map` (``curves=True``); ``voc_ap`` of each curve drawn is the AP
     in its label. Returns ``{class: (recall, precision)}``."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 5.2), dpi=100)
-    for name, (recall, precision) in result["curves"].items():
+    many = len(result["curves"]) > 10  # tab10 repeats its colours past 10 classes: tab20, then dashed lines
+    fig, ax = plt.subplots(figsize=(8.4 if many else 6.4, 5.2), dpi=100)
+    colours = plt.get_cmap("tab20" if many else "tab10").colors
+    for k, (name, (recall, precision)) in enumerate(result["curves"].items()):
         ap = result["AP"][name]
         ax.plot(np.concatenate(([0.0], recall)), np.concatenate(([precision[0] if len(precision) else 0.0],
                                                                  precision)),
-                lw=1.2, label=f"{name} {ap * 100:.1f}" if ap == ap else f"{name} (no boxes)")
+                lw=1.2, color=colours[k % len(colours)], ls="-" if k < len(colours) else "--",
+                label=f"{name} {ap * 100:.1f}" if ap == ap else f"{name} (no boxes)")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.set_title(title or f"precision-recall, IoU 0.5: mAP ({result['metric']}) {result['mAP'] * 100:.1f}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left", title="class, AP", title_fontsize=7)
+    ax.legend(fontsize=7, title="class, AP", title_fontsize=7,  # many classes: beside the axes, not over them
+              **({"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)} if many else {"loc": "lower left"}))
     fig.tight_layout()
     _save(fig, path)
     return result["curves"]
