@@ -51,6 +51,22 @@ def test_pr_curves_give_the_printed_ap(tmp_path, metric):
     assert set(curves) == {"a", "b"} and printed["AP"]["a"] > 0
 
 
+def test_pr_curves_of_many_classes_get_distinct_colours_and_the_legend_beside_them(tmp_path, monkeypatch):
+    """13 classes (chess): tab10 repeated its colours past 10, and the legend covered the curves."""
+    import matplotlib.axes
+    from PIL import Image
+
+    from hierhead.engine.pictures import plot_pr_curves
+
+    drawn, real = [], matplotlib.axes.Axes.plot
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", lambda ax, *a, **k: drawn.append(k) or real(ax, *a, **k))
+    names = [f"class{k}" for k in range(13)]
+    result = {"metric": "voc07", "mAP": 0.5, "AP": dict.fromkeys(names, 0.5),
+              "curves": {n: (np.array([0.5, 1.0]), np.array([1.0, 0.5])) for n in names}}
+    plot_pr_curves(result, tmp_path / "pr.png")
+    assert len({k["color"] for k in drawn}) == 13 and Image.open(tmp_path / "pr.png").size == (840, 520)
+
+
 def test_write_pictures_on_a_dataset(tmp_path):
     from hierhead.data import open_dataset
     from hierhead.engine.pictures import write_pictures
