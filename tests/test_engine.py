@@ -518,7 +518,9 @@ def test_a_log_file_gets_lines_not_a_bar(tmp_path, capsys):
                  "--set", "pretrained_backbone=false"])
     out = capsys.readouterr().out
     assert code == 0 and "\r" not in out
-    assert re.search(r"^step 2/2  epoch 0  loss \d+\.\d+  lr \S+  [\d.]+ images/s$", out, re.M), out
+    assert re.search(r"^step 1/2  epoch 0  loss \d+\.\d+  lr \S+  [\d.]+ images/s  \d+:\d\d elapsed, ~\d+:\d\d left$",
+                     out, re.M), out
+    assert re.search(r"^step 2/2  epoch 0  loss \d+\.\d+  lr \S+  [\d.]+ images/s  \d+:\d\d elapsed$", out, re.M), out
 
 
 @needs_cards

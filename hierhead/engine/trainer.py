@@ -98,15 +98,17 @@ class StepProgressBar(TQDMProgressBar):
 
 class LogLines(Callback):
     """Progress for a log file: when the output is not a terminal, one plain line every ``every`` steps
-    and at the end (step, loss, lr, images/s since the last line, the last val mAP) instead of a bar
-    redrawn with ``\r`` hundreds of times. Kept by hand: Lightning's bars are the terminal's only."""
+    and at the end (step, loss, lr, images/s since the last line, the time this part of the run has taken and
+    what is left at its pace so far, validations included, the last val mAP) instead of a bar redrawn with
+    ``\r`` hundreds of times. Kept by hand: Lightning's bars are the terminal's only."""
 
     def __init__(self, every: int, log: Callable[[str], None] = print) -> None:
         self.every, self.write = max(1, every), log
         self._since: tuple[float, int] | None = None
+        self._start: tuple[float, int] | None = None
 
     def on_train_start(self, trainer: pl.Trainer, *_) -> None:
-        self._since = (time.perf_counter(), trainer.global_step)
+        self._since = self._start = (time.perf_counter(), trainer.global_step)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, *_) -> None:
         step, total = trainer.global_step, trainer.max_steps if trainer.max_steps > 0 else None
@@ -123,6 +125,10 @@ class LogLines(Callback):
         parts.append(f"lr {lr:.3g}")
         if now > t0 and step > s0:
             parts.append(f"{(step - s0) * len(batch[0]) * trainer.world_size / (now - t0):.1f} images/s")
+        begun, first = self._start or (now, step)
+        if step > first:
+            left = f", ~{_clock(total - step, (now - begun) / (step - first))} left" if total and step < total else ""
+            parts.append(f"{_clock(1, now - begun)} elapsed{left}")
         if "val/mAP" in metrics:
             parts.append(f"val mAP {100 * float(metrics['val/mAP']):.2f} %")
         if trainer.is_global_zero:
@@ -133,6 +139,12 @@ class LogLines(Callback):
         if score is not None and not trainer.sanity_checking and trainer.is_global_zero:
             self.write(f"step {trainer.global_step}" + (f"/{trainer.max_steps}" if trainer.max_steps > 0 else "")
                        + f"  validation: val mAP {100 * float(score):.2f} %")
+
+
+def _clock(steps: int, seconds_each: float) -> str:
+    """``steps x seconds_each`` as m:ss (h:mm:ss from an hour)."""
+    m, sec = divmod(round(steps * seconds_each), 60)
+    return f"{m // 60}:{m % 60:02d}:{sec:02d}" if m >= 60 else f"{m}:{sec:02d}"
 
 
 class _SaveOnSigterm(Callback):
