@@ -209,7 +209,9 @@ class PaperSettingWarning(UserWarning):
 
 
 def prepare(config: dict) -> tuple[DetectorModule, DetectionDataModule]:
-    """The module and data module of a resolved config (datasets opened and checked here)."""
+    """The module and data module of a resolved config (datasets opened and checked here); an ``auto`` value
+    still in it (``max_steps: auto``, the built-in defaults') is chosen first, as ``train`` does."""
+    config = resolve_auto(config)[0]
     data = config["data"]
     train_set, val_set = open_config_splits(config)
     train_set = fraction_subset(train_set, float(data.get("fraction", 1.0)), config["seed"])
