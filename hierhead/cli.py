@@ -365,7 +365,8 @@ def _add_train_parser(sub) -> None:
     t.add_argument("--model", help="model name (see hierhead.models.names())")
     t.add_argument("--design", help="head design, e.g. '9An{9,3,1}S' or '9An{9}' for the general head")
     t.add_argument("--epochs", type=int, help="train for this many epochs (instead of --max-steps)")
-    t.add_argument("--max-steps", type=int, help="train for this many optimizer steps")
+    t.add_argument("--max-steps", type=int, help="train for this many optimizer steps (default: the recipe's; "
+                   "without --recipe, 16 passes over the training images and at least 600)")
     t.add_argument("--time", help="a wall-clock budget for training (15m, 900s, 1.5h, 1h30m): max-steps shortened "
                    "to what fits, the schedule finished there")
     t.add_argument("--batch-size", type=int,
