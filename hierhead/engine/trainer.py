@@ -512,7 +512,7 @@ def _train(config: dict, out: Path, resume: bool, callbacks: list | None, log: C
         warm = int((config.get("schedule") or {}).get("warmup_steps") or 0)
         steps = config.get("max_steps") if not config.get("epochs") else None
         if steps and warm >= int(steps) and not config.get("time"):  # --time shortens it (engine/budget.py)
-            log(f"note: the run's {config['max_steps']} steps end inside the schedule's {warm}-step warm-up, so "
+            log(f"note: the run's {steps} steps end inside the schedule's {warm}-step warm-up, so "
                 f"the learning rate never reaches its peak (--set schedule.warmup_steps=N shortens it)")
     timer = Timer()  # its elapsed time travels in the checkpoint, so a resumed run counts all its parts
     interrupt = _StopOnInterrupt()

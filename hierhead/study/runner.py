@@ -333,7 +333,7 @@ def _run(plan: Plan, workers: int, threads: int, log: Callable[[str], None], sto
     """One plan's stages, one after another; its jobs take the queue's ``slots`` at priority (``rank``, stage, job)
     (none: ``workers`` at a time); ``named``: each job's line names the plan (a queue of several)."""
     failed = 0
-    for s in plan.stages:
+    for n, s in enumerate(plan.stages):
         st = status(plan, s.name)[0]
         if st["waits"]:  # an earlier stage is unfinished only when it failed, which returned already
             raise PlanError(f"{plan.name}/{s.name}: waits on {', '.join(st['waits'])}, not finished")
@@ -348,11 +348,9 @@ def _run(plan: Plan, workers: int, threads: int, log: Callable[[str], None], sto
         at = f"{workers} at a time" if workers else "one after another in this process"
         log(f"{plan.name}/{s.name}: {len(todo)} of {st['jobs']} jobs to run, {at}, {threads} thread(s) each")
         count = {"ended": 0}
-        place = (lambda k: slots.held((rank, plan.stages.index(s), k))) if slots else (
-            lambda k: contextlib.nullcontext())
 
-        def one(job: Job) -> str:
-            with place(todo.index(job)):
+        def one(k: int, job: Job) -> str:
+            with slots.held((rank, n, k)) if slots else contextlib.nullcontext():
                 if stopping.reason:
                     return "not started"
                 outcome, line = (_spawn(plan, job, threads, stopping) if workers else
@@ -368,21 +366,16 @@ def _run(plan: Plan, workers: int, threads: int, log: Callable[[str], None], sto
         _merge_shared(plan, s, leaders)  # those whose run had its row already (a resumed study)
         outcomes: list[str] = []
         if not workers:  # in this process's main thread, where training's own Ctrl-C and SIGTERM handling works
-            for j in todo:
+            for k, j in enumerate(todo):
                 try:
-                    outcomes.append(one(j))
+                    outcomes.append(one(k, j))
                 except KeyboardInterrupt as e:  # Ctrl-C: training saved its step (or the job was cut outside it)
                     stopping.stop("Ctrl-C")
                     outcomes.append("stopped")
                     log(f"{j.key}: {_where(str(e)) or 'interrupted (Ctrl-C)'}")
-        else:
+        else:  # in the plan's own thread (run_queue): Ctrl-C reaches the main thread, which stops the queue
             with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(one, j) for j in todo]
-                try:
-                    outcomes = [f.result() for f in futures]
-                except KeyboardInterrupt:  # Ctrl-C: the jobs got it too and save their step; none starts after it
-                    stopping.stop("Ctrl-C")
-                    outcomes = [f.result() for f in futures]
+                outcomes = [f.result() for f in [pool.submit(one, k, j) for k, j in enumerate(todo)]]
         failed += outcomes.count("failed")
         if stopping.reason:
             raise StudyStopped(f"{plan.name}/{s.name}: stopped by {stopping.reason}: {outcomes.count('stopped')} "
