@@ -486,7 +486,9 @@ def test_a_queues_free_place_goes_to_the_earliest_job_that_waits():
 
     from hierhead.study.runner import _Slots
 
-    slots, got = _Slots(1), []
+    slots, got = _Slots(1, plans=2), []
+    slots.queue(0)  # both plans have listed their stage's jobs
+    slots.queue(1)
     holding = slots.held((0, 0, 0))
     holding.__enter__()
 
@@ -504,6 +506,42 @@ def test_a_queues_free_place_goes_to_the_earliest_job_that_waits():
     for t in waiting:
         t.join(30)
     assert got == [(0, 1, 1), (0, 1, 2), (1, 0, 0)] and slots.free == 1
+
+
+def test_a_later_plans_job_waits_while_an_earlier_plan_lists_its_jobs():
+    """A free place goes to no later plan's job while an earlier plan is still listing its stage's jobs (it may be
+    resolving 'auto' settings from its data): the later plan, quicker to start, took both places first."""
+    import threading
+
+    from hierhead.study.runner import _Slots
+
+    slots, got = _Slots(1, plans=2), []
+
+    def wait(priority):
+        with slots.held(priority):
+            got.append(priority)
+
+    later = threading.Thread(target=wait, args=((1, 0, 0),))
+    later.start()
+    deadline = time.time() + 30
+    while not slots.waiting and time.time() < deadline:
+        time.sleep(0.01)
+    assert slots.waiting == [(1, 0, 0)] and slots.free == 1 and not got  # a place is free, and it waits
+    slots.queue(0, [(0, 0, 0)])
+    earlier = threading.Thread(target=wait, args=((0, 0, 0),))
+    earlier.start()
+    for t in (earlier, later):
+        t.join(30)
+    assert got == [(0, 0, 0), (1, 0, 0)] and slots.free == 1
+    slots.prepare(0)  # plan 0's next stage: plan 1 waits again, until plan 0 queues its jobs (here: none)
+    later = threading.Thread(target=wait, args=((1, 0, 1),))
+    later.start()
+    while not slots.waiting and time.time() < deadline:
+        time.sleep(0.01)
+    assert slots.waiting == [(1, 0, 1)] and slots.free == 1 and len(got) == 2
+    slots.queue(0)
+    later.join(30)
+    assert got[2:] == [(1, 0, 1)] and not slots.waiting
 
 
 def test_a_study_runs_the_seeds_its_pilot_counted_after_the_pilot(tmp_path, capsys):

@@ -190,19 +190,41 @@ class _Stopping:
 class _Slots:
     """The queue's ``workers`` places, given in order of priority (a plan's place in the queue, then its stage and
     job): a job waits for a place only while every place is taken, and a free place goes to the earliest job that
-    waits. Hand-written because ``concurrent.futures`` keeps one pool per stage, and the stages of several plans
-    must share one set of places in the plans' order."""
+    waits. A plan still listing a stage's jobs (``plans`` of them at first, :meth:`prepare` again at each later
+    stage) holds back every later plan's jobs until it queues its own (:meth:`queue`): else a later plan, quicker
+    to list its jobs (an earlier one's may resolve ``auto`` settings from its data first), took the places.
+    Hand-written because ``concurrent.futures`` keeps one pool per stage, and the stages of several plans must
+    share one set of places in the plans' order."""
 
-    def __init__(self, places: int) -> None:
+    def __init__(self, places: int, plans: int = 1) -> None:
         self.free = places
         self.waiting: list[tuple] = []
+        self.preparing = set(range(plans))
         self.changed = threading.Condition()
+
+    def prepare(self, rank: int) -> None:
+        """Plan ``rank`` lists a stage's jobs: later plans' jobs wait for them."""
+        with self.changed:
+            self.preparing.add(rank)
+
+    def queue(self, rank: int, priorities: list[tuple] = ()) -> None:
+        """Plan ``rank``'s jobs (none: it has none now, or it ended) in line; later plans' jobs may go on."""
+        with self.changed:
+            for p in priorities:
+                heapq.heappush(self.waiting, p)
+            self.preparing.discard(rank)
+            self.changed.notify_all()
+
+    def _turn(self, priority: tuple) -> bool:
+        return (self.free > 0 and self.waiting[0] == priority
+                and not any(r < priority[0] for r in self.preparing))
 
     @contextlib.contextmanager
     def held(self, priority: tuple):
         with self.changed:
-            heapq.heappush(self.waiting, priority)
-            self.changed.wait_for(lambda: self.free > 0 and self.waiting[0] == priority)
+            if priority not in self.waiting:  # not queued by its plan beforehand
+                heapq.heappush(self.waiting, priority)
+            self.changed.wait_for(lambda: self._turn(priority))
             heapq.heappop(self.waiting)
             self.free -= 1
             self.changed.notify_all()  # the next in line may find a place too
@@ -287,7 +309,7 @@ def run_queue(plans: list[Plan], workers: int = 1, threads: int | None = None, l
                 if ended:
                     ended(plan)
             return failed
-        slots, outcomes, ends = _Slots(workers), [None] * len(plans), [threading.Event() for _ in plans]
+        slots, outcomes, ends = _Slots(workers, len(plans)), [None] * len(plans), [threading.Event() for _ in plans]
 
         def one_plan(k: int, plan: Plan) -> None:
             try:
@@ -297,6 +319,7 @@ def run_queue(plans: list[Plan], workers: int = 1, threads: int | None = None, l
             except BaseException as e:  # noqa: BLE001 - raised in the main thread below, in the plans' order
                 outcomes[k] = e
             finally:
+                slots.queue(k)  # an ended plan holds no later one back
                 ends[k].set()
 
         for k, plan in enumerate(plans):
@@ -334,11 +357,15 @@ def _run(plan: Plan, workers: int, threads: int, log: Callable[[str], None], sto
     (none: ``workers`` at a time); ``named``: each job's line names the plan (a queue of several)."""
     failed = 0
     for n, s in enumerate(plan.stages):
+        if slots:
+            slots.prepare(rank)
         st = status(plan, s.name)[0]
         if st["waits"]:  # an earlier stage is unfinished only when it failed, which returned already
             raise PlanError(f"{plan.name}/{s.name}: waits on {', '.join(st['waits'])}, not finished")
         _merge(plan, s.name, [json.loads((plan.runs / j.key / "row.json").read_text()) for j in st["finished"]])
         if not st["pending"]:
+            if slots:
+                slots.queue(rank)
             continue
         leaders = shared_runs(plan, s.name, st["pending"])
         todo = [j for j in st["pending"] if j not in leaders]
@@ -364,6 +391,8 @@ def _run(plan: Plan, workers: int, threads: int, log: Callable[[str], None], sto
             return outcome
 
         _merge_shared(plan, s, leaders)  # those whose run had its row already (a resumed study)
+        if slots:
+            slots.queue(rank, [(rank, n, k) for k in range(len(todo))])
         outcomes: list[str] = []
         if not workers:  # in this process's main thread, where training's own Ctrl-C and SIGTERM handling works
             for k, j in enumerate(todo):
