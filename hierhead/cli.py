@@ -611,21 +611,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _quiet_libraries(command: str) -> None:
-    """Hide library chatter that says nothing to a user (``--verbose`` shows it): Lightning's
-    info lines and tips, known warnings about its own internals or tiny runs, and the tracer's
-    remarks on torchvision's code while exporting to ONNX (export checks the graph it writes)."""
-    import logging
+    """Hide library chatter that says nothing to a user (``--verbose`` shows it): :func:`quiet_libraries`, and
+    the tracer's remarks on torchvision's code while exporting to ONNX (export checks the graph it writes)."""
+    from .engine.quiet import quiet_libraries
 
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
-                 "lightning.pytorch.trainer.connectors.signal_connector"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    for message in (r".*LeafSpec.*", r".*smaller than the logging interval.*", r".*does not have many workers.*",
-                    r".*Experiment logs directory .* exists and is not empty.*",
-                    r".*Checkpoint directory .* exists and is not empty.*",  # only on --resume, which is meant
-                    r"To copy construct from a tensor.*", r".*torch.jit.script. is deprecated.*",
-                    # DDP: every rank computes val/mAP from all ranks' gathered detections, the same value
-                    r".*sync_dist=True.* when logging on epoch level in distributed setting.*"):
-        warnings.filterwarnings("ignore", message=message)
+    quiet_libraries()
     if command == "export":  # only export needs torch.jit; `hierhead designs` starts without torch
         from torch.jit import TracerWarning
 

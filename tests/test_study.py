@@ -476,6 +476,8 @@ def test_a_queue_starts_a_later_plans_job_beside_an_earlier_plans_last_one(tmp_p
     started = json.loads((second.runs / job / "parts.json").read_text())["started"]
     assert started < (first.runs / job / "row.json").stat().st_mtime  # began before the first plan's job ended
     assert f"] first/{job}: " in out and f"] second/{job}: " in out, out  # a queue's lines name their plan
+    log = (first.runs / job / "job.log").read_text()
+    assert "Tip" not in log and "LeafSpec" not in log and "step " in log, log  # training's lines, no library chatter
     assert len(read_rows(first, "main")) == len(read_rows(second, "main")) == 1
     assert out.count("tables: hierhead study report ") == 2
 

@@ -590,7 +590,10 @@ def _main() -> int:
     ap.add_argument("key")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
+    from ..engine.quiet import quiet_libraries
     from ..engine.trainer import TrainingInterrupted, TrainingStopped
+
+    quiet_libraries()  # the job's log: its training lines, not Lightning's tips
 
     try:
         run_job(load_plan(args.plan), args.key, args.threads)
