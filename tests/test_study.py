@@ -401,7 +401,7 @@ def test_a_job_stopped_and_resumed_records_the_sum_of_its_parts_seconds(tmp_path
                                                                            "threads": 1, "started": 5000.0}
 
 
-def test_a_study_killed_mid_run_resumes_to_the_same_rows(tmp_path):
+def test_a_study_killed_mid_run_resumes_to_the_same_rows(tmp_path, capsys):
     body = f"""datasets: [toy]
 seeds: [0, 1]
 set: {FAST}
@@ -415,6 +415,10 @@ stages:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     whole = _plan(tmp_path / "whole", body)  # uninterrupted, its jobs in one process (no process start each)
     assert main(["study", "run", str(whole), "--workers", "0"]) == 0
+    ended = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    assert [line.split("]")[0] for line in ended] == ["[1/4", "[2/4", "[3/4", "[4/4"]  # each ended job: how many are left
+    assert re.search(r"; 3 to go, about \d+ s at this run's median \d+ s a job, 1 at a time$", ended[0]), ended
+    assert "to go" not in ended[-1]
     killed = _plan(tmp_path / "killed", body)
     runs = tmp_path / "killed" / "runs" / "studies" / "toy"
     proc = subprocess.Popen([*command, str(killed), "--workers", "2"], env=env, start_new_session=True,

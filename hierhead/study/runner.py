@@ -28,6 +28,7 @@ import contextlib
 import csv
 import heapq
 import json
+import math
 import os
 import signal
 import statistics
@@ -374,17 +375,21 @@ def _run(plan: Plan, workers: int, threads: int, log: Callable[[str], None], sto
                 f"(the same config once 'auto' is chosen): trained once, the row shared")
         at = f"{workers} at a time" if workers else "one after another in this process"
         log(f"{plan.name}/{s.name}: {len(todo)} of {st['jobs']} jobs to run, {at}, {threads} thread(s) each")
-        count = {"ended": 0}
+        count, took = {"ended": 0}, []
 
         def one(k: int, job: Job) -> str:
             with slots.held((rank, n, k)) if slots else contextlib.nullcontext():
                 if stopping.reason:
                     return "not started"
+                began = time.monotonic()
                 outcome, line = (_spawn(plan, job, threads, stopping) if workers else
                                  _inline(plan, job, threads, stopping))
             with _lock:
                 count["ended"] += 1
-                log(f"[{count['ended']}/{len(todo)}] {plan.name + '/' if named else ''}{job.key}: {line}")
+                if outcome == "ok":
+                    took.append(time.monotonic() - began)
+                log(f"[{count['ended']}/{len(todo)}] {plan.name + '/' if named else ''}{job.key}: {line}"
+                    f"{_to_go(len(todo) - count['ended'], took, workers)}")
             if outcome == "ok":
                 _merge(plan, s.name, [json.loads((plan.runs / job.key / "row.json").read_text())])
                 _merge_shared(plan, s, {j: lead for j, lead in leaders.items() if lead == job})
@@ -416,6 +421,20 @@ def _run(plan: Plan, workers: int, threads: int, log: Callable[[str], None], sto
             log(f"{plan.name}/{s.name}: {failed} job(s) failed; later stages not started")
             return failed
     return failed
+
+
+def _to_go(left: int, took: list[float], workers: int) -> str:
+    """``; 37 to go, about 3.9 h ...``: the stage's jobs not ended yet at the median wall time of the jobs this
+    run finished, ``workers`` at a time (rough where arms cost differently, or plans share the places)."""
+    if not left or not took:
+        return ""
+    def span(seconds: float) -> str:
+        return (f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min" if seconds < 5400
+                else f"{seconds / 3600:.1f} h")
+
+    job = statistics.median(took)
+    return (f"; {left} to go, about {span(job * math.ceil(left / max(1, workers)))} at this run's median "
+            f"{span(job)} a job, {max(1, workers)} at a time")
 
 
 def _merge_shared(plan: Plan, stage, shared: dict[Job, Job]) -> None:
