@@ -386,8 +386,9 @@ def _run(plan: Plan, workers: int, threads: int, log: Callable[[str], None], sto
                                  _inline(plan, job, threads, stopping))
             with _lock:
                 count["ended"] += 1
-                if outcome == "ok":
-                    took.append(time.monotonic() - began)
+                if outcome == "ok":  # the whole job's time (a resumed one's earlier parts too), else this part's
+                    row = json.loads((plan.runs / job.key / "row.json").read_text())
+                    took.append(float(row.get("seconds") or time.monotonic() - began))
                 log(f"[{count['ended']}/{len(todo)}] {plan.name + '/' if named else ''}{job.key}: {line}"
                     f"{_to_go(len(todo) - count['ended'], took, workers)}")
             if outcome == "ok":
@@ -424,8 +425,9 @@ def _run(plan: Plan, workers: int, threads: int, log: Callable[[str], None], sto
 
 
 def _to_go(left: int, took: list[float], workers: int) -> str:
-    """``; 37 to go, about 3.9 h ...``: the stage's jobs not ended yet at the median wall time of the jobs this
-    run finished, ``workers`` at a time (rough where arms cost differently, or plans share the places)."""
+    """``; 37 to go, about 3.9 h ...``: the stage's jobs not ended yet at the median time of the jobs this run
+    finished (their rows' seconds, earlier parts included), ``workers`` at a time (rough where arms cost
+    differently, or plans share the places)."""
     if not left or not took:
         return ""
     def span(seconds: float) -> str:
