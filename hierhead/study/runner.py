@@ -384,15 +384,15 @@ def _run(plan: Plan, workers: int, threads: int, log: Callable[[str], None], sto
                 began = time.monotonic()
                 outcome, line = (_spawn(plan, job, threads, stopping) if workers else
                                  _inline(plan, job, threads, stopping))
+            row = json.loads((plan.runs / job.key / "row.json").read_text()) if outcome == "ok" else None
             with _lock:
                 count["ended"] += 1
-                if outcome == "ok":  # the whole job's time (a resumed one's earlier parts too), else this part's
-                    row = json.loads((plan.runs / job.key / "row.json").read_text())
+                if row:  # the whole job's time (a resumed one's earlier parts too), else this part's
                     took.append(float(row.get("seconds") or time.monotonic() - began))
                 log(f"[{count['ended']}/{len(todo)}] {plan.name + '/' if named else ''}{job.key}: {line}"
                     f"{_to_go(len(todo) - count['ended'], took, workers)}")
-            if outcome == "ok":
-                _merge(plan, s.name, [json.loads((plan.runs / job.key / "row.json").read_text())])
+            if row:
+                _merge(plan, s.name, [row])
                 _merge_shared(plan, s, {j: lead for j, lead in leaders.items() if lead == job})
             return outcome
 
@@ -430,13 +430,14 @@ def _to_go(left: int, took: list[float], workers: int) -> str:
     differently, or plans share the places)."""
     if not left or not took:
         return ""
+
     def span(seconds: float) -> str:
         return (f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min" if seconds < 5400
                 else f"{seconds / 3600:.1f} h")
 
-    job = statistics.median(took)
-    return (f"; {left} to go, about {span(job * math.ceil(left / max(1, workers)))} at this run's median "
-            f"{span(job)} a job, {max(1, workers)} at a time")
+    job, at = statistics.median(took), max(1, workers)
+    return (f"; {left} to go, about {span(job * math.ceil(left / at))} at this run's median {span(job)} a job, "
+            f"{at} at a time")
 
 
 def _merge_shared(plan: Plan, stage, shared: dict[Job, Job]) -> None:
