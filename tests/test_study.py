@@ -614,6 +614,10 @@ def test_jobs_that_train_the_same_run_train_it_once(tmp_path, capsys):
     assert json.loads(rows["again"]["settings"])["anchor_s_min"] == 0.2 and rows["hier"]["same_as"] == ""
     assert main(["study", "run", str(plan.path), "--dry-run"]) == 0
     assert "3 with rows, 0 finished to merge, 0 pending" in capsys.readouterr().out
+    plan.path.write_text(plan.path.read_text().replace("seeds: [0]", "seeds: [0, 1]"))
+    assert main(["study", "run", str(plan.path), "--dry-run", "--workers", "2"]) == 0  # time left: the rows' median
+    assert re.search(r"3 pending \(1 sharing an earlier job's run\); 2 to go, about \d+ s at the rows' median \d+ s "
+                     r"a job, 2 at a time$", capsys.readouterr().out.splitlines()[-4]), "no estimate"
 
 
 def _ten_seeds_holdout(datasets: str) -> str:

@@ -272,9 +272,7 @@ def run(plan: Plan, workers: int = 1, threads: int | None = None, dry_run: bool 
         sharing = f" ({shared} sharing an earlier job's run)" if shared else ""
         to_train = len(st["pending"]) - shared
         secs = [float(r["seconds"]) for r in read_rows(plan, st["stage"]) if r.get("seconds") and not r.get("same_as")]
-        job = statistics.median(secs) if secs else None
-        left = (f"; about {job * to_train / max(1, workers) / 3600:.1f} h left at the rows' median "
-                f"{job / 60:.0f} min a job, {max(1, workers)} at a time") if job and to_train else ""
+        left = _to_go(to_train, secs, workers, "the rows'")
         log(f"{plan.name}/{st['stage']}: {st['jobs']} jobs, {st['done']} with rows, {len(st['finished'])} finished "
             f"to merge, {len(st['pending'])} pending{sharing}{wait}{left}")
         for j in st["pending"][:5]:
@@ -424,10 +422,10 @@ def _run(plan: Plan, workers: int, threads: int, log: Callable[[str], None], sto
     return failed
 
 
-def _to_go(left: int, took: list[float], workers: int) -> str:
-    """``; 37 to go, about 3.9 h ...``: the stage's jobs not ended yet at the median time of the jobs this run
-    finished (their rows' seconds, earlier parts included), ``workers`` at a time (rough where arms cost
-    differently, or plans share the places)."""
+def _to_go(left: int, took: list[float], workers: int, basis: str = "this run's") -> str:
+    """``; 37 to go, about 3.9 h ...``: ``left`` jobs at the median of ``took`` (rows' seconds, a resumed job's
+    earlier parts included: the jobs this run finished, or for a dry run every row of the stage), ``workers`` at
+    a time (rough where arms cost differently, or plans share the places)."""
     if not left or not took:
         return ""
 
@@ -436,7 +434,7 @@ def _to_go(left: int, took: list[float], workers: int) -> str:
                 else f"{seconds / 3600:.1f} h")
 
     job, at = statistics.median(took), max(1, workers)
-    return (f"; {left} to go, about {span(job * math.ceil(left / at))} at this run's median {span(job)} a job, "
+    return (f"; {left} to go, about {span(job * math.ceil(left / at))} at {basis} median {span(job)} a job, "
             f"{at} at a time")
 
 
